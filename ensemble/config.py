@@ -1,0 +1,210 @@
+"""The run configuration: one frozen pydantic model per section, unknown keys rejected.
+
+Defaults reproduce the paper's small setting on the embedded data: 5 LeNet-like CAEs,
+ReLU, Adam at 1e-3, batch 100, MSE reconstruction loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ensemble.errors import InputError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    name: Literal["mnist-5k", "digits", "mnist", "cifar10", "folder", "npz"] = Field(
+        "mnist-5k", description="dataset: embedded mnist-5k or digits, or mnist/cifar10/folder/npz from data.root")
+    root: Optional[str] = Field(
+        None, description="directory (mnist, cifar10, folder) or .npz file (npz) holding the data")
+    download: bool = Field(
+        False, description="allow torchvision to download mnist/cifar10 into data.root when missing")
+    train_size: Optional[int] = Field(
+        3000, ge=1, description="training images drawn (stratified); null takes all that remain")
+    val_size: int = Field(1000, ge=1, description="validation images drawn (stratified) for eager stopping")
+    test_size: Optional[int] = Field(
+        None, ge=1, description="test images; null keeps every image not used for train/validation")
+    normalize: Literal["minmax", "standardize"] = Field(
+        "minmax", description="pixel scaling: minmax to [0, 1], or standardize with training mean/std")
+    bootstrap: bool = Field(False, description="each member trains on its own bootstrap sample (bagging)")
+
+
+class ModelConfig(Section):
+    channels: tuple[int, ...] = Field(
+        (6, 16), min_length=1, description="conv channels per encoder stage (LeNet: 6, 16)")
+    kernel_size: int = Field(5, ge=1, description="odd convolution kernel size")
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = Field(
+        "relu", description="hidden activation")
+    pooling: Literal["max", "avg"] = Field("max", description="2x2 down-sampling after each encoder stage")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("kernel_size must be odd so 'same' padding keeps the image size")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _positive_channels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(c < 1 for c in value):
+            raise ValueError("every channel count must be at least 1")
+        return value
+
+
+class TrainConfig(Section):
+    epochs: int = Field(20, ge=1, description="most epochs a member may train")
+    batch_size: int = Field(100, ge=1, description="mini-batch size")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam)")
+    grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this; null: no clipping")
+
+
+class EagerConfig(Section):
+    rule: Literal["plateau", "fixed", "budget", "none"] = Field(
+        "plateau", description="when a member stops: plateau, fixed epoch count, wall-clock budget, or none")
+    threshold: float = Field(
+        0.1, ge=0, description="plateau: stop once validation loss improves by less than this fraction")
+    min_epochs: int = Field(1, ge=1, description="plateau: never stop before this many epochs")
+    epoch: int = Field(3, ge=1, description="fixed: stop after this many epochs")
+    budget_seconds: float = Field(
+        30.0, gt=0, description="budget: stop before the next epoch would exceed this many seconds")
+
+
+class BaselineConfig(Section):
+    enabled: bool = Field(True, description="also train the monolithic baseline for comparison")
+    patience: int = Field(3, ge=1, description="epochs without improvement before the baseline stops")
+    min_delta: float = Field(
+        0.0, ge=0, description="relative validation improvement that counts as improvement")
+    max_epochs: int = Field(30, ge=1, description="most epochs the baseline may train")
+    width: Optional[float] = Field(
+        None, gt=0, description="channel multiplier of the baseline CAE; null: sqrt(members), about the ensemble's parameter count")
+
+
+class CombinerConfig(Section):
+    kind: Literal["stack", "soft-vote", "hard-vote"] = Field(
+        "stack", description="stack features into one head, or vote over one head per member")
+    head: Literal["logistic", "mlp"] = Field("logistic", description="classifier head")
+
+
+class ResourcesConfig(Section):
+    cpus_per_member: float = Field(1.0, gt=0, description="Ray CPUs per member actor (fractions allowed)")
+    gpus_per_member: float = Field(0.0, ge=0, description="Ray GPUs per member actor (fractions share a GPU)")
+
+
+class EnsembleConfig(Section):
+    name: Optional[str] = Field(None, description="run name; null: a time stamp")
+    seed: int = Field(0, description="seed for splits, initialisation and batch order")
+    members: int = Field(5, ge=1, description="number of autoencoders trained in parallel")
+    output: str = Field("runs", description="directory that holds run directories")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eager: EagerConfig = Field(default_factory=EagerConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    combiner: CombinerConfig = Field(default_factory=CombinerConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value or "/" in value or value in (".", "..")):
+            raise ValueError("name must be a non-empty directory name without '/'")
+        return value
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "EnsembleConfig":
+        return build_config(read_config_file(path), overrides)
+
+    def with_overrides(self, overrides: list[str]) -> "EnsembleConfig":
+        return build_config(self.model_dump(mode="json"), overrides)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {str(path)!r} does not exist or is not a file.")
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise InputError(f"config file {str(path)!r} is not valid YAML or JSON: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}.")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b=value`; the value is parsed as YAML (numbers, booleans, lists, null)."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise InputError(f"--set {assignment!r} must look like section.key=value, for example train.lr=0.01.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {assignment!r}: {part!r} is a value, not a section.")
+        node = child
+    node[leaf] = value
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConfig:
+    raw = json.loads(json.dumps(raw))  # deep copy; also rejects non-JSON values early
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return EnsembleConfig.model_validate(raw)
+    except ValidationError as err:
+        raise InputError(describe_validation_error(err)) from None
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    problems = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown config key {key!r}")
+            continue
+        allowed = _allowed_values(item)
+        problems.append(f"config key {key!r} has value {item.get('input')!r}: {item['msg']}{allowed}")
+    return "Invalid configuration: " + "; ".join(problems) + "."
+
+
+def _allowed_values(item: dict[str, Any]) -> str:
+    expected = (item.get("ctx") or {}).get("expected")
+    return f" (allowed: {expected})" if expected and item["type"] == "literal_error" else ""
+
+
+def config_reference() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every leaf key, for the README's reference table."""
+    rows = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section):
+                walk(annotation, f"{prefix}{name}.")
+            else:
+                default = field.default if field.default_factory is None else field.default_factory()
+                rows.append((f"{prefix}{name}", json.dumps(default if not isinstance(default, tuple) else list(default)),
+                             field.description or ""))
+
+    walk(EnsembleConfig, "")
+    return rows

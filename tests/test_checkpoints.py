@@ -1,0 +1,72 @@
+import pickle
+
+import pytest
+import torch
+
+from workers.checkpoints import (CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint,
+                                 load_latest_valid, save_checkpoint, sweep_temporaries)
+
+
+def save(tmp_path, epoch, value=1.0):
+    return save_checkpoint(tmp_path, epoch, {"w": torch.full((3,), value)}, {"step": torch.tensor(epoch)},
+                           {"note": f"epoch {epoch}"})
+
+
+def test_round_trip(tmp_path):
+    save(tmp_path, 1, 2.5)
+    ckpt = load_checkpoint(checkpoint_dir(tmp_path, 1))
+    assert ckpt.epoch == 1 and torch.equal(ckpt.weights["w"], torch.full((3,), 2.5))
+    assert ckpt.state["step"].item() == 1 and ckpt.meta == {"note": "epoch 1"}
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [1]
+
+
+def test_truncated_checkpoint_is_reported_and_skipped(tmp_path):
+    for epoch in (0, 1, 2):
+        save(tmp_path, epoch, float(epoch))
+    weights = checkpoint_dir(tmp_path, 2) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="checkpoint_000002"):
+        load_checkpoint(checkpoint_dir(tmp_path, 2))
+    latest, skipped = load_latest_valid(tmp_path)
+    assert latest.epoch == 1 and len(skipped) == 1 and "corrupted" in str(skipped[0])
+
+
+def test_deleted_file_falls_back(tmp_path):
+    save(tmp_path, 1)
+    save(tmp_path, 2)
+    (checkpoint_dir(tmp_path, 2) / "state.pt").unlink()
+    assert load_latest_valid(tmp_path)[0].epoch == 1
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_malicious_pickle_is_refused_even_with_matching_checksum(tmp_path):
+    """A crafted state.pt whose manifest checksum was updated too: weights_only refuses it."""
+    import hashlib
+    import json
+    path = save(tmp_path, 1)
+    (path / "state.pt").write_bytes(pickle.dumps({"x": Exploit()}, protocol=2))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["state.pt"] = hashlib.sha256((path / "state.pt").read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)
+
+
+def test_temporaries_are_swept_and_never_listed(tmp_path):
+    save(tmp_path, 1)
+    leftover = tmp_path / ".tmp-checkpoint-000002-dead"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    assert [e for e, _ in list_checkpoints(tmp_path)] == [1]
+    assert sweep_temporaries(tmp_path) == [leftover] and not leftover.exists()
+
+
+def test_rewriting_an_epoch_replaces_it(tmp_path):
+    save(tmp_path, 1, 1.0)
+    save(tmp_path, 1, 7.0)
+    assert load_checkpoint(checkpoint_dir(tmp_path, 1)).weights["w"][0] == 7.0
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_000001"]

@@ -1,0 +1,111 @@
+"""The CAE family (LeNet-like convolutional autoencoders) and the custom-autoencoder protocol.
+
+Protocol: a zero-argument callable returns an `nn.Module` whose `forward(x)` is the
+reconstruction (same shape as `x`) and whose `encode(x)` is the feature map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ensemble.errors import InputError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU,
+}
+POOLING: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+AutoencoderFactory = Callable[[], nn.Module]
+
+
+class ConvAutoencoder(nn.Module):
+    """Encoder: (conv, activation, 2x2 pool) per stage. Decoder: the mirror image, with
+    upsampling to the exact size each stage saw, so odd sizes (28 -> 14 -> 7) come back."""
+
+    def __init__(self, image_shape: Sequence[int], channels: Sequence[int] = (6, 16), kernel_size: int = 5,
+                 activation: str = "relu", pooling: str = "max", width: float = 1.0):
+        super().__init__()
+        in_channels, height, width_px = image_shape
+        hidden = [max(1, round(c * width)) for c in channels]
+        sizes = [(height, width_px)]
+        for _ in hidden:
+            h, w = sizes[-1]
+            if h < 2 or w < 2:
+                raise InputError(f"images of {height}x{width_px} are too small for {len(hidden)} pooling stages "
+                                 f"(model.channels={list(channels)}); use fewer channel stages.")
+            sizes.append((h // 2, w // 2))
+        pad = kernel_size // 2
+        act = ACTIVATIONS[activation]
+
+        encoder: list[nn.Module] = []
+        for c_in, c_out in zip([in_channels, *hidden[:-1]], hidden):
+            encoder += [nn.Conv2d(c_in, c_out, kernel_size, padding=pad), act(), POOLING[pooling](2)]
+        self.encoder = nn.Sequential(*encoder)
+
+        decoder: list[nn.Module] = []
+        outs = [in_channels, *hidden[:-1]]
+        for stage in reversed(range(len(hidden))):
+            decoder += [nn.Upsample(size=sizes[stage]), nn.Conv2d(hidden[stage], outs[stage], kernel_size, padding=pad)]
+            if stage > 0:  # linear output: works for min-max and standardised pixels alike
+                decoder.append(act())
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+@dataclass(frozen=True)
+class CAEFactory:
+    """A picklable zero-argument factory, so Ray can ship it to member actors."""
+    image_shape: tuple[int, int, int]
+    channels: tuple[int, ...] = (6, 16)
+    kernel_size: int = 5
+    activation: str = "relu"
+    pooling: str = "max"
+    width: float = 1.0
+
+    def __call__(self) -> ConvAutoencoder:
+        return ConvAutoencoder(self.image_shape, self.channels, self.kernel_size, self.activation, self.pooling,
+                               self.width)
+
+
+def baseline_width(members: int, width: float | None) -> float:
+    """sqrt(N) channels gives about N times the parameters: the ensemble's total."""
+    return width if width is not None else math.sqrt(members)
+
+
+def check_autoencoder(factory: AutoencoderFactory, sample: torch.Tensor) -> nn.Module:
+    """Build one module and run one batch through it, so a wrong shape fails before any training."""
+    name = getattr(factory, "__name__", type(factory).__name__)
+    try:
+        module = factory()
+    except Exception as err:  # user code: report what it raised
+        raise InputError(f"the custom autoencoder {name} could not be built: {err!r}.") from None
+    if not isinstance(module, nn.Module):
+        raise InputError(f"the custom autoencoder factory {name} returned {type(module).__name__}, not a torch nn.Module.")
+    if not callable(getattr(module, "encode", None)):
+        raise InputError(f"the custom autoencoder {type(module).__name__} has no encode(x) method; "
+                         "it must return the features the combiner uses.")
+    with torch.no_grad():
+        try:
+            reconstruction = module(sample)
+            features = module.encode(sample)
+        except Exception as err:
+            raise InputError(f"the custom autoencoder {type(module).__name__} failed on a batch of shape "
+                             f"{tuple(sample.shape)}: {err!r}.") from None
+    if not isinstance(reconstruction, torch.Tensor) or reconstruction.shape != sample.shape:
+        got = tuple(reconstruction.shape) if isinstance(reconstruction, torch.Tensor) else type(reconstruction).__name__
+        raise InputError(f"the custom autoencoder {type(module).__name__} returned a reconstruction of shape {got} "
+                         f"for input {tuple(sample.shape)}; forward(x) must return the input's shape.")
+    if not isinstance(features, torch.Tensor) or features.shape[0] != sample.shape[0]:
+        raise InputError(f"the custom autoencoder {type(module).__name__}.encode(x) must return a tensor with one "
+                         f"row per image ({sample.shape[0]}).")
+    return module
