@@ -84,8 +84,8 @@ class BaselineConfig(Section):
     enabled: bool = Field(True, description="also train the monolithic baseline for comparison")
     patience: int = Field(3, ge=1, description="epochs without improvement before the baseline stops")
     min_delta: float = Field(
-        0.0, ge=0, description="relative validation improvement that counts as improvement")
-    max_epochs: int = Field(30, ge=1, description="most epochs the baseline may train")
+        0.01, ge=0, description="relative validation improvement that counts as improvement")
+    max_epochs: int = Field(25, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
         None, gt=0, description="channel multiplier of the baseline CAE; null: sqrt(members), about the ensemble's parameter count")
 
@@ -208,3 +208,14 @@ def config_reference() -> list[tuple[str, str, str]]:
 
     walk(EnsembleConfig, "")
     return rows
+
+
+def reference_markdown() -> str:
+    """The README's config reference table, generated from the field descriptions."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | `{default}` | {description} |" for key, default, description in config_reference()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -1,0 +1,47 @@
+"""Resource decisions as pure functions of what the cluster's nodes offer (tested without Ray)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Share:
+    cpus: float
+    gpus: float
+
+    def describe(self) -> str:
+        gpus = f", {self.gpus:g} GPU" if self.gpus else ""
+        return f"{self.cpus:g} CPU{gpus}"
+
+
+def infeasible_reason(nodes: Sequence[dict], share: Share, who: str) -> Optional[str]:
+    """Why no single node can ever host `share`, or None when one can (Ray would wait forever)."""
+    if not nodes:
+        return "the Ray cluster has no alive nodes"
+    if any(n.get("CPU", 0) >= share.cpus and n.get("GPU", 0) >= share.gpus for n in nodes):
+        return None
+    largest_cpu = max(n.get("CPU", 0) for n in nodes)
+    largest_gpu = max(n.get("GPU", 0) for n in nodes)
+    return (f"{who} asks for {share.describe()}, but the largest node of the Ray cluster offers "
+            f"{largest_cpu:g} CPU and {largest_gpu:g} GPU; lower resources.cpus_per_member / "
+            f"resources.gpus_per_member or add a larger node.")
+
+
+def baseline_share(members: int, member: Share, nodes: Sequence[dict]) -> Share:
+    """The baseline gets the ensemble's total, capped at what one node has: a single model
+    cannot span nodes, and one model uses at most one GPU."""
+    largest_cpu = max(n.get("CPU", 0) for n in nodes)
+    cpus = min(members * member.cpus, largest_cpu)
+    gpus = min(members * member.gpus, 1.0) if member.gpus else 0.0
+    return Share(max(cpus, member.cpus), gpus)
+
+
+def parallel_slots(nodes: Sequence[dict], member: Share) -> int:
+    """How many members the cluster runs at once; the rest queue."""
+    def fits(node: dict) -> int:
+        by_cpu = int(node.get("CPU", 0) // member.cpus)
+        by_gpu = int(node.get("GPU", 0) // member.gpus) if member.gpus else by_cpu
+        return min(by_cpu, by_gpu)
+    return sum(fits(n) for n in nodes)

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from ensemble.config import EnsembleConfig, build_config, config_reference
+from ensemble.errors import InputError
+
+
+def test_defaults_reproduce_the_papers_small_setting():
+    cfg = EnsembleConfig()
+    assert cfg.members == 5 and cfg.data.name == "mnist-5k"
+    assert cfg.train.optimizer == "adam" and cfg.train.lr == 1e-3 and cfg.train.batch_size == 100
+    assert cfg.model.activation == "relu" and cfg.model.channels == (6, 16)
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        EnsembleConfig().members = 3
+
+
+def test_yaml_and_json_files_with_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("members: 3\ntrain:\n  epochs: 2\n")
+    (tmp_path / "c.json").write_text(json.dumps({"members": 4, "combiner": {"kind": "soft-vote"}}))
+    cfg = EnsembleConfig.from_file(tmp_path / "c.yaml", ["train.lr=0.01", "resources.gpus_per_member=0.25",
+                                                         "model.channels=[4, 8, 8]", "train.grad_clip=null"])
+    assert (cfg.members, cfg.train.epochs, cfg.train.lr) == (3, 2, 0.01)
+    assert cfg.resources.gpus_per_member == 0.25 and cfg.model.channels == (4, 8, 8)
+    assert EnsembleConfig.from_file(tmp_path / "c.json").combiner.kind == "soft-vote"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.lrr=0.1", "unknown config key 'train.lrr'"),
+    ("bogus=1", "unknown config key 'bogus'"),
+    ("train.lr=fast", "config key 'train.lr' has value 'fast'"),
+    ("members=0", "config key 'members' has value 0"),
+    ("eager.rule=sometimes", "allowed: 'plateau', 'fixed', 'budget' or 'none'"),
+    ("data.name=imagenet", "config key 'data.name'"),
+    ("model.kernel_size=4", "kernel_size must be odd"),
+    ("train=3", "config key 'train'"),
+    ("nonsense", "must look like section.key=value"),
+])
+def test_bad_keys_and_values_name_the_key(override, expected):
+    with pytest.raises(InputError) as err:
+        build_config({}, [override])
+    assert expected in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        EnsembleConfig.from_file(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("members: [1,\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        EnsembleConfig.from_file(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(InputError, match="must hold a mapping"):
+        EnsembleConfig.from_file(tmp_path / "list.yaml")
+
+
+def test_every_field_has_a_description_and_readme_lists_every_key():
+    from pathlib import Path
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = config_reference()
+    assert {"data.root", "eager.rule", "resources.gpus_per_member", "baseline.width"} <= {k for k, _, _ in rows}
+    for key, _, description in rows:
+        assert description, key
+        assert f"`{key}`" in readme, f"README's config reference lacks {key}"
+
+
+def test_readme_reference_table_is_the_generated_one():
+    from pathlib import Path
+    from ensemble.config import reference_markdown
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert reference_markdown() in readme, "regenerate with: python -m ensemble.config"
+
+
+def test_ci_runs_the_readme_test_command():
+    from pathlib import Path
+    root = Path(__file__).parent.parent
+    ci_command = [line for line in (root / ".ci" / "run").read_text().splitlines() if "pytest" in line][-1].strip()
+    assert ci_command in (root / "README.md").read_text()

@@ -1,0 +1,81 @@
+"""The thin Ray shell around `workers.training`: placement, threads, device, progress.
+
+Only the lines marked `# Ray:` touch Ray; everything else is plain code tested without a
+cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import ray  # Ray:
+import torch
+
+from ensemble.data import bootstrap_indices
+from workers.models import AutoencoderFactory
+from workers.training import StopRule, TrainSettings, member_epochs
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """Everything one member (or the baseline) needs, shipped once to its actor."""
+    name: str                      # "member_00" ... or "baseline"
+    directory: str                 # where its checkpoints and history live
+    factory: AutoencoderFactory
+    settings: TrainSettings
+    should_stop: StopRule
+    bootstrap_seed: Optional[int] = None
+
+
+def torch_threads(num_cpus: float) -> int:
+    """Torch threads follow the actor's CPU share, so members never oversubscribe the cores."""
+    return max(1, int(num_cpus))
+
+
+def choose_device(gpu_ids: list, cuda_available: bool) -> str:
+    """Ray sets CUDA_VISIBLE_DEVICES to the actor's own GPUs, so its first GPU is always cuda:0."""
+    return "cuda:0" if gpu_ids and cuda_available else "cpu"
+
+
+def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
+    """Zero-copy view of the object store's read-only array on CPU; one copy onto a GPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only buffer: training never writes to it
+        tensor = torch.from_numpy(array)
+    return tensor.to(device) if device != "cpu" else tensor
+
+
+@ray.remote  # Ray: CPUs and GPUs are set per member with .options(num_cpus=..., num_gpus=...)
+class MemberActor:
+    def __init__(self, num_cpus: float):
+        torch.set_num_threads(torch_threads(num_cpus))
+        self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())  # Ray:
+
+    def placement(self) -> dict:
+        return {"device": self.device, "threads": torch.get_num_threads(), "gpu_ids": ray.get_gpu_ids(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}  # Ray:
+
+    def train(self, spec: MemberSpec, data: dict) -> Iterator[dict]:
+        """A Ray generator: one event per finished epoch as it happens, then the outcome."""
+        train_x = as_tensor(data["train_x"], self.device)
+        if spec.bootstrap_seed is not None:  # bagging: this member's own sample of the training split
+            train_x = train_x[bootstrap_indices(len(train_x), spec.bootstrap_seed).to(self.device)]
+        val_x = as_tensor(data["val_x"], self.device)
+        torch.manual_seed(spec.settings.seed)
+        model = spec.factory().to(self.device)
+        started = time.time()
+        yield {"event": "started", "name": spec.name, "at": started, "placement": self.placement()}
+        epochs = member_epochs(model, train_x, val_x, spec.settings, spec.should_stop, spec.directory)
+        while True:
+            try:
+                record, decision = next(epochs)
+            except StopIteration as finished:
+                yield {"event": "done", "name": spec.name, "outcome": finished.value, "at": time.time()}
+                return
+            yield {"event": "epoch", "name": spec.name, "record": record, "decision": decision, "at": time.time()}
