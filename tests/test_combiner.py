@@ -1,0 +1,193 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from classifier import CombinerInputError
+from classifier.combiner import HEADS, KINDS, EnsembleCombiner, fit_combiner
+from classifier.persistence import load_combiner, save_combiner
+
+WIDTHS = (16, 24, 24)  # the 64 pixels of an 8x8 digit, cut into three "members"
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[list[np.ndarray], np.ndarray]:
+    """300 digits as three members' float32 feature blocks, and their labels."""
+    X, y = load_digits(return_X_y=True)
+    X = X[:300].astype(np.float32)
+    edges = np.cumsum(WIDTHS)[:-1]
+    return np.split(X, edges, axis=1), y[:300]
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_fit_predict_save_load_round_trip(digits, kind, head, tmp_path):
+    per_member, y = digits
+    combiner, seconds = fit_combiner(kind, head, per_member, y)
+    assert seconds > 0 and combiner.member_widths_ == WIDTHS
+    X = np.hstack(per_member)
+    predictions, probabilities = combiner.predict(X), combiner.predict_proba(X)
+    assert combiner.score(X, y) > 0.8
+    np.testing.assert_array_equal(combiner.predict_members(per_member), predictions)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(combiner.classes_[probabilities.argmax(axis=1)], predictions)
+
+    path = tmp_path / "combiner.skops"
+    save_combiner(combiner, path)
+    save_combiner(combiner, path)  # overwriting is fine, and leaves no temporary file behind
+    assert [p.name for p in tmp_path.iterdir()] == ["combiner.skops"]
+    loaded = load_combiner(path)
+    assert loaded.get_params() == combiner.get_params()
+    np.testing.assert_array_equal(loaded.predict(X), predictions)
+    np.testing.assert_array_equal(loaded.predict_proba(X), probabilities)
+
+
+def test_soft_vote_averages_the_members_own_pipelines(digits):
+    per_member, y = digits
+    combiner, _ = fit_combiner("soft-vote", "logistic", per_member, y)
+    by_hand = np.mean([make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(block, y).predict_proba(block)
+                       for block in per_member], axis=0)
+    np.testing.assert_allclose(combiner.predict_proba(np.hstack(per_member)), by_hand, rtol=1e-6, atol=1e-7)
+
+
+def test_hard_vote_is_the_majority_with_ties_to_the_lowest_class(digits):
+    per_member, y = digits
+    two_members = [per_member[0], np.hstack(per_member[1:])]  # two voters: every disagreement is a tie
+    combiner, _ = fit_combiner("hard-vote", "logistic", two_members, y)
+    X = np.hstack(two_members)
+    votes = np.column_stack([member.predict(X) for member in combiner.model_.estimators_])  # class indices
+    ties = votes[:, 0] != votes[:, 1]
+    assert ties.any()
+    expected = np.where(ties, votes.min(axis=1), votes[:, 0])
+    np.testing.assert_array_equal(combiner.predict(X), combiner.classes_[expected])
+    shares = combiner.predict_proba(X)
+    assert set(np.unique(shares)) <= {0.0, 0.5, 1.0}
+
+    three, _ = fit_combiner("hard-vote", "logistic", per_member, y)
+    X = np.hstack(per_member)
+    votes = np.column_stack([member.predict(X) for member in three.model_.estimators_])
+    majority = [np.bincount(row, minlength=10).argmax() for row in votes]
+    np.testing.assert_array_equal(three.predict(X), three.classes_[majority])
+
+
+# The checks feed the estimator arbitrary column counts, so they run with member_widths=None
+# (one member spanning all columns); the logistic head runs under every kind, the MLP head once.
+MLP_EARLY_STOPPING = ("early stopping holds out a stratified 10% of rows; the check fits on 10 rows, "
+                      "which leaves 1 validation row for 2 classes")
+
+
+def expected_failed_checks(estimator):
+    if estimator.head == "mlp":
+        return {"check_estimators_nan_inf": MLP_EARLY_STOPPING, "check_fit2d_1feature": MLP_EARLY_STOPPING}
+    return {}
+
+
+@parametrize_with_checks([EnsembleCombiner(kind=kind) for kind in KINDS] + [EnsembleCombiner(head="mlp")],
+                         expected_failed_checks=expected_failed_checks)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_bad_training_inputs_are_named(digits):
+    per_member, y = digits
+    X = np.hstack(per_member)
+    with pytest.raises(CombinerInputError, match="features have 300 rows but labels have 299"):
+        EnsembleCombiner().fit(X, y[:-1])
+    with pytest.raises(CombinerInputError, match=r"row counts differ: \[300, 300, 299\]"):
+        fit_combiner("stack", "logistic", [*per_member[:2], per_member[2][:-1]], y)
+    with pytest.raises(CombinerInputError, match="zero members"):
+        fit_combiner("stack", "logistic", [], y)
+    with pytest.raises(CombinerInputError, match="zero members"):
+        EnsembleCombiner(member_widths=()).fit(X, y)
+    with pytest.raises(CombinerInputError, match="labels hold one class"):
+        EnsembleCombiner().fit(X, np.full(len(y), 3))
+    with pytest.raises(CombinerInputError, match=r"member_widths \(16, 24\) sum to 40, but the features have 64"):
+        EnsembleCombiner(kind="soft-vote", member_widths=(16, 24)).fit(X, y)
+    with pytest.raises(CombinerInputError, match="width below 1"):
+        EnsembleCombiner(member_widths=(64, 0)).fit(X, y)
+    with pytest.raises(CombinerInputError, match="kind must be one of"):
+        EnsembleCombiner(kind="bagging").fit(X, y)
+    with pytest.raises(CombinerInputError, match="head must be one of"):
+        EnsembleCombiner(head="svm").fit(X, y)
+    with pytest.raises(CombinerInputError, match="C must be positive"):
+        EnsembleCombiner(head="mlp", C=0).fit(X, y)
+    for bad in (np.nan, np.inf):
+        poisoned = X.copy()
+        poisoned[5, 7] = bad
+        with pytest.raises(CombinerInputError, match="NaN or inf in 1 row.*first at row 5"):
+            EnsembleCombiner().fit(poisoned, y)
+
+
+def test_bad_prediction_inputs_are_named(digits, tmp_path):
+    per_member, y = digits
+    combiner, _ = fit_combiner("soft-vote", "logistic", per_member, y)
+    save_combiner(combiner, tmp_path / "combiner.skops")
+    saved = load_combiner(tmp_path / "combiner.skops")
+    X = np.hstack(per_member)
+    with pytest.raises(CombinerInputError, match=r"X has 40 features.*expecting 64.*member widths \(16, 24, 24\)"):
+        saved.predict(X[:, :40])
+    # same total width, different members: only the per-member check can tell
+    with pytest.raises(CombinerInputError, match=r"widths \(24, 24, 16\) disagree with the \(16, 24, 24\)"):
+        saved.predict_members([X[:, :24], X[:, 24:48], X[:, 48:]])
+    poisoned = X.copy()
+    poisoned[2, 0] = np.nan
+    with pytest.raises(CombinerInputError, match="NaN or inf"):
+        saved.predict_proba(poisoned)
+
+
+def replace_first_node(node, class_name: str, new: dict) -> bool:
+    """Rewrite the first skops schema node of `class_name` in place."""
+    if isinstance(node, dict):
+        if node.get("__class__") == class_name:
+            node.update(new)
+            return True
+        return any(replace_first_node(value, class_name, new) for value in node.values())
+    if isinstance(node, list):
+        return any(replace_first_node(value, class_name, new) for value in node)
+    return False
+
+
+def test_tampered_or_foreign_files_are_refused(digits, tmp_path):
+    per_member, y = digits
+    good = tmp_path / "good.skops"
+    save_combiner(fit_combiner("stack", "logistic", per_member, y)[0], good)
+
+    tampered = tmp_path / "tampered.skops"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(tampered, "w") as target:
+        for name in source.namelist():
+            content = source.read(name)
+            if name == "schema.json":
+                schema = json.loads(content)
+                assert replace_first_node(schema, "StandardScaler", {"__module__": "os", "__class__": "system"})
+                content = json.dumps(schema)
+            target.writestr(name, content)
+    with pytest.raises(CombinerInputError, match=r"types a combiner never contains: \['os.system'\]"):
+        load_combiner(tampered)
+
+    truncated = tmp_path / "truncated.skops"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CombinerInputError, match="not a readable combiner file"):
+        load_combiner(truncated)
+
+    foreign = tmp_path / "foreign.skops"
+    sio.dump(LogisticRegression().fit(np.hstack(per_member), y), foreign)
+    with pytest.raises(CombinerInputError, match="holds a LogisticRegression, not an EnsembleCombiner"):
+        load_combiner(foreign)
+
+    with pytest.raises(CombinerInputError, match="no combiner file"):
+        load_combiner(tmp_path / "missing.skops")
+
+
+def test_only_fitted_combiners_are_saved(tmp_path):
+    with pytest.raises(CombinerInputError, match="fitted"):
+        save_combiner(EnsembleCombiner(), tmp_path / "c.skops")
+    with pytest.raises(CombinerInputError, match="saves an EnsembleCombiner"):
+        save_combiner(LogisticRegression(), tmp_path / "c.skops")
+    assert list(tmp_path.iterdir()) == []
