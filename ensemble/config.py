@@ -85,7 +85,7 @@ class BaselineConfig(Section):
     patience: int = Field(3, ge=1, description="epochs without improvement before the baseline stops")
     min_delta: float = Field(
         0.01, ge=0, description="relative validation improvement that counts as improvement")
-    max_epochs: int = Field(25, ge=1, description="most epochs the baseline may train")
+    max_epochs: int = Field(20, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
         None, gt=0, description="channel multiplier of the baseline CAE; null: sqrt(members), about the ensemble's parameter count")
 

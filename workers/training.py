@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Generator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -105,7 +105,22 @@ def _write_outcome(member_dir: Path, outcome: Outcome) -> None:
 
 def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
                  should_stop: StopRule, member_dir: Path, on_epoch: Optional[EpochCallback] = None) -> Outcome:
-    """Train until `should_stop` says so; checkpoint every epoch; resume if checkpoints exist.
+    """Train to the end, calling `on_epoch(record, decision)` after every epoch."""
+    epochs = member_epochs(model, train_x, val_x, settings, should_stop, member_dir)
+    while True:
+        try:
+            record, decision = next(epochs)
+        except StopIteration as finished:
+            return finished.value
+        if on_epoch is not None:
+            on_epoch(record, decision)
+
+
+def member_epochs(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
+                  should_stop: StopRule, member_dir: Path
+                  ) -> Generator[tuple[EpochRecord, Decision], None, Outcome]:
+    """Train until `should_stop` says so, yielding after every epoch; checkpoint every epoch;
+    resume if checkpoints exist. Returns the Outcome.
 
     `model` must already sit on the device that holds `train_x` and `val_x`."""
     member_dir = Path(member_dir)
@@ -149,8 +164,7 @@ def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, s
                             {"train_seconds": seconds_before + time.perf_counter() - started,
                              "history": [r.to_json() for r in history]})
         write_history(member_dir / HISTORY, history)
-        if on_epoch is not None:
-            on_epoch(record, decision)
+        yield record, decision
 
     outcome = Outcome(history, decision.reason, decision.diverged,
                       seconds_before + time.perf_counter() - started, resumed_from, [str(e) for e in skipped])

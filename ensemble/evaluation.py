@@ -1,0 +1,50 @@
+"""Frozen encoders from saved checkpoints -> fitted combiner -> test accuracy, timed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from classifier.combiner import EnsembleCombiner, fit_combiner
+from classifier.features import member_features
+from workers.checkpoints import checkpoint_dir, load_weights
+from workers.models import AutoencoderFactory
+
+
+@dataclass
+class CombinerScore:
+    combiner: EnsembleCombiner
+    test_accuracy: float
+    test_predictions: np.ndarray
+    feature_seconds: float
+    fit_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.feature_seconds + self.fit_seconds
+
+
+def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int) -> nn.Module:
+    """A frozen autoencoder with the weights of one saved epoch."""
+    model = factory()
+    model.load_state_dict(load_weights(checkpoint_dir(member_dir, epoch)))
+    model.eval().requires_grad_(False)
+    return model
+
+
+def fit_and_score(autoencoders: Sequence[nn.Module], train_x: torch.Tensor, train_y: torch.Tensor,
+                  test_x: torch.Tensor, test_y: torch.Tensor, kind: str, head: str, seed: int) -> CombinerScore:
+    started = time.perf_counter()
+    train_features = member_features(autoencoders, train_x)
+    test_features = member_features(autoencoders, test_x)
+    feature_seconds = time.perf_counter() - started
+    combiner, fit_seconds = fit_combiner(kind, head, train_features, train_y.numpy(), random_state=seed)
+    predictions = combiner.predict_members(test_features)
+    accuracy = float(np.mean(predictions == test_y.numpy()))
+    return CombinerScore(combiner, accuracy, predictions, feature_seconds, fit_seconds)

@@ -1,0 +1,85 @@
+"""The run's PNG plots: loss curves, the timing diagram, accuracy and wall-clock side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs on clusters and CI without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ensemble.report import MemberReport, RunReport  # noqa: E402
+
+PLOTS = ("loss_curves.png", "timeline.png", "accuracy_time.png")
+
+
+def _curve(ax, member: MemberReport, style: dict) -> None:
+    epochs = [h.epoch for h in member.history]
+    losses = [h.val_loss if h.val_loss is not None else float("nan") for h in member.history]
+    (line,) = ax.plot(epochs, losses, marker=".", label=member.name, **style)
+    if member.selected_epoch is not None:
+        chosen = next(h.val_loss for h in member.history if h.epoch == member.selected_epoch)
+        ax.plot([member.selected_epoch], [chosen], marker="*", markersize=14, color=line.get_color())
+
+
+def loss_curves(report: RunReport, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for member in report.members:
+        _curve(ax, member, {"alpha": 0.8})
+    if report.baseline is not None:
+        _curve(ax, report.baseline, {"color": "black", "linewidth": 2})
+    ax.set(xlabel="epoch", ylabel="validation reconstruction loss", yscale="log",
+           title="Validation loss per epoch (star: selected checkpoint)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def timeline(report: RunReport, path: Path) -> None:
+    """The paper's timing diagram: each member's epochs as bars; the baseline runs afterwards."""
+    rows = report.members + ([report.baseline] if report.baseline is not None else [])
+    offset_baseline = report.ensemble.train_wall_seconds
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    for row, member in enumerate(rows):
+        shift = offset_baseline if member.name == "baseline" else 0.0
+        bars = [(span.start + shift, span.end - span.start) for span in member.timeline]
+        colors = ["tab:orange" if span.epoch == member.selected_epoch else
+                  ("black" if member.name == "baseline" else "tab:blue") for span in member.timeline]
+        ax.broken_barh(bars, (row - 0.35, 0.7), facecolors=colors, edgecolor="white")
+    ax.set_yticks(range(len(rows)), [m.name for m in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="wall-clock seconds", title="Epochs over time (orange: selected epoch)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def accuracy_time(report: RunReport, path: Path) -> None:
+    labels = ["ensemble"] + (["baseline"] if report.baseline is not None else [])
+    sides = [report.ensemble] + ([report.baseline] if report.baseline is not None else [])
+    fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(8, 3.5))
+    acc_bars = acc_ax.bar(labels, [s.test_accuracy for s in sides], color=["tab:blue", "black"][:len(sides)])
+    acc_ax.axhline(report.ensemble.untrained_test_accuracy, color="tab:red", linestyle="--",
+                   label="untrained encoders")
+    acc_ax.bar_label(acc_bars, fmt="%.4f")
+    low = min([s.test_accuracy for s in sides] + [report.ensemble.untrained_test_accuracy])
+    acc_ax.set(ylim=(max(0.0, low - 0.05), 1.0), title="test accuracy")
+    acc_ax.legend(fontsize=8, loc="upper right")
+    train = [s.train_wall_seconds for s in sides]
+    combine = [s.combiner_seconds for s in sides]
+    time_ax.bar(labels, train, label="training", color="tab:gray")
+    time_ax.bar(labels, combine, bottom=train, label="combiner", color="tab:green")
+    time_ax.set(title="wall-clock seconds")
+    time_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(report: RunReport, run_dir: Path) -> list[Path]:
+    paths = [Path(run_dir) / name for name in PLOTS]
+    for draw, path in zip((loss_curves, timeline, accuracy_time), paths):
+        draw(report, path)
+    return paths

@@ -1,0 +1,69 @@
+"""RunResult: a finished run's report plus what predict() needs; load() rebuilds it from disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from classifier.combiner import EnsembleCombiner
+from classifier.features import member_features
+from classifier.persistence import load_combiner
+from ensemble.config import EnsembleConfig
+from ensemble.errors import InputError
+from ensemble.evaluation import load_autoencoder
+from ensemble.normalizer import Normalizer
+from ensemble.report import REPORT_JSON, RunReport
+from workers.models import AutoencoderFactory, CAEFactory
+
+COMBINER = "combiner.skops"
+NORMALIZER = "normalization.json"
+
+
+def save_normalizer(run_dir: Path, normalizer: Normalizer) -> None:
+    (Path(run_dir) / NORMALIZER).write_text(json.dumps(normalizer.to_json()))
+
+
+class RunResult:
+    def __init__(self, report: RunReport, run_dir: Path, autoencoders: Sequence[nn.Module],
+                 combiner: EnsembleCombiner, normalizer: Normalizer):
+        self.report = report
+        self.run_dir = Path(run_dir)
+        self.autoencoders = list(autoencoders)
+        self.combiner = combiner
+        self.normalizer = normalizer
+
+    def predict(self, images: torch.Tensor) -> np.ndarray:
+        """Labels for N x C x H x W images given in the dataset's own pixel scale (for example
+        0..255 for MNIST): the run's normalisation is applied here."""
+        images = torch.as_tensor(images)
+        expected = tuple(self.report.dataset.image_shape)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise InputError(f"predict() takes N x {' x '.join(map(str, expected))} images; got shape "
+                             f"{tuple(images.shape)}.")
+        features = member_features(self.autoencoders, self.normalizer(images))
+        return self.combiner.predict_members(features)
+
+    def __repr__(self) -> str:
+        e = self.report.ensemble
+        return f"RunResult({str(self.run_dir)!r}, ensemble accuracy {e.test_accuracy:.4f}, speedup {self.report.speedup})"
+
+
+def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) -> RunResult:
+    """Rebuild a finished run from its directory; pass the same `autoencoder` factory a custom run used."""
+    run_dir = Path(run_dir)
+    if not (run_dir / REPORT_JSON).is_file():
+        raise InputError(f"{str(run_dir)!r} is not a finished run directory (no {REPORT_JSON}).")
+    report = RunReport.read(run_dir)
+    config = EnsembleConfig.model_validate(report.config)
+    factory = autoencoder or CAEFactory(tuple(report.dataset.image_shape), config.model.channels,
+                                        config.model.kernel_size, config.model.activation, config.model.pooling)
+    members = {m.index: m for m in report.members}
+    autoencoders = [load_autoencoder(factory, run_dir / members[i].name, members[i].selected_epoch)
+                    for i in report.ensemble.members_used]
+    normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZER).read_text()))
+    return RunResult(report, run_dir, autoencoders, load_combiner(run_dir / COMBINER), normalizer)

@@ -1,0 +1,135 @@
+"""The driver end to end on Ray, on tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import ensemble
+from ensemble.config import build_config
+from ensemble.errors import InputError
+from tests.tiny import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_instance, tmp_path_factory):
+    output = tmp_path_factory.mktemp("runs")
+    events = []
+    result = ensemble.run(build_config({}, TINY + [f"output={output}", "name=tiny"]), on_event=events.append)
+    return result, events
+
+
+def raw_digits():
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    return torch.tensor(digits.images[:40], dtype=torch.float32).unsqueeze(1)
+
+
+def test_report_json_has_the_contract_keys(tiny_run):
+    result, _ = tiny_run
+    raw = json.loads((result.run_dir / "report.json").read_text())
+    assert len(raw["members"]) == 2
+    for member in raw["members"] + [raw["baseline"]]:
+        assert {"index", "epochs_trained", "selected_epoch", "stop_reason", "train_seconds", "history"} <= set(member)
+        assert {"epoch", "train_loss", "val_loss", "seconds"} <= set(member["history"][0])
+    assert {"test_accuracy", "wall_seconds"} <= set(raw["baseline"])
+    assert {"test_accuracy", "wall_seconds", "train_wall_seconds", "combiner_seconds",
+            "untrained_test_accuracy"} <= set(raw["ensemble"])
+    assert raw["speedup"] == pytest.approx(raw["baseline"]["wall_seconds"] / raw["ensemble"]["wall_seconds"])
+    assert raw["config"]["members"] == 2 and raw["config"]["name"] == "tiny"
+    assert [m["selected_epoch"] for m in raw["members"]] == [1, 1]  # eager.rule=fixed, epoch=1
+    assert 0.0 <= raw["ensemble"]["test_accuracy"] <= 1.0
+
+
+def test_run_directory_holds_checkpoints_history_plots(tiny_run):
+    result, _ = tiny_run
+    run_dir = result.run_dir
+    for name in ("config.json", "report.md", "loss_curves.png", "timeline.png", "accuracy_time.png",
+                 "combiner.skops"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "member_00" / "checkpoint_000000").is_dir()
+    assert (run_dir / "member_01" / "checkpoint_000001").is_dir()
+    assert (run_dir / "baseline" / "history.jsonl").read_text().count("\n") == 2
+    assert "| ensemble (2 members)" in (run_dir / "report.md").read_text()
+
+
+def test_progress_arrives_per_epoch_from_every_member(tiny_run):
+    _, events = tiny_run
+    epochs = [(e["name"], e["record"].epoch) for e in events if e["event"] == "epoch"]
+    assert epochs.count(("member_00", 1)) == 1 and ("baseline", 2) in epochs
+    assert {e["name"] for e in events if e["event"] == "done"} == {"member_00", "member_01", "baseline"}
+
+
+def test_load_predicts_like_the_original(tiny_run):
+    result, _ = tiny_run
+    images = raw_digits()
+    original = result.predict(images)
+    again = ensemble.load(result.run_dir).predict(images)
+    assert np.array_equal(original, again) and original.shape == (40,)
+    with pytest.raises(InputError, match="takes N x 1 x 8 x 8"):
+        result.predict(torch.zeros(2, 3, 8, 8))
+
+
+def test_existing_run_directory_is_never_overwritten(tiny_run):
+    result, _ = tiny_run
+    before = (result.run_dir / "report.json").read_text()
+    with pytest.raises(InputError, match="already exists"):
+        ensemble.run(build_config({}, TINY + [f"output={result.run_dir.parent}", "name=tiny"]))
+    assert (result.run_dir / "report.json").read_text() == before
+
+
+class TinyAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU())
+        self.dec = nn.Sequential(nn.Linear(12, 64), nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x):
+        return self.enc(x)
+
+    def forward(self, x):
+        return self.dec(self.enc(x))
+
+
+def test_custom_autoencoder_and_dataset_end_to_end(ray_instance, tmp_path):
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = torch.tensor(digits.images[:600], dtype=torch.float32)  # N x H x W: the channel is added
+    labels = torch.tensor(digits.target[:600])
+    cfg = build_config({}, ["members=2", "train.epochs=2", "data.train_size=300", "data.val_size=100",
+                            "eager.rule=fixed", "eager.epoch=2", "baseline.enabled=false", f"output={tmp_path}",
+                            "name=custom", "model.channels=[4, 8]"])
+    result = ensemble.run(cfg, autoencoder=TinyAE, dataset=(images, labels), on_event=lambda e: None)
+    assert result.report.baseline is None and result.report.speedup is None
+    assert result.report.ensemble.test_accuracy > 0.5
+    again = ensemble.load(result.run_dir, autoencoder=TinyAE)
+    batch = images[:50].unsqueeze(1)
+    assert np.array_equal(result.predict(batch), again.predict(batch))
+
+
+class WrongShapeAE(TinyAE):
+    def forward(self, x):
+        return self.enc(x)
+
+
+@pytest.mark.parametrize("overrides, kwargs, message", [
+    (["data.name=npz", "data.root=/nonexistent/x.npz"], {}, "/nonexistent/x.npz"),
+    (["resources.cpus_per_member=64"], {}, "64 CPU"),
+    ([], {"autoencoder": WrongShapeAE}, "reconstruction of shape"),
+])
+def test_bad_input_is_an_input_error_and_writes_nothing(ray_instance, tmp_path, overrides, kwargs, message):
+    cfg = build_config({}, TINY + [f"output={tmp_path / 'out'}", "name=bad"] + overrides)
+    with pytest.raises(InputError, match=message):
+        ensemble.run(cfg, **kwargs)
+    assert not (tmp_path / "out" / "bad").exists()
+
+
+def test_members_beyond_the_free_slots_queue_and_all_finish(ray_instance, tmp_path):
+    """3 members of 1 CPU each on 2 CPUs: the third waits for a finished member's CPU."""
+    cfg = build_config({}, TINY + ["members=3", "train.epochs=1", "baseline.enabled=false",
+                                   f"output={tmp_path}", "name=queued"])
+    result = ensemble.run(cfg, on_event=lambda e: None)
+    assert [m.epochs_trained for m in result.report.members] == [1, 1, 1]
+    assert result.report.ensemble.parallel_slots == 2
