@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one config key, e.g. --set train.lr=0.01 (repeatable)")
     run.add_argument("--output", metavar="DIR", help="directory that holds run directories (config key output)")
     run.add_argument("--name", help="run name, the run directory's name (config key name)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run: finished members are kept, the rest resume from "
+                          "their newest valid checkpoint (other options are not allowed with it)")
     return parser
 
 
@@ -40,10 +43,17 @@ def resolve_config(args: argparse.Namespace):
 
 
 def command_run(args: argparse.Namespace) -> int:
-    config = resolve_config(args)  # before the heavy imports, so a bad config fails fast
+    if args.resume and (args.config or args.overrides or args.output or args.name):
+        raise InputError("--resume continues a run with its own saved config; drop --config, --set, --output "
+                         "and --name.")
+    if args.resume:
+        from ensemble.driver import resume_config
+        config = resume_config(args.resume)
+    else:
+        config = resolve_config(args)  # before the heavy imports, so a bad config fails fast
     from ensemble.driver import run
     from ensemble.report import summary_table
-    result = run(config)
+    result = run(config, resume=bool(args.resume))
     print()
     print(summary_table(result.report))
     print(f"\nRun directory: {result.run_dir}")

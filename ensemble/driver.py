@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import ray
 
 from classifier.persistence import save_combiner
-from ensemble.config import EnsembleConfig
+from ensemble.config import EnsembleConfig, build_config
 from ensemble.data import Splits, load_splits
 from ensemble.eager import baseline_should_stop, member_fixed_epoch, member_should_stop, select_epoch
 from ensemble.errors import InputError
@@ -21,8 +21,8 @@ from ensemble.parallel import MemberRun, alive_node_resources, ray_session, trai
 from ensemble.placement import Share, baseline_share, infeasible_reason, parallel_slots
 from ensemble.plots import write_plots
 from ensemble.progress import ProgressPrinter
-from ensemble.report import (BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport, RunReport,
-                             verdict)
+from ensemble.report import (REPORT_JSON, BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport,
+                             RunReport, verdict)
 from ensemble.result import COMBINER, RunResult, save_normalizer
 from workers.actor import MemberSpec
 from workers.models import AutoencoderFactory, CAEFactory, baseline_width, check_autoencoder
@@ -54,12 +54,25 @@ def create_run_dir(config: EnsembleConfig) -> Path:
     return run_dir
 
 
+def resume_config(run_dir: str | Path) -> EnsembleConfig:
+    """The config of an interrupted run, with `output` and `name` pointing back at it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise InputError(f"{str(run_dir)!r} is not a run directory (no config.json); nothing to resume.")
+    if (run_dir / REPORT_JSON).exists():
+        raise InputError(f"the run in {str(run_dir)!r} already finished (report.json exists); nothing to resume.")
+    raw = json.loads((run_dir / "config.json").read_text())
+    return build_config(raw, [f"output={run_dir.parent}", f"name={run_dir.name}"])
+
+
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
-        dataset=None, on_event: Optional[Callable[[dict], None]] = None) -> RunResult:
+        dataset=None, on_event: Optional[Callable[[dict], None]] = None, resume: bool = False) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     `autoencoder`: zero-argument callable returning an nn.Module with forward (reconstruction)
     and encode (features). `dataset`: a torch Dataset of (image, label) or an (images, labels) pair.
+    `resume`: continue the interrupted run in output/name (see `resume_config`): finished members
+    are not retrained, unfinished ones continue from their newest valid checkpoint.
     """
     config = config or EnsembleConfig()
     # --- validate every input before anything is started or written ---
@@ -78,9 +91,12 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         if problem:
             raise InputError(problem)
         base_share = baseline_share(config.members, member_share, nodes)
-        run_dir = create_run_dir(config)
-        config = config.model_copy(update={"name": run_dir.name})
-        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        if resume:
+            run_dir = Path(config.output) / config.name
+        else:
+            run_dir = create_run_dir(config)
+            config = config.model_copy(update={"name": run_dir.name})
+            (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         save_normalizer(run_dir, splits.normalizer)
         data_ref = ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})  # once, shared
 

@@ -44,9 +44,15 @@ def local_head():
 
 
 def submit(env, *args, timeout=300):
-    return subprocess.run([shutil.which("ray", path=env["PATH"]), "job", "submit",
-                           "--address", f"http://127.0.0.1:{DASHBOARD_PORT}", *args],
-                          env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    """`ray job submit`, retried while the head's job agent is still starting."""
+    for _ in range(30):
+        done = subprocess.run([shutil.which("ray", path=env["PATH"]), "job", "submit",
+                               "--address", f"http://127.0.0.1:{DASHBOARD_PORT}", *args],
+                              env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        if "No available agent" not in done.stdout + done.stderr:
+            return done
+        time.sleep(3)
+    return done
 
 
 def wait_for_head(env, deadline=90):
