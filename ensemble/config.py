@@ -73,7 +73,7 @@ class EagerConfig(Section):
     rule: Literal["plateau", "fixed", "budget", "none"] = Field(
         "plateau", description="when a member stops: plateau, fixed epoch count, wall-clock budget, or none")
     threshold: float = Field(
-        0.1, ge=0, description="plateau: stop once validation loss improves by less than this fraction")
+        0.2, ge=0, description="plateau: stop once validation loss improves by less than this fraction")
     min_epochs: int = Field(1, ge=1, description="plateau: never stop before this many epochs")
     epoch: int = Field(3, ge=1, description="fixed: stop after this many epochs")
     budget_seconds: float = Field(
@@ -99,12 +99,16 @@ class CombinerConfig(Section):
 class ResourcesConfig(Section):
     cpus_per_member: float = Field(1.0, gt=0, description="Ray CPUs per member actor (fractions allowed)")
     gpus_per_member: float = Field(0.0, ge=0, description="Ray GPUs per member actor (fractions share a GPU)")
+    max_restarts: int = Field(
+        2, ge=0, description="times a member whose actor died is restarted from its newest checkpoint")
 
 
 class EnsembleConfig(Section):
     name: Optional[str] = Field(None, description="run name; null: a time stamp")
     seed: int = Field(0, description="seed for splits, initialisation and batch order")
     members: int = Field(5, ge=1, description="number of autoencoders trained in parallel")
+    min_members: int = Field(
+        1, ge=1, description="fewest usable members (not lost, not diverged) the combiner may go on with")
     output: str = Field("runs", description="directory that holds run directories")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -21,12 +21,14 @@ from ensemble.parallel import MemberRun, alive_node_resources, ray_session, trai
 from ensemble.placement import Share, baseline_share, infeasible_reason, parallel_slots
 from ensemble.plots import write_plots
 from ensemble.progress import ProgressPrinter
+from ensemble.recovery import too_few_members
 from ensemble.report import (REPORT_JSON, BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport,
                              RunReport, verdict)
 from ensemble.result import COMBINER, RunResult, save_normalizer
 from workers.actor import MemberSpec
 from workers.models import AutoencoderFactory, CAEFactory, baseline_width, check_autoencoder
-from workers.training import TrainSettings
+from workers.history import read_history
+from workers.training import HISTORY, TrainSettings
 
 BASELINE = "baseline"
 
@@ -40,9 +42,13 @@ def member_seed(seed: int, index: int) -> int:
     return seed * 1000 + index + 1
 
 
+def default_run_name() -> str:
+    return datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
 def create_run_dir(config: EnsembleConfig) -> Path:
     """A new, empty run directory; an existing one is never overwritten (its results are kept)."""
-    name = config.name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    name = config.name or default_run_name()
     run_dir = Path(config.output) / name
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"run directory {str(run_dir)!r} already exists and is not empty; choose another "
@@ -108,7 +114,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
                  for i in range(config.members)]
         progress = on_event or ProgressPrinter([s.name for s in specs] + ([BASELINE] if config.baseline.enabled else []))
         started = time.perf_counter()
-        member_runs = train_in_parallel(specs, member_share, data_ref, progress)
+        member_runs = train_in_parallel(specs, member_share, data_ref, progress, config.resources.max_restarts)
         members_train_wall = time.perf_counter() - started
 
         # --- phase 2: the monolithic baseline alone, with the ensemble's total resources ---
@@ -118,17 +124,23 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
                               _settings(config, member_seed(config.seed, -1)),
                               functools.partial(baseline_should_stop, config.baseline))
             started = time.perf_counter()
-            baseline_run = train_in_parallel([spec], base_share, data_ref, progress)[BASELINE]
+            baseline_run = train_in_parallel([spec], base_share, data_ref, progress,
+                                             config.resources.max_restarts)[BASELINE]
             baseline_train_wall = time.perf_counter() - started
 
     # --- select checkpoints, freeze encoders, fit the combiners ---
     fixed = member_fixed_epoch(config.eager)
-    member_reports = [_member_report(i, member_name(i), member_runs[member_name(i)], fixed)
+    member_reports = [_member_report(i, member_name(i), member_runs[member_name(i)], fixed, run_dir / member_name(i))
                       for i in range(config.members)]
     used = [m for m in member_reports if m.selected_epoch is not None]
-    if not used:
+    if all(m.diverged for m in member_reports):
         raise RuntimeError("every member diverged (non-finite loss), so there is nothing to combine; "
                            "lower train.lr or set train.grad_clip.")
+    problem = too_few_members([m.name for m in used],
+                              {m.name: m.stop_reason for m in member_reports if m.selected_epoch is None},
+                              config.min_members)
+    if problem:
+        raise RuntimeError(problem)
     score = _score(config, splits, member_factory, run_dir, [(m.name, m.selected_epoch) for m in used])
     untrained = _score(config, splits, member_factory, run_dir, [(m.name, 0) for m in used])
     save_combiner(score.combiner, run_dir / COMBINER)
@@ -142,9 +154,10 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
 
     baseline_report = None
     if baseline_run is not None:
-        base = _member_report(-1, BASELINE, baseline_run, None)
+        base = _member_report(-1, BASELINE, baseline_run, None, run_dir / BASELINE)
         if base.selected_epoch is None:
-            raise RuntimeError("the baseline diverged in its first epoch; lower train.lr or set train.grad_clip.")
+            raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}); lower train.lr or "
+                               "set train.grad_clip if it diverged, then `ensemble run --resume RUN_DIR`.")
         base_score = _score(config, splits, baseline_factory, run_dir, [(BASELINE, base.selected_epoch)])
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline_report = BaselineReport(
@@ -168,14 +181,23 @@ def _settings(config: EnsembleConfig, seed: int) -> TrainSettings:
     return TrainSettings(t.batch_size, t.lr, t.optimizer, t.momentum, t.grad_clip, seed)
 
 
-def _member_report(index: int, name: str, run: MemberRun, fixed_epoch: Optional[int]) -> MemberReport:
+def _member_report(index: int, name: str, run: MemberRun, fixed_epoch: Optional[int],
+                   member_dir: Path) -> MemberReport:
+    timeline = [EpochSpan(epoch=e, start=s, end=f) for e, s, f in run.epoch_spans]
+    if run.outcome is None:  # lost: what it trained is on disk, but it is not used
+        history = read_history(member_dir / HISTORY)
+        return MemberReport(
+            index=index, name=name, epochs_trained=len(history), selected_epoch=None,
+            stop_reason=f"lost: {run.lost_reason}", selection_reason="excluded: lost", diverged=False,
+            train_seconds=sum(r.seconds for r in history), history=[r.to_json() for r in history],
+            timeline=timeline, placement=run.placement, restarts=run.restarts)
     outcome = run.outcome
     selection = select_epoch(outcome.history, fixed_epoch)
     return MemberReport(
         index=index, name=name, epochs_trained=outcome.epochs_trained, selected_epoch=selection.epoch,
         stop_reason=outcome.stop_reason, selection_reason=selection.reason, diverged=outcome.diverged,
         train_seconds=outcome.train_seconds, history=[r.to_json() for r in outcome.history],
-        timeline=[EpochSpan(epoch=e, start=s, end=f) for e, s, f in run.epoch_spans], placement=run.placement)
+        timeline=timeline, placement=run.placement, restarts=run.restarts)
 
 
 def _score(config: EnsembleConfig, splits: Splits, factory, run_dir: Path, chosen: list[tuple[str, int]]):

@@ -6,11 +6,12 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import ray
 
 from ensemble.placement import Share
+from ensemble.recovery import should_restart
 from workers.actor import MemberActor, MemberSpec
 from workers.training import Outcome
 
@@ -18,10 +19,12 @@ from workers.training import Outcome
 @dataclass
 class MemberRun:
     """What the driver learnt about one member while it trained."""
-    outcome: Outcome
-    placement: dict
-    started_at: float                                     # seconds since the phase began
+    outcome: Optional[Outcome] = None                     # None: lost (its actor died too often)
+    placement: dict = field(default_factory=dict)
+    started_at: float = 0.0                               # seconds since the phase began
     epoch_spans: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, start, end)
+    restarts: int = 0
+    lost_reason: Optional[str] = None
 
 
 @contextmanager
@@ -47,38 +50,65 @@ def alive_node_resources() -> list[dict]:
 
 
 def train_in_parallel(specs: Sequence[MemberSpec], share: Share, data_ref: ray.ObjectRef,
-                      on_event: Callable[[dict], None]) -> dict[str, MemberRun]:
+                      on_event: Callable[[dict], None], max_restarts: int = 0) -> dict[str, MemberRun]:
     """Start one actor per spec (Ray queues those that do not fit yet) and follow their
-    generators until every one has finished; events reach `on_event` as they happen."""
+    generators until every one has finished; events reach `on_event` as they happen.
+
+    A member whose actor dies (killed, node lost) gets a new actor, which resumes from its
+    newest valid checkpoint, until `max_restarts` is used up; then it is marked lost."""
     phase_start = time.time()
-    actors = [MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus) for _ in specs]
-    streams = {actor.train.remote(spec, data_ref): actor for actor, spec in zip(actors, specs)}
-    runs: dict[str, dict] = {spec.name: {"epoch_spans": []} for spec in specs}
-    pending = list(streams)
+    runs = {spec.name: MemberRun() for spec in specs}
+    streams: dict = {}  # stream -> (spec, actor)
+
+    def launch(spec: MemberSpec):
+        actor = MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)  # Ray:
+        stream = actor.train.remote(spec, data_ref)
+        streams[stream] = (spec, actor)
+        return stream
+
+    pending = [launch(spec) for spec in specs]
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for stream in ready:
+                spec, actor = streams.pop(stream)
                 try:
                     event = ray.get(next(stream))
                 except StopIteration:
-                    ray.kill(streams[stream])  # frees its CPUs/GPUs for a queued member
+                    ray.kill(actor)  # finished: free its CPUs/GPUs for a queued member
                     continue
+                except ray.exceptions.RayActorError as err:
+                    ray.kill(actor)
+                    event = _after_death(runs[spec.name], spec, err, max_restarts)
+                    if event["event"] == "restarted":
+                        pending.append(launch(spec))
+                    on_event(event)
+                    continue
+                streams[stream] = (spec, actor)
                 pending.append(stream)
-                _record(runs[event["name"]], event, phase_start)
+                _record(runs[spec.name], event, phase_start)
                 on_event(event)
     finally:
-        for actor in actors:
+        for _, actor in streams.values():
             ray.kill(actor)
-    return {name: MemberRun(**fields) for name, fields in runs.items()}
+    return runs
 
 
-def _record(run: dict, event: dict, phase_start: float) -> None:
+def _after_death(run: MemberRun, spec: MemberSpec, err: Exception, max_restarts: int) -> dict:
+    cause = str(err).strip().splitlines()[0][:200]
+    if should_restart(run.restarts, max_restarts):
+        run.restarts += 1
+        return {"event": "restarted", "name": spec.name, "restarts": run.restarts, "cause": cause}
+    run.lost_reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
+    return {"event": "lost", "name": spec.name, "reason": run.lost_reason}
+
+
+def _record(run: MemberRun, event: dict, phase_start: float) -> None:
     at = event["at"] - phase_start
     if event["event"] == "started":
-        run["started_at"], run["placement"] = at, event["placement"]
+        run.started_at, run.placement = at, event["placement"]
     elif event["event"] == "epoch":
         record = event["record"]
-        run["epoch_spans"].append((record.epoch, at - record.seconds, at))
+        run.epoch_spans.append((record.epoch, at - record.seconds, at))
     elif event["event"] == "done":
-        run["outcome"] = event["outcome"]
+        run.outcome = event["outcome"]

@@ -29,6 +29,12 @@ class ProgressPrinter:
             self._print(f"[{name}] epoch {record.epoch:>3}  train {record.train_loss:9.4f}  "
                         f"val {record.val_loss:9.4f}  {record.seconds:6.2f}s  {status}"
                         + (f" ({decision.reason})" if decision.stop else ""))
+        elif event["event"] == "restarted":
+            self.state[name] = f"restart {event['restarts']}"
+            self._print(f"[{name}] actor died ({event['cause']}); restarting from its newest checkpoint")
+        elif event["event"] == "lost":
+            self.state[name] = "lost"
+            self._print(f"[{name}] LOST: {event['reason']}")
         elif event["event"] == "done":
             outcome = event["outcome"]
             self.state[name] = ("diverged" if outcome.diverged else "done") + f"@{outcome.epochs_trained}"

@@ -41,6 +41,7 @@ class MemberReport(Model):
     history: list[EpochEntry]
     timeline: list[EpochSpan] = []
     placement: dict[str, Any] = {}
+    restarts: int = 0
 
 
 class BaselineReport(MemberReport):
@@ -88,7 +89,10 @@ class RunReport(Model):
         tmp = run_dir / f".{REPORT_JSON}.tmp-{os.getpid()}"
         tmp.write_text(self.model_dump_json(indent=2))
         os.replace(tmp, run_dir / REPORT_JSON)
-        (run_dir / REPORT_MD).write_text(markdown(self))
+        (run_dir / REPORT_MD).write_text(self.to_markdown())
+
+    def to_markdown(self) -> str:
+        return markdown(self)
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunReport":
@@ -103,20 +107,32 @@ def verdict(ensemble: EnsembleReport, baseline: Optional[BaselineReport], tolera
     return _claim(ensemble, baseline, tolerance) + training
 
 
+# What one run's figures say about the claim, by outcome of `claim_outcome`.
+CLAIM_OUTCOMES = {
+    "supports": "Supports the claim: same or better accuracy in less time",
+    "better-not-faster": "Better accuracy but not in less time",
+    "faster-less-accurate": "Faster but less accurate: does not support the claim",
+    "neither": "Does not support the claim: neither faster nor more accurate",
+}
+
+
+def claim_outcome(ensemble: EnsembleReport, baseline: BaselineReport, tolerance: float = 0.005) -> str:
+    """A key of CLAIM_OUTCOMES: accuracy within `tolerance` counts as the same."""
+    faster = ensemble.wall_seconds < baseline.wall_seconds
+    delta = ensemble.test_accuracy - baseline.test_accuracy
+    if faster and delta >= -tolerance:
+        return "supports"
+    if not faster and delta > tolerance:
+        return "better-not-faster"
+    return "faster-less-accurate" if faster else "neither"
+
+
 def _claim(ensemble: EnsembleReport, baseline: Optional[BaselineReport], tolerance: float) -> str:
     if baseline is None:
         return "No baseline was trained, so this run cannot test the claim."
-    faster = ensemble.wall_seconds < baseline.wall_seconds
-    delta = ensemble.test_accuracy - baseline.test_accuracy
     figures = (f"ensemble {ensemble.test_accuracy:.4f} in {ensemble.wall_seconds:.1f} s, "
                f"baseline {baseline.test_accuracy:.4f} in {baseline.wall_seconds:.1f} s")
-    if faster and delta >= -tolerance:
-        return f"Supports the claim: same or better accuracy in less time ({figures})."
-    if not faster and delta > tolerance:
-        return f"Better accuracy but not in less time ({figures})."
-    if faster:
-        return f"Faster but less accurate: does not support the claim ({figures})."
-    return f"Does not support the claim: neither faster nor more accurate ({figures})."
+    return f"{CLAIM_OUTCOMES[claim_outcome(ensemble, baseline, tolerance)]} ({figures})."
 
 
 def summary_table(report: RunReport) -> str:

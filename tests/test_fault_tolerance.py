@@ -1,0 +1,152 @@
+"""Failures a shared cluster produces: killed members, a killed driver, diverging members, GPUs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import ensemble
+from ensemble.config import build_config
+from ensemble.driver import resume_config
+from ensemble.errors import InputError
+from ensemble.recovery import should_restart, too_few_members
+from tests.test_driver import TinyAE
+from tests.tiny import TINY
+
+THREE_EPOCHS = TINY + ["train.epochs=3", "eager.rule=fixed", "eager.epoch=3", "baseline.max_epochs=3"]
+
+
+def test_restart_and_minimum_decisions():
+    assert should_restart(0, 2) and should_restart(1, 2) and not should_restart(2, 2)
+    assert not should_restart(0, 0)
+    assert too_few_members(["a", "b"], {}, 2) is None
+    message = too_few_members(["a"], {"b": "lost: actor died"}, 2)
+    assert "min_members=2" in message and "b: lost: actor died" in message
+
+
+def killer(target, after_epoch):
+    """An on_event hook that SIGKILLs `target`'s actor process once it has finished `after_epoch`."""
+    state = {"pid": None, "killed": False}
+
+    def on_event(event):
+        if event["name"] != target:
+            return
+        if event["event"] == "started":
+            state["pid"] = event["placement"]["pid"]
+        if event["event"] == "epoch" and event["record"].epoch == after_epoch and not state["killed"]:
+            state["killed"] = True
+            os.kill(state["pid"], signal.SIGKILL)
+    return on_event
+
+
+def test_killed_member_restarts_and_resumes_with_every_epoch_once(ray_instance, tmp_path):
+    cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", f"output={tmp_path}", "name=kill"])
+    result = ensemble.run(cfg, on_event=killer("member_00", after_epoch=1))
+    member = result.report.members[0]
+    assert member.restarts == 1
+    assert [h.epoch for h in member.history] == [1, 2, 3] and member.selected_epoch == 3
+    assert result.report.ensemble.members_used == [0, 1]
+
+
+def test_member_lost_after_restarts_run_finishes_and_names_it(ray_instance, tmp_path):
+    cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", "resources.max_restarts=0",
+                                           f"output={tmp_path}", "name=lost"])
+    result = ensemble.run(cfg, on_event=killer("member_01", after_epoch=1))
+    lost = result.report.members[1]
+    assert lost.selected_epoch is None and lost.stop_reason.startswith("lost: actor died")
+    assert lost.epochs_trained >= 1 and result.report.ensemble.members_used == [0]
+    assert "member_01" in (result.run_dir / "report.md").read_text()
+
+    cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", "resources.max_restarts=0", "min_members=2",
+                                           f"output={tmp_path}", "name=too-few"])
+    with pytest.raises(RuntimeError, match="fewer than min_members=2"):
+        ensemble.run(cfg, on_event=killer("member_01", after_epoch=1))
+    assert (tmp_path / "too-few" / "member_00" / "checkpoint_000003").is_dir()  # nothing lost on failure
+
+
+class NaNForFirstMember(TinyAE):
+    """Diverges only in member_00, whose actor seeds torch with 1 (member_seed(0, 0))."""
+
+    def __init__(self):
+        super().__init__()
+        self.poisoned = torch.initial_seed() == 1
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out * float("nan") if self.poisoned else out
+
+
+def test_diverging_member_is_excluded_and_named(ray_instance, tmp_path):
+    cfg = build_config({}, TINY + ["baseline.enabled=false", f"output={tmp_path}", "name=nan"])
+    result = ensemble.run(cfg, autoencoder=NaNForFirstMember, on_event=lambda e: None)
+    bad, good = result.report.members
+    assert bad.diverged and bad.selected_epoch is None and "diverged" in bad.stop_reason
+    assert not good.diverged and result.report.ensemble.members_used == [1]
+    assert "diverged" in (result.run_dir / "report.md").read_text()
+
+
+def test_every_member_diverging_fails_with_advice(ray_instance, tmp_path):
+    cfg = build_config({}, TINY + ["baseline.enabled=false", "train.lr=1e6", "train.optimizer=sgd",
+                                   "eager.rule=none", f"output={tmp_path}", "name=allnan"])
+    with pytest.raises(RuntimeError, match="lower train.lr or set train.grad_clip"):
+        ensemble.run(cfg, on_event=lambda e: None)
+
+
+def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_path):
+    sets = THREE_EPOCHS + [f"output={tmp_path}"]
+    whole = ensemble.run(build_config({}, sets + ["name=whole"]), on_event=lambda e: None)
+
+    # the same run in its own process, killed (with the Ray instance it started) mid-training
+    args = [a for o in sets for a in ("--set", o)]
+    driver = subprocess.Popen([sys.executable, "-m", "ensemble", "run", "--name", "cut", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in driver.stdout:
+        if line.startswith("[member_00] epoch   2"):
+            break
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert not (tmp_path / "cut" / "report.json").exists()
+    with pytest.raises(InputError, match="already finished"):
+        resume_config(tmp_path / "whole")
+
+    resumed = ensemble.run(resume_config(tmp_path / "cut"), resume=True, on_event=lambda e: None)
+    a, b = whole.report, resumed.report
+    assert [m.selected_epoch for m in a.members] == [m.selected_epoch for m in b.members]
+    assert [[h.val_loss for h in m.history] for m in a.members] == [[h.val_loss for h in m.history] for m in b.members]
+    assert [h.val_loss for h in a.baseline.history] == [h.val_loss for h in b.baseline.history]
+    assert (a.ensemble.test_accuracy, a.baseline.test_accuracy) == (b.ensemble.test_accuracy, b.baseline.test_accuracy)
+
+
+GPU_PLACEMENT = textwrap.dedent("""
+    import json, os, ray
+    from workers.actor import MemberActor
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    share = float(os.environ["SHARE"])
+    actors = [MemberActor.options(num_cpus=0.5, num_gpus=share).remote(0.5) for _ in range(round(2 / share))]
+    print(json.dumps(ray.get([a.placement.remote() for a in actors])))
+""")
+
+
+@pytest.mark.parametrize("share, per_gpu", [(1.0, None), (0.5, 2)])
+def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path, share, per_gpu):
+    """Ray accepts declared GPUs on a CPU machine and sets CUDA_VISIBLE_DEVICES per actor."""
+    env = {**os.environ, "SHARE": str(share), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", GPU_PLACEMENT], env=env, capture_output=True, text=True,
+                          timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    placements = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = [p["cuda_visible_devices"] for p in placements if p["gpu_ids"]]
+    for p in placements:
+        if p["gpu_ids"]:
+            assert p["cuda_visible_devices"] == ",".join(map(str, p["gpu_ids"])) and len(p["gpu_ids"]) == 1
+            assert p["device"] == "cpu"  # no CUDA on this machine: the actor falls back cleanly
+    if per_gpu is None:  # one whole GPU each: two actors placed, each on its own device
+        assert sorted(seen) == ["0", "1"]
+    else:  # half a GPU each: four actors, two per device
+        assert sorted(seen) == ["0", "0", "1", "1"]
