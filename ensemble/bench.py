@@ -1,0 +1,220 @@
+"""`ensemble bench`: our stack against the plain alternatives, measured side by side in one run.
+
+Each comparison runs both sides back to back in every repeat and reports medians and the
+ratio of medians, so a noisy shared machine moves both sides alike. Start-up (Ray, data
+shipping, actor creation) is timed apart from training. Nothing is asserted: the table says
+which targets were met and which were missed, with the measured figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import ray
+import torch
+
+from ensemble.config import EagerConfig, EnsembleConfig, build_config
+from ensemble.data import load_splits
+from ensemble.eager import member_should_stop
+from ensemble.parallel import train_in_parallel
+from ensemble.placement import Share
+from workers.actor import MemberActor, MemberSpec
+from workers.models import CAEFactory
+from workers.training import TrainSettings, evaluate, make_optimizer, train_one_epoch
+
+
+def machine_header() -> str:
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {gpu}; "
+            f"torch {torch.__version__}, Ray {ray.__version__}, Python {platform.python_version()}")
+
+
+def plain_member(factory: Callable, train_x, val_x, settings: TrainSettings, epochs: int) -> float:
+    """The alternative to one member: the same model, data, batches and thread count in one
+    process; no actor, no checkpoints, no progress. Returns seconds."""
+    torch.manual_seed(settings.seed)
+    model = factory()
+    optimizer = make_optimizer(model, settings)
+    generator = torch.Generator().manual_seed(settings.seed)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        train_one_epoch(model, optimizer, train_x, settings, generator)
+        evaluate(model, val_x, settings.batch_size)
+    return time.perf_counter() - started
+
+
+class Observer:
+    """on_event hook: when the first member started, and each actor's peak resident (RSS)
+    and unique (USS: not shared with the object store) memory, sampled every epoch."""
+
+    def __init__(self):
+        self.first_started: float | None = None
+        self.pids: dict[str, int] = {}
+        self.peak_rss: dict[str, int] = defaultdict(int)
+        self.peak_uss: dict[str, int] = defaultdict(int)
+
+    def __call__(self, event: dict) -> None:
+        name = event["name"]
+        if event["event"] == "started":
+            self.first_started = self.first_started or time.perf_counter()
+            self.pids[name] = event["placement"]["pid"]
+        elif event["event"] == "epoch":
+            try:
+                info = psutil.Process(self.pids[name]).memory_full_info()
+            except (psutil.Error, KeyError):
+                return
+            self.peak_rss[name] = max(self.peak_rss[name], info.rss)
+            self.peak_uss[name] = max(self.peak_uss[name], info.uss)
+
+
+def ours(specs: list[MemberSpec], data_ref) -> tuple[float, float, Observer]:
+    """Seconds end to end, seconds from the first member's start to the end, and the observer."""
+    observer = Observer()
+    started = time.perf_counter()
+    train_in_parallel(specs, Share(1.0, 0.0), data_ref, observer)
+    ended = time.perf_counter()
+    return ended - started, ended - observer.first_started, observer
+
+
+def comparison(name: str, ours_s: list[float], theirs_s: list[float], target: str, met: Callable[[float], bool],
+               ratio_of: str = "ours/theirs") -> dict:
+    ours_m, theirs_m = statistics.median(ours_s), statistics.median(theirs_s)
+    ratio = ours_m / theirs_m if ratio_of == "ours/theirs" else theirs_m / ours_m
+    return {"name": name, "ours_s": ours_s, "alternative_s": theirs_s, "ours_median": ours_m,
+            "alternative_median": theirs_m, "ratio": ratio, "target": target, "met": met(ratio)}
+
+
+def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, log=print) -> dict:
+    splits = load_splits(config.data, config.seed)
+    factory = CAEFactory(splits.image_shape, config.model.channels, config.model.kernel_size,
+                         config.model.activation, config.model.pooling)
+    stop = functools.partial(member_should_stop, EagerConfig(rule="fixed", epoch=epochs), epochs)
+    settings = [TrainSettings(config.train.batch_size, config.train.lr, config.train.optimizer,
+                              config.train.momentum, config.train.grad_clip, config.seed * 1000 + i + 1)
+                for i in range(config.members)]
+    samples: dict[str, list[float]] = defaultdict(list)
+    memory: dict[str, dict] = {}
+    for repeat in range(repeats):
+        def specs(count: int, tag: str) -> list[MemberSpec]:
+            return [MemberSpec(f"member_{i:02d}", str(scratch / f"{tag}-{repeat}" / f"member_{i:02d}"), factory,
+                               settings[i], stop) for i in range(count)]
+
+        # --- start-up: Ray, shipping the data once, one actor ready ---
+        t = time.perf_counter()
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        samples["ray_init"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        data_ref = ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
+        samples["data_put"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ray.get(MemberActor.options(num_cpus=1).remote(1).placement.remote())
+        samples["actor_start"].append(time.perf_counter() - t)
+
+        # --- one member: our stack (epochs only) against a plain loop, same thread count ---
+        _, one_s, one = ours(specs(1, "one"), data_ref)
+        samples["ours_one"].append(one_s)
+        torch.set_num_threads(1)
+        samples["plain_one"].append(plain_member(factory, splits.train_x, splits.val_x, settings[0], epochs))
+
+        # --- N members in parallel against the same N one after another ---
+        many_s, _, many = ours(specs(config.members, "many"), data_ref)
+        samples["ours_many"].append(many_s)
+        samples["plain_many"].append(sum(plain_member(factory, splits.train_x, splits.val_x, s, epochs)
+                                         for s in settings))
+        ray.shutdown()
+        memory = {"1": _memory(one), str(config.members): _memory(many)}
+        log(f"  repeat {repeat + 1}/{repeats}: 1 member {one_s:.1f}s vs plain {samples['plain_one'][-1]:.1f}s; "
+            f"{config.members} members {many_s:.1f}s vs {samples['plain_many'][-1]:.1f}s one after another")
+
+    slots = min(config.members, os.cpu_count() or 1)
+    startup = [a + b + c for a, b, c in zip(samples["ray_init"], samples["data_put"], samples["actor_start"])]
+    return {
+        "machine": machine_header(), "repeats": repeats, "epochs": epochs, "members": config.members,
+        "train_images": len(splits.train_y),
+        "comparisons": [
+            comparison("member overhead: one member's epochs in our stack (actor, checkpoints, progress) / the "
+                       "plain PyTorch loop", samples["ours_one"], samples["plain_one"], "<= 1.10x",
+                       lambda r: r <= 1.10),
+            comparison(f"parallel speed-up: {config.members} one after another / {config.members} in parallel",
+                       samples["ours_many"], samples["plain_many"], f">= {0.8 * slots:.1f}x",
+                       lambda r: r >= 0.8 * slots, ratio_of="theirs/ours"),
+        ],
+        "startup_s": {key: statistics.median(samples[key]) for key in ("ray_init", "data_put", "actor_start")},
+        "startup_total_s": statistics.median(startup),
+        "memory_mib": memory,
+        "dataset_mib": round((splits.train_x.numel() + splits.val_x.numel()) * 4 / 2**20, 1),
+        "driver_peak_rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+    }
+
+
+def _memory(observer: Observer) -> dict:
+    return {"actor_peak_rss_mib": [round(v / 2**20, 1) for v in observer.peak_rss.values()],
+            "actor_peak_uss_mib": [round(v / 2**20, 1) for v in observer.peak_uss.values()]}
+
+
+def default_run_share(result: dict, output: Path, log=print) -> dict:
+    """Start-up as a share of the default run's wall-clock (one default run, timed here)."""
+    import ensemble
+    started = time.perf_counter()
+    report = ensemble.run(build_config({}, [f"output={output}", "name=bench-default"]), on_event=lambda e: None).report
+    wall = time.perf_counter() - started
+    log(f"  default run: {wall:.1f}s end to end")
+    share = result["startup_total_s"] / wall
+    return {"default_run_wall_s": wall, "startup_share": share, "startup_target": "<= 15%", "startup_met": share <= 0.15,
+            "ensemble_wall_s": report.ensemble.wall_seconds, "baseline_wall_s": report.baseline.wall_seconds,
+            "ensemble_accuracy": report.ensemble.test_accuracy, "baseline_accuracy": report.baseline.test_accuracy,
+            "combiner_s": report.ensemble.combiner_seconds, "combiner_fit_s": report.ensemble.fit_seconds,
+            "combiner_feature_s": report.ensemble.feature_seconds, "run_dir": str(output / "bench-default")}
+
+
+def table(result: dict) -> str:
+    lines = [f"Machine: {result['machine']}",
+             f"Medians of {result['repeats']} repeats; {result['members']} members x {result['epochs']} epochs on "
+             f"{result['train_images']:,} training images; each side run back to back in every repeat.", "",
+             "| comparison | ours (s) | alternative (s) | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for c in result["comparisons"]:
+        lines.append(f"| {c['name']} | {c['ours_median']:.2f} | {c['alternative_median']:.2f} | {c['ratio']:.2f}x | "
+                     f"{c['target']} | {'yes' if c['met'] else 'NO'} |")
+    s = result["startup_s"]
+    lines += ["", f"Start-up (median): Ray {s['ray_init']:.2f}s + data shipping {s['data_put']:.3f}s + one actor "
+                  f"{s['actor_start']:.2f}s = {result['startup_total_s']:.2f}s"]
+    if "default" in result:
+        d = result["default"]
+        lines += [f"Start-up share of the default run ({d['default_run_wall_s']:.1f}s end to end): "
+                  f"{d['startup_share']:.1%} (target {d['startup_target']}: {'met' if d['startup_met'] else 'MISSED'})",
+                  f"Default run: ensemble {d['ensemble_accuracy']:.4f} in {d['ensemble_wall_s']:.1f}s, baseline "
+                  f"{d['baseline_accuracy']:.4f} in {d['baseline_wall_s']:.1f}s; combiner {d['combiner_s']:.1f}s "
+                  f"(features {d['combiner_feature_s']:.1f}s, fit {d['combiner_fit_s']:.1f}s)"]
+    lines += ["", f"Memory: dataset (train + validation, float32) {result['dataset_mib']} MiB, held once in Ray's "
+                  f"object store; driver peak RSS {result['driver_peak_rss_mib']} MiB."]
+    for n, m in result["memory_mib"].items():
+        lines.append(f"  N={n}: actor peak RSS {m['actor_peak_rss_mib']} MiB, unique (USS) {m['actor_peak_uss_mib']} MiB")
+    return "\n".join(lines)
+
+
+def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True) -> dict:
+    config = build_config({}, overrides)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"ensemble bench: {machine_header()}", flush=True)
+    result = run_bench(config, repeats, epochs, output / "scratch")
+    if with_default_run:
+        result["default"] = default_run_share(result, output)
+    (output / "bench.json").write_text(json.dumps(result, indent=2))
+    print(table(result))
+    print(f"\nJSON: {output / 'bench.json'}")
+    return result
