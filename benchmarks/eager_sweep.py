@@ -14,47 +14,26 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ensemble.config import EagerConfig, EnsembleConfig
-from ensemble.data import load_splits
-from ensemble.eager import member_fixed_epoch, member_should_stop, select_epoch
-from ensemble.evaluation import fit_and_score, load_autoencoder
-from ensemble.report import RunReport
-from workers.history import EpochRecord
-from workers.models import CAEFactory
+from ensemble.config import EagerConfig
+from ensemble.saved_run import open_run
+from ensemble.selection import replay_member, rule_label
 
 SETTINGS = [EagerConfig(rule="plateau", threshold=t) for t in (0.2, 0.1, 0.05, 0.02)] + \
            [EagerConfig(rule="fixed", epoch=k) for k in (1, 3)] + [EagerConfig(rule="none")]
 
 
-def replay(cfg: EagerConfig, history: list[EpochRecord]) -> list[EpochRecord]:
-    """The prefix of `history` a member would have trained under `cfg`."""
-    for n in range(1, len(history) + 1):
-        if member_should_stop(cfg, len(history), history[:n]).stop:
-            return history[:n]
-    return history
-
-
 def main(run_dir: Path) -> None:
-    report = RunReport.read(run_dir)
-    config = EnsembleConfig.model_validate(report.config)
-    splits = load_splits(config.data, config.seed)
-    factory = CAEFactory(splits.image_shape, config.model.channels, config.model.kernel_size,
-                         config.model.activation, config.model.pooling)
+    saved = open_run(run_dir)
+    config = saved.config
     print(f"| rule | mean stop epoch | member-seconds | test accuracy ({config.combiner.kind}) |")
     print("|---|---|---|---|")
     for cfg in SETTINGS:
-        chosen, seconds = [], 0.0
-        for member in report.members:
-            history = [EpochRecord.from_json(h.model_dump()) for h in member.history]
-            trained = replay(cfg, history)
-            seconds += sum(r.seconds for r in trained)
-            chosen.append((member.name, select_epoch(trained, member_fixed_epoch(cfg)).epoch, len(trained)))
-        encoders = [load_autoencoder(factory, run_dir / name, epoch) for name, epoch, _ in chosen]
-        score = fit_and_score(encoders, splits.train_x, splits.train_y, splits.test_x, splits.test_y,
-                              config.combiner.kind, config.combiner.head, config.seed)
-        label = cfg.rule + (f" {cfg.threshold:g}" if cfg.rule == "plateau" else f" {cfg.epoch}" if cfg.rule == "fixed" else "")
-        mean_stop = sum(n for _, _, n in chosen) / len(chosen)
-        print(f"| {label} | {mean_stop:.1f} | {seconds:.0f} | {score.test_accuracy:.4f} |", flush=True)
+        members = [replay_member(m, cfg, config.train.epochs) for m in saved.report.members]
+        used = [m for m in members if m.selected_epoch is not None]
+        score = saved.score([(m.name, m.selected_epoch) for m in used], config.combiner)
+        seconds = sum(m.train_seconds for m in members)
+        mean_stop = sum(m.epochs_trained for m in members) / len(members)
+        print(f"| {rule_label(cfg)} | {mean_stop:.1f} | {seconds:.0f} | {score.test_accuracy:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`ensemble run ...` (also `python -m ensemble`). Exit 0 ok, 2 bad input, 1 runtime failure."""
+"""`ensemble run|select|curves ...` (also `python -m ensemble`). Exit 0 ok, 2 bad input, 1 runtime failure."""
 
 from __future__ import annotations
 
@@ -28,6 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run: finished members are kept, the rest resume from "
                           "their newest valid checkpoint (other options are not allowed with it)")
+    run.add_argument("--repeats", metavar="K", type=int,
+                     help="K runs with seeds seed, seed+1, ... (directories NAME-r0, NAME-r1, ...) and a summary "
+                          "of mean and standard deviation in NAME-summary/")
+    select = commands.add_parser(
+        "select", help="re-select checkpoints of a finished run by another rule and refit, without training",
+        description="Replays another eager rule (or a fixed epoch) over the saved histories, refits the combiner "
+                    "on the saved checkpoints and writes RUN_DIR/selections/<rule>_<combiner>/. The run's own "
+                    "files are not changed. Only eager.* and combiner.* may be set; a rule's parameter alone "
+                    "names its rule (--set eager.epoch=2 means the fixed epoch 2).")
+    select.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    select.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="e.g. --set eager.rule=plateau --set eager.threshold=0.05, or --set eager.epoch=2, "
+                             "or --set combiner.kind=soft-vote (repeatable)")
+    curves = commands.add_parser(
+        "curves", help="test accuracy per saved epoch against wall-clock, ensemble and baseline",
+        description="Writes accuracy_vs_time.csv and accuracy_vs_time.png into RUN_DIR; every checkpoint set "
+                    "evaluated once is cached in accuracy_vs_time_cache.json and not fitted again.")
+    curves.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     return parser
 
 
@@ -43,14 +61,16 @@ def resolve_config(args: argparse.Namespace):
 
 
 def command_run(args: argparse.Namespace) -> int:
-    if args.resume and (args.config or args.overrides or args.output or args.name):
-        raise InputError("--resume continues a run with its own saved config; drop --config, --set, --output "
-                         "and --name.")
+    if args.resume and (args.config or args.overrides or args.output or args.name or args.repeats):
+        raise InputError("--resume continues a run with its own saved config; drop --config, --set, --output, "
+                         "--name and --repeats.")
     if args.resume:
         from ensemble.driver import resume_config
         config = resume_config(args.resume)
     else:
         config = resolve_config(args)  # before the heavy imports, so a bad config fails fast
+    if args.repeats is not None:
+        return _run_repeats(config, args.repeats)
     from ensemble.driver import run
     from ensemble.report import summary_table
     result = run(config, resume=bool(args.resume))
@@ -60,10 +80,44 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_repeats(config, repeats: int) -> int:
+    from ensemble.repeats import run_repeats
+    done = run_repeats(config, repeats)
+    print()
+    print(done.summary.table())
+    print(f"\nRun directories: {', '.join(str(r.run_dir) for r in done.results)}\nSummary: {done.summary_dir}")
+    return EXIT_OK
+
+
+def command_select(args: argparse.Namespace) -> int:
+    from ensemble.report import summary_table
+    from ensemble.selection import reselect
+    done = reselect(args.run_dir, args.overrides)
+    print(summary_table(done.report))
+    print(f"\nSelection: {done.directory} (no training; the run's own report is unchanged)")
+    return EXIT_OK
+
+
+def command_curves(args: argparse.Namespace) -> int:
+    from ensemble.curves import accuracy_vs_time
+
+    def show(row, cached: bool) -> None:
+        print(f"{row.side:>8} epoch {row.epoch:3d} at {row.seconds:8.2f} s: test accuracy {row.test_accuracy:.4f}"
+              + (" (cached)" if cached else ""), flush=True)
+
+    done = accuracy_vs_time(args.run_dir, on_point=show)
+    print(f"\n{done.computed} point(s) fitted now, {done.cached} read from the cache.\n"
+          f"CSV: {done.csv_path}\nPlot: {done.png_path}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return command_run(args)
+        return COMMANDS[args.command](args)
     except InputError as err:
         print(textwrap.fill(f"error: {err}", width=100), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -73,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:  # a runtime failure: say what, keep the traceback for whoever debugs
         if os.environ.get("ENSEMBLE_DEBUG"):
             traceback.print_exc()
-        print(f"run failed: {type(err).__name__}: {err}\n(set ENSEMBLE_DEBUG=1 for the traceback; "
+        print(f"{args.command} failed: {type(err).__name__}: {err}\n(set ENSEMBLE_DEBUG=1 for the traceback; "
               "checkpoints written so far are kept)", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -83,3 +84,41 @@ def write_plots(report: RunReport, run_dir: Path) -> list[Path]:
     for draw, path in zip((loss_curves, timeline, accuracy_time), paths):
         draw(report, path)
     return paths
+
+
+def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int]]], untrained: float, path: Path) -> None:
+    """Test accuracy per saved epoch against each side's training wall-clock: (seconds, accuracy, epoch)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for side, color in (("ensemble", "tab:blue"), ("baseline", "black")):
+        points = curves.get(side, [])
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=color, label=side)
+            for seconds, accuracy, epoch in points:
+                ax.annotate(str(epoch), (seconds, accuracy), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.axhline(untrained, color="tab:red", linestyle="--", label="untrained encoders (ensemble)")
+    ax.set_xlim(left=0)  # start-up time before the first epoch is part of what each side costs
+    ax.set(xlabel="training wall-clock seconds (each side from the start of its phase)", ylabel="test accuracy",
+           title="Test accuracy per saved epoch against wall-clock (labels: epoch)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def repeats_plot(panels: list[tuple[str, dict[str, list[float]]]], path: Path) -> None:
+    """Each panel: (title, {label: one value per repeat}); a dot per repeat, a bar at the mean with
+    +- one standard deviation. Accuracy panels zoom in on the range the values span."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels):
+        series = {label: runs for label, runs in series.items() if runs}
+        for x, runs in enumerate(series.values()):
+            sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
+            ax.bar(x, statistics.fmean(runs), yerr=sd, capsize=6, color="tab:gray", alpha=0.5)
+            ax.plot([x] * len(runs), runs, "o", color="tab:blue")
+        ax.set_xticks(range(len(series)), list(series))
+        ax.set(title=f"{title} (mean +- sd, dots: runs)")
+        if "accuracy" in title and series:
+            ax.set_ylim(max(0.0, min(min(runs) for runs in series.values()) - 0.05), 1.0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,128 @@
+"""Test accuracy against wall-clock, per saved epoch, for the ensemble and the baseline.
+
+For every epoch k the ensemble is built from its members' checkpoints at k (or at a member's
+last finite epoch when it stopped earlier) and placed at the moment its slowest member had
+finished that epoch; the baseline at k is placed where it finished epoch k. Both clocks are
+the run's measured training timelines, each from the start of its own phase; the combiner's
+fit is not on this axis. Written to `accuracy_vs_time.csv` and `accuracy_vs_time.png` in the
+run directory. A combiner fit costs seconds, so every evaluated checkpoint set is kept in
+`accuracy_vs_time_cache.json` and read from there the next time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ensemble.config import CombinerConfig
+from ensemble.plots import accuracy_vs_time_plot
+from ensemble.report import RunReport
+from ensemble.saved_run import Chosen, SavedRun, last_finite_epoch, open_run, used_members
+from ensemble.timeline import ready_seconds
+from workers.models import AutoencoderFactory
+
+CSV_NAME, PNG_NAME, CACHE_NAME = "accuracy_vs_time.csv", "accuracy_vs_time.png", "accuracy_vs_time_cache.json"
+ENSEMBLE, BASELINE = "ensemble", "baseline"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    side: str                    # ENSEMBLE or BASELINE
+    epoch: int
+    seconds: float               # training wall-clock of the side when these checkpoints were all written
+    checkpoints: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    side: str
+    epoch: int
+    seconds: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class Curves:
+    rows: list[CurveRow]
+    csv_path: Path
+    png_path: Path
+    computed: int                # combiner fits done now
+    cached: int                  # points read from the cache
+
+
+def curve_points(report: RunReport) -> list[CurvePoint]:
+    """Which checkpoints make each side's model at every saved epoch, and when they were ready."""
+    used = used_members(report)
+    last = {m.name: last_finite_epoch(m) for m in used}
+    points = []
+    for k in range(1, max(last.values(), default=0) + 1):
+        epochs = [(m, min(k, last[m.name])) for m in used]
+        points.append(CurvePoint(ENSEMBLE, k, ready_seconds(epochs), tuple((m.name, e) for m, e in epochs)))
+    base = report.baseline
+    if base is not None:
+        points += [CurvePoint(BASELINE, k, ready_seconds([(base, k)]), ((base.name, k),))
+                   for k in range(1, last_finite_epoch(base) + 1)]
+    return points
+
+
+def cache_key(checkpoints: Chosen, combiner: CombinerConfig, seed: int) -> str:
+    """What decides the accuracy, given the run's data: the checkpoints, the combiner and its seed."""
+    return f"{combiner.kind}/{combiner.head}/seed{seed}:" + ",".join(f"{name}@{epoch}" for name, epoch in checkpoints)
+
+
+def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
+                     on_point: Optional[Callable[[CurveRow, bool], None]] = None) -> Curves:
+    """Evaluate (or read from the cache) every point, then write the CSV and the PNG.
+
+    `on_point(row, cached)` is called as each point is ready (fits take seconds each)."""
+    saved = open_run(run_dir, autoencoder, dataset)
+    points = curve_points(saved.report)
+    saved.require_checkpoints(sorted({c for p in points for c in p.checkpoints}))
+    cache = _read_cache(saved.run_dir)
+    rows, computed = [], 0
+    for point in points:
+        key = cache_key(point.checkpoints, saved.config.combiner, saved.config.seed)
+        hit = key in cache
+        if not hit:
+            cache[key] = _evaluate(saved, point.checkpoints)
+            computed += 1
+            _write_cache(saved.run_dir, cache)  # after every fit, so an interrupted call keeps its work
+        rows.append(CurveRow(point.side, point.epoch, point.seconds, cache[key]["test_accuracy"]))
+        if on_point:
+            on_point(rows[-1], hit)
+    csv_path, png_path = saved.run_dir / CSV_NAME, saved.run_dir / PNG_NAME
+    _write_csv(rows, csv_path)
+    accuracy_vs_time_plot({side: [(r.seconds, r.test_accuracy, r.epoch) for r in rows if r.side == side]
+                           for side in (ENSEMBLE, BASELINE)},
+                          saved.report.ensemble.untrained_test_accuracy, png_path)
+    return Curves(rows, csv_path, png_path, computed, len(rows) - computed)
+
+
+def _evaluate(saved: SavedRun, checkpoints: Chosen) -> dict:
+    score = saved.score(checkpoints, saved.config.combiner)
+    return {"test_accuracy": score.test_accuracy, "combiner_seconds": score.seconds}
+
+
+def _read_cache(run_dir: Path) -> dict:
+    path = run_dir / CACHE_NAME
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a damaged cache only costs recomputation
+        return {}
+
+
+def _write_cache(run_dir: Path, cache: dict) -> None:
+    tmp = run_dir / f".{CACHE_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    os.replace(tmp, run_dir / CACHE_NAME)
+
+
+def _write_csv(rows: list[CurveRow], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["side", "epoch", "seconds", "test_accuracy"])
+        writer.writerows([r.side, r.epoch, f"{r.seconds:.3f}", repr(r.test_accuracy)] for r in rows)

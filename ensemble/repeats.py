@@ -1,0 +1,182 @@
+"""`ensemble run --repeats K`: K runs with seeds seed, seed+1, ..., then mean and sd of the headlines.
+
+Each repeat is an ordinary run directory (`<name>-r0`, `<name>-r1`, ...); the summary goes to
+`<name>-summary/` (summary.json, summary.md, repeats.png). The paper averaged three runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from pydantic import BaseModel
+
+from ensemble.config import EnsembleConfig
+from ensemble.driver import default_run_name, run
+from ensemble.errors import InputError
+from ensemble.parallel import ray_session
+from ensemble.plots import repeats_plot
+from ensemble.report import CLAIM_OUTCOMES, RunReport, claim_outcome
+from ensemble.result import RunResult
+from workers.models import AutoencoderFactory
+
+SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "repeats.png"
+
+# key -> (label, format of one value); the headline figures a summary averages
+FIGURES = {
+    "ensemble_test_accuracy": ("ensemble test accuracy", "{:.4f}"),
+    "baseline_test_accuracy": ("baseline test accuracy", "{:.4f}"),
+    "untrained_test_accuracy": ("untrained encoders test accuracy", "{:.4f}"),
+    "accuracy_difference": ("ensemble - baseline test accuracy", "{:+.4f}"),
+    "training_gain": ("ensemble - untrained test accuracy", "{:+.4f}"),
+    "ensemble_wall_seconds": ("ensemble wall seconds", "{:.1f}"),
+    "baseline_wall_seconds": ("baseline wall seconds", "{:.1f}"),
+    "speedup": ("speed-up (baseline wall / ensemble wall)", "{:.2f}"),
+    "mean_selected_epoch": ("members' mean selected epoch", "{:.2f}"),
+    "baseline_selected_epoch": ("baseline selected epoch", "{:.2f}"),
+}
+
+
+# --- pure decisions ---
+
+def repeat_configs(config: EnsembleConfig, repeats: int, base_name: str) -> list[EnsembleConfig]:
+    return [config.model_copy(update={"seed": config.seed + i, "name": f"{base_name}-r{i}"}) for i in range(repeats)]
+
+
+def headline_figures(report: RunReport) -> dict[str, Optional[float]]:
+    e, b = report.ensemble, report.baseline
+    selected = [m.selected_epoch for m in report.members if m.selected_epoch is not None]
+    return {
+        "ensemble_test_accuracy": e.test_accuracy,
+        "baseline_test_accuracy": b.test_accuracy if b else None,
+        "untrained_test_accuracy": e.untrained_test_accuracy,
+        "accuracy_difference": e.test_accuracy - b.test_accuracy if b else None,
+        "training_gain": e.test_accuracy - e.untrained_test_accuracy,
+        "ensemble_wall_seconds": e.wall_seconds,
+        "baseline_wall_seconds": b.wall_seconds if b else None,
+        "speedup": report.speedup,
+        "mean_selected_epoch": statistics.fmean(selected) if selected else None,
+        "baseline_selected_epoch": b.selected_epoch if b else None,
+    }
+
+
+class FigureSummary(BaseModel):
+    mean: Optional[float]        # None: no run had this figure (no baseline)
+    sd: Optional[float]          # sample standard deviation; None with fewer than two values
+    values: list[Optional[float]]
+
+
+def mean_sd(values: Sequence[Optional[float]]) -> FigureSummary:
+    present = [v for v in values if v is not None]
+    return FigureSummary(mean=statistics.fmean(present) if present else None,
+                         sd=statistics.stdev(present) if len(present) > 1 else None, values=list(values))
+
+
+def plus_minus(figure: FigureSummary, fmt: str) -> str:
+    if figure.mean is None:
+        return "n/a"
+    return fmt.format(figure.mean) + (" ± " + fmt.format(figure.sd).lstrip("+") if figure.sd is not None else " ± n/a")
+
+
+def repeats_verdict(figures: dict[str, FigureSummary], outcomes: Sequence[Optional[str]], seeds: Sequence[int]) -> str:
+    """What the repeats say about the claim, from their own figures: the per-run outcomes are
+    tallied and the spread is given, so agreement is claimed only when every run agrees."""
+    n = len(outcomes)
+    text = {key: plus_minus(figures[key], fmt) for key, (_, fmt) in FIGURES.items()}
+    training = (f" Autoencoder training changed the ensemble's accuracy by {text['training_gain']} against the "
+                "same combiner on the untrained encoders.")
+    if None in outcomes:
+        return f"No baseline was trained, so these {n} runs cannot test the claim." + training
+    counts = Counter(outcomes)
+    supported = counts["supports"]
+    if supported == n:
+        head = f"Supports the claim in all {n} runs"
+    elif supported == 0:
+        head = f"Does not support the claim in any of the {n} runs"
+    else:
+        head = f"Mixed: supports the claim in {supported} of {n} runs, so these runs do not settle it"
+    tally = "; ".join(f"{count} of {n}: {CLAIM_OUTCOMES[key].split(':')[0].lower()}"
+                      for key, count in counts.items())
+    return (f"{head} ({tally}). Mean ± sd over seeds {seeds[0]}..{seeds[-1]}: ensemble "
+            f"{text['ensemble_test_accuracy']} in {text['ensemble_wall_seconds']} s, baseline "
+            f"{text['baseline_test_accuracy']} in {text['baseline_wall_seconds']} s; accuracy difference "
+            f"{text['accuracy_difference']}, speed-up {text['speedup']}." + training)
+
+
+class RepeatsSummary(BaseModel):
+    name: str
+    runs: list[str]
+    seeds: list[int]
+    figures: dict[str, FigureSummary]
+    claim_outcomes: list[Optional[str]]  # keys of report.CLAIM_OUTCOMES; None: no baseline
+    verdict: str
+
+    def table(self) -> str:
+        lines = ["| figure | mean ± sd | per run |", "|---|---|---|"]
+        for key, (label, fmt) in FIGURES.items():
+            figure = self.figures[key]
+            runs = ", ".join("n/a" if v is None else fmt.format(v) for v in figure.values)
+            lines.append(f"| {label} | {plus_minus(figure, fmt)} | {runs} |")
+        return "\n".join(lines + ["", self.verdict])
+
+    def to_markdown(self) -> str:
+        return "\n".join([f"# {len(self.runs)} repeats of {self.name}", "",
+                          f"Runs (seeds {', '.join(map(str, self.seeds))}): "
+                          + ", ".join(f"`{r}`" for r in self.runs), "", self.table(), "",
+                          f"![repeats]({SUMMARY_PNG})", ""])
+
+
+def summarize(name: str, reports: Sequence[RunReport], seeds: Sequence[int]) -> RepeatsSummary:
+    per_run = [headline_figures(r) for r in reports]
+    figures = {key: mean_sd([run_figures[key] for run_figures in per_run]) for key in FIGURES}
+    outcomes = [claim_outcome(r.ensemble, r.baseline) if r.baseline is not None else None for r in reports]
+    return RepeatsSummary(name=name, runs=[r.name for r in reports], seeds=list(seeds), figures=figures,
+                          claim_outcomes=outcomes, verdict=repeats_verdict(figures, outcomes, seeds))
+
+
+# --- the command ---
+
+@dataclass(frozen=True)
+class RepeatsResult:
+    results: list[RunResult]
+    summary: RepeatsSummary
+    summary_dir: Path
+
+
+def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[AutoencoderFactory] = None,
+                dataset=None, on_event: Optional[Callable[[dict], None]] = None) -> RepeatsResult:
+    """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them."""
+    if repeats < 1:
+        raise InputError(f"--repeats must be at least 1, not {repeats}.")
+    base_name = config.name or default_run_name()
+    configs = repeat_configs(config, repeats, base_name)
+    summary_dir = Path(config.output) / f"{base_name}-summary"
+    taken = [str(d) for d in [Path(config.output) / c.name for c in configs] + [summary_dir]
+             if d.exists() and any(d.iterdir())]
+    if taken:  # checked for all before the first run starts, not when the third one would fail
+        raise InputError(f"run directories already exist and are not empty: {', '.join(taken)}; choose another "
+                         "--name (or --output). Nothing was changed.")
+    with ray_session():  # one Ray start for all repeats
+        results = [run(c, autoencoder, dataset, on_event) for c in configs]
+    summary = summarize(base_name, [r.report for r in results], [c.seed for c in configs])
+    _write(summary, summary_dir)
+    return RepeatsResult(results, summary, summary_dir)
+
+
+def _write(summary: RepeatsSummary, summary_dir: Path) -> None:
+    summary_dir.mkdir(parents=True, exist_ok=True)
+    (summary_dir / SUMMARY_JSON).write_text(summary.model_dump_json(indent=2))
+    (summary_dir / SUMMARY_MD).write_text(summary.to_markdown())
+
+    def runs(key: str) -> list[float]:
+        return [v for v in summary.figures[key].values if v is not None]
+
+    repeats_plot([("test accuracy", {"ensemble": runs("ensemble_test_accuracy"),
+                                     "baseline": runs("baseline_test_accuracy"),
+                                     "untrained": runs("untrained_test_accuracy")}),
+                  ("wall-clock seconds", {"ensemble": runs("ensemble_wall_seconds"),
+                                          "baseline": runs("baseline_wall_seconds")})],
+                 summary_dir / SUMMARY_PNG)

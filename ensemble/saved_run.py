@@ -1,0 +1,106 @@
+"""A finished run read back for analysis: report, config, data splits, checkpoint scoring.
+
+`ensemble select`, `ensemble curves` and benchmarks/eager_sweep.py work from here and never
+train: everything comes from the run directory and the data its saved config names (the same
+seeded splits as the run). Bad input is an InputError raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pydantic import ValidationError
+
+from ensemble.config import CombinerConfig, EnsembleConfig
+from ensemble.data import Splits, load_splits
+from ensemble.errors import InputError
+from ensemble.evaluation import CombinerScore, fit_and_score, load_autoencoder
+from ensemble.report import REPORT_JSON, MemberReport, RunReport
+from workers.checkpoints import MANIFEST, checkpoint_dir
+from workers.models import AutoencoderFactory, CAEFactory
+
+Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
+
+
+@dataclass
+class SavedRun:
+    run_dir: Path
+    report: RunReport
+    config: EnsembleConfig
+    member_factory: AutoencoderFactory
+    baseline_factory: Optional[AutoencoderFactory]
+    dataset: object = None  # the custom dataset a Python-API run was given, if any
+    _splits: Optional[Splits] = field(default=None, repr=False)
+
+    def splits(self) -> Splits:
+        """The run's splits, loaded once (seconds for mnist-5k) and checked against the report."""
+        if self._splits is None:
+            splits = load_splits(self.config.data, self.config.seed, self.dataset)
+            saved = self.report.dataset
+            found = (len(splits.train_y), len(splits.val_y), len(splits.test_y), splits.num_classes)
+            if found != (saved.train, saved.val, saved.test, saved.num_classes):
+                raise InputError(f"the data no longer matches run {self.report.name!r}: it had train/val/test/classes "
+                                 f"{(saved.train, saved.val, saved.test, saved.num_classes)}, the data now gives "
+                                 f"{found}. Restore the run's data (data.root) to analyse it.")
+            self._splits = splits
+        return self._splits
+
+    def require_checkpoints(self, chosen: Chosen) -> None:
+        missing = [f"{name} epoch {epoch}" for name, epoch in chosen
+                   if not (checkpoint_dir(self.run_dir / name, epoch) / MANIFEST).is_file()]
+        if missing:
+            raise InputError(f"run {str(self.run_dir)!r} lacks the checkpoint(s) for {', '.join(missing)}; "
+                             "choose epochs the run saved (see its report.md).")
+
+    def score(self, chosen: Chosen, combiner: CombinerConfig) -> CombinerScore:
+        """Freeze the chosen checkpoints (members' or the baseline's) and fit `combiner` on them."""
+        is_baseline = self.report.baseline is not None and all(name == self.report.baseline.name for name, _ in chosen)
+        factory = self.baseline_factory if is_baseline else self.member_factory
+        splits = self.splits()
+        autoencoders = [load_autoencoder(factory, self.run_dir / name, epoch) for name, epoch in chosen]
+        return fit_and_score(autoencoders, splits.train_x, splits.train_y, splits.test_x, splits.test_y,
+                             combiner.kind, combiner.head, self.config.seed)
+
+
+def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None) -> SavedRun:
+    """A finished run directory, validated; pass the `autoencoder` and `dataset` a custom run used."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run directory {str(run_dir)!r} does not exist.")
+    if not (run_dir / REPORT_JSON).is_file():
+        raise InputError(f"{str(run_dir)!r} is not a finished run (no {REPORT_JSON}); give the directory "
+                         "`ensemble run` printed at the end.")
+    try:
+        report = RunReport.read(run_dir)
+        config = EnsembleConfig.model_validate(report.config)
+    except (ValueError, ValidationError) as err:
+        raise InputError(f"{str(run_dir / REPORT_JSON)!r} cannot be read as a run report: "
+                         f"{str(err).splitlines()[0]}") from None
+    if "selection" in (report.model_extra or {}):
+        raise InputError(f"{str(run_dir)!r} is a selection made by `ensemble select`, not a run; give the run "
+                         f"directory it was made from ({str(run_dir.parent.parent)!r}).")
+    if report.dataset.source.startswith("custom dataset") and dataset is None:
+        raise InputError(f"run {report.name!r} was trained on a custom dataset, which the run directory does not "
+                         "hold; analyse it from Python and pass the same dataset (and autoencoder).")
+    shape = tuple(report.dataset.image_shape)
+    m = config.model
+    baseline_factory = (CAEFactory(shape, m.channels, m.kernel_size, m.activation, m.pooling,
+                                   width=report.baseline.width) if report.baseline is not None else None)
+    member_factory = autoencoder or CAEFactory(shape, m.channels, m.kernel_size, m.activation, m.pooling)
+    return SavedRun(run_dir, report, config, member_factory, baseline_factory, dataset)
+
+
+def last_finite_epoch(member: MemberReport) -> int:
+    """The newest epoch whose losses were finite (0: none, only the untrained checkpoint)."""
+    return max((h.epoch for h in member.history if h.train_loss is not None and h.val_loss is not None), default=0)
+
+
+def used_members(report: RunReport) -> list[MemberReport]:
+    return [m for m in report.members if m.index in report.ensemble.members_used]
+
+
+def config_json(config: EnsembleConfig) -> dict:
+    return json.loads(config.model_dump_json())
