@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes accuracy_vs_time.csv and accuracy_vs_time.png into RUN_DIR; every checkpoint set "
                     "evaluated once is cached in accuracy_vs_time_cache.json and not fitted again.")
     curves.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    bench = commands.add_parser(
+        "bench", help="measure our stack against plain PyTorch loops and the baseline, side by side",
+        description="Repeats each comparison, prints medians and ratios with the machine in the header, "
+                    "and writes bench.json. Takes about 6-8 minutes on 2 cores with the defaults.")
+    bench.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="config overrides for the measured runs, e.g. --set data.train_size=1000")
+    bench.add_argument("--repeats", type=int, default=3, help="repeats of each comparison (default 3)")
+    bench.add_argument("--epochs", type=int, default=3, help="epochs per member in the comparisons (default 3)")
+    bench.add_argument("--output", metavar="DIR", default="runs/bench", help="where bench.json goes")
+    bench.add_argument("--no-default-run", action="store_true",
+                       help="skip the default run (start-up share, time to accuracy, combiner cost)")
     return parser
 
 
@@ -111,7 +122,16 @@ def command_curves(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves}
+def command_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    if args.repeats < 1 or args.epochs < 1:
+        raise InputError("--repeats and --epochs must be at least 1.")
+    from ensemble.bench import main as bench
+    bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run)
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "bench": command_bench}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

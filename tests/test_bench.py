@@ -1,0 +1,28 @@
+"""The benchmark runs and reports every figure; its timings are printed, never asserted."""
+
+from ensemble.bench import main, table
+
+
+def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
+    ray_instance.shutdown()  # the bench starts and stops its own Ray, as a user's command would
+    try:
+        result = main(["members=2", "data.name=digits", "data.train_size=200", "data.val_size=100",
+                       "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path, with_default_run=False)
+    finally:
+        ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    names = [c["name"] for c in result["comparisons"]]
+    assert any("member overhead" in n for n in names) and any("parallel speed-up" in n for n in names)
+    assert all(c["ours_median"] > 0 and c["alternative_median"] > 0 for c in result["comparisons"])
+    assert set(result["memory_mib"]) == {"1", "2"} and len(result["memory_mib"]["2"]["actor_peak_uss_mib"]) == 2
+    assert (tmp_path / "bench.json").exists() and "Machine:" in table(result)
+
+
+def test_time_to_accuracy_reads_the_curves():
+    from ensemble.bench import time_to_accuracy
+    from ensemble.curves import CurveRow
+    rows = [CurveRow("ensemble", 1, 10.0, 0.90), CurveRow("ensemble", 2, 20.0, 0.95),
+            CurveRow("baseline", 1, 8.0, 0.85), CurveRow("baseline", 2, 16.0, 0.93), CurveRow("baseline", 3, 40.0, 0.94)]
+    t = time_to_accuracy(rows)
+    assert t["baseline_best_accuracy"] == 0.94 and t["baseline_seconds_to_best"] == 40.0
+    assert t["ensemble_seconds_to_baseline_best"] == 20.0
+    assert t["equal_wallclock_s"] == 20.0 and t["baseline_accuracy_at_equal_wallclock"] == 0.93
