@@ -24,12 +24,13 @@ import torch
 
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
 from ensemble.data import load_splits
+from ensemble.driver import member_seed, train_settings
 from ensemble.eager import member_should_stop
 from ensemble.parallel import train_in_parallel
 from ensemble.placement import Share
 from workers.actor import MemberActor, MemberSpec
 from workers.models import CAEFactory
-from workers.training import TrainSettings, evaluate, make_optimizer, train_one_epoch
+from workers.training import TrainSettings, evaluate, make_optimizer, prepare, train_one_epoch
 
 
 def machine_header() -> str:
@@ -48,13 +49,13 @@ def plain_member(factory: Callable, train_x, val_x, settings: TrainSettings, epo
     """The alternative to one member: the same model, data, batches and thread count in one
     process; no actor, no checkpoints, no progress. Returns seconds."""
     torch.manual_seed(settings.seed)
-    model = factory()
+    model, (train_x, val_x) = prepare(factory(), (train_x, val_x), settings)
     optimizer = make_optimizer(model, settings)
     generator = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
     for _ in range(epochs):
         train_one_epoch(model, optimizer, train_x, settings, generator)
-        evaluate(model, val_x, settings.batch_size)
+        evaluate(model, val_x, settings.batch_size, settings.precision)
     return time.perf_counter() - started
 
 
@@ -104,9 +105,7 @@ def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, 
     factory = CAEFactory(splits.image_shape, config.model.channels, config.model.kernel_size,
                          config.model.activation, config.model.pooling)
     stop = functools.partial(member_should_stop, EagerConfig(rule="fixed", epoch=epochs), epochs)
-    settings = [TrainSettings(config.train.batch_size, config.train.lr, config.train.optimizer,
-                              config.train.momentum, config.train.grad_clip, config.seed * 1000 + i + 1)
-                for i in range(config.members)]
+    settings = [train_settings(config, member_seed(config.seed, i)) for i in range(config.members)]
     samples: dict[str, list[float]] = defaultdict(list)
     memory: dict[str, dict] = {}
     for repeat in range(repeats):

@@ -67,6 +67,10 @@ class TrainConfig(Section):
     optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam)")
     grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this; null: no clipping")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast forward passes to bfloat16 (fast on recent GPUs; slow on most CPUs)")
+    channels_last: bool = Field(False, description="channels-last memory format for model and data (GPU tensor cores)")
+    compile: bool = Field(False, description="torch.compile each member's model (pays compile time once per actor)")
 
 
 class EagerConfig(Section):

@@ -108,7 +108,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
 
         # --- phase 1: every member in parallel (Ray queues what does not fit) ---
         specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), member_factory,
-                            _settings(config, member_seed(config.seed, i)),
+                            train_settings(config, member_seed(config.seed, i)),
                             functools.partial(member_should_stop, config.eager, config.train.epochs),
                             member_seed(config.seed, i) if config.data.bootstrap else None)
                  for i in range(config.members)]
@@ -121,7 +121,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         baseline_run, baseline_train_wall = None, 0.0
         if config.baseline.enabled:
             spec = MemberSpec(BASELINE, str(run_dir / BASELINE), baseline_factory,
-                              _settings(config, member_seed(config.seed, -1)),
+                              train_settings(config, member_seed(config.seed, -1)),
                               functools.partial(baseline_should_stop, config.baseline))
             started = time.perf_counter()
             baseline_run = train_in_parallel([spec], base_share, data_ref, progress,
@@ -176,9 +176,10 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     return RunResult(report, run_dir, autoencoders, score.combiner, splits.normalizer)
 
 
-def _settings(config: EnsembleConfig, seed: int) -> TrainSettings:
+def train_settings(config: EnsembleConfig, seed: int) -> TrainSettings:
     t = config.train
-    return TrainSettings(t.batch_size, t.lr, t.optimizer, t.momentum, t.grad_clip, seed)
+    return TrainSettings(t.batch_size, t.lr, t.optimizer, t.momentum, t.grad_clip, seed, t.precision,
+                         t.channels_last, t.compile)
 
 
 def _member_report(index: int, name: str, run: MemberRun, fixed_epoch: Optional[int],

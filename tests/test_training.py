@@ -93,3 +93,12 @@ def test_truncated_latest_checkpoint_is_skipped_on_resume(digits, tmp_path):
     resumed = train_member(fresh_model(), train, val, TrainSettings(batch_size=50), fixed_rule(3), tmp_path)
     assert resumed.resumed_from == 1 and len(resumed.skipped_checkpoints) == 1
     assert [r.epoch for r in resumed.history] == [1, 2, 3]
+
+
+def test_fast_paths_bf16_and_channels_last_train_and_checkpoint_plain_weights(digits, tmp_path):
+    train, val = digits
+    settings = TrainSettings(batch_size=50, precision="bf16", channels_last=True)
+    outcome = train_member(fresh_model(), train, val, settings, fixed_rule(1), tmp_path)
+    assert not outcome.diverged and outcome.history[0].finite
+    plain = fresh_model(seed=7)  # a checkpoint from the fast path loads into an ordinary model
+    plain.load_state_dict(load_checkpoint(checkpoint_dir(tmp_path, 1)).weights)

@@ -35,6 +35,24 @@ class TrainSettings:
     momentum: float = 0.9
     grad_clip: Optional[float] = None
     seed: int = 0
+    precision: str = "fp32"        # "bf16": autocast forward passes to bfloat16
+    channels_last: bool = False
+    compile: bool = False
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked; fp32 is a no-op context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def prepare(model: nn.Module, images: Sequence[torch.Tensor], settings: TrainSettings):
+    """The fast paths chosen in the settings, applied once before training."""
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = [x.contiguous(memory_format=torch.channels_last) for x in images]
+    if settings.compile:
+        model.compile()  # in place: state_dict keys stay the same, so checkpoints do not change
+    return model, images
 
 
 @dataclass
@@ -68,7 +86,8 @@ def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator
     total = 0.0
     for start in range(0, len(images), settings.batch_size):
         batch = images[order[start:start + settings.batch_size]]
-        loss = reconstruction_loss(model(batch), batch)
+        with autocast(images.device, settings.precision):
+            loss = reconstruction_loss(model(batch).float(), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip is not None:
@@ -79,10 +98,13 @@ def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator
 
 
 @torch.no_grad()
-def evaluate(model, images, batch_size: int) -> float:
+def evaluate(model, images, batch_size: int, precision: str = "fp32") -> float:
     model.eval()
-    total = sum(reconstruction_loss(model(images[i:i + batch_size]), images[i:i + batch_size]).item()
-                * len(images[i:i + batch_size]) for i in range(0, len(images), batch_size))
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        with autocast(images.device, precision):
+            total += reconstruction_loss(model(batch).float(), batch).item() * len(batch)
     return total / len(images)
 
 
@@ -128,6 +150,7 @@ def member_epochs(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, 
     if finished is not None:  # a restarted run: this member is done, do not retrain it
         return finished
     device = train_x.device
+    model, (train_x, val_x) = prepare(model, (train_x, val_x), settings)
     optimizer = make_optimizer(model, settings)
     generator = torch.Generator(device=device)
     generator.manual_seed(settings.seed)
@@ -154,7 +177,7 @@ def member_epochs(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, 
     while not decision.stop:
         epoch_start = time.perf_counter()
         train_loss = train_one_epoch(model, optimizer, train_x, settings, generator)
-        val_loss = evaluate(model, val_x, settings.batch_size)
+        val_loss = evaluate(model, val_x, settings.batch_size, settings.precision)
         record = EpochRecord(len(history) + 1, train_loss, val_loss, time.perf_counter() - epoch_start)
         history.append(record)
         decision = should_stop(history)
