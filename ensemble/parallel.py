@@ -13,6 +13,7 @@ import ray
 from ensemble.placement import Share
 from ensemble.recovery import should_restart
 from workers.actor import MemberActor, MemberSpec
+from workers.scratch import handoff, machine, receive
 from workers.training import Outcome
 
 
@@ -55,14 +56,20 @@ def train_in_parallel(specs: Sequence[MemberSpec], share: Share, data_ref: ray.O
     generators until every one has finished; events reach `on_event` as they happen.
 
     A member whose actor dies (killed, node lost) gets a new actor, which resumes from its
-    newest valid checkpoint, until `max_restarts` is used up; then it is marked lost."""
+    newest valid checkpoint, until `max_restarts` is used up; then it is marked lost.
+
+    An actor on the driver's machine trains in the run directory itself. One elsewhere never
+    writes there: it trains on its node's own disk, seeded from the run directory when it starts,
+    and sends each epoch's files back in its events (see `workers.scratch`); they are written
+    here before the event is reported."""
     phase_start = time.time()
     runs = {spec.name: MemberRun() for spec in specs}
     streams: dict = {}  # stream -> (spec, actor)
+    driver = machine(ray.get_runtime_context().get_node_id())  # Ray:
 
     def launch(spec: MemberSpec):
         actor = MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)  # Ray:
-        stream = actor.train.remote(spec, data_ref)
+        stream = actor.train.remote(spec, data_ref, handoff(spec.directory, driver))
         streams[stream] = (spec, actor)
         return stream
 
@@ -77,7 +84,8 @@ def train_in_parallel(specs: Sequence[MemberSpec], share: Share, data_ref: ray.O
                 except StopIteration:
                     ray.kill(actor)  # finished: free its CPUs/GPUs for a queued member
                     continue
-                except ray.exceptions.RayActorError as err:
+                # Ray: the actor died, or its node died holding an event not read yet
+                except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as err:
                     ray.kill(actor)
                     event = _after_death(runs[spec.name], spec, err, max_restarts)
                     if event["event"] == "restarted":
@@ -86,6 +94,7 @@ def train_in_parallel(specs: Sequence[MemberSpec], share: Share, data_ref: ray.O
                     continue
                 streams[stream] = (spec, actor)
                 pending.append(stream)
+                receive(spec.directory, event.pop("files", {}))
                 _record(runs[spec.name], event, phase_start)
                 on_event(event)
     finally:

@@ -20,6 +20,7 @@ def test_round_trip(tmp_path):
     assert [e for e, _ in list_checkpoints(tmp_path)] == [1]
 
 
+@pytest.mark.fault
 def test_truncated_checkpoint_is_reported_and_skipped(tmp_path):
     for epoch in (0, 1, 2):
         save(tmp_path, epoch, float(epoch))
@@ -31,6 +32,7 @@ def test_truncated_checkpoint_is_reported_and_skipped(tmp_path):
     assert latest.epoch == 1 and len(skipped) == 1 and "corrupted" in str(skipped[0])
 
 
+@pytest.mark.fault
 def test_deleted_file_falls_back(tmp_path):
     save(tmp_path, 1)
     save(tmp_path, 2)
@@ -43,6 +45,7 @@ class Exploit:
         return (print, ("pwned",))
 
 
+@pytest.mark.fault
 def test_malicious_pickle_is_refused_even_with_matching_checksum(tmp_path):
     """A crafted state.pt whose manifest checksum was updated too: weights_only refuses it."""
     import hashlib
@@ -56,6 +59,7 @@ def test_malicious_pickle_is_refused_even_with_matching_checksum(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.fault
 def test_temporaries_are_swept_and_never_listed(tmp_path):
     save(tmp_path, 1)
     leftover = tmp_path / ".tmp-checkpoint-000002-dead"

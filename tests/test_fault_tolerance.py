@@ -21,6 +21,7 @@ from tests.tiny import TINY
 THREE_EPOCHS = TINY + ["train.epochs=3", "eager.rule=fixed", "eager.epoch=3", "baseline.max_epochs=3"]
 
 
+@pytest.mark.fault
 def test_restart_and_minimum_decisions():
     assert should_restart(0, 2) and should_restart(1, 2) and not should_restart(2, 2)
     assert not should_restart(0, 0)
@@ -44,6 +45,7 @@ def killer(target, after_epoch):
     return on_event
 
 
+@pytest.mark.fault
 def test_killed_member_restarts_and_resumes_with_every_epoch_once(ray_instance, tmp_path):
     cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", f"output={tmp_path}", "name=kill"])
     result = ensemble.run(cfg, on_event=killer("member_00", after_epoch=1))
@@ -53,6 +55,7 @@ def test_killed_member_restarts_and_resumes_with_every_epoch_once(ray_instance, 
     assert result.report.ensemble.members_used == [0, 1]
 
 
+@pytest.mark.fault
 def test_member_lost_after_restarts_run_finishes_and_names_it(ray_instance, tmp_path):
     cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", "resources.max_restarts=0",
                                            f"output={tmp_path}", "name=lost"])
@@ -81,6 +84,7 @@ class NaNForFirstMember(TinyAE):
         return out * float("nan") if self.poisoned else out
 
 
+@pytest.mark.fault
 def test_diverging_member_is_excluded_and_named(ray_instance, tmp_path):
     cfg = build_config({}, TINY + ["baseline.enabled=false", f"output={tmp_path}", "name=nan"])
     result = ensemble.run(cfg, autoencoder=NaNForFirstMember, on_event=lambda e: None)
@@ -90,6 +94,7 @@ def test_diverging_member_is_excluded_and_named(ray_instance, tmp_path):
     assert "diverged" in (result.run_dir / "report.md").read_text()
 
 
+@pytest.mark.fault
 def test_every_member_diverging_fails_with_advice(ray_instance, tmp_path):
     cfg = build_config({}, TINY + ["baseline.enabled=false", "train.lr=1e6", "train.optimizer=sgd",
                                    "eager.rule=none", f"output={tmp_path}", "name=allnan"])
@@ -97,6 +102,7 @@ def test_every_member_diverging_fails_with_advice(ray_instance, tmp_path):
         ensemble.run(cfg, on_event=lambda e: None)
 
 
+@pytest.mark.fault
 def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_path):
     sets = THREE_EPOCHS + [f"output={tmp_path}"]
     whole = ensemble.run(build_config({}, sets + ["name=whole"]), on_event=lambda e: None)
@@ -132,6 +138,7 @@ GPU_PLACEMENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("share, per_gpu", [(1.0, None), (0.5, 2)])
 def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path, share, per_gpu):
     """Ray accepts declared GPUs on a CPU machine and sets CUDA_VISIBLE_DEVICES per actor."""

@@ -70,6 +70,7 @@ def test_finished_member_is_not_retrained(digits, tmp_path):
     assert again.history == first.history and read_outcome(tmp_path) is not None
 
 
+@pytest.mark.fault
 def test_non_finite_loss_stops_member_and_keeps_last_finite_checkpoint(digits, tmp_path):
     train, val = digits
     outcome = train_member(fresh_model(), train, val, TrainSettings(batch_size=50, lr=1e6, optimizer="sgd"),
@@ -84,6 +85,7 @@ def test_non_finite_loss_stops_member_and_keeps_last_finite_checkpoint(digits, t
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 
+@pytest.mark.fault
 def test_truncated_latest_checkpoint_is_skipped_on_resume(digits, tmp_path):
     train, val = digits
     train_member(fresh_model(), train, val, TrainSettings(batch_size=50), fixed_rule(2), tmp_path)

@@ -18,6 +18,7 @@ import torch
 
 from ensemble.data import bootstrap_indices
 from workers.models import AutoencoderFactory
+from workers.scratch import Handoff, Workdir, machine
 from workers.training import StopRule, TrainSettings, member_epochs
 
 
@@ -25,7 +26,7 @@ from workers.training import StopRule, TrainSettings, member_epochs
 class MemberSpec:
     """Everything one member (or the baseline) needs, shipped once to its actor."""
     name: str                      # "member_00" ... or "baseline"
-    directory: str                 # where its checkpoints and history live
+    directory: str                 # its directory in the driver's run directory
     factory: AutoencoderFactory
     settings: TrainSettings
     should_stop: StopRule
@@ -61,8 +62,10 @@ class MemberActor:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}  # Ray:
 
-    def train(self, spec: MemberSpec, data: dict) -> Iterator[dict]:
-        """A Ray generator: one event per finished epoch as it happens, then the outcome."""
+    def train(self, spec: MemberSpec, data: dict, handoff: Handoff) -> Iterator[dict]:
+        """A Ray generator: one event per finished epoch as it happens, then the outcome. Off the
+        driver's machine each event also carries the files the driver must write (`files`)."""
+        workdir = Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))  # Ray:
         train_x = as_tensor(data["train_x"], self.device)
         if spec.bootstrap_seed is not None:  # bagging: this member's own sample of the training split
             train_x = train_x[bootstrap_indices(len(train_x), spec.bootstrap_seed).to(self.device)]
@@ -70,12 +73,16 @@ class MemberActor:
         torch.manual_seed(spec.settings.seed)
         model = spec.factory().to(self.device)
         started = time.time()
-        yield {"event": "started", "name": spec.name, "at": started, "placement": self.placement()}
-        epochs = member_epochs(model, train_x, val_x, spec.settings, spec.should_stop, spec.directory)
+        placement = {**self.placement(), "directory": str(workdir.path)}
+        yield {"event": "started", "name": spec.name, "at": started, "placement": placement}
+        epochs = member_epochs(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path)
         while True:
             try:
                 record, decision = next(epochs)
             except StopIteration as finished:
-                yield {"event": "done", "name": spec.name, "outcome": finished.value, "at": time.time()}
+                files = workdir.news()
+                workdir.close()
+                yield {"event": "done", "name": spec.name, "outcome": finished.value, "at": time.time(), "files": files}
                 return
-            yield {"event": "epoch", "name": spec.name, "record": record, "decision": decision, "at": time.time()}
+            yield {"event": "epoch", "name": spec.name, "record": record, "decision": decision, "at": time.time(),
+                   "files": workdir.news()}

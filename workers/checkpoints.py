@@ -4,12 +4,15 @@ Layout: `checkpoint_000003/` holding `model.safetensors` (weights), `state.pt` (
 and RNG state, loaded with `weights_only=True`) and `manifest.json` (epoch, metadata and
 the SHA-256 of the other two). A checkpoint is written under a temporary name and renamed
 into place, so a crash mid-write never leaves a half checkpoint under a real name; the
-checksums catch truncation or corruption that happens afterwards.
+checksums catch truncation or corruption that happens afterwards. The same writer installs a
+checkpoint that arrives as bytes from another node (`write_checkpoint_files`), after checking
+it against its manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -21,7 +24,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from ensemble.errors import InputError
 
@@ -55,24 +59,51 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
         os.fsync(handle.fileno())
 
 
 def save_checkpoint(member_dir: Path, epoch: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
                     meta: dict[str, Any]) -> Path:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    files = {WEIGHTS: save_safetensors({k: v.detach().cpu().contiguous() for k, v in weights.items()}),
+             STATE: buffer.getvalue()}
+    manifest = {"epoch": epoch, "files": {name: _sha256_bytes(data) for name, data in files.items()}, "meta": meta}
+    return write_checkpoint_files(member_dir, epoch, {**files, MANIFEST: json.dumps(manifest).encode()})
+
+
+def checkpoint_files(path: Path) -> dict[str, bytes]:
+    """A checkpoint directory's files as bytes, to ship it to another node."""
+    return {name: (Path(path) / name).read_bytes() for name in (WEIGHTS, STATE, MANIFEST)}
+
+
+def write_checkpoint_files(member_dir: Path, epoch: int, files: dict[str, bytes]) -> Path:
+    """Write checkpoint `epoch` from its files' bytes (saved here or received from another node):
+    the manifest's checksums are verified first, then the files go to a temporary directory that
+    is renamed into place, so a reader never sees half a checkpoint."""
+    try:
+        manifest = json.loads(files[MANIFEST])
+        intact = int(manifest["epoch"]) == epoch and set(files) == {WEIGHTS, STATE, MANIFEST} and all(
+            _sha256_bytes(files[name]) == manifest["files"][name] for name in (WEIGHTS, STATE))
+    except (KeyError, TypeError, ValueError):
+        intact = False
+    if not intact:
+        raise CheckpointError(f"checkpoint {epoch} for {member_dir} does not match its manifest; not written.")
     member_dir = Path(member_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
     tmp = member_dir / f"{TEMP_PREFIX}-{epoch:06d}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
-        torch.save(state, tmp / STATE)
-        files = {name: _sha256(tmp / name) for name in (WEIGHTS, STATE)}
-        (tmp / MANIFEST).write_text(json.dumps({"epoch": epoch, "files": files, "meta": meta}))
-        for name in (WEIGHTS, STATE, MANIFEST):
-            _fsync(tmp / name)
+        for name, data in files.items():
+            _write_synced(tmp / name, data)
         final = checkpoint_dir(member_dir, epoch)
         if final.exists():  # re-running an epoch after a crash: swap the old one out, then drop it
             stale = member_dir / f"{TEMP_PREFIX}-stale-{uuid.uuid4().hex[:8]}"
@@ -85,6 +116,14 @@ def save_checkpoint(member_dir: Path, epoch: int, weights: dict[str, torch.Tenso
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Replace one small file (history, outcome) so that a reader sees the old or the new bytes."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    _write_synced(tmp, data)
+    os.replace(tmp, path)
 
 
 def sweep_temporaries(member_dir: Path) -> list[Path]:
