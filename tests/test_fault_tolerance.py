@@ -129,31 +129,32 @@ def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_pat
 
 
 GPU_PLACEMENT = textwrap.dedent("""
-    import json, os, ray
+    import json, ray
     from workers.actor import MemberActor
     ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    share = float(os.environ["SHARE"])
-    actors = [MemberActor.options(num_cpus=0.5, num_gpus=share).remote(0.5) for _ in range(round(2 / share))]
-    print(json.dumps(ray.get([a.placement.remote() for a in actors])))
+    seen = {}
+    for share in (1.0, 0.5):
+        actors = [MemberActor.options(num_cpus=0.5, num_gpus=share).remote(0.5) for _ in range(round(2 / share))]
+        seen[share] = ray.get([a.placement.remote() for a in actors])
+        for actor in actors:
+            ray.kill(actor)
+    print(json.dumps(seen))
 """)
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("share, per_gpu", [(1.0, None), (0.5, 2)])
-def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path, share, per_gpu):
-    """Ray accepts declared GPUs on a CPU machine and sets CUDA_VISIBLE_DEVICES per actor."""
-    env = {**os.environ, "SHARE": str(share), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path):
+    """Ray accepts declared GPUs on a CPU machine and sets CUDA_VISIBLE_DEVICES per actor:
+    whole GPUs spread one per device, half GPUs pack two per device."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", GPU_PLACEMENT], env=env, capture_output=True, text=True,
                           timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr[-2000:]
-    placements = json.loads(done.stdout.strip().splitlines()[-1])
-    seen = [p["cuda_visible_devices"] for p in placements if p["gpu_ids"]]
-    for p in placements:
-        if p["gpu_ids"]:
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    for share, expected in (("1.0", ["0", "1"]), ("0.5", ["0", "0", "1", "1"])):
+        placements = seen[share]
+        for p in placements:
             assert p["cuda_visible_devices"] == ",".join(map(str, p["gpu_ids"])) and len(p["gpu_ids"]) == 1
             assert p["device"] == "cpu"  # no CUDA on this machine: the actor falls back cleanly
-    if per_gpu is None:  # one whole GPU each: two actors placed, each on its own device
-        assert sorted(seen) == ["0", "1"]
-    else:  # half a GPU each: four actors, two per device
-        assert sorted(seen) == ["0", "0", "1", "1"]
+        assert sorted(p["cuda_visible_devices"] for p in placements) == expected

@@ -5,6 +5,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,16 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_PORT = "8365"  # not the default, so a user's own head on 8265 is never touched
 
 
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
 @pytest.fixture()
 def local_head():
     """`ray start --head --block` on loopback with a fresh token; killing it stops the whole head."""
@@ -27,9 +38,13 @@ def local_head():
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(32), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
     env.pop("RAY_ADDRESS", None)
+    # every port of our own: the session's Ray instance (tests/conftest.py) holds the defaults
+    agent, grpc, metrics, runtime_env = free_ports(4)
     head = subprocess.Popen([shutil.which("ray", path=env["PATH"]), "start", "--head", "--block",
                              "--node-ip-address=127.0.0.1", "--num-cpus=2", "--port=6390",
                              f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1",
+                             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
+                             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
                              f"--temp-dir={temp_dir}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -45,7 +60,7 @@ def local_head():
 
 def submit(env, *args, timeout=300):
     """`ray job submit`, retried while the head's job agent is still starting."""
-    for _ in range(30):
+    for _ in range(20):
         done = subprocess.run([shutil.which("ray", path=env["PATH"]), "job", "submit",
                                "--address", f"http://127.0.0.1:{DASHBOARD_PORT}", *args],
                               env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
