@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="measure our stack against plain PyTorch loops and the baseline, side by side",
         description="Repeats each comparison, prints medians and ratios with the machine in the header, "
-                    "and writes bench.json. Takes about 6-8 minutes on 2 cores with the defaults.")
+                    "and writes bench.json. Takes about 4-6 minutes on 2 cores with the defaults.")
     bench.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                        help="config overrides for the measured runs, e.g. --set data.train_size=1000")
     bench.add_argument("--repeats", type=int, default=3, help="repeats of each comparison (default 3)")
@@ -87,7 +87,8 @@ def command_run(args: argparse.Namespace) -> int:
     result = run(config, resume=bool(args.resume))
     print()
     print(summary_table(result.report))
-    print(f"\nRun directory: {result.run_dir}")
+    print(f"\nRun directory: {result.stored_at or result.run_dir}"
+          + (f" (local copy: {result.run_dir})" if result.stored_at else ""))
     return EXIT_OK
 
 

@@ -13,7 +13,9 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     names = [c["name"] for c in result["comparisons"]]
     assert any("member overhead" in n for n in names) and any("parallel speed-up" in n for n in names)
     assert all(c["ours_median"] > 0 and c["alternative_median"] > 0 for c in result["comparisons"])
-    assert set(result["memory_mib"]) == {"1", "2"} and len(result["memory_mib"]["2"]["actor_peak_uss_mib"]) == 2
+    two = result["memory_mib"]["2"]  # one actor may train both members, one after the other
+    assert set(result["memory_mib"]) == {"1", "2"} and 1 <= two["actors"] <= 2 and len(result["comparisons"]) == 3
+    assert len(two["actor_peak_uss_mib"]) == two["actors"] and result["schedule_bound"]["rounds"] == 1
     assert (tmp_path / "bench.json").exists() and "Machine:" in table(result)
 
 

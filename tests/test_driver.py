@@ -126,10 +126,43 @@ def test_bad_input_is_an_input_error_and_writes_nothing(ray_instance, tmp_path, 
     assert not (tmp_path / "out" / "bad").exists()
 
 
-def test_members_beyond_the_free_slots_queue_and_all_finish(ray_instance, tmp_path):
-    """3 members of 1 CPU each on 2 CPUs: the third waits for a finished member's CPU."""
-    cfg = build_config({}, TINY + ["members=3", "train.epochs=1", "baseline.enabled=false",
-                                   f"output={tmp_path}", "name=queued"])
-    result = ensemble.run(cfg, on_event=lambda e: None)
+def test_members_beyond_the_free_slots_queue_on_warm_actors_and_all_finish(ray_instance, tmp_path):
+    """3 members of 1 CPU each on 2 CPUs: at most 2 actors ever start, so one trains a second
+    member after its first, and a member learns exactly what it learns on an actor of its own."""
+    sets = TINY + ["members=3", "train.epochs=1", "baseline.enabled=false", f"output={tmp_path}"]
+    result = ensemble.run(build_config({}, sets + ["name=queued"]), on_event=lambda e: None)
     assert [m.epochs_trained for m in result.report.members] == [1, 1, 1]
     assert result.report.ensemble.parallel_slots == 2
+    pids = [m.placement["pid"] for m in result.report.members]
+    assert len(set(pids)) <= 2
+
+
+def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ray_instance, tmp_path):
+    import functools
+    import ray
+    from ensemble.data import load_splits
+    from ensemble.driver import member_name, member_seed, train_settings
+    from ensemble.eager import member_should_stop
+    from workers.actor import MemberActor, MemberSpec
+    from workers.scratch import handoff, machine
+
+    cfg = build_config({}, TINY + ["train.epochs=2", "eager.rule=none"])
+    splits = load_splits(cfg.data, cfg.seed)
+    data = ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
+    driver = machine(ray.get_runtime_context().get_node_id())
+
+    def train(actor, index: int, where: str):
+        spec = MemberSpec(member_name(index), str(tmp_path / where / member_name(index)), TinyAE,
+                          train_settings(cfg, member_seed(cfg.seed, index)),
+                          functools.partial(member_should_stop, cfg.eager, cfg.train.epochs))
+        events = [ray.get(ref) for ref in actor.train.remote(spec, data, handoff(spec.directory, driver))]
+        return [e["record"].val_loss for e in events if e["event"] == "epoch"], events[0]["placement"]["pid"]
+
+    reused, fresh = (MemberActor.options(num_cpus=1).remote(1) for _ in range(2))
+    first, pid = train(reused, 0, "reused")
+    again, same_pid = train(reused, 1, "reused")
+    alone, other_pid = train(fresh, 1, "fresh")
+    assert pid == same_pid != other_pid and len(again) == 2
+    assert again == alone and again != first
+    for actor in (reused, fresh):
+        ray.kill(actor)
