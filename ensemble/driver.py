@@ -25,6 +25,7 @@ from ensemble.recovery import too_few_members
 from ensemble.report import (REPORT_JSON, BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport,
                              RunReport, verdict)
 from ensemble.result import COMBINER, RunResult, save_normalizer
+from ensemble.storage import is_uri, join_uri, occupied, open_mirror, read_text, split_uri
 from workers.actor import MemberSpec
 from workers.models import AutoencoderFactory, CAEFactory, baseline_width, check_autoencoder
 from workers.history import read_history
@@ -51,8 +52,7 @@ def create_run_dir(config: EnsembleConfig) -> Path:
     name = config.name or default_run_name()
     run_dir = Path(config.output) / name
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"run directory {str(run_dir)!r} already exists and is not empty; choose another "
-                         "--name (or --output), or move the old run away. Nothing was changed.")
+        raise occupied(str(run_dir))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -61,14 +61,21 @@ def create_run_dir(config: EnsembleConfig) -> Path:
 
 
 def resume_config(run_dir: str | Path) -> EnsembleConfig:
-    """The config of an interrupted run, with `output` and `name` pointing back at it."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise InputError(f"{str(run_dir)!r} is not a run directory (no config.json); nothing to resume.")
-    if (run_dir / REPORT_JSON).exists():
-        raise InputError(f"the run in {str(run_dir)!r} already finished (report.json exists); nothing to resume.")
-    raw = json.loads((run_dir / "config.json").read_text())
-    return build_config(raw, [f"output={run_dir.parent}", f"name={run_dir.name}"])
+    """The config of an interrupted run (a local path or a URI), with `output` and `name`
+    pointing back at it."""
+    if is_uri(run_dir):
+        location = str(run_dir)
+        config_text, finished = read_text(join_uri(location, "config.json")), read_text(join_uri(location, REPORT_JSON))
+        output, name = split_uri(location)
+    else:
+        location, path = str(run_dir), Path(run_dir)
+        config_text = (path / "config.json").read_text() if (path / "config.json").is_file() else None
+        finished, output, name = (path / REPORT_JSON).exists() or None, path.parent, path.name
+    if config_text is None:
+        raise InputError(f"{location!r} is not a run directory (no config.json); nothing to resume.")
+    if finished is not None:
+        raise InputError(f"the run in {location!r} already finished (report.json exists); nothing to resume.")
+    return build_config(json.loads(config_text), [f"output={output}", f"name={name}"])
 
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
@@ -97,13 +104,20 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         if problem:
             raise InputError(problem)
         base_share = baseline_share(config.members, member_share, nodes)
-        if resume:
+        mirror = open_mirror(config.output, config.name or default_run_name(), resume) \
+            if is_uri(config.output) else None
+        if mirror is not None:
+            run_dir = mirror.local
+        elif resume:
             run_dir = Path(config.output) / config.name
         else:
             run_dir = create_run_dir(config)
+        if not resume:
             config = config.model_copy(update={"name": run_dir.name})
             (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         save_normalizer(run_dir, splits.normalizer)
+        push = mirror.push if mirror is not None else lambda final=False: None
+        push()
         data_ref = ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})  # once, shared
 
         # --- phase 1: every member in parallel (Ray queues what does not fit) ---
@@ -112,7 +126,11 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
                             functools.partial(member_should_stop, config.eager, config.train.epochs),
                             member_seed(config.seed, i) if config.data.bootstrap else None)
                  for i in range(config.members)]
-        progress = on_event or ProgressPrinter([s.name for s in specs] + ([BASELINE] if config.baseline.enabled else []))
+        show = on_event or ProgressPrinter([s.name for s in specs] + ([BASELINE] if config.baseline.enabled else []))
+
+        def progress(event: dict) -> None:
+            show(event)
+            push()  # each epoch's checkpoint reaches the output URI as soon as the driver hears of it
         started = time.perf_counter()
         member_runs = train_in_parallel(specs, member_share, data_ref, progress, config.resources.max_restarts)
         members_train_wall = time.perf_counter() - started
@@ -172,8 +190,10 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         config=json.loads(config.model_dump_json()))
     write_plots(report, run_dir)
     report.write(run_dir)
+    push(final=True)
     autoencoders = [load_autoencoder(member_factory, run_dir / m.name, m.selected_epoch) for m in used]
-    return RunResult(report, run_dir, autoencoders, score.combiner, splits.normalizer)
+    return RunResult(report, run_dir, autoencoders, score.combiner, splits.normalizer,
+                     mirror.uri if mirror is not None else None)
 
 
 def train_settings(config: EnsembleConfig, seed: int) -> TrainSettings:

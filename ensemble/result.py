@@ -30,9 +30,10 @@ def save_normalizer(run_dir: Path, normalizer: Normalizer) -> None:
 
 class RunResult:
     def __init__(self, report: RunReport, run_dir: Path, autoencoders: Sequence[nn.Module],
-                 combiner: EnsembleCombiner, normalizer: Normalizer):
+                 combiner: EnsembleCombiner, normalizer: Normalizer, stored_at: Optional[str] = None):
         self.report = report
         self.run_dir = Path(run_dir)
+        self.stored_at = stored_at  # the output URI the run directory was mirrored to, if any
         self.autoencoders = list(autoencoders)
         self.combiner = combiner
         self.normalizer = normalizer

@@ -1,0 +1,138 @@
+"""Run directories on cloud or shared storage: `output` may be a URI (`s3://`, `gs://`, or any
+other filesystem pyarrow knows), as Ray Train's `storage_path` may.
+
+The run is staged in a local directory on the driver, exactly like a local run, and mirrored
+to the URI as it goes: after every event from a member (so each epoch's checkpoint is on the
+store as soon as the driver hears of it) and at the end. Object stores have no rename, so a
+checkpoint's manifest is uploaded after its other files: on the store a checkpoint without
+a manifest is incomplete, and the loader skips it as it skips a truncated one. `--resume`
+of a URI downloads the run into a fresh staging directory first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ensemble.errors import InputError
+from workers.checkpoints import MANIFEST
+
+
+def is_uri(output: str | Path) -> bool:
+    return "://" in str(output)
+
+
+def join_uri(uri: str, name: str) -> str:
+    """`uri`/`name`, keeping a query string (s3://b/runs?endpoint_override=...) at the end."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """The parent URI and the last name of `uri` (the inverse of `join_uri`)."""
+    parts = urlsplit(uri)
+    parent, name = parts.path.rstrip("/").rsplit("/", 1)
+    return urlunsplit(parts._replace(path=parent)), name
+
+
+def _filesystem(uri: str):
+    import pyarrow.fs  # only runs that write to a URI need pyarrow loaded
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as err:  # pyarrow: unknown scheme, bad URI, missing credentials
+        raise InputError(f"cannot open the output URI {uri!r}: {err}. Use a local path, or a URI pyarrow "
+                         "supports (s3://bucket/path, gs://bucket/path) with credentials in the environment.") from None
+
+
+def read_text(uri: str) -> str | None:
+    """The text of one file at `uri`, or None if there is none."""
+    filesystem, path = _filesystem(uri)
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise InputError(f"cannot read {uri}: {err}.") from None
+
+
+def occupied(where: str) -> InputError:
+    return InputError(f"run directory {where!r} already exists and is not empty; choose another --name (or "
+                      "--output), or move the old run away. Nothing was changed.")
+
+
+class Mirror:
+    """A local staging run directory and its copy at `uri`; `push()` uploads what changed."""
+
+    def __init__(self, uri: str, local: Path):
+        self.uri = uri
+        self.local = Path(local)
+        self.filesystem, self.root = _filesystem(self.uri)
+        self._sent: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) last uploaded
+        self.failure: str | None = None
+
+    def exists_with_files(self) -> bool:
+        import pyarrow.fs
+        try:
+            return bool(self.filesystem.get_file_info(pyarrow.fs.FileSelector(self.root, allow_not_found=True)))
+        except OSError as err:
+            raise InputError(f"cannot read the output URI {self.uri!r}: {err}.") from None
+
+    def pull(self) -> None:
+        """Download the whole run into the (empty) staging directory."""
+        import pyarrow.fs
+        self.local.mkdir(parents=True, exist_ok=True)
+        pyarrow.fs.copy_files(self.root, str(self.local), source_filesystem=self.filesystem,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        self._sent = dict(self._local_files())  # already on the store: not uploaded again
+
+    def _local_files(self):
+        for path in self.local.rglob("*"):
+            relative = path.relative_to(self.local)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):  # temporaries
+                stat = path.stat()
+                yield relative.as_posix(), (stat.st_size, stat.st_mtime_ns)
+
+    def push(self, final: bool = False) -> None:
+        """Upload new and changed files, manifests last. A failed upload while training is
+        reported once and retried at the next push; a failed final push is an error that says
+        where the complete local copy is."""
+        changed = [(relative, key) for relative, key in self._local_files() if self._sent.get(relative) != key]
+        changed.sort(key=lambda item: (item[0].endswith(MANIFEST), item[0]))
+        try:
+            for relative, key in changed:
+                destination = f"{self.root}/{relative}"
+                self.filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+                with open(self.local / relative, "rb") as source, \
+                        self.filesystem.open_output_stream(destination) as target:
+                    shutil.copyfileobj(source, target)
+                self._sent[relative] = key
+        except OSError as err:
+            if final:
+                raise RuntimeError(f"could not upload the run to {self.uri} ({err}); the complete run is in "
+                                   f"{self.local}: copy it there by hand.") from None
+            if self.failure is None:
+                print(f"warning: upload to {self.uri} failed ({err}); retrying after the next epoch. "
+                      f"Everything is kept in {self.local}.", file=sys.stderr, flush=True)
+            self.failure = str(err)
+
+
+def staging_dir(name: str) -> Path:
+    """A new local directory for a run mirrored to a URI; kept after the run (the local copy)."""
+    return Path(tempfile.mkdtemp(prefix="ensemble-staging-")) / name
+
+
+def open_mirror(output: str, name: str, resume: bool) -> Mirror:
+    """The mirror of run `name` under the URI `output`: a new run must not exist there yet; a
+    resumed one is downloaded."""
+    mirror = Mirror(join_uri(output, name), staging_dir(name))
+    if resume:
+        mirror.pull()
+    elif mirror.exists_with_files():
+        raise occupied(mirror.uri)
+    else:
+        mirror.local.mkdir(parents=True)
+    return mirror

@@ -1,0 +1,129 @@
+"""`output` as an object-store URI: a real S3 API (moto's server) on 127.0.0.1, through pyarrow."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ensemble
+from ensemble.config import build_config
+from ensemble.driver import resume_config
+from ensemble.errors import InputError
+from ensemble.storage import Mirror, join_uri, split_uri
+from tests.tiny import TINY
+
+pytest.importorskip("moto")
+from pyarrow.fs import FileSelector, S3FileSystem  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """An S3 endpoint on loopback with a bucket; credentials are dummies, and the instance
+    metadata service is never asked (no traffic leaves 127.0.0.1)."""
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        s3 = S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                     allow_bucket_creation=True)
+        s3.create_dir("runs")
+        yield s3, f"s3://runs/team?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.kill()
+        server.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_uris_join_and_split_keeping_the_query():
+    uri = join_uri("s3://b/runs?endpoint_override=h:1", "run-1")
+    assert uri == "s3://b/runs/run-1?endpoint_override=h:1"
+    assert split_uri(uri) == ("s3://b/runs?endpoint_override=h:1", "run-1")
+
+
+def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, tmp_path):
+    s3, output = bucket
+    sets = TINY + ["baseline.enabled=false", "eager.rule=fixed", "eager.epoch=2", f"output={output}", "name=cloud"]
+    first = ensemble.run(build_config({}, sets), on_event=lambda e: None)
+    stored = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))}
+    assert first.stored_at.startswith("s3://runs/team/cloud")
+    for name in ("config.json", "report.json", "report.md", "combiner.skops", "member_01/history.jsonl",
+                 "member_01/checkpoint_000002/manifest.json", "member_01/checkpoint_000002/model.safetensors"):
+        assert f"runs/team/cloud/{name}" in stored
+    assert not any("/." in path for path in stored)  # no temporaries uploaded
+
+    with pytest.raises(InputError, match="already exists"):
+        ensemble.run(build_config({}, sets), on_event=lambda e: None)
+
+    # an interruption: the run never finished, member_01's last upload stopped before its manifest
+    for name in ("report.json", "member_01/outcome.json", "member_01/checkpoint_000002/manifest.json"):
+        s3.delete_file(f"runs/team/cloud/{name}")
+    config = resume_config(join_uri(output, "cloud"))
+    resumed = ensemble.run(config, resume=True, on_event=lambda e: None)
+    outcome = json.loads((resumed.run_dir / "member_01" / "outcome.json").read_text())
+    assert outcome["resumed_from"] == 1 and "checkpoint_000002" in outcome["skipped_checkpoints"][0]
+    old, new = first.report.members[1], resumed.report.members[1]
+    assert [h.val_loss for h in new.history] == [h.val_loss for h in old.history]
+    assert resumed.report.ensemble.test_accuracy == first.report.ensemble.test_accuracy
+    with s3.open_input_stream("runs/team/cloud/report.json") as stream:
+        assert json.loads(stream.read())["ensemble"]["test_accuracy"] == first.report.ensemble.test_accuracy
+
+
+def test_an_unusable_uri_is_an_input_error(ray_instance, tmp_path):
+    with pytest.raises(InputError, match="cannot open the output URI"):
+        ensemble.run(build_config({}, TINY + ["output=nosuchfs://bucket/runs"]), on_event=lambda e: None)
+
+
+class RecordingFilesystem:
+    """Wraps a pyarrow filesystem and records the order files are written in."""
+
+    def __init__(self, inner):
+        self.inner, self.written = inner, []
+
+    def create_dir(self, path, recursive=True):
+        self.inner.create_dir(path, recursive=recursive)
+
+    def open_output_stream(self, path):
+        self.written.append(path)
+        return self.inner.open_output_stream(path)
+
+
+def test_manifests_are_uploaded_after_their_checkpoint_and_unchanged_files_once(tmp_path):
+    from workers.checkpoints import save_checkpoint
+    import torch
+    local = tmp_path / "staging" / "run"
+    save_checkpoint(local / "member_00", 1, {"w": torch.zeros(2)}, {}, {})
+    mirror = Mirror((tmp_path / "store" / "run").as_uri(), local)
+    mirror.filesystem = RecordingFilesystem(mirror.filesystem)
+    mirror.push()
+    names = [path.rsplit("/", 1)[1] for path in mirror.filesystem.written]
+    assert names[-1] == "manifest.json" and len(names) == 3
+    mirror.push()
+    assert len(mirror.filesystem.written) == 3  # nothing changed, nothing sent
+    assert (tmp_path / "store" / "run" / "member_00" / "checkpoint_000001" / "manifest.json").is_file()
