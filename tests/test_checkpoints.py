@@ -74,3 +74,34 @@ def test_rewriting_an_epoch_replaces_it(tmp_path):
     save(tmp_path, 1, 7.0)
     assert load_checkpoint(checkpoint_dir(tmp_path, 1)).weights["w"][0] == 7.0
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_000001"]
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys, torch
+import workers.checkpoints as checkpoints
+member_dir = sys.argv[1]
+checkpoints.save_checkpoint(member_dir, 1, {"w": torch.ones(1000)}, {"step": 1}, {})
+original = checkpoints._write_synced
+
+def dies_halfway(path, data):  # the process is killed with half of a file on disk
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+checkpoints._write_synced = dies_halfway
+checkpoints.save_checkpoint(member_dir, 2, {"w": torch.full((1000,), 2.0)}, {"step": 2}, {})
+"""
+
+
+def test_a_process_killed_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    assert [epoch for epoch, _ in list_checkpoints(tmp_path)] == [1]  # the half-written one is not a checkpoint
+    latest, skipped = load_latest_valid(tmp_path)
+    assert latest.epoch == 1 and latest.state["step"] == 1 and not skipped
+    assert len(sweep_temporaries(tmp_path)) == 1 and not list(tmp_path.glob(".tmp*"))
