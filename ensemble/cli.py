@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run: finished members are kept, the rest resume from "
                           "their newest valid checkpoint (other options are not allowed with it)")
+    run.add_argument("--resume-if-exists", action="store_true",
+                     help="with --name: if that run directory holds an interrupted run, continue it with its "
+                          "saved config instead of failing; else start it (for jobs that a scheduler retries)")
     run.add_argument("--repeats", metavar="K", type=int,
                      help="K runs with seeds seed, seed+1, ... (directories NAME-r0, NAME-r1, ...) and a summary "
                           "of mean and standard deviation in NAME-summary/")
@@ -75,16 +78,25 @@ def command_run(args: argparse.Namespace) -> int:
     if args.resume and (args.config or args.overrides or args.output or args.name or args.repeats):
         raise InputError("--resume continues a run with its own saved config; drop --config, --set, --output, "
                          "--name and --repeats.")
+    if args.resume_if_exists and (args.name is None or args.resume or args.repeats):
+        raise InputError("--resume-if-exists needs --name (the run to continue or start) and goes without "
+                         "--resume and --repeats.")
+    resume = bool(args.resume)
     if args.resume:
         from ensemble.driver import resume_config
         config = resume_config(args.resume)
     else:
         config = resolve_config(args)  # before the heavy imports, so a bad config fails fast
+        if args.resume_if_exists:
+            from ensemble.driver import start_or_resume
+            config, resume = start_or_resume(config)
+            print(f"Continuing the interrupted run {config.name!r} with its saved config." if resume
+                  else f"Starting run {config.name!r}.", flush=True)
     if args.repeats is not None:
         return _run_repeats(config, args.repeats)
     from ensemble.driver import run
     from ensemble.report import summary_table
-    result = run(config, resume=bool(args.resume))
+    result = run(config, resume=resume)
     print()
     print(summary_table(result.report))
     print(f"\nRun directory: {result.stored_at or result.run_dir}"

@@ -60,22 +60,34 @@ def create_run_dir(config: EnsembleConfig) -> Path:
     return run_dir
 
 
+def _run_file(run_dir: str | Path, name: str) -> Optional[str]:
+    """The text of a file in a run directory, local or at a URI; None if it is not there."""
+    if is_uri(run_dir):
+        return read_text(join_uri(str(run_dir), name))
+    path = Path(run_dir) / name
+    return path.read_text() if path.is_file() else None
+
+
 def resume_config(run_dir: str | Path) -> EnsembleConfig:
     """The config of an interrupted run (a local path or a URI), with `output` and `name`
     pointing back at it."""
-    if is_uri(run_dir):
-        location = str(run_dir)
-        config_text, finished = read_text(join_uri(location, "config.json")), read_text(join_uri(location, REPORT_JSON))
-        output, name = split_uri(location)
-    else:
-        location, path = str(run_dir), Path(run_dir)
-        config_text = (path / "config.json").read_text() if (path / "config.json").is_file() else None
-        finished, output, name = (path / REPORT_JSON).exists() or None, path.parent, path.name
+    config_text = _run_file(run_dir, "config.json")
     if config_text is None:
-        raise InputError(f"{location!r} is not a run directory (no config.json); nothing to resume.")
-    if finished is not None:
-        raise InputError(f"the run in {location!r} already finished (report.json exists); nothing to resume.")
+        raise InputError(f"{str(run_dir)!r} is not a run directory (no config.json); nothing to resume.")
+    if _run_file(run_dir, REPORT_JSON) is not None:
+        raise InputError(f"the run in {str(run_dir)!r} already finished (report.json exists); nothing to resume.")
+    output, name = split_uri(str(run_dir)) if is_uri(run_dir) else (Path(run_dir).parent, Path(run_dir).name)
     return build_config(json.loads(config_text), [f"output={output}", f"name={name}"])
+
+
+def start_or_resume(config: EnsembleConfig) -> tuple[EnsembleConfig, bool]:
+    """For a job a scheduler may retry: the saved config and True if output/name holds an
+    interrupted run, else `config` and False (a new run). A finished run there is an error,
+    as it is for --resume."""
+    run_dir = join_uri(config.output, config.name) if is_uri(config.output) else Path(config.output) / config.name
+    if _run_file(run_dir, "config.json") is None:
+        return config, False
+    return resume_config(run_dir), True
 
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
@@ -98,14 +110,15 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     baseline_factory = cae(width=width)
     member_share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
 
+    # an output URI is opened (and checked for an existing run) before Ray starts
+    mirror = open_mirror(config.output, config.name or default_run_name(), resume) if is_uri(config.output) else None
+
     with ray_session():
         nodes = alive_node_resources()
         problem = infeasible_reason(nodes, member_share, "each member")
         if problem:
             raise InputError(problem)
         base_share = baseline_share(config.members, member_share, nodes)
-        mirror = open_mirror(config.output, config.name or default_run_name(), resume) \
-            if is_uri(config.output) else None
         if mirror is not None:
             run_dir = mirror.local
         elif resume:

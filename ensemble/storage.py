@@ -65,12 +65,13 @@ def occupied(where: str) -> InputError:
 
 
 class Mirror:
-    """A local staging run directory and its copy at `uri`; `push()` uploads what changed."""
+    """A local staging run directory and its copy at `uri`; `push()` uploads what changed.
+    Without `local`, a new staging directory is made once the URI has opened."""
 
-    def __init__(self, uri: str, local: Path):
+    def __init__(self, uri: str, local: Path | None = None):
         self.uri = uri
-        self.local = Path(local)
         self.filesystem, self.root = _filesystem(self.uri)
+        self.local = Path(local) if local is not None else staging_dir(split_uri(uri)[1])
         self._sent: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) last uploaded
         self.failure: str | None = None
 
@@ -128,7 +129,7 @@ def staging_dir(name: str) -> Path:
 def open_mirror(output: str, name: str, resume: bool) -> Mirror:
     """The mirror of run `name` under the URI `output`: a new run must not exist there yet; a
     resumed one is downloaded."""
-    mirror = Mirror(join_uri(output, name), staging_dir(name))
+    mirror = Mirror(join_uri(output, name))
     if resume:
         mirror.pull()
     elif mirror.exists_with_files():

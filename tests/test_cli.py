@@ -21,6 +21,8 @@ def ensemble_cli(*args, cwd, env=None):
     (["--set", "data.name=mnist", "--set", "data.root=/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--config", "/nonexistent/config.yaml"], "does not exist"),
     (["--set", "nokey"], "section.key=value"),
+    (["--resume-if-exists"], "--resume-if-exists needs --name"),
+    (["--output", "nosuchfs://bucket/runs"], "cannot open the output URI"),
 ])
 def test_bad_input_exits_2_with_one_paragraph_and_no_traceback(tmp_path, args, message):
     done = ensemble_cli("run", "--output", str(tmp_path), *args, cwd=tmp_path)

@@ -67,6 +67,7 @@ def test_uris_join_and_split_keeping_the_query():
     assert split_uri(uri) == ("s3://b/runs?endpoint_override=h:1", "run-1")
 
 
+@pytest.mark.fault
 def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, tmp_path):
     s3, output = bucket
     sets = TINY + ["baseline.enabled=false", "eager.rule=fixed", "eager.epoch=2", f"output={output}", "name=cloud"]

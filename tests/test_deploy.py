@@ -87,6 +87,8 @@ def test_the_rayjob_entrypoint_is_a_valid_ensemble_command_and_plain_words():
     assert not set(entrypoint) & set(";&|<>()$`*?[]{}!~#'\"\\"), entrypoint
     (args,) = ensemble_invocations(entrypoint)
     assert_valid_ensemble_command(args)
+    parsed = build_parser().parse_args(args)
+    assert parsed.name and parsed.resume_if_exists  # a retry continues the interrupted run
 
 
 def test_submit_sh_and_readme_commands_are_valid_ensemble_commands():

@@ -12,7 +12,7 @@ import torch
 
 import ensemble
 from ensemble.config import build_config
-from ensemble.driver import resume_config
+from ensemble.driver import resume_config, start_or_resume
 from ensemble.errors import InputError
 from ensemble.recovery import should_restart, too_few_members
 from tests.test_driver import TinyAE
@@ -158,3 +158,17 @@ def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path):
             assert p["cuda_visible_devices"] == ",".join(map(str, p["gpu_ids"])) and len(p["gpu_ids"]) == 1
             assert p["device"] == "cpu"  # no CUDA on this machine: the actor falls back cleanly
         assert sorted(p["cuda_visible_devices"] for p in placements) == expected
+
+
+@pytest.mark.fault
+def test_a_retried_job_continues_its_interrupted_run_and_refuses_a_finished_one(tmp_path):
+    """`ensemble run --name job --resume-if-exists`, as the RayJob's retry runs it."""
+    asked = build_config({}, TINY + [f"output={tmp_path}", "name=job", "train.lr=0.005"])
+    assert start_or_resume(asked) == (asked, False)  # nothing there yet: a new run
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "config.json").write_text(build_config({}, TINY + ["name=job"]).model_dump_json())
+    saved, resume = start_or_resume(asked)
+    assert resume and saved.train.lr == 0.001 and saved.output == str(tmp_path)  # the run's own config
+    (tmp_path / "job" / "report.json").write_text("{}")
+    with pytest.raises(InputError, match="already finished"):
+        start_or_resume(asked)
