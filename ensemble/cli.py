@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import sys
 import textwrap
 import traceback
 from typing import Optional, Sequence
 
 from ensemble.errors import InputError
+from ensemble.storage import is_uri, local_copy
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -93,6 +95,9 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"Continuing the interrupted run {config.name!r} with its saved config." if resume
                   else f"Starting run {config.name!r}.", flush=True)
     if args.repeats is not None:
+        if is_uri(config.output):
+            raise InputError("--repeats writes its summary next to the runs and needs a local or shared --output "
+                             f"directory, not the URI {config.output!r}; run each seed with --set seed=... instead.")
         return _run_repeats(config, args.repeats)
     from ensemble.driver import run
     from ensemble.report import summary_table
@@ -116,9 +121,11 @@ def _run_repeats(config, repeats: int) -> int:
 def command_select(args: argparse.Namespace) -> int:
     from ensemble.report import summary_table
     from ensemble.selection import reselect
-    done = reselect(args.run_dir, args.overrides)
+    with local_copy(args.run_dir) as run_dir:
+        done = reselect(run_dir, args.overrides)
     print(summary_table(done.report))
-    print(f"\nSelection: {done.directory} (no training; the run's own report is unchanged)")
+    print(f"\nSelection: {done.directory} (no training; the run's own report is unchanged)"
+          + (f"; uploaded to {args.run_dir}" if is_uri(args.run_dir) else ""))
     return EXIT_OK
 
 
@@ -129,14 +136,15 @@ def command_curves(args: argparse.Namespace) -> int:
         print(f"{row.side:>8} epoch {row.epoch:3d} at {row.seconds:8.2f} s: test accuracy {row.test_accuracy:.4f}"
               + (" (cached)" if cached else ""), flush=True)
 
-    done = accuracy_vs_time(args.run_dir, on_point=show)
+    with local_copy(args.run_dir) as run_dir:
+        done = accuracy_vs_time(run_dir, on_point=show)
     print(f"\n{done.computed} point(s) fitted now, {done.cached} read from the cache.\n"
-          f"CSV: {done.csv_path}\nPlot: {done.png_path}")
+          f"CSV: {done.csv_path}\nPlot: {done.png_path}"
+          + (f"\n(both uploaded to {args.run_dir})" if is_uri(args.run_dir) else ""))
     return EXIT_OK
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
     if args.repeats < 1 or args.epochs < 1:
         raise InputError("--repeats and --epochs must be at least 1.")
     from ensemble.bench import main as bench

@@ -14,11 +14,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from ensemble.errors import InputError
-from workers.checkpoints import MANIFEST
 
 
 def is_uri(output: str | Path) -> bool:
@@ -85,9 +86,14 @@ class Mirror:
     def pull(self) -> None:
         """Download the whole run into the (empty) staging directory."""
         import pyarrow.fs
+        if not self.exists_with_files():
+            raise InputError(f"there is no run at {self.uri!r}.")
         self.local.mkdir(parents=True, exist_ok=True)
-        pyarrow.fs.copy_files(self.root, str(self.local), source_filesystem=self.filesystem,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        try:
+            pyarrow.fs.copy_files(self.root, str(self.local), source_filesystem=self.filesystem,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+        except OSError as err:
+            raise InputError(f"cannot download the run at {self.uri!r}: {err}.") from None
         self._sent = dict(self._local_files())  # already on the store: not uploaded again
 
     def _local_files(self):
@@ -101,6 +107,7 @@ class Mirror:
         """Upload new and changed files, manifests last. A failed upload while training is
         reported once and retried at the next push; a failed final push is an error that says
         where the complete local copy is."""
+        from workers.checkpoints import MANIFEST  # here: the CLI imports this module before torch
         changed = [(relative, key) for relative, key in self._local_files() if self._sent.get(relative) != key]
         changed.sort(key=lambda item: (item[0].endswith(MANIFEST), item[0]))
         try:
@@ -137,3 +144,16 @@ def open_mirror(output: str, name: str, resume: bool) -> Mirror:
     else:
         mirror.local.mkdir(parents=True)
     return mirror
+
+
+@contextmanager
+def local_copy(run_dir: str | Path) -> Iterator[Path]:
+    """A finished run to read and add to (`ensemble select`, `ensemble curves`): the directory
+    itself when local; for a URI a downloaded copy, whose new files go back up on success."""
+    if not is_uri(run_dir):
+        yield Path(run_dir)
+        return
+    mirror = Mirror(str(run_dir))
+    mirror.pull()
+    yield mirror.local
+    mirror.push(final=True)

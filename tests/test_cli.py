@@ -23,6 +23,7 @@ def ensemble_cli(*args, cwd, env=None):
     (["--set", "nokey"], "section.key=value"),
     (["--resume-if-exists"], "--resume-if-exists needs --name"),
     (["--output", "nosuchfs://bucket/runs"], "cannot open the output URI"),
+    (["--output", "s3://bucket/runs", "--repeats", "2"], "needs a local or shared --output"),
 ])
 def test_bad_input_exits_2_with_one_paragraph_and_no_traceback(tmp_path, args, message):
     done = ensemble_cli("run", "--output", str(tmp_path), *args, cwd=tmp_path)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import ensemble
+from ensemble.cli import main
 from ensemble.config import build_config
 from ensemble.driver import resume_config
 from ensemble.errors import InputError
@@ -94,6 +95,12 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     assert resumed.report.ensemble.test_accuracy == first.report.ensemble.test_accuracy
     with s3.open_input_stream("runs/team/cloud/report.json") as stream:
         assert json.loads(stream.read())["ensemble"]["test_accuracy"] == first.report.ensemble.test_accuracy
+
+    # `ensemble select` on the URI: downloads the run, adds its selection, uploads only that
+    assert main(["select", join_uri(output, "cloud"), "--set", "eager.epoch=1"]) == 0
+    added = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))} - stored
+    assert added and all(path.startswith("runs/team/cloud/selections") for path in added)
+    assert any(path.endswith("report.json") for path in added)
 
 
 def test_an_unusable_uri_is_an_input_error(ray_instance, tmp_path):
