@@ -11,6 +11,7 @@ of a URI downloads the run into a fresh staging directory first.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -97,11 +98,19 @@ class Mirror:
         self._sent = dict(self._local_files())  # already on the store: not uploaded again
 
     def _local_files(self):
-        for path in self.local.rglob("*"):
-            relative = path.relative_to(self.local)
-            if path.is_file() and not any(part.startswith(".") for part in relative.parts):  # temporaries
-                stat = path.stat()
-                yield relative.as_posix(), (stat.st_size, stat.st_mtime_ns)
+        """(relative path, (size, mtime_ns)) of every file but temporaries (dot names). Actors
+        create and remove temporaries while this walks: os.walk skips what vanished."""
+        for folder, subfolders, files in os.walk(self.local):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    continue
+                path = Path(folder) / name
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield path.relative_to(self.local).as_posix(), (stat.st_size, stat.st_mtime_ns)
 
     def push(self, final: bool = False) -> None:
         """Upload new and changed files, manifests last. A failed upload while training is
@@ -112,10 +121,13 @@ class Mirror:
         changed.sort(key=lambda item: (item[0].endswith(MANIFEST), item[0]))
         try:
             for relative, key in changed:
+                try:
+                    source = open(self.local / relative, "rb")
+                except FileNotFoundError:  # replaced by an actor as we looked: the next push sends it
+                    continue
                 destination = f"{self.root}/{relative}"
                 self.filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
-                with open(self.local / relative, "rb") as source, \
-                        self.filesystem.open_output_stream(destination) as target:
+                with source, self.filesystem.open_output_stream(destination) as target:
                     shutil.copyfileobj(source, target)
                 self._sent[relative] = key
         except OSError as err:
