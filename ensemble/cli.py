@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import sys
 import textwrap
 import traceback
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ensemble.errors import InputError

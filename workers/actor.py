@@ -10,7 +10,7 @@ import ctypes
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 import numpy as np
@@ -82,7 +82,7 @@ class MemberActor:
         """One training step and one evaluation of `spec`'s model on one batch, thrown away: PyTorch's
         one-time costs (the optimizer's lazy imports, about 0.8 s; kernel choice for these shapes) are
         paid when the actor starts, not in a member's first epoch. Returns the placement."""
-        settings = spec.settings
+        settings = replace(spec.settings, compile=False)  # compiling a throwaway model would only cost time
         batch = as_tensor(data["train_x"][:settings.batch_size], self.device)
         model, (batch,) = prepare(spec.factory().to(self.device), (batch,), settings)
         generator = torch.Generator(device=self.device).manual_seed(0)
