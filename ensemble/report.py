@@ -70,6 +70,8 @@ class DatasetReport(Model):
     source: str
     image_shape: list[int]
     num_classes: int
+    classes: list[str] = []       # class names, class i first (empty in reports from before they were kept)
+    labels: list[Any] = []        # each class's label value as the dataset gives it; what predict() returns
     train: int
     val: int
     test: int

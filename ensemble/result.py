@@ -38,16 +38,50 @@ class RunResult:
         self.combiner = combiner
         self.normalizer = normalizer
 
-    def predict(self, images: torch.Tensor) -> np.ndarray:
-        """Labels for N x C x H x W images given in the dataset's own pixel scale (for example
+    @property
+    def classes(self) -> np.ndarray:
+        """Each class's label as the dataset gives it (class i first): what `predict` returns."""
+        d = self.report.dataset
+        return np.asarray(d.labels if d.labels else range(d.num_classes))
+
+    def transform(self, images) -> np.ndarray:
+        """The frozen encoders' features side by side (N x sum of the members' widths), float32, for
+        images in the dataset's own pixel scale: N x C x H x W, or N x H x W for one channel."""
+        return np.hstack(self._member_features(images))
+
+    def predict_proba(self, images) -> np.ndarray:
+        """N x K class probabilities, columns in the order of `classes`."""
+        combiner = self.combiner
+        probabilities = combiner.predict_proba(np.hstack(self._member_features(images)))
+        full = np.zeros((len(probabilities), len(self.classes)), dtype=probabilities.dtype)
+        full[:, combiner.classes_.astype(int)] = probabilities  # a class the head never saw keeps 0
+        return full
+
+    def predict(self, images) -> np.ndarray:
+        """Labels (as the dataset gives them) for images in the dataset's own pixel scale (for example
         0..255 for MNIST): the run's normalisation is applied here."""
-        images = torch.as_tensor(images)
+        indices = self.combiner.predict_members(self._member_features(images))
+        return self.classes[indices.astype(int)]
+
+    def score(self, images, labels) -> float:
+        """Accuracy of `predict(images)` against `labels` (label values as the dataset gives them)."""
+        labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+        predicted = self.predict(images)
+        if labels.shape != predicted.shape:
+            raise InputError(f"score() takes one label per image: {len(predicted)} images, labels of shape "
+                             f"{labels.shape}.")
+        return float(np.mean(predicted == labels))
+
+    def _member_features(self, images) -> list[np.ndarray]:
+        images = torch.as_tensor(np.asarray(images) if isinstance(images, (list, tuple)) else images)
         expected = tuple(self.report.dataset.image_shape)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-            raise InputError(f"predict() takes N x {' x '.join(map(str, expected))} images; got shape "
-                             f"{tuple(images.shape)}.")
-        features = member_features(self.autoencoders, self.normalizer(images))
-        return self.combiner.predict_members(features)
+        if images.ndim == 3 and expected[0] == 1:
+            images = images.unsqueeze(1)  # N x H x W: one channel, as datasets accept it
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected or len(images) == 0:
+            raise InputError(f"images must be N x {' x '.join(map(str, expected))}"
+                             + (f" (or N x {expected[1]} x {expected[2]})" if expected[0] == 1 else "")
+                             + f" with N >= 1; got shape {tuple(images.shape)}.")
+        return member_features(self.autoencoders, self.normalizer(images))
 
     def __repr__(self) -> str:
         e = self.report.ensemble

@@ -68,8 +68,24 @@ def test_load_predicts_like_the_original(tiny_run):
     original = result.predict(images)
     again = ensemble.load(result.run_dir).predict(images)
     assert np.array_equal(original, again) and original.shape == (40,)
-    with pytest.raises(InputError, match="takes N x 1 x 8 x 8"):
+    with pytest.raises(InputError, match="must be N x 1 x 8 x 8"):
         result.predict(torch.zeros(2, 3, 8, 8))
+
+
+def test_probabilities_features_and_score_agree_with_predict(tiny_run):
+    result, _ = tiny_run
+    images = raw_digits()
+    labels = result.predict(images)
+    probabilities = result.predict_proba(images)
+    assert probabilities.shape == (40, 10) and np.allclose(probabilities.sum(axis=1), 1.0)
+    assert np.array_equal(result.classes[probabilities.argmax(axis=1)], labels)
+    assert list(result.classes) == list(range(10)) and result.report.dataset.classes[3] == "3"
+    features = result.transform(images)
+    assert features.dtype == np.float32 and features.shape[0] == 40
+    assert features.shape[1] == sum(ae.encode(images[:1] / 16).numel() for ae in result.autoencoders)
+    assert np.array_equal(result.predict(images[:, 0]), labels)  # N x H x W: one channel added
+    assert result.score(images, labels) == 1.0
+    assert result.score(images, (labels + 1) % 10) == 0.0
 
 
 def test_existing_run_directory_is_never_overwritten(tiny_run):
@@ -107,6 +123,23 @@ def test_custom_autoencoder_and_dataset_end_to_end(ray_instance, tmp_path):
     again = ensemble.load(result.run_dir, autoencoder=TinyAE)
     batch = images[:50].unsqueeze(1)
     assert np.array_equal(result.predict(batch), again.predict(batch))
+
+
+def test_predict_returns_the_datasets_own_label_values(ray_instance, tmp_path):
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    keep = digits.target < 3
+    images = torch.tensor(digits.images[keep], dtype=torch.float32)
+    names = np.array(["zero", "one", "two"])[digits.target[keep]]
+    cfg = build_config({}, TINY + ["data.train_size=200", "data.val_size=100", "data.test_size=null",
+                                   "baseline.enabled=false", f"output={tmp_path}", "name=named"])
+    result = ensemble.run(cfg, dataset=(images, names), on_event=lambda e: None)
+    assert list(result.classes) == ["one", "two", "zero"]  # sorted, as np.unique orders them
+    predicted = result.predict(images[:60])
+    assert set(predicted) <= {"zero", "one", "two"}
+    assert result.score(images[:60], names[:60]) == pytest.approx(np.mean(predicted == names[:60]))
+    assert result.score(images[:60], names[:60]) > 0.8
+    assert list(ensemble.load(result.run_dir).predict(images[:60])) == list(predicted)
 
 
 class WrongShapeAE(TinyAE):
