@@ -3,10 +3,11 @@
 `classifier.features` extracts and stacks member activations, `classifier.combiner` is the
 scikit-learn estimator over them, `classifier.persistence` saves and loads it without pickle.
 The package's one exception type lives here so those modules can share it without importing
-each other.
+each other. `classifier/` sits above `workers/` (it takes the shared `InputError` and the atomic
+write from there) and imports nothing from `ensemble/`.
 """
 
-from ensemble.errors import InputError
+from workers.errors import InputError
 
 
 class CombinerInputError(InputError):

@@ -10,8 +10,6 @@ place, so a crash mid-write never leaves a half file under the real name.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from classifier import CombinerInputError
 from classifier.combiner import EnsembleCombiner
+from workers.layout import write_atomic
 
 TRUSTED_TYPES = frozenset({
     f"{EnsembleCombiner.__module__}.{EnsembleCombiner.__qualname__}",
@@ -36,17 +35,7 @@ def save_combiner(estimator: EnsembleCombiner, path: str | Path) -> None:
         check_is_fitted(estimator)
     except NotFittedError:
         raise CombinerInputError("save_combiner needs a fitted combiner; call fit() first.") from None
-    path = Path(path)
-    payload = sio.dumps(estimator)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, sio.dumps(estimator))
 
 
 def load_combiner(path: str | Path) -> EnsembleCombiner:
@@ -61,7 +50,8 @@ def load_combiner(path: str | Path) -> EnsembleCombiner:
                                      "refusing to load it (tampered, or not written by save_combiner).")
         combiner = sio.load(path, trusted=sorted(found))
     except (zipfile.BadZipFile, json.JSONDecodeError, KeyError) as err:
-        raise CombinerInputError(f"{str(path)!r} is not a readable combiner file (truncated or corrupt: {err}).") from None
+        raise CombinerInputError(f"{str(path)!r} is not a readable combiner file (truncated or corrupt: "
+                                 f"{err}).") from None
     if not isinstance(combiner, EnsembleCombiner):
         raise CombinerInputError(f"{str(path)!r} holds a {type(combiner).__name__}, not an EnsembleCombiner.")
     return combiner

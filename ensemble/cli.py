@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import textwrap
 import traceback
-from pathlib import Path
 from typing import Optional, Sequence
 
-from ensemble.errors import InputError
 from ensemble.storage import is_uri, local_copy
+from workers.errors import InputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -19,6 +19,28 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ensemble", description="Eager parallel autoencoder ensembles on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_run(commands)
+    _add_select(commands)
+    _add_curves(commands)
+    for plugin in plugin_commands().values():
+        plugin.add_parser(commands)
+    return parser
+
+
+def plugin_commands() -> dict:
+    """Commands that packages above `ensemble` add (`ensemble bench` from benchmarks/) through the
+    `eager_ensembles.commands` entry points: `ensemble` never imports them itself, so the packages
+    keep pointing one way. Each is a light module with `add_parser(commands)` and `main(args)`."""
+    found = {}
+    for entry in importlib.metadata.entry_points(group="eager_ensembles.commands"):
+        try:
+            found[entry.name] = entry.load()
+        except ImportError:  # a plugin whose package is not installed here: its command is absent
+            continue
+    return found
+
+
+def _add_run(commands) -> None:
     run = commands.add_parser("run", help="train the ensemble and the baseline, then compare them",
                               description="Runs the main job; with no options, the embedded mnist-5k default. "
                                           "Connects to RAY_ADDRESS when set, else starts a local Ray instance.")
@@ -36,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", metavar="K", type=int,
                      help="K runs with seeds seed, seed+1, ... (directories NAME-r0, NAME-r1, ...) and a summary "
                           "of mean and standard deviation in NAME-summary/")
+
+
+def _add_select(commands) -> None:
     select = commands.add_parser(
         "select", help="re-select checkpoints of a finished run by another rule and refit, without training",
         description="Replays another eager rule (or a fixed epoch) over the saved histories, refits the combiner "
@@ -46,23 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="e.g. --set eager.rule=plateau --set eager.threshold=0.05, or --set eager.epoch=2, "
                              "or --set combiner.kind=soft-vote (repeatable)")
+
+
+def _add_curves(commands) -> None:
     curves = commands.add_parser(
         "curves", help="test accuracy per saved epoch against wall-clock, ensemble and baseline",
         description="Writes accuracy_vs_time.csv and accuracy_vs_time.png into RUN_DIR; every checkpoint set "
                     "evaluated once is cached in accuracy_vs_time_cache.json and not fitted again.")
     curves.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
-    bench = commands.add_parser(
-        "bench", help="measure our stack against plain PyTorch loops and the baseline, side by side",
-        description="Repeats each comparison, prints medians and ratios with the machine in the header, "
-                    "and writes bench.json. Takes about 4-6 minutes on 2 cores with the defaults.")
-    bench.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                       help="config overrides for the measured runs, e.g. --set data.train_size=1000")
-    bench.add_argument("--repeats", type=int, default=3, help="repeats of each comparison (default 3)")
-    bench.add_argument("--epochs", type=int, default=3, help="epochs per member in the comparisons (default 3)")
-    bench.add_argument("--output", metavar="DIR", default="runs/bench", help="where bench.json goes")
-    bench.add_argument("--no-default-run", action="store_true",
-                       help="skip the default run (start-up share, time to accuracy, combiner cost)")
-    return parser
 
 
 def resolve_config(args: argparse.Namespace):
@@ -85,12 +101,12 @@ def command_run(args: argparse.Namespace) -> int:
                          "--resume and --repeats.")
     resume = bool(args.resume)
     if args.resume:
-        from ensemble.driver import resume_config
+        from ensemble.job.rundir import resume_config
         config = resume_config(args.resume)
     else:
         config = resolve_config(args)  # before the heavy imports, so a bad config fails fast
         if args.resume_if_exists:
-            from ensemble.driver import start_or_resume
+            from ensemble.job.rundir import start_or_resume
             config, resume = start_or_resume(config)
             print(f"Continuing the interrupted run {config.name!r} with its saved config." if resume
                   else f"Starting run {config.name!r}.", flush=True)
@@ -99,7 +115,7 @@ def command_run(args: argparse.Namespace) -> int:
             raise InputError("--repeats writes its summary next to the runs and needs a local or shared --output "
                              f"directory, not the URI {config.output!r}; run each seed with --set seed=... instead.")
         return _run_repeats(config, args.repeats)
-    from ensemble.driver import run
+    from ensemble.job.driver import run
     from ensemble.report import summary_table
     result = run(config, resume=resume)
     print()
@@ -110,7 +126,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def _run_repeats(config, repeats: int) -> int:
-    from ensemble.repeats import run_repeats
+    from ensemble.analysis.repeats import run_repeats
     done = run_repeats(config, repeats)
     print()
     print(done.summary.table())
@@ -119,8 +135,8 @@ def _run_repeats(config, repeats: int) -> int:
 
 
 def command_select(args: argparse.Namespace) -> int:
+    from ensemble.analysis.select import reselect
     from ensemble.report import summary_table
-    from ensemble.selection import reselect
     with local_copy(args.run_dir) as run_dir:
         done = reselect(run_dir, args.overrides)
     print(summary_table(done.report))
@@ -130,7 +146,7 @@ def command_select(args: argparse.Namespace) -> int:
 
 
 def command_curves(args: argparse.Namespace) -> int:
-    from ensemble.curves import accuracy_vs_time
+    from ensemble.analysis.curves import accuracy_vs_time
 
     def show(row, cached: bool) -> None:
         print(f"{row.side:>8} epoch {row.epoch:3d} at {row.seconds:8.2f} s: test accuracy {row.test_accuracy:.4f}"
@@ -144,21 +160,14 @@ def command_curves(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def command_bench(args: argparse.Namespace) -> int:
-    if args.repeats < 1 or args.epochs < 1:
-        raise InputError("--repeats and --epochs must be at least 1.")
-    from ensemble.bench import main as bench
-    bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run)
-    return EXIT_OK
-
-
-COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "bench": command_bench}
+COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    command = COMMANDS.get(args.command) or plugin_commands()[args.command].main
     try:
-        return COMMANDS[args.command](args)
+        return command(args)
     except InputError as err:
         print(textwrap.fill(f"error: {err}", width=100), file=sys.stderr)
         return EXIT_BAD_INPUT

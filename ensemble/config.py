@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ensemble.errors import InputError
+from workers.errors import InputError
 
 
 class Section(BaseModel):
@@ -91,7 +91,8 @@ class BaselineConfig(Section):
         0.01, ge=0, description="relative validation improvement that counts as improvement")
     max_epochs: int = Field(20, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
-        None, gt=0, description="channel multiplier of the baseline CAE; null: sqrt(members), about the ensemble's parameter count")
+        None, gt=0,
+        description="channel multiplier of the baseline CAE; null: sqrt(members), about the ensemble's parameter count")
 
 
 class CombinerConfig(Section):
@@ -211,8 +212,8 @@ def config_reference() -> list[tuple[str, str, str]]:
                 walk(annotation, f"{prefix}{name}.")
             else:
                 default = field.default if field.default_factory is None else field.default_factory()
-                rows.append((f"{prefix}{name}", json.dumps(default if not isinstance(default, tuple) else list(default)),
-                             field.description or ""))
+                shown = list(default) if isinstance(default, tuple) else default
+                rows.append((f"{prefix}{name}", json.dumps(shown), field.description or ""))
 
     walk(EnsembleConfig, "")
     return rows

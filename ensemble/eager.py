@@ -1,8 +1,9 @@
-"""Stopping and selection rules: pure functions of a loss history, tested without Ray.
+"""The config's stop rules, and the choice of the checkpoint to freeze: pure functions, tested
+without Ray.
 
-A member asks `member_should_stop` after every epoch; the driver later asks
-`select_epoch` which saved checkpoint to freeze. The baseline uses conventional early
-stopping (`baseline_should_stop`) and the same selection of the best epoch.
+A member's actor asks its rule (`workers.stopping`) after every epoch; the driver builds that
+rule here from the config, and later asks `select_epoch` which saved checkpoint to freeze. The
+baseline uses conventional early stopping and the same selection of the best epoch.
 """
 
 from __future__ import annotations
@@ -12,69 +13,15 @@ from typing import Optional, Sequence
 
 from ensemble.config import BaselineConfig, EagerConfig
 from workers.history import EpochRecord
+from workers.stopping import EagerStop, EarlyStopping
 
 
-@dataclass(frozen=True)
-class Decision:
-    stop: bool
-    reason: str
-    diverged: bool = False
+def member_rule(cfg: EagerConfig, max_epochs: int) -> EagerStop:
+    return EagerStop(max_epochs=max_epochs, **cfg.model_dump())
 
 
-CONTINUE = Decision(False, "running")
-
-
-def _common_stops(history: Sequence[EpochRecord], max_epochs: int) -> Optional[Decision]:
-    last = history[-1]
-    if not last.finite:
-        return Decision(True, f"diverged: loss became non-finite at epoch {last.epoch}", diverged=True)
-    if last.epoch >= max_epochs:
-        return Decision(True, f"max epochs: reached the limit of {max_epochs} epochs")
-    return None
-
-
-def relative_improvement(previous: float, current: float) -> float:
-    return (previous - current) / abs(previous) if previous else 0.0
-
-
-def member_should_stop(cfg: EagerConfig, max_epochs: int, history: Sequence[EpochRecord]) -> Decision:
-    """The eager rule: stop well before the validation loss bottoms out."""
-    if not history:
-        return CONTINUE
-    common = _common_stops(history, max_epochs)
-    if common:
-        return common
-    epochs = len(history)
-    if cfg.rule == "plateau" and epochs >= max(2, cfg.min_epochs):
-        gain = relative_improvement(history[-2].val_loss, history[-1].val_loss)
-        if gain < cfg.threshold:
-            return Decision(True, f"plateau: validation loss improved {gain:.1%} (< {cfg.threshold:.0%}) "
-                                  f"at epoch {history[-1].epoch}")
-    if cfg.rule == "fixed" and epochs >= cfg.epoch:
-        return Decision(True, f"fixed: trained the set {cfg.epoch} epochs")
-    if cfg.rule == "budget":
-        spent = sum(r.seconds for r in history)
-        if spent + spent / epochs > cfg.budget_seconds:
-            return Decision(True, f"budget: {spent:.1f} s spent, another epoch would pass "
-                                  f"{cfg.budget_seconds:g} s")
-    return CONTINUE
-
-
-def baseline_should_stop(cfg: BaselineConfig, history: Sequence[EpochRecord]) -> Decision:
-    """Conventional early stopping: `patience` epochs without a `min_delta` relative gain."""
-    if not history:
-        return CONTINUE
-    common = _common_stops(history, cfg.max_epochs)
-    if common:
-        return common
-    best = history[0]
-    for record in history[1:]:
-        if relative_improvement(best.val_loss, record.val_loss) > cfg.min_delta:
-            best = record
-    waited = history[-1].epoch - best.epoch
-    if waited >= cfg.patience:
-        return Decision(True, f"early stopping: no improvement for {waited} epochs after epoch {best.epoch}")
-    return CONTINUE
+def baseline_rule(cfg: BaselineConfig) -> EarlyStopping:
+    return EarlyStopping(patience=cfg.patience, min_delta=cfg.min_delta, max_epochs=cfg.max_epochs)
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,18 @@ from torch import nn
 from classifier.combiner import EnsembleCombiner
 from classifier.features import member_features
 from classifier.persistence import load_combiner
+from ensemble.builders import member_factory
 from ensemble.config import EnsembleConfig
-from ensemble.errors import InputError
-from ensemble.evaluation import load_autoencoder
-from ensemble.normalizer import Normalizer
-from ensemble.report import REPORT_JSON, RunReport
-from workers.models import AutoencoderFactory, CAEFactory
-
-COMBINER = "combiner.skops"
-NORMALIZER = "normalization.json"
+from ensemble.data import Normalizer
+from ensemble.job.evaluation import load_autoencoder
+from ensemble.report import RunReport
+from workers.errors import InputError
+from workers.layout import COMBINER, NORMALIZATION, REPORT_JSON, write_atomic
+from workers.models import AutoencoderFactory
 
 
 def save_normalizer(run_dir: Path, normalizer: Normalizer) -> None:
-    (Path(run_dir) / NORMALIZER).write_text(json.dumps(normalizer.to_json()))
+    write_atomic(Path(run_dir) / NORMALIZATION, json.dumps(normalizer.to_json()))
 
 
 class RunResult:
@@ -85,7 +84,8 @@ class RunResult:
 
     def __repr__(self) -> str:
         e = self.report.ensemble
-        return f"RunResult({str(self.run_dir)!r}, ensemble accuracy {e.test_accuracy:.4f}, speedup {self.report.speedup})"
+        return (f"RunResult({str(self.run_dir)!r}, ensemble accuracy {e.test_accuracy:.4f}, "
+                f"speedup {self.report.speedup})")
 
 
 def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) -> RunResult:
@@ -95,10 +95,9 @@ def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) 
         raise InputError(f"{str(run_dir)!r} is not a finished run directory (no {REPORT_JSON}).")
     report = RunReport.read(run_dir)
     config = EnsembleConfig.model_validate(report.config)
-    factory = autoencoder or CAEFactory(tuple(report.dataset.image_shape), config.model.channels,
-                                        config.model.kernel_size, config.model.activation, config.model.pooling)
+    factory = autoencoder or member_factory(config, report.dataset.image_shape)
     members = {m.index: m for m in report.members}
     autoencoders = [load_autoencoder(factory, run_dir / members[i].name, members[i].selected_epoch)
                     for i in report.ensemble.members_used]
-    normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZER).read_text()))
+    normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZATION).read_text()))
     return RunResult(report, run_dir, autoencoders, load_combiner(run_dir / COMBINER), normalizer)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from ensemble.errors import InputError
+from workers.errors import InputError
+from workers.layout import MANIFEST
 
 
 def is_uri(output: str | Path) -> bool:
@@ -116,7 +117,6 @@ class Mirror:
         """Upload new and changed files, manifests last. A failed upload while training is
         reported once and retried at the next push; a failed final push is an error that says
         where the complete local copy is."""
-        from workers.checkpoints import MANIFEST  # here: the CLI imports this module before torch
         changed = [(relative, key) for relative, key in self._local_files() if self._sent.get(relative) != key]
         changed.sort(key=lambda item: (item[0].endswith(MANIFEST), item[0]))
         try:
@@ -130,6 +130,9 @@ class Mirror:
                 with source, self.filesystem.open_output_stream(destination) as target:
                     shutil.copyfileobj(source, target)
                 self._sent[relative] = key
+            if self.failure is not None:
+                print(f"upload to {self.uri} works again; the store has caught up.", file=sys.stderr, flush=True)
+                self.failure = None
         except OSError as err:
             if final:
                 raise RuntimeError(f"could not upload the run to {self.uri} ({err}); the complete run is in "

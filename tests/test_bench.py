@@ -1,12 +1,18 @@
 """The benchmark runs and reports every figure; its timings are printed, never asserted."""
 
-from ensemble.bench import main, table
+import json
+
+import pytest
+
+from benchmarks.bench import main, table, time_to_accuracy
+from ensemble.analysis.curves import CurveRow
 
 
+@pytest.mark.slow
 def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     ray_instance.shutdown()  # the bench starts and stops its own Ray, as a user's command would
     try:
-        result = main(["members=2", "data.name=digits", "data.train_size=200", "data.val_size=100",
+        result = main(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
                        "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path, with_default_run=False)
     finally:
         ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -16,14 +22,16 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     two = result["memory_mib"]["2"]  # one actor may train both members, one after the other
     assert set(result["memory_mib"]) == {"1", "2"} and 1 <= two["actors"] <= 2 and len(result["comparisons"]) == 3
     assert len(two["actor_peak_uss_mib"]) == two["actors"] and result["schedule_bound"]["rounds"] == 1
-    assert (tmp_path / "bench.json").exists() and "Machine:" in table(result)
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(result))
+    printed = table(result)
+    assert "Machine:" in printed and all(c["name"] in printed for c in result["comparisons"])
+    assert all(len(c["ours_s"]) == len(c["alternative_s"]) == 1 for c in result["comparisons"])
 
 
 def test_time_to_accuracy_reads_the_curves():
-    from ensemble.bench import time_to_accuracy
-    from ensemble.curves import CurveRow
     rows = [CurveRow("ensemble", 1, 10.0, 0.90), CurveRow("ensemble", 2, 20.0, 0.95),
-            CurveRow("baseline", 1, 8.0, 0.85), CurveRow("baseline", 2, 16.0, 0.93), CurveRow("baseline", 3, 40.0, 0.94)]
+            CurveRow("baseline", 1, 8.0, 0.85), CurveRow("baseline", 2, 16.0, 0.93),
+            CurveRow("baseline", 3, 40.0, 0.94)]
     t = time_to_accuracy(rows)
     assert t["baseline_best_accuracy"] == 0.94 and t["baseline_seconds_to_best"] == 40.0
     assert t["ensemble_seconds_to_baseline_best"] == 20.0

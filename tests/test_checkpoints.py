@@ -3,8 +3,15 @@ import pickle
 import pytest
 import torch
 
-from workers.checkpoints import (CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint,
-                                 load_latest_valid, save_checkpoint, sweep_temporaries)
+from workers.checkpoints import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_valid,
+    save_checkpoint,
+    sweep_temporaries,
+)
+from workers.layout import checkpoint_dir
 
 
 def save(tmp_path, epoch, value=1.0):
@@ -81,7 +88,7 @@ import os, signal, sys, torch
 import workers.checkpoints as checkpoints
 member_dir = sys.argv[1]
 checkpoints.save_checkpoint(member_dir, 1, {"w": torch.ones(1000)}, {"step": 1}, {})
-original = checkpoints._write_synced
+original = checkpoints.write_synced
 
 def dies_halfway(path, data):  # the process is killed with half of a file on disk
     with open(path, "wb") as handle:
@@ -90,7 +97,7 @@ def dies_halfway(path, data):  # the process is killed with half of a file on di
         os.fsync(handle.fileno())
     os.kill(os.getpid(), signal.SIGKILL)
 
-checkpoints._write_synced = dies_halfway
+checkpoints.write_synced = dies_halfway
 checkpoints.save_checkpoint(member_dir, 2, {"w": torch.full((1000,), 2.0)}, {"step": 2}, {})
 """
 

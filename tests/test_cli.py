@@ -32,12 +32,14 @@ def test_bad_input_exits_2_with_one_paragraph_and_no_traceback(tmp_path, args, m
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_unsatisfiable_resources_exit_2_instead_of_hanging(tmp_path):
     done = ensemble_cli("run", "--output", str(tmp_path), "--set", "resources.gpus_per_member=1",
                         *[a for o in TINY for a in ("--set", o)], cwd=tmp_path)
     assert done.returncode == 2 and "GPU" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_tiny_run_prints_the_summary(tmp_path):
     done = ensemble_cli("run", "--output", str(tmp_path), "--name", "cli", *[a for o in TINY for a in ("--set", o)],
                         cwd=tmp_path)

@@ -12,10 +12,10 @@ import pytest
 import ensemble
 from ensemble.cli import main
 from ensemble.config import build_config
-from ensemble.driver import resume_config
-from ensemble.errors import InputError
+from ensemble.job.rundir import resume_config
 from ensemble.storage import Mirror, join_uri, split_uri
 from tests.tiny import TINY
+from workers.errors import InputError
 
 pytest.importorskip("moto")
 from pyarrow.fs import FileSelector, S3FileSystem  # noqa: E402
@@ -68,6 +68,7 @@ def test_uris_join_and_split_keeping_the_query():
     assert split_uri(uri) == ("s3://b/runs?endpoint_override=h:1", "run-1")
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, tmp_path):
     s3, output = bucket
@@ -103,7 +104,7 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     assert any(path.endswith("report.json") for path in added)
 
 
-def test_an_unusable_uri_is_an_input_error(ray_instance, tmp_path):
+def test_an_unusable_uri_is_an_input_error_before_ray_starts(tmp_path):
     with pytest.raises(InputError, match="cannot open the output URI"):
         ensemble.run(build_config({}, TINY + ["output=nosuchfs://bucket/runs"]), on_event=lambda e: None)
 
@@ -123,8 +124,9 @@ class RecordingFilesystem:
 
 
 def test_manifests_are_uploaded_after_their_checkpoint_and_unchanged_files_once(tmp_path):
-    from workers.checkpoints import save_checkpoint
     import torch
+
+    from workers.checkpoints import save_checkpoint
     local = tmp_path / "staging" / "run"
     save_checkpoint(local / "member_00", 1, {"w": torch.zeros(2)}, {}, {})
     mirror = Mirror((tmp_path / "store" / "run").as_uri(), local)

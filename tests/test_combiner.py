@@ -52,8 +52,8 @@ def test_fit_predict_save_load_round_trip(digits, kind, head, tmp_path):
 def test_soft_vote_averages_the_members_own_pipelines(digits):
     per_member, y = digits
     combiner, _ = fit_combiner("soft-vote", "logistic", per_member, y)
-    by_hand = np.mean([make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(block, y).predict_proba(block)
-                       for block in per_member], axis=0)
+    heads = [make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(block, y) for block in per_member]
+    by_hand = np.mean([head.predict_proba(block) for head, block in zip(heads, per_member, strict=True)], axis=0)
     np.testing.assert_allclose(combiner.predict_proba(np.hstack(per_member)), by_hand, rtol=1e-6, atol=1e-7)
 
 

@@ -1,9 +1,10 @@
 import json
 
+import pydantic
 import pytest
 
 from ensemble.config import EnsembleConfig, build_config, config_reference
-from ensemble.errors import InputError
+from workers.errors import InputError
 
 
 def test_defaults_reproduce_the_papers_small_setting():
@@ -14,7 +15,7 @@ def test_defaults_reproduce_the_papers_small_setting():
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         EnsembleConfig().members = 3
 
 
@@ -68,6 +69,7 @@ def test_every_field_has_a_description_and_readme_lists_every_key():
 
 def test_readme_reference_table_is_the_generated_one():
     from pathlib import Path
+
     from ensemble.config import reference_markdown
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert reference_markdown() in readme, "regenerate with: python -m ensemble.config"

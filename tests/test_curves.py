@@ -4,15 +4,15 @@ import csv
 
 import pytest
 
-import ensemble
-import ensemble.saved_run
+import ensemble.job.evaluation
 from ensemble import cli
+from ensemble.analysis.curves import accuracy_vs_time, curve_points
 from ensemble.config import EnsembleConfig
-from ensemble.curves import CACHE_NAME, CSV_NAME, PNG_NAME, accuracy_vs_time, curve_points
 from ensemble.data import load_splits
-from ensemble.evaluation import fit_and_score, load_autoencoder
+from ensemble.job.evaluation import fit_and_score, load_autoencoder
 from ensemble.report import EnsembleReport, RunReport
-from tests.test_select import member, saved_run  # noqa: F401 (a fixture: one tiny run serves both files)
+from tests.tiny import made_up_member as member
+from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG
 from workers.models import CAEFactory
 
 
@@ -28,11 +28,12 @@ def direct_accuracy(run_dir, report, name, epoch, width=1.0):
                          config.combiner.kind, config.combiner.head, config.seed).test_accuracy
 
 
+@pytest.mark.slow
 def test_csv_and_png_agree_with_direct_per_epoch_figures(saved_run, monkeypatch):
     report = RunReport.read(saved_run)
     done = accuracy_vs_time(saved_run)
-    assert (saved_run / PNG_NAME).stat().st_size > 0 and (saved_run / CACHE_NAME).is_file()
-    with open(saved_run / CSV_NAME) as handle:
+    assert (saved_run / CURVES_PNG).stat().st_size > 0 and (saved_run / CURVES_CACHE).is_file()
+    with open(saved_run / CURVES_CSV) as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["side"], int(r["epoch"])) for r in rows] == [("ensemble", 1), ("ensemble", 2), ("ensemble", 3),
                                                            ("baseline", 1), ("baseline", 2), ("baseline", 3)]
@@ -48,12 +49,13 @@ def test_csv_and_png_agree_with_direct_per_epoch_figures(saved_run, monkeypatch)
     assert float(chosen["test_accuracy"]) == report.baseline.test_accuracy  # the run's own figure, on the curve
 
     # the second time every point comes from the cache: a fit would fail here
-    monkeypatch.setattr(ensemble.saved_run, "fit_and_score", lambda *a, **k: pytest.fail("refitted"))
+    monkeypatch.setattr(ensemble.job.evaluation, "fit_and_score", lambda *a, **k: pytest.fail("refitted"))
     again = accuracy_vs_time(saved_run)
     assert (again.computed, again.cached) == (0, 6)
     assert [r.test_accuracy for r in again.rows] == [r.test_accuracy for r in done.rows]
 
 
+@pytest.mark.slow
 def test_cli_curves_reads_the_cache(saved_run, capsys):
     accuracy_vs_time(saved_run)  # fills the cache if the test above did not run
     assert cli.main(["curves", str(saved_run)]) == 0

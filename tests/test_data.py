@@ -9,10 +9,17 @@ import torchvision.datasets
 from torch.utils.data import Dataset
 
 from ensemble.config import DataConfig
-from ensemble.data import bootstrap_indices, load_splits
-from ensemble.errors import InputError
-from tests.data_files import (TEST_MARK, TRAIN_MARK, cifar10_checking_these_files, write_cifar10, write_image_folder,
-                              write_mnist)
+from ensemble.data import load_splits
+from tests.data_files import (
+    TEST_MARK,
+    TRAIN_MARK,
+    cifar10_checking_these_files,
+    write_cifar10,
+    write_image_folder,
+    write_mnist,
+)
+from workers.errors import InputError
+from workers.sampling import bootstrap_indices
 
 
 class DownloadAttempted(Exception):

@@ -172,7 +172,8 @@ def test_rayjob_writes_its_runs_to_the_shared_volume_on_every_pod():
     cluster = job["spec"]["rayClusterSpec"]
     for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
         pod = group["template"]["spec"]
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                  for v in pod["volumes"] if "persistentVolumeClaim" in v}
         mounts = {m["mountPath"]: m["name"] for m in pod_containers(group)[0]["volumeMounts"]}
         assert claims.get(mounts.get(output)) == claim["metadata"]["name"], f"{output} is not the shared volume"
 
@@ -294,7 +295,8 @@ def fake_ray(tmp_path):
     """A stand-in `ray` on PATH that records how it was called instead of calling anyone."""
     bin_dir, record = tmp_path / "bin", tmp_path / "ray-called"
     bin_dir.mkdir()
-    (bin_dir / "ray").write_text(f'#!/bin/bash\n{{ pwd; echo "mode=$RAY_AUTH_MODE"; printf "%s\\n" "$@"; }} > {record}\n')
+    (bin_dir / "ray").write_text(
+        f'#!/bin/bash\n{{ pwd; echo "mode=$RAY_AUTH_MODE"; printf "%s\\n" "$@"; }} > {record}\n')
     (bin_dir / "ray").chmod(0o755)
     home = tmp_path / "home"
     home.mkdir()

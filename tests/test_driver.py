@@ -5,20 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import ensemble
 from ensemble.config import build_config
-from ensemble.errors import InputError
-from tests.tiny import TINY
+from tests.tiny import TINY, TinyAE
+from workers.errors import InputError
+from workers.events import Done, EpochEnded, Started
 
-
-@pytest.fixture(scope="module")
-def tiny_run(ray_instance, tmp_path_factory):
-    output = tmp_path_factory.mktemp("runs")
-    events = []
-    result = ensemble.run(build_config({}, TINY + [f"output={output}", "name=tiny"]), on_event=events.append)
-    return result, events
+pytestmark = pytest.mark.slow
 
 
 def raw_digits():
@@ -40,7 +34,8 @@ def test_report_json_has_the_contract_keys(tiny_run):
     assert raw["speedup"] == pytest.approx(raw["baseline"]["wall_seconds"] / raw["ensemble"]["wall_seconds"])
     assert raw["config"]["members"] == 2 and raw["config"]["name"] == "tiny"
     assert [m["selected_epoch"] for m in raw["members"]] == [1, 1]  # eager.rule=fixed, epoch=1
-    assert 0.0 <= raw["ensemble"]["test_accuracy"] <= 1.0
+    assert [m["status"] for m in raw["members"]] == ["done", "done"] and raw["baseline"]["kind"] == "baseline"
+    assert raw["ensemble"]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
 
 
 def test_run_directory_holds_checkpoints_history_plots(tiny_run):
@@ -57,9 +52,14 @@ def test_run_directory_holds_checkpoints_history_plots(tiny_run):
 
 def test_progress_arrives_per_epoch_from_every_member(tiny_run):
     _, events = tiny_run
-    epochs = [(e["name"], e["record"].epoch) for e in events if e["event"] == "epoch"]
+    epochs = [(e.name, e.record.epoch) for e in events if isinstance(e, EpochEnded)]
     assert epochs.count(("member_00", 1)) == 1 and ("baseline", 2) in epochs
-    assert {e["name"] for e in events if e["event"] == "done"} == {"member_00", "member_01", "baseline"}
+    assert {e.name for e in events if isinstance(e, Done)} == {"member_00", "member_01", "baseline"}
+    started = [e for e in events if isinstance(e, Started)]
+    assert len(started) == 3 and all(e.resumed_from is None and e.placement["device"] == "cpu" for e in started)
+    for name in ("member_00", "member_01", "baseline"):  # each member's events in order: started, epochs, done
+        kinds = [type(e) for e in events if e.name == name]
+        assert kinds[0] is Started and kinds[-1] is Done and set(kinds[1:-1]) == {EpochEnded}
 
 
 def test_load_predicts_like_the_original(tiny_run):
@@ -94,19 +94,6 @@ def test_existing_run_directory_is_never_overwritten(tiny_run):
     with pytest.raises(InputError, match="already exists"):
         ensemble.run(build_config({}, TINY + [f"output={result.run_dir.parent}", "name=tiny"]))
     assert (result.run_dir / "report.json").read_text() == before
-
-
-class TinyAE(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU())
-        self.dec = nn.Sequential(nn.Linear(12, 64), nn.Unflatten(1, (1, 8, 8)))
-
-    def encode(self, x):
-        return self.enc(x)
-
-    def forward(self, x):
-        return self.dec(self.enc(x))
 
 
 def test_custom_autoencoder_and_dataset_end_to_end(ray_instance, tmp_path):
@@ -171,13 +158,15 @@ def test_members_beyond_the_free_slots_queue_on_warm_actors_and_all_finish(ray_i
 
 
 def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ray_instance, tmp_path):
-    import functools
     import ray
+
+    from ensemble.builders import member_seed, train_settings
     from ensemble.data import load_splits
-    from ensemble.driver import member_name, member_seed, train_settings
-    from ensemble.eager import member_should_stop
+    from ensemble.eager import member_rule
+    from ensemble.scheduling.handoff import handoff
     from workers.actor import MemberActor, MemberSpec
-    from workers.scratch import handoff, machine
+    from workers.layout import member_name
+    from workers.scratch import machine
 
     cfg = build_config({}, TINY + ["train.epochs=2", "eager.rule=none"])
     splits = load_splits(cfg.data, cfg.seed)
@@ -186,10 +175,9 @@ def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ra
 
     def train(actor, index: int, where: str):
         spec = MemberSpec(member_name(index), str(tmp_path / where / member_name(index)), TinyAE,
-                          train_settings(cfg, member_seed(cfg.seed, index)),
-                          functools.partial(member_should_stop, cfg.eager, cfg.train.epochs))
-        events = [ray.get(ref) for ref in actor.train.remote(spec, data, handoff(spec.directory, driver))]
-        return [e["record"].val_loss for e in events if e["event"] == "epoch"], events[0]["placement"]["pid"]
+                          train_settings(cfg, member_seed(cfg.seed, index)), member_rule(cfg.eager, cfg.train.epochs))
+        events = [ray.get(ref).event for ref in actor.train.remote(spec, data, handoff(spec.directory, driver))]
+        return [e.record.val_loss for e in events if isinstance(e, EpochEnded)], events[0].placement["pid"]
 
     reused, fresh = (MemberActor.options(num_cpus=1).remote(1) for _ in range(2))
     first, pid = train(reused, 0, "reused")

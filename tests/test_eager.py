@@ -3,7 +3,7 @@ import math
 import pytest
 
 from ensemble.config import BaselineConfig, EagerConfig
-from ensemble.eager import baseline_should_stop, member_should_stop, select_epoch
+from ensemble.eager import baseline_rule, member_rule, select_epoch
 from workers.history import EpochRecord
 
 NAN = float("nan")
@@ -24,55 +24,55 @@ def first_stop(decide, losses, **kw):
 
 
 def test_plateau_stops_when_relative_gain_falls_below_threshold():
-    rule = lambda h: member_should_stop(EagerConfig(rule="plateau", threshold=0.1), 50, h)
+    rule = member_rule(EagerConfig(rule="plateau", threshold=0.1), 50)
     epoch, decision = first_stop(rule, [100, 80, 70, 65, 64])  # gains 20%, 12.5%, 7.1%
     assert epoch == 4 and "plateau" in decision.reason and not decision.diverged
 
 
 def test_plateau_respects_min_epochs():
-    rule = lambda h: member_should_stop(EagerConfig(rule="plateau", threshold=0.1, min_epochs=4), 50, h)
+    rule = member_rule(EagerConfig(rule="plateau", threshold=0.1, min_epochs=4), 50)
     assert first_stop(rule, [100, 99, 98, 97.5, 97])[0] == 4
 
 
 def test_fixed_stops_after_k_epochs():
-    rule = lambda h: member_should_stop(EagerConfig(rule="fixed", epoch=3), 50, h)
+    rule = member_rule(EagerConfig(rule="fixed", epoch=3), 50)
     epoch, decision = first_stop(rule, [10, 9, 8, 7, 6])
     assert epoch == 3 and "fixed" in decision.reason
 
 
 def test_budget_stops_before_next_epoch_would_exceed_budget():
-    rule = lambda h: member_should_stop(EagerConfig(rule="budget", budget_seconds=10), 50, h)
+    rule = member_rule(EagerConfig(rule="budget", budget_seconds=10), 50)
     epoch, decision = first_stop(rule, [10, 9, 8, 7, 6, 5, 4], seconds=3.0)  # 3 epochs = 9 s, 4th would be 12 s
     assert epoch == 3 and "budget" in decision.reason
 
 
 def test_none_trains_to_the_maximum():
-    rule = lambda h: member_should_stop(EagerConfig(rule="none"), 5, h)
+    rule = member_rule(EagerConfig(rule="none"), 5)
     epoch, decision = first_stop(rule, [10, 10, 10, 10, 10, 10])
     assert epoch == 5 and "max epochs" in decision.reason
 
 
 @pytest.mark.parametrize("bad", [NAN, math.inf])
 def test_non_finite_loss_stops_as_diverged(bad):
-    rule = lambda h: member_should_stop(EagerConfig(rule="none"), 50, h)
+    rule = member_rule(EagerConfig(rule="none"), 50)
     epoch, decision = first_stop(rule, [10, 9, bad, 8])
     assert epoch == 3 and decision.diverged and "diverged" in decision.reason
 
 
 def test_baseline_early_stopping_waits_patience_epochs_after_best():
-    rule = lambda h: baseline_should_stop(BaselineConfig(patience=2, max_epochs=50), h)
+    rule = baseline_rule(BaselineConfig(patience=2, max_epochs=50))
     epoch, decision = first_stop(rule, [10, 8, 7, 7.5, 7.2, 6])
     assert epoch == 5 and "after epoch 3" in decision.reason
 
 
 def test_baseline_min_delta_ignores_tiny_gains():
-    rule = lambda h: baseline_should_stop(BaselineConfig(patience=2, min_delta=0.05, max_epochs=50), h)
+    rule = baseline_rule(BaselineConfig(patience=2, min_delta=0.05, max_epochs=50))
     assert first_stop(rule, [10, 9.9, 9.8, 9.7])[0] == 3
 
 
 def test_baseline_stops_at_max_epochs_and_on_nan():
-    assert first_stop(lambda h: baseline_should_stop(BaselineConfig(max_epochs=3), h), [5, 4, 3, 2])[0] == 3
-    epoch, decision = first_stop(lambda h: baseline_should_stop(BaselineConfig(), h), [5, NAN])
+    assert first_stop(baseline_rule(BaselineConfig(max_epochs=3)), [5, 4, 3, 2])[0] == 3
+    epoch, decision = first_stop(baseline_rule(BaselineConfig()), [5, NAN])
     assert epoch == 2 and decision.diverged
 
 

@@ -12,17 +12,17 @@ import torch
 
 import ensemble
 from ensemble.config import build_config
-from ensemble.driver import resume_config, start_or_resume
-from ensemble.errors import InputError
-from ensemble.recovery import should_restart, too_few_members
-from tests.test_driver import TinyAE
-from tests.tiny import TINY
+from ensemble.job.rundir import resume_config, start_or_resume
+from ensemble.scheduling.recovery import should_restart, too_few_members
+from tests.tiny import TINY, TinyAE
+from workers.errors import InputError
+from workers.events import EpochEnded, Lost, Restarted, Started
 
 THREE_EPOCHS = TINY + ["train.epochs=3", "eager.rule=fixed", "eager.epoch=3", "baseline.max_epochs=3"]
 
 
 @pytest.mark.fault
-def test_restart_and_minimum_decisions():
+def test_restart_and_minimum_decisions():  # pure decisions: not slow
     assert should_restart(0, 2) and should_restart(1, 2) and not should_restart(2, 2)
     assert not should_restart(0, 0)
     assert too_few_members(["a", "b"], {}, 2) is None
@@ -35,33 +35,46 @@ def killer(target, after_epoch):
     state = {"pid": None, "killed": False}
 
     def on_event(event):
-        if event["name"] != target:
+        seen.append(event)
+        if event.name != target:
             return
-        if event["event"] == "started":
-            state["pid"] = event["placement"]["pid"]
-        if event["event"] == "epoch" and event["record"].epoch == after_epoch and not state["killed"]:
-            state["killed"] = True
-            os.kill(state["pid"], signal.SIGKILL)
+        match event:
+            case Started(placement=placement):
+                state["pid"] = placement["pid"]
+            case EpochEnded(record=record) if record.epoch == after_epoch and not state["killed"]:
+                state["killed"] = True
+                os.kill(state["pid"], signal.SIGKILL)
+    seen = []
+    on_event.seen = seen
     return on_event
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_killed_member_restarts_and_resumes_with_every_epoch_once(ray_instance, tmp_path):
     cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", f"output={tmp_path}", "name=kill"])
-    result = ensemble.run(cfg, on_event=killer("member_00", after_epoch=1))
+    kill = killer("member_00", after_epoch=1)
+    result = ensemble.run(cfg, on_event=kill)
     member = result.report.members[0]
-    assert member.restarts == 1
+    assert member.restarts == 1 and member.status == "done"
+    restarted = [e for e in kill.seen if isinstance(e, Restarted)]
+    assert [(e.name, e.restarts) for e in restarted] == [("member_00", 1)]
+    resumed = [e for e in kill.seen if isinstance(e, Started) and e.name == "member_00"][-1]
+    assert resumed.resumed_from == 1  # the new actor continued after the epoch that was saved
     assert [h.epoch for h in member.history] == [1, 2, 3] and member.selected_epoch == 3
     assert result.report.ensemble.members_used == [0, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_member_lost_after_restarts_run_finishes_and_names_it(ray_instance, tmp_path):
     cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", "resources.max_restarts=0",
                                            f"output={tmp_path}", "name=lost"])
-    result = ensemble.run(cfg, on_event=killer("member_01", after_epoch=1))
+    kill = killer("member_01", after_epoch=1)
+    result = ensemble.run(cfg, on_event=kill)
     lost = result.report.members[1]
-    assert lost.selected_epoch is None and lost.stop_reason.startswith("lost: actor died")
+    assert lost.status == "lost" and lost.selected_epoch is None and lost.stop_reason.startswith("lost: actor died")
+    assert [e.name for e in kill.seen if isinstance(e, Lost)] == ["member_01"]
     assert lost.epochs_trained >= 1 and result.report.ensemble.members_used == [0]
     assert "member_01" in (result.run_dir / "report.md").read_text()
 
@@ -84,16 +97,18 @@ class NaNForFirstMember(TinyAE):
         return out * float("nan") if self.poisoned else out
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_diverging_member_is_excluded_and_named(ray_instance, tmp_path):
     cfg = build_config({}, TINY + ["baseline.enabled=false", f"output={tmp_path}", "name=nan"])
     result = ensemble.run(cfg, autoencoder=NaNForFirstMember, on_event=lambda e: None)
     bad, good = result.report.members
-    assert bad.diverged and bad.selected_epoch is None and "diverged" in bad.stop_reason
+    assert bad.status == "diverged" and bad.selected_epoch is None and "diverged" in bad.stop_reason
     assert not good.diverged and result.report.ensemble.members_used == [1]
     assert "diverged" in (result.run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_every_member_diverging_fails_with_advice(ray_instance, tmp_path):
     cfg = build_config({}, TINY + ["baseline.enabled=false", "train.lr=1e6", "train.optimizer=sgd",
@@ -102,6 +117,7 @@ def test_every_member_diverging_fails_with_advice(ray_instance, tmp_path):
         ensemble.run(cfg, on_event=lambda e: None)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_path):
     sets = THREE_EPOCHS + [f"output={tmp_path}"]
@@ -142,6 +158,7 @@ GPU_PLACEMENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path):
     """Ray accepts declared GPUs on a CPU machine and sets CUDA_VISIBLE_DEVICES per actor:

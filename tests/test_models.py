@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ensemble.errors import InputError
+from workers.errors import InputError
 from workers.models import CAEFactory, ConvAutoencoder, check_autoencoder
 
 

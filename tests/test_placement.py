@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from ensemble.placement import Share, baseline_share, infeasible_reason, parallel_slots
+from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
 from workers.actor import choose_device, torch_threads
 
 TWO_CPU = [{"CPU": 2.0}]

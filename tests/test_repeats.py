@@ -5,14 +5,15 @@ import json
 import pytest
 
 from ensemble import cli
+from ensemble.analysis.repeats import FIGURES, mean_sd, repeats_verdict, run_repeats
 from ensemble.config import build_config
-from ensemble.errors import InputError
-from ensemble.repeats import FIGURES, mean_sd, repeats_verdict, run_repeats
 from tests.tiny import TINY
+from workers.errors import InputError
 
 ONE_EPOCH = TINY + ["members=1", "train.epochs=1", "baseline.max_epochs=1"]  # start-up dominates: keep actors few
 
 
+@pytest.mark.slow
 def test_three_repeats_give_mean_and_sd_of_every_headline(ray_instance, tmp_path):
     cfg = build_config({}, ONE_EPOCH + [f"output={tmp_path}", "name=rep", "seed=7"])
     done = run_repeats(cfg, 3, on_event=lambda event: None)
@@ -34,7 +35,8 @@ def test_three_repeats_give_mean_and_sd_of_every_headline(ray_instance, tmp_path
 def test_repeats_never_overwrite_and_exclude_resume(tmp_path, capsys):
     (tmp_path / "rep-r1").mkdir(parents=True)
     (tmp_path / "rep-r1" / "report.json").write_text("{}")
-    args = ["run", "--output", str(tmp_path), "--name", "rep", "--repeats", "2", *[a for o in TINY for a in ("--set", o)]]
+    args = ["run", "--output", str(tmp_path), "--name", "rep", "--repeats", "2",
+            *[a for o in TINY for a in ("--set", o)]]
     assert cli.main(args) == 2
     assert "rep-r1" in capsys.readouterr().err and not (tmp_path / "rep-r0").exists()
     assert cli.main(["run", "--resume", str(tmp_path / "rep-r1"), "--repeats", "2"]) == 2

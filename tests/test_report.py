@@ -1,6 +1,7 @@
 import pytest
 
-from ensemble.report import BaselineReport, EnsembleReport, verdict
+from ensemble.report import BaselineReport, EnsembleReport
+from ensemble.report.verdict import verdict
 
 
 def sides(ens_acc, ens_wall, base_acc, base_wall, untrained=0.9):

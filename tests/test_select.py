@@ -6,28 +6,15 @@ import time
 
 import pytest
 
-import ensemble
 from ensemble import cli
-from ensemble.config import EagerConfig, EnsembleConfig, build_config
-from ensemble.errors import InputError
-from ensemble.report import CLAIM_OUTCOMES, MemberReport, RunReport
-from ensemble.selection import (SELECTIONS, replay, replay_member, reselect, selection_config, selection_name,
-                                truncated)
-from tests.tiny import TINY
+from ensemble.analysis.select import replay, replay_member, reselect, selection_config, selection_name
+from ensemble.config import EagerConfig, EnsembleConfig
+from ensemble.report import RunReport
+from ensemble.report.verdict import CLAIM_OUTCOMES
+from tests.tiny import made_up_member as member
+from workers.errors import InputError
 from workers.history import EpochRecord
-
-# Every member trains all three epochs, so the saved checkpoints leave rules something to choose.
-THREE_EPOCHS_SAVED = TINY + ["train.epochs=3", "eager.rule=none", "baseline.max_epochs=3"]
-
-
-@pytest.fixture(scope="module")
-def saved_run(ray_instance, tmp_path_factory):
-    """One tiny run for the session, also used by test_curves.py: trained by whichever module comes first."""
-    run_dir = tmp_path_factory.getbasetemp() / "analysis" / "saved"
-    if not (run_dir / "report.json").is_file():
-        cfg = build_config({}, THREE_EPOCHS_SAVED + [f"output={run_dir.parent}", f"name={run_dir.name}"])
-        ensemble.run(cfg, on_event=lambda event: None)
-    return run_dir
+from workers.layout import SELECTIONS
 
 
 def file_digests(root):
@@ -39,6 +26,7 @@ def checkpoints(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("checkpoint_*"))
 
 
+@pytest.mark.slow
 def test_three_rules_give_three_reports_without_training(saved_run):
     before, saved_checkpoints = file_digests(saved_run), checkpoints(saved_run)
     original = RunReport.read(saved_run)
@@ -68,6 +56,7 @@ def test_three_rules_give_three_reports_without_training(saved_run):
     assert per_selection < 0.5 * (original.ensemble.train_wall_seconds + original.baseline.train_wall_seconds)
 
 
+@pytest.mark.slow
 def test_the_run_own_rule_reproduces_its_report(saved_run):
     original = RunReport.read(saved_run)
     again = reselect(saved_run).report
@@ -79,6 +68,7 @@ def test_the_run_own_rule_reproduces_its_report(saved_run):
     assert f"ensemble {again.ensemble.test_accuracy:.4f} in {again.ensemble.wall_seconds:.1f} s" in again.verdict
 
 
+@pytest.mark.slow
 def test_cli_select_prints_the_summary(saved_run, capsys):
     assert cli.main(["select", str(saved_run), "--set", "eager.epoch=2", "--set", "combiner.kind=hard-vote"]) == 0
     out = capsys.readouterr().out
@@ -95,6 +85,7 @@ def test_cli_select_prints_the_summary(saved_run, capsys):
     ("gap", ["eager.epoch=2"], "lacks the checkpoint"),
     ("selection", [], "is a selection"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_and_leaves_the_run_untouched(saved_run, tmp_path, capsys, target, overrides, message):
     run_dir = {"missing": tmp_path / "missing", "empty": tmp_path, "run": tmp_path / "copy",
                "gap": tmp_path / "copy", "selection": tmp_path / "copy" / SELECTIONS / "none_stack"}[target]
@@ -113,15 +104,6 @@ def test_bad_input_exits_2_and_leaves_the_run_untouched(saved_run, tmp_path, cap
 
 # --- the pure decisions, on made-up histories ---
 
-def member(val_losses, stop_reason="max epochs", seconds=1.0):
-    history = [{"epoch": i + 1, "train_loss": v, "val_loss": v, "seconds": seconds} for i, v in enumerate(val_losses)]
-    timeline = [{"epoch": i + 1, "start": 2.0 + i * seconds, "end": 2.0 + (i + 1) * seconds}
-                for i in range(len(val_losses))]
-    return MemberReport(index=0, name="member_00", epochs_trained=len(history), selected_epoch=len(history),
-                        stop_reason=stop_reason, selection_reason="", diverged=False, train_seconds=len(history),
-                        history=history, timeline=timeline)
-
-
 def test_replay_stops_where_the_rule_would_have():
     records = [EpochRecord(i + 1, v, v, 1.0) for i, v in enumerate([10, 8, 7.9, 7])]
     done = replay(EagerConfig(rule="plateau", threshold=0.1), records, max_epochs=20)
@@ -132,13 +114,13 @@ def test_replay_stops_where_the_rule_would_have():
 def test_replayed_member_keeps_its_measured_seconds_and_flags_a_short_history():
     again = replay_member(member([10, 8, 7.9, 7]), EagerConfig(rule="plateau", threshold=0.1), 20)
     assert (again.epochs_trained, again.selected_epoch, again.train_seconds) == (3, 3, 3.0)
-    assert [s.epoch for s in again.timeline] == [1, 2, 3] and not truncated(again)
+    assert [s.epoch for s in again.timeline] == [1, 2, 3] and again.status == "done"
     longer = replay_member(member([10, 5, 2], stop_reason="plateau: ..."), EagerConfig(rule="none"), 20)
-    assert truncated(longer) and "the run stopped it: plateau" in longer.stop_reason
+    assert longer.status == "truncated" and "the run stopped it: plateau" in longer.stop_reason
     with pytest.raises(InputError, match="epoch 5 is beyond"):
         replay_member(member([10, 5, 2]), EagerConfig(rule="fixed", epoch=5), 20)
     diverged = replay_member(member([10, None, None]), EagerConfig(rule="fixed", epoch=3), 20)
-    assert diverged.selected_epoch is None and diverged.diverged  # excluded, as in a run
+    assert diverged.selected_epoch is None and diverged.status == "diverged"  # excluded, as in a run
 
 
 def test_selection_config_and_name():

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ensemble.scheduling.handoff import handoff
 from workers.checkpoints import CheckpointError, checkpoint_files, list_checkpoints, load_checkpoint, save_checkpoint
-from workers.scratch import SCRATCH_ENV, Workdir, handoff, machine, receive
-from workers.training import HISTORY, OUTCOME
+from workers.layout import HISTORY, OUTCOME
+from workers.scratch import SCRATCH_ENV, Workdir, machine, receive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,9 +101,10 @@ TWO_NODES = textwrap.dedent("""
     import ray, torch
     from ray.cluster_utils import Cluster
     from torch import nn
-    import ensemble, ensemble.parallel
+    import ensemble, ensemble.scheduling.pool
     from ensemble.config import build_config
     from tests.tiny import TINY
+    from workers.events import Done, EpochEnded, Started
     from workers.models import CAEFactory
 
     class StallsOnNodeA(nn.Module):
@@ -129,16 +131,20 @@ TWO_NODES = textwrap.dedent("""
     nodes = {"head": cluster.head_node.node_id, "a": node_a.node_id}
 
     written = {}  # every file the driver wrote into the run directory -> its inode
-    def receive(member_dir, files, real=ensemble.parallel.receive):
+    def receive(member_dir, files, real=ensemble.scheduling.pool.receive):
         real(member_dir, files)
         written.update({str(Path(member_dir) / name): (Path(member_dir) / name).stat().st_ino for name in files})
-    ensemble.parallel.receive = receive
+    ensemble.scheduling.pool.receive = receive
 
     events = []
     def on_event(event):
-        events.append({k: v for k, v in event.items() if k in ("event", "name", "placement")}
-                      | ({"resumed_from": event["outcome"].resumed_from} if event["event"] == "done" else {}))
-        if event["event"] == "epoch" and event["name"] == "member_00" and "b" not in nodes:
+        entry = {"event": type(event).__name__, "name": event.name}
+        if isinstance(event, Started):
+            entry["placement"] = event.placement
+        if isinstance(event, Done):
+            entry["resumed_from"] = event.outcome.resumed_from
+        events.append(entry)
+        if isinstance(event, EpochEnded) and event.name == "member_00" and "b" not in nodes:
             cluster.remove_node(node_a)
             nodes["b"] = cluster.add_node(num_cpus=2, env_vars=disk("node-b")).node_id
 
@@ -160,6 +166,7 @@ TWO_NODES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.fault
 def test_two_nodes_with_local_disks_driver_gets_every_file_and_lost_node_resumes(tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # its own Ray temp dir: short socket paths,
@@ -177,7 +184,7 @@ def test_two_nodes_with_local_disks_driver_gets_every_file_and_lost_node_resumes
     assert out["driver"] == nodes["head"]
 
     # every actor trained on its worker node's own disk, never in the run directory
-    starts = [e for e in events if e["event"] == "started"]
+    starts = [e for e in events if e["event"] == "Started"]
     for start in starts:
         node = {nodes["a"]: "node-a", nodes["b"]: "node-b"}[start["placement"]["node_id"]]
         assert Path(start["placement"]["directory"]).is_relative_to(tmp_path / node)
@@ -186,7 +193,7 @@ def test_two_nodes_with_local_disks_driver_gets_every_file_and_lost_node_resumes
     member_00 = out["members"][0]
     assert member_00["restarts"] == 1
     assert [s["placement"]["node_id"] for s in starts if s["name"] == "member_00"] == [nodes["a"], nodes["b"]]
-    assert [e["resumed_from"] for e in events if e["event"] == "done" and e["name"] == "member_00"] == [1]
+    assert [e["resumed_from"] for e in events if e["event"] == "Done" and e["name"] == "member_00"] == [1]
     for member in out["members"]:
         assert [h["epoch"] for h in member["history"]] == [1, 2, 3] and member["selected_epoch"] == 3
 
@@ -196,7 +203,7 @@ def test_two_nodes_with_local_disks_driver_gets_every_file_and_lost_node_resumes
         assert [e for e, _ in list_checkpoints(run_dir / name)] == [0, 1, 2, 3]
         assert (run_dir / name / OUTCOME).is_file() and (run_dir / name / HISTORY).read_text().count("\n") == 3
     assert out["files"] == 2 * (4 * 3 + 2) and out["not_from_driver"] == []
-    assert 0.0 < out["accuracy"] <= 1.0 and 0.0 < out["untrained_accuracy"] <= 1.0
+    assert out["accuracy"] > 0.5 and out["untrained_accuracy"] > 0.5  # 10 classes: chance is 0.1
 
     # finished members freed their scratch; only what node a held when it was lost remains there
     assert all(p.startswith("node-a") for p in out["left_on_node_disks"]), out["left_on_node_disks"]

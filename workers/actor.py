@@ -17,10 +17,22 @@ import numpy as np
 import ray  # Ray:
 import torch
 
-from ensemble.data import bootstrap_indices
+from workers.events import Done, EpochEnded, Shipment, Started
 from workers.models import AutoencoderFactory
+from workers.outcome import Outcome
+from workers.sampling import bootstrap_indices
 from workers.scratch import Handoff, Workdir, machine
-from workers.training import StopRule, TrainSettings, evaluate, make_optimizer, member_epochs, prepare, train_one_epoch
+from workers.stopping import StopRule
+from workers.training import (
+    Began,
+    Trained,
+    TrainSettings,
+    evaluate,
+    make_optimizer,
+    prepare,
+    train_member,
+    train_one_epoch,
+)
 
 
 @dataclass(frozen=True)
@@ -90,29 +102,29 @@ class MemberActor:
         evaluate(model, batch, settings.batch_size, settings.precision)
         return self.placement()
 
-    def train(self, spec: MemberSpec, data: dict, handoff: Handoff) -> Iterator[dict]:
-        """A Ray generator: one event per finished epoch as it happens, then the outcome. Off the
-        driver's machine each event also carries the files the driver must write (`files`).
+    def train(self, spec: MemberSpec, data: dict, handoff: Handoff) -> Iterator[Shipment]:
+        """A Ray generator: `Started`, one `EpochEnded` per finished epoch as it happens, then `Done`.
+        Off the driver's machine each shipment also carries the files the driver must write.
         An actor trains several members one after another; nothing carries over between them
         (the seed is set and the model, optimizer and generator are built afresh)."""
         workdir = Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))  # Ray:
+        train_x, val_x = self._member_data(spec, data)
+        torch.manual_seed(spec.settings.seed)
+        model = spec.factory().to(self.device)
+        placement = {**self.placement(), "directory": str(workdir.path)}
+        for step in train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path):
+            match step:
+                case Began(resumed_from, skipped):
+                    yield Shipment(Started(spec.name, time.time(), placement, resumed_from, skipped))
+                case Trained(record, decision):
+                    yield Shipment(EpochEnded(spec.name, time.time(), record, decision), workdir.news())
+                case Outcome():
+                    files = workdir.news()
+                    workdir.close()
+                    yield Shipment(Done(spec.name, time.time(), step), files)
+
+    def _member_data(self, spec: MemberSpec, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
         train_x = as_tensor(data["train_x"], self.device)
         if spec.bootstrap_seed is not None:  # bagging: this member's own sample of the training split
             train_x = train_x[bootstrap_indices(len(train_x), spec.bootstrap_seed).to(self.device)]
-        val_x = as_tensor(data["val_x"], self.device)
-        torch.manual_seed(spec.settings.seed)
-        model = spec.factory().to(self.device)
-        started = time.time()
-        placement = {**self.placement(), "directory": str(workdir.path)}
-        yield {"event": "started", "name": spec.name, "at": started, "placement": placement}
-        epochs = member_epochs(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path)
-        while True:
-            try:
-                record, decision = next(epochs)
-            except StopIteration as finished:
-                files = workdir.news()
-                workdir.close()
-                yield {"event": "done", "name": spec.name, "outcome": finished.value, "at": time.time(), "files": files}
-                return
-            yield {"event": "epoch", "name": spec.name, "record": record, "decision": decision, "at": time.time(),
-                   "files": workdir.news()}
+        return train_x, as_tensor(data["val_x"], self.device)

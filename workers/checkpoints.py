@@ -16,7 +16,6 @@ import io
 import json
 import os
 import pickle
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -27,11 +26,8 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
-from ensemble.errors import InputError
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{6})$")
-TEMP_PREFIX = ".tmp-checkpoint"
-WEIGHTS, STATE, MANIFEST = "model.safetensors", "state.pt", "manifest.json"
+from workers.errors import InputError
+from workers.layout import CHECKPOINT_PATTERN, MANIFEST, STATE, TEMP_PREFIX, WEIGHTS, checkpoint_dir, write_synced
 
 
 class CheckpointError(InputError):
@@ -47,10 +43,6 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def checkpoint_dir(member_dir: Path, epoch: int) -> Path:
-    return Path(member_dir) / f"checkpoint_{epoch:06d}"
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -61,13 +53,6 @@ def _sha256(path: Path) -> str:
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def save_checkpoint(member_dir: Path, epoch: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
@@ -103,7 +88,7 @@ def write_checkpoint_files(member_dir: Path, epoch: int, files: dict[str, bytes]
     tmp.mkdir()
     try:
         for name, data in files.items():
-            _write_synced(tmp / name, data)
+            write_synced(tmp / name, data)
         final = checkpoint_dir(member_dir, epoch)
         if final.exists():  # re-running an epoch after a crash: swap the old one out, then drop it
             stale = member_dir / f"{TEMP_PREFIX}-stale-{uuid.uuid4().hex[:8]}"
@@ -116,14 +101,6 @@ def write_checkpoint_files(member_dir: Path, epoch: int, files: dict[str, bytes]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Replace one small file (history, outcome) so that a reader sees the old or the new bytes."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    _write_synced(tmp, data)
-    os.replace(tmp, path)
 
 
 def sweep_temporaries(member_dir: Path) -> list[Path]:

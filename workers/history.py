@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
+
+from workers.layout import write_atomic
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,7 @@ def _number(value: Optional[float], missing: float) -> float:
 
 def write_history(path: Path, history: Iterable[EpochRecord]) -> None:
     """Rewrite the whole file atomically: it is tiny, and a resume must never see a torn line."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in history))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r.to_json()) + "\n" for r in history))
 
 
 def read_history(path: Path) -> list[EpochRecord]:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ensemble.errors import InputError
+from workers.errors import InputError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU,
@@ -43,7 +43,7 @@ class ConvAutoencoder(nn.Module):
         act = ACTIVATIONS[activation]
 
         encoder: list[nn.Module] = []
-        for c_in, c_out in zip([in_channels, *hidden[:-1]], hidden):
+        for c_in, c_out in zip([in_channels, *hidden[:-1]], hidden, strict=True):
             encoder += [nn.Conv2d(c_in, c_out, kernel_size, padding=pad), act(), POOLING[pooling](2)]
         self.encoder = nn.Sequential(*encoder)
 
@@ -90,7 +90,8 @@ def check_autoencoder(factory: AutoencoderFactory, sample: torch.Tensor) -> nn.M
     except Exception as err:  # user code: report what it raised
         raise InputError(f"the custom autoencoder {name} could not be built: {err!r}.") from None
     if not isinstance(module, nn.Module):
-        raise InputError(f"the custom autoencoder factory {name} returned {type(module).__name__}, not a torch nn.Module.")
+        raise InputError(f"the custom autoencoder factory {name} returned {type(module).__name__}, "
+                         "not a torch nn.Module.")
     if not callable(getattr(module, "encode", None)):
         raise InputError(f"the custom autoencoder {type(module).__name__} has no encode(x) method; "
                          "it must return the features the combiner uses.")

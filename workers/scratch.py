@@ -6,13 +6,13 @@ in a scratch directory on its node's local disk: the driver seeds that directory
 member's newest valid checkpoint from the run directory (so a member restarted on any node
 resumes), and after every epoch the actor sends back what is new there (checkpoints, history,
 outcome) as bytes, which the driver writes into the run directory. No Ray here: the actor and
-the driver call these functions; the bytes travel inside their events.
+the driver call these functions; the bytes travel beside the actor's events. The driver builds
+a member's `Handoff` (`ensemble.scheduling.handoff`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import socket
@@ -20,9 +20,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from workers.checkpoints import (CHECKPOINT_PATTERN, MANIFEST, STATE, WEIGHTS, checkpoint_files, list_checkpoints,
-                                 load_latest_valid, sweep_temporaries, write_checkpoint_files, write_file_atomic)
-from workers.training import HISTORY, OUTCOME
+from workers.checkpoints import (
+    CHECKPOINT_PATTERN,
+    MANIFEST,
+    STATE,
+    WEIGHTS,
+    checkpoint_files,
+    list_checkpoints,
+    write_checkpoint_files,
+)
+from workers.layout import HISTORY, OUTCOME, write_atomic
 
 SCRATCH_ENV = "ENSEMBLE_SCRATCH"  # a node's local directory for members' scratch; default: the system temp dir
 Files = dict[str, bytes]          # path relative to a member directory -> content
@@ -42,22 +49,8 @@ class Handoff:
     files: Files = field(default_factory=dict)  # the newest valid checkpoint, or outcome.json once finished
 
 
-def handoff(member_dir: Path, driver: str) -> Handoff:
-    """Driver side, before (re)starting a member: what its actor needs to resume on any node."""
-    member_dir = Path(member_dir).absolute()
-    key = hashlib.sha256(str(member_dir.parent).encode()).hexdigest()[:10]
-    sweep_temporaries(member_dir)  # a driver killed mid-write left these
-    files: Files = {}
-    if (member_dir / OUTCOME).exists():  # finished: the actor returns the outcome without training
-        files[OUTCOME] = (member_dir / OUTCOME).read_bytes()
-    else:
-        latest, _ = load_latest_valid(member_dir)
-        if latest is not None:
-            files = _entries(latest.path)
-    return Handoff(driver, f"{member_dir.parent.name}-{key}/{member_dir.name}", files)
-
-
-def _entries(checkpoint: Path) -> Files:
+def checkpoint_entries(checkpoint: Path) -> Files:
+    """A checkpoint directory's files, named as `receive` expects them."""
     return {f"{checkpoint.name}/{name}": data for name, data in checkpoint_files(checkpoint).items()}
 
 
@@ -78,7 +71,7 @@ def receive(member_dir: Path, files: Files) -> None:
     for name in (HISTORY, OUTCOME):  # after the checkpoints: an outcome never precedes its checkpoint
         if name in files:
             Path(member_dir).mkdir(parents=True, exist_ok=True)
-            write_file_atomic(Path(member_dir) / name, files[name])
+            write_atomic(Path(member_dir) / name, files[name])
 
 
 class Workdir:
@@ -102,7 +95,7 @@ class Workdir:
         files: Files = {}
         for epoch, path in list_checkpoints(self.path):
             if epoch not in self.sent:
-                files.update(_entries(path))
+                files.update(checkpoint_entries(path))
                 self.sent.add(epoch)
         for name in (HISTORY, OUTCOME):
             if (self.path / name).exists():

@@ -3,28 +3,27 @@
 The whole training split stays in (device) memory and batches are drawn with `randperm`
 from a seeded generator, so a resumed run replays the same batches: model, optimizer and
 generator state are all in the checkpoint.
+
+`train_member` is the one way to train a member: a generator that yields `Began` (fresh or
+resumed, and which corrupt checkpoints it passed over), one `Trained` per epoch, and finally
+the `Outcome`. The actor and the tests iterate it the same way.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ensemble.eager import Decision
-from workers.checkpoints import load_latest_valid, save_checkpoint, sweep_temporaries
+from workers.checkpoints import Checkpoint, load_latest_valid, save_checkpoint, sweep_temporaries
 from workers.history import EpochRecord, write_history
-
-StopRule = Callable[[Sequence[EpochRecord]], Decision]
-EpochCallback = Callable[[EpochRecord, Decision], None]
-OUTCOME = "outcome.json"
-HISTORY = "history.jsonl"
+from workers.layout import HISTORY
+from workers.outcome import Outcome, read_outcome, write_outcome
+from workers.stopping import CONTINUE, Decision, StopRule
 
 
 @dataclass(frozen=True)
@@ -53,20 +52,6 @@ def prepare(model: nn.Module, images: Sequence[torch.Tensor], settings: TrainSet
     if settings.compile:
         model.compile()  # in place: state_dict keys stay the same, so checkpoints do not change
     return model, images
-
-
-@dataclass
-class Outcome:
-    history: list[EpochRecord]
-    stop_reason: str
-    diverged: bool
-    train_seconds: float
-    resumed_from: Optional[int] = None
-    skipped_checkpoints: list[str] = field(default_factory=list)
-
-    @property
-    def epochs_trained(self) -> int:
-        return len(self.history)
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -108,72 +93,77 @@ def evaluate(model, images, batch_size: int, precision: str = "fp32") -> float:
     return total / len(images)
 
 
-def read_outcome(member_dir: Path) -> Optional[Outcome]:
-    path = Path(member_dir) / OUTCOME
-    if not path.exists():
-        return None
-    raw = json.loads(path.read_text())
-    raw["history"] = [EpochRecord.from_json(r) for r in raw["history"]]
-    return Outcome(**raw)
+@dataclass(frozen=True)
+class Began:
+    """Training (re)started: from scratch (`resumed_from` None), or from a saved epoch."""
+    resumed_from: Optional[int]
+    skipped_checkpoints: tuple[str, ...] = ()  # newer checkpoints that were corrupt, passed over
 
 
-def _write_outcome(member_dir: Path, outcome: Outcome) -> None:
-    raw = asdict(outcome)
-    raw["history"] = [r.to_json() for r in outcome.history]
-    tmp = member_dir / f".{OUTCOME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(raw, indent=1))
-    os.replace(tmp, member_dir / OUTCOME)
+@dataclass(frozen=True)
+class Trained:
+    """One finished epoch and the stop rule's decision after it."""
+    record: EpochRecord
+    decision: Decision
+
+
+Step = Union[Began, Trained, Outcome]
+
+
+@dataclass
+class _State:
+    """What a resumed member continues from: its history so far and its seconds spent."""
+    history: list[EpochRecord]
+    seconds_before: float
+    began: Began
+
+
+def _resume_or_start(model, optimizer, generator, member_dir: Path) -> _State:
+    """Load the newest valid checkpoint into model, optimizer and generator, or save the untrained
+    weights as epoch 0."""
+    sweep_temporaries(member_dir)  # a crash mid-write left these
+    latest, skipped = load_latest_valid(member_dir, map_location=generator.device)
+    skipped_names = tuple(str(err) for err in skipped)
+    if latest is None:
+        save_checkpoint(member_dir, 0, model.state_dict(),
+                        {"optimizer": {}, "generator": generator.get_state()}, {"train_seconds": 0.0})
+        return _State([], 0.0, Began(None, skipped_names))
+    _restore(latest, model, optimizer, generator)
+    history = [EpochRecord.from_json(r) for r in latest.meta.get("history", [])]
+    return _State(history, latest.meta.get("train_seconds", 0.0), Began(latest.epoch, skipped_names))
+
+
+def _restore(checkpoint: Checkpoint, model, optimizer, generator) -> None:
+    model.load_state_dict(checkpoint.weights)
+    if checkpoint.epoch > 0:  # epoch 0 is the untrained model: no optimizer state yet
+        optimizer.load_state_dict(checkpoint.state["optimizer"])
+    generator.set_state(checkpoint.state["generator"].to("cpu"))
 
 
 def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
-                 should_stop: StopRule, member_dir: Path, on_epoch: Optional[EpochCallback] = None) -> Outcome:
-    """Train to the end, calling `on_epoch(record, decision)` after every epoch."""
-    epochs = member_epochs(model, train_x, val_x, settings, should_stop, member_dir)
-    while True:
-        try:
-            record, decision = next(epochs)
-        except StopIteration as finished:
-            return finished.value
-        if on_epoch is not None:
-            on_epoch(record, decision)
-
-
-def member_epochs(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
-                  should_stop: StopRule, member_dir: Path
-                  ) -> Generator[tuple[EpochRecord, Decision], None, Outcome]:
-    """Train until `should_stop` says so, yielding after every epoch; checkpoint every epoch;
-    resume if checkpoints exist. Returns the Outcome.
+                 should_stop: StopRule, member_dir: Path) -> Iterator[Step]:
+    """Train until `should_stop` says so, checkpointing every epoch and resuming from the newest
+    valid checkpoint if there is one. Yields `Began`, a `Trained` per epoch, then the `Outcome`
+    (a member that finished before yields `Began` at its last epoch and its saved Outcome).
 
     `model` must already sit on the device that holds `train_x` and `val_x`."""
     member_dir = Path(member_dir)
     finished = read_outcome(member_dir)
     if finished is not None:  # a restarted run: this member is done, do not retrain it
-        return finished
-    device = train_x.device
+        yield Began(finished.epochs_trained)
+        yield finished
+        return
     model, (train_x, val_x) = prepare(model, (train_x, val_x), settings)
     optimizer = make_optimizer(model, settings)
-    generator = torch.Generator(device=device)
+    generator = torch.Generator(device=train_x.device)
     generator.manual_seed(settings.seed)
-
-    # --- resume from the newest valid checkpoint, or save the untrained weights as epoch 0 ---
-    sweep_temporaries(member_dir)
-    latest, skipped = load_latest_valid(member_dir, map_location=device)
-    if latest is not None:
-        model.load_state_dict(latest.weights)
-        if latest.epoch > 0:
-            optimizer.load_state_dict(latest.state["optimizer"])
-        generator.set_state(latest.state["generator"].to("cpu"))
-        history = [EpochRecord.from_json(r) for r in latest.meta.get("history", [])]
-        seconds_before = latest.meta.get("train_seconds", 0.0)
-    else:
-        history, seconds_before = [], 0.0
-        save_checkpoint(member_dir, 0, model.state_dict(),
-                        {"optimizer": {}, "generator": generator.get_state()}, {"train_seconds": 0.0})
-    resumed_from = latest.epoch if latest is not None else None
-    decision = should_stop(history) if history else Decision(False, "running")
+    state = _resume_or_start(model, optimizer, generator, member_dir)
+    history = state.history
+    yield state.began
+    decision = should_stop(history) if history else CONTINUE
     started = time.perf_counter()
 
-    # --- the epoch loop: train, validate, ask the eager rule, checkpoint ---
+    # --- the epoch loop: train, validate, ask the stop rule, checkpoint ---
     while not decision.stop:
         epoch_start = time.perf_counter()
         train_loss = train_one_epoch(model, optimizer, train_x, settings, generator)
@@ -184,12 +174,13 @@ def member_epochs(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, 
         if record.finite:  # never checkpoint NaN weights: the last finite checkpoint stays the newest
             save_checkpoint(member_dir, record.epoch, model.state_dict(),
                             {"optimizer": optimizer.state_dict(), "generator": generator.get_state()},
-                            {"train_seconds": seconds_before + time.perf_counter() - started,
+                            {"train_seconds": state.seconds_before + time.perf_counter() - started,
                              "history": [r.to_json() for r in history]})
         write_history(member_dir / HISTORY, history)
-        yield record, decision
+        yield Trained(record, decision)
 
     outcome = Outcome(history, decision.reason, decision.diverged,
-                      seconds_before + time.perf_counter() - started, resumed_from, [str(e) for e in skipped])
-    _write_outcome(member_dir, outcome)
-    return outcome
+                      state.seconds_before + time.perf_counter() - started, state.began.resumed_from,
+                      list(state.began.skipped_checkpoints))
+    write_outcome(member_dir, outcome)
+    yield outcome

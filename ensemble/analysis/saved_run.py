@@ -7,22 +7,22 @@ seeded splits as the run). Bad input is an InputError raised before anything is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from pydantic import ValidationError
 
+from ensemble.builders import baseline_factory, member_factory
 from ensemble.config import CombinerConfig, EnsembleConfig
 from ensemble.data import Splits, load_splits
-from ensemble.errors import InputError
-from ensemble.evaluation import CombinerScore, fit_and_score, load_autoencoder
-from ensemble.report import REPORT_JSON, MemberReport, RunReport
-from workers.checkpoints import MANIFEST, checkpoint_dir
-from workers.models import AutoencoderFactory, CAEFactory
-
-Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
+from ensemble.job.evaluation import Chosen, CombinerScore, score_checkpoints
+from ensemble.report import MemberReport, RunReport
+from workers.errors import InputError
+from workers.layout import MANIFEST, REPORT_JSON, checkpoint_dir
+from workers.models import AutoencoderFactory
 
 
 @dataclass
@@ -59,10 +59,7 @@ class SavedRun:
         """Freeze the chosen checkpoints (members' or the baseline's) and fit `combiner` on them."""
         is_baseline = self.report.baseline is not None and all(name == self.report.baseline.name for name, _ in chosen)
         factory = self.baseline_factory if is_baseline else self.member_factory
-        splits = self.splits()
-        autoencoders = [load_autoencoder(factory, self.run_dir / name, epoch) for name, epoch in chosen]
-        return fit_and_score(autoencoders, splits.train_x, splits.train_y, splits.test_x, splits.test_y,
-                             combiner.kind, combiner.head, self.config.seed)
+        return score_checkpoints(factory, self.run_dir, chosen, self.splits(), combiner, self.config.seed)
 
 
 def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None) -> SavedRun:
@@ -85,12 +82,11 @@ def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = No
     if report.dataset.source.startswith("custom dataset") and dataset is None:
         raise InputError(f"run {report.name!r} was trained on a custom dataset, which the run directory does not "
                          "hold; analyse it from Python and pass the same dataset (and autoencoder).")
-    shape = tuple(report.dataset.image_shape)
-    m = config.model
-    baseline_factory = (CAEFactory(shape, m.channels, m.kernel_size, m.activation, m.pooling,
-                                   width=report.baseline.width) if report.baseline is not None else None)
-    member_factory = autoencoder or CAEFactory(shape, m.channels, m.kernel_size, m.activation, m.pooling)
-    return SavedRun(run_dir, report, config, member_factory, baseline_factory, dataset)
+    shape = report.dataset.image_shape
+    baseline = None
+    if report.baseline is not None:  # the width it was trained with, as the report recorded it
+        baseline = dataclasses.replace(baseline_factory(config, shape), width=report.baseline.width)
+    return SavedRun(run_dir, report, config, autoencoder or member_factory(config, shape), baseline, dataset)
 
 
 def last_finite_epoch(member: MemberReport) -> int:

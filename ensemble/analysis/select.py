@@ -17,22 +17,24 @@ from typing import Optional, Sequence
 
 from pydantic import BaseModel
 
+from ensemble.analysis.saved_run import SavedRun, config_json, open_run
+from ensemble.analysis.timeline import ready_seconds
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
-from ensemble.eager import Decision, member_fixed_epoch, member_should_stop, select_epoch
-from ensemble.errors import InputError
-from ensemble.plots import write_plots
-from ensemble.report import BaselineReport, MemberReport, RunReport, markdown, verdict
-from ensemble.saved_run import SavedRun, config_json, open_run
-from ensemble.timeline import ready_seconds
+from ensemble.eager import member_fixed_epoch, member_rule, select_epoch
+from ensemble.report import BaselineReport, MemberReport, RunReport
+from ensemble.report.plots import write_plots
+from ensemble.report.tables import markdown
+from ensemble.report.verdict import verdict
+from workers.errors import InputError
 from workers.history import EpochRecord
+from workers.layout import SELECTIONS
 from workers.models import AutoencoderFactory
+from workers.stopping import Decision
 
-SELECTIONS = "selections"
 ALLOWED_SECTIONS = ("eager", "combiner")  # what can change without training
 # A rule's parameter given without eager.rule names that rule: `--set eager.epoch=2` means epoch 2.
 IMPLIED_RULE = {"eager.epoch": "fixed", "eager.threshold": "plateau", "eager.min_epochs": "plateau",
                 "eager.budget_seconds": "budget"}
-TRUNCATED = "saved history ends"  # stop reason of a member the rule would have trained further
 
 
 # --- pure decisions ---
@@ -40,7 +42,7 @@ TRUNCATED = "saved history ends"  # stop reason of a member the rule would have 
 def selection_config(run_config: EnsembleConfig, overrides: Sequence[str]) -> EnsembleConfig:
     """The run's config with eager.* / combiner.* overrides (anything else would need training)."""
     keys = [assignment.partition("=")[0].strip() for assignment in overrides]
-    for assignment, key in zip(overrides, keys):
+    for assignment, key in zip(overrides, keys, strict=True):
         if key.split(".")[0] not in ALLOWED_SECTIONS or "." not in key:
             raise InputError(f"--set {assignment!r}: select re-chooses saved checkpoints and refits the combiner, "
                              f"so only eager.* and combiner.* keys may change; {key!r} would need training "
@@ -79,15 +81,12 @@ class Replay:
 
 def replay(cfg: EagerConfig, history: Sequence[EpochRecord], max_epochs: int) -> Replay:
     """Ask the stop rule after every saved epoch, as the training loop did."""
+    rule = member_rule(cfg, max_epochs)
     for n in range(1, len(history) + 1):
-        decision = member_should_stop(cfg, max_epochs, history[:n])
+        decision = rule(history[:n])
         if decision.stop:
             return Replay(list(history[:n]), decision)
     return Replay(list(history), None)
-
-
-def was_lost(member: MemberReport) -> bool:
-    return member.stop_reason.startswith("lost")  # the driver's mark for an actor that died too often
 
 
 def replay_member(member: MemberReport, cfg: EagerConfig, max_epochs: int) -> MemberReport:
@@ -95,7 +94,7 @@ def replay_member(member: MemberReport, cfg: EagerConfig, max_epochs: int) -> Me
 
     A lost member stays excluded. A fixed epoch the member never trained is an InputError
     (unless the member diverged before it, which excludes it, as in a run)."""
-    if was_lost(member):
+    if member.status == "lost":
         return member
     done = replay(cfg, [EpochRecord.from_json(h.model_dump()) for h in member.history], max_epochs)
     fixed = member_fixed_epoch(cfg)
@@ -106,15 +105,12 @@ def replay_member(member: MemberReport, cfg: EagerConfig, max_epochs: int) -> Me
                          f"trained. Choose eager.epoch between 1 and {len(done.trained)}.")
     last = len(done.trained)
     stop_reason = done.decision.reason if done.decision else (
-        f"{TRUNCATED} at epoch {last} before this rule would stop (the run stopped it: {member.stop_reason})")
+        f"saved history ends at epoch {last} before this rule would stop (the run stopped it: {member.stop_reason})")
+    status = ("diverged" if diverged else "done") if done.decision else "truncated"
     return member.model_copy(update=dict(
-        epochs_trained=last, selected_epoch=selection.epoch, stop_reason=stop_reason,
+        status=status, epochs_trained=last, selected_epoch=selection.epoch, stop_reason=stop_reason,
         selection_reason=selection.reason, diverged=diverged, train_seconds=sum(r.seconds for r in done.trained),
         history=member.history[:last], timeline=[s for s in member.timeline if s.epoch <= last]))
-
-
-def truncated(member: MemberReport) -> bool:
-    return member.stop_reason.startswith(TRUNCATED)
 
 
 def replayed_train_wall(original: RunReport, replayed: Sequence[MemberReport]) -> float:
@@ -221,7 +217,7 @@ def reselect(run_dir: str | Path, overrides: Sequence[str] = (), autoencoder: Op
         untrained_test_accuracy=untrained, members_used=[m.index for m in used]))
     name = selection_name(config)
     member_seconds = sum(m.train_seconds for m in members)
-    cut = [m.name for m in members if truncated(m)]
+    cut = [m.name for m in members if m.status == "truncated"]
     report = SelectionReport(
         name=f"{original.name} / {name}", members=members, baseline=baseline, ensemble=ensemble,
         speedup=baseline.wall_seconds / ensemble.wall_seconds if baseline is not None else None,

@@ -12,20 +12,21 @@ run directory. A combiner fit costs seconds, so every evaluated checkpoint set i
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from ensemble.analysis.saved_run import SavedRun, last_finite_epoch, open_run, used_members
+from ensemble.analysis.timeline import ready_seconds
 from ensemble.config import CombinerConfig
-from ensemble.plots import accuracy_vs_time_plot
+from ensemble.job.evaluation import Chosen
 from ensemble.report import RunReport
-from ensemble.saved_run import Chosen, SavedRun, last_finite_epoch, open_run, used_members
-from ensemble.timeline import ready_seconds
+from ensemble.report.plots import accuracy_vs_time_plot
+from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG, write_atomic
 from workers.models import AutoencoderFactory
 
-CSV_NAME, PNG_NAME, CACHE_NAME = "accuracy_vs_time.csv", "accuracy_vs_time.png", "accuracy_vs_time_cache.json"
 ENSEMBLE, BASELINE = "ensemble", "baseline"
 
 
@@ -94,7 +95,7 @@ def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFacto
         rows.append(CurveRow(point.side, point.epoch, point.seconds, cache[key]["test_accuracy"]))
         if on_point:
             on_point(rows[-1], hit)
-    csv_path, png_path = saved.run_dir / CSV_NAME, saved.run_dir / PNG_NAME
+    csv_path, png_path = saved.run_dir / CURVES_CSV, saved.run_dir / CURVES_PNG
     _write_csv(rows, csv_path)
     accuracy_vs_time_plot({side: [(r.seconds, r.test_accuracy, r.epoch) for r in rows if r.side == side]
                            for side in (ENSEMBLE, BASELINE)},
@@ -108,7 +109,7 @@ def _evaluate(saved: SavedRun, checkpoints: Chosen) -> dict:
 
 
 def _read_cache(run_dir: Path) -> dict:
-    path = run_dir / CACHE_NAME
+    path = run_dir / CURVES_CACHE
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:  # a damaged cache only costs recomputation
@@ -116,13 +117,12 @@ def _read_cache(run_dir: Path) -> dict:
 
 
 def _write_cache(run_dir: Path, cache: dict) -> None:
-    tmp = run_dir / f".{CACHE_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-    os.replace(tmp, run_dir / CACHE_NAME)
+    write_atomic(run_dir / CURVES_CACHE, json.dumps(cache, indent=1, sort_keys=True))
 
 
 def _write_csv(rows: list[CurveRow], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["side", "epoch", "seconds", "test_accuracy"])
-        writer.writerows([r.side, r.epoch, f"{r.seconds:.3f}", repr(r.test_accuracy)] for r in rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["side", "epoch", "seconds", "test_accuracy"])
+    writer.writerows([r.side, r.epoch, f"{r.seconds:.3f}", repr(r.test_accuracy)] for r in rows)
+    write_atomic(path, text.getvalue())

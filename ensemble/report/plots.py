@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import statistics
 from pathlib import Path
 
@@ -10,9 +11,17 @@ import matplotlib
 matplotlib.use("Agg")  # files only: runs on clusters and CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ensemble.report import MemberReport, RunReport  # noqa: E402
+from ensemble.report.models import MemberReport, RunReport  # noqa: E402
+from workers.layout import PLOTS, write_atomic  # noqa: E402
 
-PLOTS = ("loss_curves.png", "timeline.png", "accuracy_time.png")
+
+def save(fig, path: Path) -> None:
+    """Render to memory, then write atomically: a reader never sees half a PNG."""
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
 def _curve(ax, member: MemberReport, style: dict) -> None:
@@ -33,28 +42,24 @@ def loss_curves(report: RunReport, path: Path) -> None:
     ax.set(xlabel="epoch", ylabel="validation reconstruction loss", yscale="log",
            title="Validation loss per epoch (star: selected checkpoint)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def timeline(report: RunReport, path: Path) -> None:
     """The paper's timing diagram: each member's epochs as bars; the baseline runs afterwards."""
-    rows = report.members + ([report.baseline] if report.baseline is not None else [])
+    rows = report.sides
     offset_baseline = report.ensemble.train_wall_seconds
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     for row, member in enumerate(rows):
-        shift = offset_baseline if member.name == "baseline" else 0.0
+        shift = offset_baseline if member.kind == "baseline" else 0.0
         bars = [(span.start + shift, span.end - span.start) for span in member.timeline]
         colors = ["tab:orange" if span.epoch == member.selected_epoch else
-                  ("black" if member.name == "baseline" else "tab:blue") for span in member.timeline]
+                  ("black" if member.kind == "baseline" else "tab:blue") for span in member.timeline]
         ax.broken_barh(bars, (row - 0.35, 0.7), facecolors=colors, edgecolor="white")
     ax.set_yticks(range(len(rows)), [m.name for m in rows])
     ax.invert_yaxis()
     ax.set(xlabel="wall-clock seconds", title="Epochs over time (orange: selected epoch)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def accuracy_time(report: RunReport, path: Path) -> None:
@@ -74,14 +79,12 @@ def accuracy_time(report: RunReport, path: Path) -> None:
     time_ax.bar(labels, combine, bottom=train, label="combiner", color="tab:green")
     time_ax.set(title="wall-clock seconds")
     time_ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def write_plots(report: RunReport, run_dir: Path) -> list[Path]:
     paths = [Path(run_dir) / name for name in PLOTS]
-    for draw, path in zip((loss_curves, timeline, accuracy_time), paths):
+    for draw, path in zip((loss_curves, timeline, accuracy_time), paths, strict=True):
         draw(report, path)
     return paths
 
@@ -100,16 +103,14 @@ def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int]]], unt
     ax.set(xlabel="training wall-clock seconds (each side from the start of its phase)", ylabel="test accuracy",
            title="Test accuracy per saved epoch against wall-clock (labels: epoch)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def repeats_plot(panels: list[tuple[str, dict[str, list[float]]]], path: Path) -> None:
     """Each panel: (title, {label: one value per repeat}); a dot per repeat, a bar at the mean with
     +- one standard deviation. Accuracy panels zoom in on the range the values span."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels):
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
         series = {label: runs for label, runs in series.items() if runs}
         for x, runs in enumerate(series.values()):
             sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
@@ -119,6 +120,4 @@ def repeats_plot(panels: list[tuple[str, dict[str, list[float]]]], path: Path) -
         ax.set(title=f"{title} (mean +- sd, dots: runs)")
         if "accuracy" in title and series:
             ax.set_ylim(max(0.0, min(min(runs) for runs in series.values()) - 0.05), 1.0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

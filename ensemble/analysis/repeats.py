@@ -15,15 +15,17 @@ from typing import Callable, Optional, Sequence
 from pydantic import BaseModel
 
 from ensemble.config import EnsembleConfig
-from ensemble.driver import default_run_name, run
-from ensemble.errors import InputError
-from ensemble.parallel import ray_session
-from ensemble.plots import repeats_plot
-from ensemble.report import CLAIM_OUTCOMES, RunReport, claim_outcome
+from ensemble.job.driver import run
+from ensemble.job.rundir import default_run_name
+from ensemble.report import RunReport
+from ensemble.report.plots import repeats_plot
+from ensemble.report.verdict import CLAIM_OUTCOMES, claim_outcome
 from ensemble.result import RunResult
+from ensemble.scheduling.session import ray_session
+from workers.errors import InputError
+from workers.events import Event
+from workers.layout import SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG, write_atomic
 from workers.models import AutoencoderFactory
-
-SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "repeats.png"
 
 # key -> (label, format of one value); the headline figures a summary averages
 FIGURES = {
@@ -147,7 +149,7 @@ class RepeatsResult:
 
 
 def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[AutoencoderFactory] = None,
-                dataset=None, on_event: Optional[Callable[[dict], None]] = None) -> RepeatsResult:
+                dataset=None, on_event: Optional[Callable[[Event], None]] = None) -> RepeatsResult:
     """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them."""
     if repeats < 1:
         raise InputError(f"--repeats must be at least 1, not {repeats}.")
@@ -168,8 +170,8 @@ def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[Auto
 
 def _write(summary: RepeatsSummary, summary_dir: Path) -> None:
     summary_dir.mkdir(parents=True, exist_ok=True)
-    (summary_dir / SUMMARY_JSON).write_text(summary.model_dump_json(indent=2))
-    (summary_dir / SUMMARY_MD).write_text(summary.to_markdown())
+    write_atomic(summary_dir / SUMMARY_JSON, summary.model_dump_json(indent=2))
+    write_atomic(summary_dir / SUMMARY_MD, summary.to_markdown())
 
     def runs(key: str) -> list[float]:
         return [v for v in summary.figures[key].values if v is not None]

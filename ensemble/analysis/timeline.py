@@ -22,7 +22,8 @@ def epoch_end_seconds(member: MemberReport) -> dict[int, float]:
     spans = {span.epoch: span.end for span in member.timeline}
     if all(entry.epoch in spans for entry in member.history):
         return spans
-    return dict(zip((entry.epoch for entry in member.history), accumulate(entry.seconds for entry in member.history)))
+    epochs = [entry.epoch for entry in member.history]
+    return dict(zip(epochs, accumulate(entry.seconds for entry in member.history), strict=True))
 
 
 def ready_seconds(finished: Iterable[tuple[MemberReport, int]]) -> float:

@@ -13,8 +13,13 @@ from torch import nn
 
 from classifier.combiner import EnsembleCombiner, fit_combiner
 from classifier.features import member_features
-from workers.checkpoints import checkpoint_dir, load_weights
+from ensemble.config import CombinerConfig
+from ensemble.data import Splits
+from workers.checkpoints import load_weights
+from workers.layout import checkpoint_dir
 from workers.models import AutoencoderFactory
+
+Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
 
 
 @dataclass
@@ -48,3 +53,11 @@ def fit_and_score(autoencoders: Sequence[nn.Module], train_x: torch.Tensor, trai
     predictions = combiner.predict_members(test_features)
     accuracy = float(np.mean(predictions == test_y.numpy()))
     return CombinerScore(combiner, accuracy, predictions, feature_seconds, fit_seconds)
+
+
+def score_checkpoints(factory: AutoencoderFactory, run_dir: Path, chosen: Chosen, splits: Splits,
+                      combiner: CombinerConfig, seed: int) -> CombinerScore:
+    """Freeze the chosen checkpoints, fit `combiner` on their training features, score on test."""
+    autoencoders = [load_autoencoder(factory, Path(run_dir) / name, epoch) for name, epoch in chosen]
+    return fit_and_score(autoencoders, splits.train_x, splits.train_y, splits.test_x, splits.test_y,
+                         combiner.kind, combiner.head, seed)

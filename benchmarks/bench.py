@@ -1,5 +1,8 @@
 """`ensemble bench`: our stack against the plain alternatives, measured side by side in one run.
 
+Run: `ensemble bench` (about 4-6 minutes on 2 cores). Figures measured on a 2-core Intel Xeon
+(KVM), no GPU, torch 2.14, Ray 2.60 are in the README's performance section.
+
 Each comparison runs both sides back to back in every repeat and reports medians and the
 ratio of medians, so a noisy shared machine moves both sides alike. Start-up (Ray, data
 shipping, actor creation) is timed apart from training. Nothing is asserted: the table says
@@ -8,7 +11,6 @@ which targets were met and which were missed, with the measured figures.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -22,14 +24,16 @@ import psutil
 import ray
 import torch
 
+from ensemble.builders import member_factory, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
 from ensemble.data import load_splits
-from ensemble.driver import member_seed, train_settings
-from ensemble.eager import member_should_stop
-from ensemble.parallel import train_in_parallel
-from ensemble.placement import Share
-from workers.actor import MemberActor, MemberSpec
-from workers.models import CAEFactory
+from ensemble.eager import member_rule
+from ensemble.scheduling.placement import Share
+from ensemble.scheduling.pool import MemberPool, time_actor_start
+from ensemble.scheduling.session import ray_session, share_data
+from workers.actor import MemberSpec
+from workers.events import EpochEnded, Event, Started
+from workers.layout import member_name, write_atomic
 from workers.training import TrainSettings, evaluate, make_optimizer, prepare, train_one_epoch
 
 
@@ -70,19 +74,21 @@ class Observer:
         self.peak_rss: dict[int, int] = defaultdict(int)
         self.peak_uss: dict[int, int] = defaultdict(int)
 
-    def __call__(self, event: dict) -> None:
-        name = event["name"]
-        if event["event"] == "started":
-            self.first_started = self.first_started or time.perf_counter()
-            self.pids[name] = event["placement"]["pid"]
-        elif event["event"] == "epoch" and name in self.pids:
-            pid = self.pids[name]
-            try:
-                info = psutil.Process(pid).memory_full_info()
-            except psutil.Error:
-                return
-            self.peak_rss[pid] = max(self.peak_rss[pid], info.rss)
-            self.peak_uss[pid] = max(self.peak_uss[pid], info.uss)
+    def __call__(self, event: Event) -> None:
+        match event:
+            case Started(name=name, placement=placement):
+                self.first_started = self.first_started or time.perf_counter()
+                self.pids[name] = placement["pid"]
+            case EpochEnded(name=name) if name in self.pids:
+                self._sample(self.pids[name])
+
+    def _sample(self, pid: int) -> None:
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except psutil.Error:
+            return
+        self.peak_rss[pid] = max(self.peak_rss[pid], info.rss)
+        self.peak_uss[pid] = max(self.peak_uss[pid], info.uss)
 
 
 def ours(specs: list[MemberSpec], data_ref) -> tuple[float, float, Observer]:
@@ -90,7 +96,7 @@ def ours(specs: list[MemberSpec], data_ref) -> tuple[float, float, Observer]:
     start to the end (training alone), and the observer."""
     observer = Observer()
     started = time.perf_counter()
-    train_in_parallel(specs, Share(1.0, 0.0), data_ref, observer)
+    MemberPool(Share(1.0, 0.0), data_ref, observer).train(specs)
     ended = time.perf_counter()
     return ended - started, ended - observer.first_started, observer
 
@@ -105,29 +111,34 @@ def comparison(name: str, ours_s: list[float], theirs_s: list[float], target: st
 
 def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, log=print) -> dict:
     splits = load_splits(config.data, config.seed)
-    factory = CAEFactory(splits.image_shape, config.model.channels, config.model.kernel_size,
-                         config.model.activation, config.model.pooling)
-    stop = functools.partial(member_should_stop, EagerConfig(rule="fixed", epoch=epochs), epochs)
-    settings = [train_settings(config, member_seed(config.seed, i)) for i in range(config.members)]
     samples: dict[str, list[float]] = defaultdict(list)
     memory: dict[str, dict] = {}
     for repeat in range(repeats):
-        def specs(count: int, tag: str) -> list[MemberSpec]:
-            return [MemberSpec(f"member_{i:02d}", str(scratch / f"{tag}-{repeat}" / f"member_{i:02d}"), factory,
-                               settings[i], stop) for i in range(count)]
+        memory = _one_repeat(config, splits, epochs, scratch / f"repeat-{repeat}", samples)
+        log(f"  repeat {repeat + 1}/{repeats}: 1 member {samples['ours_one'][-1]:.1f}s vs plain "
+            f"{samples['plain_one'][-1]:.1f}s; {config.members} members {samples['ours_many_end_to_end'][-1]:.1f}s "
+            f"vs {samples['plain_many'][-1]:.1f}s one after another")
+    return _summary(config, splits, repeats, epochs, samples, memory)
 
-        # --- start-up: Ray, shipping the data once, one actor ready ---
-        t = time.perf_counter()
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        samples["ray_init"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        data_ref = ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
-        samples["data_put"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        actor = MemberActor.options(num_cpus=1).remote(1)
-        ray.get(actor.warm_up.remote(specs(1, "warm")[0], data_ref))  # process, imports, one thrown-away step
-        samples["actor_start"].append(time.perf_counter() - t)
-        ray.kill(actor)
+
+def _one_repeat(config: EnsembleConfig, splits, epochs: int, scratch: Path, samples: dict) -> dict:
+    """Every comparison once, each side right after the other; appends to `samples`, returns memory."""
+    factory = member_factory(config, splits.image_shape)
+    stop = member_rule(EagerConfig(rule="fixed", epoch=epochs), epochs)
+    settings = [train_settings(config, member_seed(config.seed, i)) for i in range(config.members)]
+
+    def specs(count: int, tag: str) -> list[MemberSpec]:
+        return [MemberSpec(member_name(i), str(scratch / tag / member_name(i)), factory, settings[i], stop)
+                for i in range(count)]
+
+    # --- start-up: Ray, shipping the data once, one actor ready ---
+    started = time.perf_counter()
+    with ray_session(os.cpu_count()):
+        samples["ray_init"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        data_ref = share_data(splits)
+        samples["data_put"].append(time.perf_counter() - started)
+        samples["actor_start"].append(time_actor_start(Share(1.0, 0.0), specs(1, "warm")[0], data_ref))
 
         # --- one member: our stack (epochs only) against a plain loop, same thread count ---
         _, one_s, one = ours(specs(1, "one"), data_ref)
@@ -141,14 +152,14 @@ def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, 
         samples["ours_many_end_to_end"].append(many_s)
         samples["plain_many"].append(sum(plain_member(factory, splits.train_x, splits.val_x, s, epochs)
                                          for s in settings))
-        ray.shutdown()
-        memory = {"1": _memory(one), str(config.members): _memory(many)}
-        log(f"  repeat {repeat + 1}/{repeats}: 1 member {one_s:.1f}s vs plain {samples['plain_one'][-1]:.1f}s; "
-            f"{config.members} members {many_s:.1f}s vs {samples['plain_many'][-1]:.1f}s one after another")
+    return {"1": _memory(one), str(config.members): _memory(many)}
 
+
+def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples: dict, memory: dict) -> dict:
     slots = min(config.members, os.cpu_count() or 1)
     rounds = -(-config.members // slots)  # whole members per slot: the last round may leave slots idle
-    startup = [a + b + c for a, b, c in zip(samples["ray_init"], samples["data_put"], samples["actor_start"])]
+    phases = zip(samples["ray_init"], samples["data_put"], samples["actor_start"], strict=True)
+    startup = [sum(parts) for parts in phases]
     return {
         "machine": machine_header(), "repeats": repeats, "epochs": epochs, "members": config.members,
         "train_images": len(splits.train_y),
@@ -173,8 +184,10 @@ def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, 
 
 
 def _memory(observer: Observer) -> dict:
-    return {"actors": len(observer.peak_rss), "actor_peak_rss_mib": [round(v / 2**20, 1) for v in observer.peak_rss.values()],
-            "actor_peak_uss_mib": [round(v / 2**20, 1) for v in observer.peak_uss.values()]}
+    def mib(values) -> list[float]:
+        return [round(v / 2**20, 1) for v in values]
+    return {"actors": len(observer.peak_rss), "actor_peak_rss_mib": mib(observer.peak_rss.values()),
+            "actor_peak_uss_mib": mib(observer.peak_uss.values())}
 
 
 def default_run_share(result: dict, output: Path, log=print) -> dict:
@@ -185,9 +198,10 @@ def default_run_share(result: dict, output: Path, log=print) -> dict:
     wall = time.perf_counter() - started
     log(f"  default run: {wall:.1f}s end to end")
     share = result["startup_total_s"] / wall
-    from ensemble.curves import accuracy_vs_time
+    from ensemble.analysis.curves import accuracy_vs_time
     curves = accuracy_vs_time(output / "bench-default")
-    return {"time_to_accuracy": time_to_accuracy(curves.rows), "default_run_wall_s": wall, "startup_share": share, "startup_target": "<= 15%", "startup_met": share <= 0.15,
+    return {"time_to_accuracy": time_to_accuracy(curves.rows), "default_run_wall_s": wall, "startup_share": share,
+            "startup_target": "<= 15%", "startup_met": share <= 0.15,
             "ensemble_wall_s": report.ensemble.wall_seconds, "baseline_wall_s": report.baseline.wall_seconds,
             "ensemble_accuracy": report.ensemble.test_accuracy, "baseline_accuracy": report.baseline.test_accuracy,
             "combiner_s": report.ensemble.combiner_seconds, "combiner_fit_s": report.ensemble.fit_seconds,
@@ -220,8 +234,8 @@ def table(result: dict) -> str:
         lines.append(f"| {c['name']} | {c['ours_median']:.2f} | {c['alternative_median']:.2f} | {c['ratio']:.2f}x | "
                      f"{c['target']} | {'yes' if c['met'] else 'NO'} |")
     b = result["schedule_bound"]
-    lines += ["", f"Bound of the schedule: {result['members']} members on {b['slots']} slots run in {b['rounds']} rounds "
-                  f"of whole members, so no member-per-actor schedule beats {b['speedup']:.2f}x here."]
+    lines += ["", f"Bound of the schedule: {result['members']} members on {b['slots']} slots run in {b['rounds']} "
+                  f"rounds of whole members, so no member-per-actor schedule beats {b['speedup']:.2f}x here."]
     s = result["startup_s"]
     lines += [f"Start-up (median): Ray {s['ray_init']:.2f}s + data shipping {s['data_put']:.3f}s + one actor "
                   f"started and warmed up {s['actor_start']:.2f}s = {result['startup_total_s']:.2f}s"]
@@ -245,7 +259,8 @@ def table(result: dict) -> str:
     lines += ["", f"Memory: dataset (train + validation, float32) {result['dataset_mib']} MiB, held once in Ray's "
                   f"object store; driver peak RSS {result['driver_peak_rss_mib']} MiB."]
     for n, m in result["memory_mib"].items():
-        lines.append(f"  N={n} ({m['actors']} actor processes): peak RSS {m['actor_peak_rss_mib']} MiB, unique (USS) {m['actor_peak_uss_mib']} MiB")
+        lines.append(f"  N={n} ({m['actors']} actor processes): peak RSS {m['actor_peak_rss_mib']} MiB, "
+                     f"unique (USS) {m['actor_peak_uss_mib']} MiB")
     return "\n".join(lines)
 
 
@@ -256,7 +271,7 @@ def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_def
     result = run_bench(config, repeats, epochs, output / "scratch")
     if with_default_run:
         result["default"] = default_run_share(result, output)
-    (output / "bench.json").write_text(json.dumps(result, indent=2))
+    write_atomic(output / "bench.json", json.dumps(result, indent=2))
     print(table(result))
     print(f"\nJSON: {output / 'bench.json'}")
     return result

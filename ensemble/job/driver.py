@@ -1,0 +1,237 @@
+"""run(): the main job as five steps, prepare -> train members -> train baseline -> evaluate -> report.
+
+Every input is checked in `prepare`, before Ray starts or anything is written. The members
+train in parallel on a `MemberPool`, then the monolithic baseline alone with the ensemble's
+total resources; `evaluate` picks each side's checkpoint, freezes the encoders and fits the
+combiners; `write_report` writes report.json, report.md and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import ray
+
+from classifier.persistence import save_combiner
+from ensemble.builders import baseline_factory, member_factory, member_seed, train_settings
+from ensemble.config import EnsembleConfig
+from ensemble.data import Splits, load_splits
+from ensemble.eager import baseline_rule, member_fixed_epoch, member_rule
+from ensemble.job.evaluation import CombinerScore, load_autoencoder, score_checkpoints
+from ensemble.job.progress import ProgressPrinter
+from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
+from ensemble.job.rundir import create_run_dir, default_run_name, write_config
+from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
+from ensemble.report.plots import write_plots
+from ensemble.report.verdict import verdict
+from ensemble.result import RunResult, save_normalizer
+from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
+from ensemble.scheduling.pool import MemberPool, MemberRun
+from ensemble.scheduling.recovery import too_few_members
+from ensemble.scheduling.session import alive_node_resources, ray_session, share_data
+from ensemble.storage import Mirror, is_uri, occupied, open_mirror
+from workers.actor import MemberSpec
+from workers.errors import InputError
+from workers.events import Event
+from workers.layout import BASELINE, COMBINER, member_name
+from workers.models import AutoencoderFactory, check_autoencoder
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `prepare` decided, every input checked, before anything starts."""
+    config: EnsembleConfig            # with its run name
+    splits: Splits
+    member_factory: AutoencoderFactory
+    baseline_factory: AutoencoderFactory
+    member_share: Share
+    resume: bool
+    mirror: Optional[Mirror] = None   # the output URI's mirror, when output is one
+
+
+@dataclass
+class Phases:
+    """What the training phases left: each member's run and the baseline's, with wall-clocks."""
+    members: dict[str, MemberRun]
+    members_wall: float
+    baseline: Optional[MemberRun]
+    baseline_wall: float
+    baseline_share: Share
+    slots: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    members: list[MemberReport]
+    ensemble: EnsembleReport
+    baseline: Optional[BaselineReport]
+    score: CombinerScore
+
+
+def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
+        dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False) -> RunResult:
+    """Train the eager ensemble and the monolithic baseline, then compare them.
+
+    `autoencoder`: zero-argument callable returning an nn.Module with forward (reconstruction)
+    and encode (features). `dataset`: a torch Dataset of (image, label) or an (images, labels) pair.
+    `on_event`: called with every typed event (`workers.events`) as it happens; default: progress lines.
+    `resume`: continue the interrupted run in output/name (see `rundir.resume_config`): finished
+    members are not retrained, unfinished ones continue from their newest valid checkpoint.
+    """
+    plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume)
+    with ray_session():
+        nodes = alive_node_resources()
+        problem = infeasible_reason(nodes, plan.member_share, "each member")
+        if problem:
+            raise InputError(problem)
+        run_dir = open_run_dir(plan)
+        show = reporter(plan, on_event)
+        data_ref = share_data(plan.splits)
+        phases = train_members(plan, run_dir, data_ref, show, nodes)
+        train_baseline(plan, run_dir, data_ref, show, phases)
+    evaluation = evaluate(plan, run_dir, phases)
+    report = write_report(plan, run_dir, phases, evaluation)
+    autoencoders = [load_autoencoder(plan.member_factory, run_dir / name, epoch)
+                    for name, epoch in chosen_checkpoints(evaluation.members)]
+    return RunResult(report, run_dir, autoencoders, evaluation.score.combiner, plan.splits.normalizer,
+                     plan.mirror.uri if plan.mirror is not None else None)
+
+
+# --- step 1: prepare ---
+
+def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], dataset, resume: bool) -> Plan:
+    """Load and split the data, check the autoencoder on one batch, name the run, open an output
+    URI: everything that can be wrong with the input fails here, before Ray starts."""
+    splits = load_splits(config.data, config.seed, dataset)
+    factory = autoencoder or member_factory(config, splits.image_shape)
+    check_autoencoder(factory, splits.train_x[:2])
+    if not resume:
+        config = config.model_copy(update={"name": config.name or default_run_name()})
+    mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
+    if mirror is None and not resume:
+        run_dir = Path(config.output) / config.name
+        if run_dir.exists() and any(run_dir.iterdir()):  # checked again when it is created
+            raise occupied(str(run_dir))
+    share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
+    return Plan(config, splits, factory, baseline_factory(config, splits.image_shape), share, resume, mirror)
+
+
+def open_run_dir(plan: Plan) -> Path:
+    """The run directory, with config.json (a new run) and normalization.json written."""
+    config = plan.config
+    if plan.mirror is not None:
+        run_dir = plan.mirror.local
+    elif plan.resume:
+        run_dir = Path(config.output) / config.name
+    else:
+        run_dir = create_run_dir(config.output, config.name)
+    if not plan.resume:
+        write_config(run_dir, config)
+    save_normalizer(run_dir, plan.splits.normalizer)
+    if plan.mirror is not None:
+        plan.mirror.push()
+    return run_dir
+
+
+def reporter(plan: Plan, on_event: Optional[Callable[[Event], None]]) -> Callable[[Event], None]:
+    """Where events go: the user's callback (or progress lines), then the output URI's mirror, so
+    each epoch's checkpoint is on the store as soon as the driver hears of it."""
+    names = [member_name(i) for i in range(plan.config.members)] + ([BASELINE] if plan.config.baseline.enabled else [])
+    show = on_event or ProgressPrinter(names)
+    if plan.mirror is None:
+        return show
+
+    def show_and_push(event: Event) -> None:
+        show(event)
+        plan.mirror.push()
+    return show_and_push
+
+
+# --- steps 2 and 3: train the members, then the baseline ---
+
+def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, nodes: list[dict]) -> Phases:
+    """Every member in parallel; Ray queues what does not fit."""
+    config = plan.config
+    specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factory,
+                        train_settings(config, member_seed(config.seed, i)),
+                        member_rule(config.eager, config.train.epochs),
+                        member_seed(config.seed, i) if config.data.bootstrap else None)
+             for i in range(config.members)]
+    started = time.perf_counter()
+    runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts).train(specs)
+    return Phases(runs, time.perf_counter() - started, None, 0.0,
+                  baseline_share(config.members, plan.member_share, nodes),
+                  min(config.members, parallel_slots(nodes, plan.member_share)))
+
+
+def train_baseline(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, phases: Phases) -> None:
+    """The monolithic baseline alone, with the ensemble's total resources (one node's at most)."""
+    config = plan.config
+    if not config.baseline.enabled:
+        return
+    spec = MemberSpec(BASELINE, str(run_dir / BASELINE), plan.baseline_factory,
+                      train_settings(config, member_seed(config.seed, -1)), baseline_rule(config.baseline))
+    started = time.perf_counter()
+    pool = MemberPool(phases.baseline_share, data_ref, show, config.resources.max_restarts)
+    phases.baseline = pool.train([spec])[BASELINE]
+    phases.baseline_wall = time.perf_counter() - started
+
+
+# --- step 4: evaluate ---
+
+def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
+    """Select each member's checkpoint, freeze the encoders, fit the combiners, score on test."""
+    config = plan.config
+    fixed = member_fixed_epoch(config.eager)
+    members = [member_report(i, member_name(i), phases.members[member_name(i)], fixed, run_dir / member_name(i))
+               for i in range(config.members)]
+    if all(m.status == "diverged" for m in members):
+        raise RuntimeError("every member diverged (non-finite loss), so there is nothing to combine; "
+                           "lower train.lr or set train.grad_clip.")
+    chosen = chosen_checkpoints(members)
+    problem = too_few_members([name for name, _ in chosen],
+                              {m.name: m.stop_reason for m in members if m.selected_epoch is None}, config.min_members)
+    if problem:
+        raise RuntimeError(problem)
+    score = score_checkpoints(plan.member_factory, run_dir, chosen, plan.splits, config.combiner, config.seed)
+    untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
+                                  config.combiner, config.seed)
+    save_combiner(score.combiner, run_dir / COMBINER)
+    ensemble = ensemble_report(config, phases, score, untrained, members, plan.member_share)
+    baseline = None
+    if phases.baseline is not None:
+        base = member_report(-1, BASELINE, phases.baseline, None, run_dir / BASELINE)
+        if base.selected_epoch is None:
+            raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}); lower train.lr or "
+                               "set train.grad_clip if it diverged, then `ensemble run --resume RUN_DIR`.")
+        base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
+                                       plan.splits, config.combiner, config.seed)
+        save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
+        baseline = baseline_report(base, phases, base_score, plan.baseline_factory.width)
+    return Evaluation(members, ensemble, baseline, score)
+
+
+def chosen_checkpoints(members: list[MemberReport]) -> list[tuple[str, int]]:
+    """(member, selected epoch) of every usable member, in member order."""
+    return [(m.name, m.selected_epoch) for m in members if m.selected_epoch is not None]
+
+
+# --- step 5: report ---
+
+def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluation) -> RunReport:
+    """report.json, report.md and the plots; report.json last, so its presence means finished."""
+    ensemble, baseline = evaluation.ensemble, evaluation.baseline
+    report = RunReport(
+        name=run_dir.name, members=evaluation.members, baseline=baseline, ensemble=ensemble,
+        speedup=(baseline.wall_seconds / ensemble.wall_seconds) if baseline else None,
+        verdict=verdict(ensemble, baseline), dataset=dataset_report(plan.splits),
+        config=json.loads(plan.config.model_dump_json()))
+    write_plots(report, run_dir)
+    report.write(run_dir)
+    if plan.mirror is not None:
+        plan.mirror.push(final=True)
+    return report

@@ -1,0 +1,64 @@
+"""Opening a run directory: a new one (never over an existing run), or an interrupted one to
+resume, local or at an output URI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from ensemble.config import EnsembleConfig, build_config
+from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
+from workers.errors import InputError
+from workers.layout import CONFIG_JSON, REPORT_JSON, write_atomic
+
+
+def default_run_name() -> str:
+    return datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
+def create_run_dir(output: str | Path, name: str) -> Path:
+    """A new, empty run directory; an existing one is never overwritten (its results are kept)."""
+    run_dir = Path(output) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise occupied(str(run_dir))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the run directory {str(run_dir)!r}: {err.strerror}.") from None
+    return run_dir
+
+
+def write_config(run_dir: Path, config: EnsembleConfig) -> None:
+    write_atomic(run_dir / CONFIG_JSON, config.model_dump_json(indent=2))
+
+
+def run_file(run_dir: str | Path, name: str) -> Optional[str]:
+    """The text of a file in a run directory, local or at a URI; None if it is not there."""
+    if is_uri(run_dir):
+        return read_text(join_uri(str(run_dir), name))
+    path = Path(run_dir) / name
+    return path.read_text() if path.is_file() else None
+
+
+def resume_config(run_dir: str | Path) -> EnsembleConfig:
+    """The config of an interrupted run (a local path or a URI), with `output` and `name`
+    pointing back at it."""
+    config_text = run_file(run_dir, CONFIG_JSON)
+    if config_text is None:
+        raise InputError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_JSON}); nothing to resume.")
+    if run_file(run_dir, REPORT_JSON) is not None:
+        raise InputError(f"the run in {str(run_dir)!r} already finished ({REPORT_JSON} exists); nothing to resume.")
+    output, name = split_uri(str(run_dir)) if is_uri(run_dir) else (Path(run_dir).parent, Path(run_dir).name)
+    return build_config(json.loads(config_text), [f"output={output}", f"name={name}"])
+
+
+def start_or_resume(config: EnsembleConfig) -> tuple[EnsembleConfig, bool]:
+    """For a job a scheduler may retry: the saved config and True if output/name holds an
+    interrupted run, else `config` and False (a new run). A finished run there is an error,
+    as it is for --resume."""
+    run_dir = join_uri(config.output, config.name) if is_uri(config.output) else Path(config.output) / config.name
+    if run_file(run_dir, CONFIG_JSON) is None:
+        return config, False
+    return resume_config(run_dir), True

@@ -1,0 +1,8 @@
+"""What a run reports: the models behind report.json (`models`), the verdict on the paper's claim
+(`verdict`), the summary tables (`tables`) and the plots (`plots`)."""
+
+from ensemble.report.models import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport, RunReport
+from ensemble.report.tables import summary_table
+
+__all__ = ["BaselineReport", "DatasetReport", "EnsembleReport", "EpochSpan", "MemberReport", "RunReport",
+           "summary_table"]

@@ -1,0 +1,122 @@
+"""RunReport: the model behind report.json (the contract in DESIGN.md), read and written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ensemble.report.tables import markdown
+from workers.layout import REPORT_JSON, REPORT_MD, write_atomic
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class EpochEntry(Model):
+    epoch: int
+    train_loss: Optional[float]   # null when the loss was not finite
+    val_loss: Optional[float]
+    seconds: float
+
+
+class EpochSpan(Model):
+    epoch: int
+    start: float                  # seconds since its phase began
+    end: float
+
+
+class MemberReport(Model):
+    index: int
+    name: str
+    kind: Literal["member", "baseline"] = "member"
+    status: Literal["done", "diverged", "lost", "truncated"] = Field(
+        "done", description="done: stopped by its rule; diverged: non-finite loss; lost: its actor died too often; "
+                            "truncated (`ensemble select` only): its saved history ends before the replayed rule stops")
+    epochs_trained: int
+    selected_epoch: Optional[int] = Field(description="checkpoint frozen for the combiner; null: excluded")
+    stop_reason: str
+    selection_reason: str
+    diverged: bool
+    train_seconds: float
+    history: list[EpochEntry]
+    timeline: list[EpochSpan] = []
+    placement: dict[str, Any] = {}
+    restarts: int = 0
+    skipped_checkpoints: list[str] = Field([], description="corrupt checkpoints passed over when it resumed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_of_older_reports(cls, raw: Any) -> Any:
+        """Reports written before `kind` and `status` existed: derive them once, here."""
+        if isinstance(raw, dict) and "status" not in raw:
+            lost = str(raw.get("stop_reason", "")).startswith("lost")
+            raw = {**raw, "status": "lost" if lost else ("diverged" if raw.get("diverged") else "done")}
+        if isinstance(raw, dict) and "kind" not in raw:
+            raw = {**raw, "kind": "baseline" if raw.get("index") == -1 else "member"}
+        return raw
+
+
+class BaselineReport(MemberReport):
+    kind: Literal["member", "baseline"] = "baseline"
+    test_accuracy: float
+    wall_seconds: float = Field(description="baseline training + its combiner, as a user waits for it")
+    train_wall_seconds: float
+    combiner_seconds: float
+    resources: str
+    width: float
+
+
+class EnsembleReport(Model):
+    test_accuracy: float
+    wall_seconds: float = Field(description="members in parallel + combiner, as a user waits for it")
+    train_wall_seconds: float
+    combiner_seconds: float
+    feature_seconds: float
+    fit_seconds: float
+    untrained_test_accuracy: float = Field(description="the same combiner on the untrained (epoch 0) encoders")
+    members_used: list[int]
+    resources: str
+    parallel_slots: int
+
+
+class DatasetReport(Model):
+    source: str
+    image_shape: list[int]
+    num_classes: int
+    classes: list[str] = []       # class names, class i first (empty in reports from before they were kept)
+    labels: list[Any] = []        # each class's label value as the dataset gives it; what predict() returns
+    train: int
+    val: int
+    test: int
+
+
+class RunReport(Model):
+    name: str
+    members: list[MemberReport]
+    baseline: Optional[BaselineReport]
+    ensemble: EnsembleReport
+    speedup: Optional[float] = Field(description="baseline.wall_seconds / ensemble.wall_seconds")
+    verdict: str
+    dataset: DatasetReport
+    config: dict[str, Any]
+
+    def write(self, run_dir: Path) -> None:
+        """report.md first, then report.json: a run directory with report.json is a finished run."""
+        write_atomic(Path(run_dir) / REPORT_MD, self.to_markdown())
+        write_atomic(Path(run_dir) / REPORT_JSON, self.model_dump_json(indent=2))
+
+    def to_markdown(self) -> str:
+        return markdown(self)
+
+    @property
+    def sides(self) -> list[MemberReport]:
+        """The members, then the baseline if one was trained."""
+        return self.members + ([self.baseline] if self.baseline is not None else [])
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunReport":
+        return cls.model_validate(json.loads((Path(run_dir) / REPORT_JSON).read_text()))

@@ -1,0 +1,41 @@
+"""The run's summary tables (console and report.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ensemble.report.models import RunReport
+
+
+def summary_table(report: RunReport) -> str:
+    e, b = report.ensemble, report.baseline
+    lines = ["| | test accuracy | wall seconds | train seconds | combiner seconds | resources |",
+             "|---|---|---|---|---|---|",
+             f"| ensemble ({len(e.members_used)} members) | {e.test_accuracy:.4f} | {e.wall_seconds:.1f} | "
+             f"{e.train_wall_seconds:.1f} | {e.combiner_seconds:.1f} | {e.resources} |"]
+    if b is not None:
+        lines.append(f"| baseline (width x{b.width:.2f}) | {b.test_accuracy:.4f} | {b.wall_seconds:.1f} | "
+                     f"{b.train_wall_seconds:.1f} | {b.combiner_seconds:.1f} | {b.resources} |")
+    lines.append(f"| untrained encoders (epoch 0) | {e.untrained_test_accuracy:.4f} | | | | |")
+    speed = f"{report.speedup:.2f}x" if report.speedup is not None else "n/a"
+    lines += ["", f"Speed-up (baseline wall / ensemble wall): {speed}", "",
+              "| member | epochs | selected | stopped because |", "|---|---|---|---|"]
+    rows = report.sides
+    lines += [f"| {m.name} | {m.epochs_trained} | {m.selected_epoch if m.selected_epoch is not None else 'excluded'} "
+              f"| {m.stop_reason} |" for m in rows]
+    skipped = [f"{m.name} resumed past {len(m.skipped_checkpoints)} corrupt checkpoint(s): "
+               + "; ".join(m.skipped_checkpoints) for m in rows if m.skipped_checkpoints]
+    lines += (["", *skipped] if skipped else []) + ["", report.verdict]
+    return "\n".join(lines)
+
+
+def markdown(report: RunReport) -> str:
+    d = report.dataset
+    return "\n".join([
+        f"# Run {report.name}", "",
+        f"Data: {d.source}; {d.train} train / {d.val} validation / {d.test} test images of shape "
+        f"{'x'.join(map(str, d.image_shape))}, {d.num_classes} classes.", "",
+        summary_table(report), "",
+        "![validation loss](loss_curves.png)", "", "![timeline](timeline.png)", "",
+        "![accuracy and wall-clock](accuracy_time.png)", ""])

@@ -1,0 +1,191 @@
+"""MemberPool: the one owner of member actors on Ray, from request to release.
+
+One actor is requested per member, so Ray (and an autoscaler) sees the whole demand, but
+members form a queue: each actor that is up and warmed takes the next member, and the next
+again when that one finishes, so a queued member does not pay for a new process and a cold
+PyTorch. Actors still waiting for resources when the queue runs dry are cancelled.
+
+A member whose actor dies (killed, node lost) goes back to the front of the queue, with a new
+actor requested in place of the dead one, and resumes from its newest valid checkpoint, until
+`max_restarts` is used up; then it is lost.
+
+An actor on the driver's machine trains in the run directory itself. One elsewhere never
+writes there: it trains on its node's own disk, seeded from the run directory when it starts,
+and ships each epoch's files with its event (`workers.scratch`); they are written here before
+the event is reported. The pool has one handler per thing that can happen: an actor warmed up,
+an actor died while starting, a shipment arrived, a member finished, an actor died holding one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import ray
+
+from ensemble.scheduling.handoff import handoff
+from ensemble.scheduling.placement import Share
+from ensemble.scheduling.recovery import should_restart
+from ensemble.scheduling.session import driver_node_id
+from workers.actor import MemberActor, MemberSpec
+from workers.events import Done, EpochEnded, Event, Lost, Restarted, Shipment, Started
+from workers.outcome import Outcome
+from workers.scratch import machine, receive
+
+EventHandler = Callable[[Event], None]
+
+
+@dataclass
+class MemberRun:
+    """What the driver learnt about one member while it trained."""
+    outcome: Optional[Outcome] = None                     # None: lost (its actor died too often)
+    placement: dict = field(default_factory=dict)
+    epoch_spans: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, start, end)
+    restarts: int = 0
+    lost_reason: Optional[str] = None
+    skipped_checkpoints: list[str] = field(default_factory=list)
+
+    def record(self, event: Event, phase_start: float) -> None:
+        """Keep what the report needs from `event` (times relative to the phase's start)."""
+        match event:
+            case Started(placement=placement, skipped_checkpoints=skipped):
+                self.placement = placement
+                self.skipped_checkpoints += [s for s in skipped if s not in self.skipped_checkpoints]
+            case EpochEnded(at=at, record=record):
+                end = at - phase_start
+                self.epoch_spans.append((record.epoch, end - record.seconds, end))
+            case Done(outcome=outcome):
+                self.outcome = outcome
+            case Lost(reason=reason):
+                self.lost_reason = reason
+
+
+class MemberPool:
+    """Trains a phase's members (all members, or the baseline) on warm actors of one `share`."""
+
+    def __init__(self, share: Share, data_ref: ray.ObjectRef, on_event: EventHandler, max_restarts: int = 0):
+        self.share, self.data_ref, self.on_event, self.max_restarts = share, data_ref, on_event, max_restarts
+        self.driver = machine(driver_node_id())
+        self.queue: deque[MemberSpec] = deque()
+        self.warming: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}        # warm-up call -> actor
+        self.streams: dict = {}                                              # event stream -> (spec, actor)
+        self.runs: dict[str, MemberRun] = {}
+        self.phase_start = time.time()
+        self.spares = 0            # replacements for actors that die before taking a member
+        self.warm_up_spec: Optional[MemberSpec] = None  # the model an actor warms up on when it starts
+
+    def train(self, specs: Sequence[MemberSpec]) -> dict[str, MemberRun]:
+        """Train every spec to its end (or loss); events reach `on_event` as they happen."""
+        self.queue.extend(specs)
+        self.runs = {spec.name: MemberRun() for spec in specs}
+        self.phase_start = time.time()
+        self.spares = len(specs)
+        self.warm_up_spec = specs[0]
+        for _ in specs:
+            self._request_actor()
+        try:
+            while self.streams or self.warming:
+                [ready], _ = ray.wait([*self.warming, *self.streams], num_returns=1)  # Ray:
+                if ready in self.warming:
+                    self._settle_warm_up(ready)
+                else:
+                    self._read_stream(ready)
+            if self.queue:
+                raise RuntimeError(f"no actor could start for {', '.join(s.name for s in self.queue)}: every "
+                                   "actor requested for them died while starting; see the Ray logs of the failed "
+                                   "workers.")
+        finally:
+            for actor in [*self.warming.values(), *(actor for _, actor in self.streams.values())]:
+                ray.kill(actor)  # Ray:
+        return self.runs
+
+    # --- what can happen, one handler each ---
+
+    def on_warmed(self, actor) -> None:
+        """An actor is up and warmed: give it the next queued member, or release it. Once the queue
+        is empty, the actors still waiting for resources are cancelled."""
+        if not self.queue:
+            ray.kill(actor)  # Ray: frees its CPUs/GPUs
+            return
+        spec = self.queue.popleft()
+        stream = actor.train.remote(spec, self.data_ref, handoff(spec.directory, self.driver))  # Ray:
+        self.streams[stream] = (spec, actor)
+        if not self.queue:
+            for waiting in self.warming.values():
+                ray.kill(waiting)  # Ray:
+            self.warming.clear()
+
+    def on_start_failed(self, actor) -> None:
+        """An actor died while starting; no member was on it: request another while spares last."""
+        ray.kill(actor)  # Ray:
+        if self.queue and self.spares > 0:
+            self.spares -= 1
+            self._request_actor()
+
+    def on_shipment(self, spec: MemberSpec, shipment: Shipment) -> None:
+        """An event arrived: its files go into the run directory first, then it is recorded and reported."""
+        receive(spec.directory, shipment.files)
+        self._report(spec.name, shipment.event)
+
+    def on_member_finished(self, actor) -> None:
+        """A member's stream ended (after its Done): the actor takes the next member."""
+        self.on_warmed(actor)
+
+    def on_actor_died(self, spec: MemberSpec, actor, error: Exception) -> None:
+        """The actor (or its node) died holding `spec`: restart it from its checkpoint, or mark it lost."""
+        ray.kill(actor)  # Ray:
+        run = self.runs[spec.name]
+        cause = str(error).strip().splitlines()[0][:200]
+        if should_restart(run.restarts, self.max_restarts):
+            run.restarts += 1
+            self.queue.appendleft(spec)
+            self._request_actor()
+            self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause))
+        else:
+            reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
+            self._report(spec.name, Lost(spec.name, time.time(), reason))
+
+    # --- Ray plumbing ---
+
+    def _request_actor(self) -> None:
+        actor = MemberActor.options(num_cpus=self.share.cpus, num_gpus=self.share.gpus).remote(self.share.cpus)  # Ray:
+        self.warming[actor.warm_up.remote(self.warm_up_spec, self.data_ref)] = actor  # Ray:
+
+    def _settle_warm_up(self, ready: ray.ObjectRef) -> None:
+        actor = self.warming.pop(ready)
+        try:
+            ray.get(ready)  # Ray:
+        except ray.exceptions.RayActorError:  # Ray: died while starting
+            self.on_start_failed(actor)
+            return
+        self.on_warmed(actor)
+
+    def _read_stream(self, stream) -> None:
+        spec, actor = self.streams.pop(stream)
+        try:
+            shipment = ray.get(next(stream))  # Ray:
+        except StopIteration:
+            self.on_member_finished(actor)
+            return
+        # Ray: the actor died, or its node died holding an event not read yet
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
+            self.on_actor_died(spec, actor, error)
+            return
+        self.streams[stream] = (spec, actor)
+        self.on_shipment(spec, shipment)
+
+    def _report(self, name: str, event: Event) -> None:
+        self.runs[name].record(event, self.phase_start)
+        self.on_event(event)
+
+
+def time_actor_start(share: Share, spec: MemberSpec, data_ref: ray.ObjectRef) -> float:
+    """Seconds for one actor to start and warm up (process, imports, one thrown-away step)."""
+    started = time.perf_counter()
+    actor = MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)  # Ray:
+    ray.get(actor.warm_up.remote(spec, data_ref))  # Ray:
+    seconds = time.perf_counter() - started
+    ray.kill(actor)  # Ray:
+    return seconds

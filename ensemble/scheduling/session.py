@@ -1,0 +1,45 @@
+"""The Ray session a run works in, and what the cluster offers. With `pool.py` and
+`workers/actor.py`, the only code that calls Ray."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import ray
+
+from ensemble.data import Splits
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[bool]:
+    """Connect to RAY_ADDRESS (or an already initialised Ray), else start a local instance;
+    shut down only what we started. Yields whether we started it."""
+    if ray.is_initialized():
+        yield False
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+        yield False
+        return
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def alive_node_resources() -> list[dict]:
+    """Each live node's resources (CPU, GPU, memory, ...), as Ray reports them."""
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def share_data(splits: Splits) -> ray.ObjectRef:
+    """The training and validation images, put into the object store once; every member actor
+    reads them zero-copy."""
+    return ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
+
+
+def driver_node_id() -> str:
+    return ray.get_runtime_context().get_node_id()

@@ -1,0 +1,67 @@
+"""What happens to a member while it trains, as typed events (like Ray Tune's callbacks).
+
+A member's actor sends `Started`, one `EpochEnded` per epoch and `Done`; the driver adds
+`Restarted` (its actor died and it resumes on a new one) and `Lost` (restarts used up). Every
+event names its member and carries `at`, the wall-clock time (`time.time()`) it happened.
+Consumers (the pool, the progress printer, the bench, a user's `on_event=` callback) take them
+apart with `match`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from workers.history import EpochRecord
+from workers.outcome import Outcome
+from workers.stopping import Decision
+
+
+@dataclass(frozen=True)
+class Started:
+    name: str
+    at: float
+    placement: dict  # device, threads, gpu_ids, pid, node_id, directory
+    resumed_from: Optional[int] = None  # the saved epoch it continues from; None: from scratch
+    skipped_checkpoints: tuple[str, ...] = ()  # corrupt checkpoints passed over on the way
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    name: str
+    at: float
+    record: EpochRecord
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Done:
+    name: str
+    at: float
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Restarted:
+    name: str
+    at: float
+    restarts: int  # restarts used so far, this one included
+    cause: str
+
+
+@dataclass(frozen=True)
+class Lost:
+    name: str
+    at: float
+    reason: str
+
+
+Event = Union[Started, EpochEnded, Done, Restarted, Lost]
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """What an actor sends per event: the event, and the files its node wrote that the driver
+    must put into the run directory (empty on the driver's own machine; see `workers.scratch`)."""
+    event: Event
+    files: dict[str, bytes] = field(default_factory=dict)

@@ -1,0 +1,73 @@
+"""The run directory's layout, in one place: every file name a run writes, and the one atomic
+write (temporary file, fsync, rename) that writes every one of them.
+
+```
+<output>/<run-name>/
+  config.json  report.json  report.md  loss_curves.png  timeline.png  accuracy_time.png
+  combiner.skops  normalization.json
+  member_00/ history.jsonl  outcome.json  checkpoint_000000/ checkpoint_000001/ ...
+  baseline/  the same, plus its own combiner.skops
+  selections/<rule>_<combiner>/   accuracy_vs_time.csv/.png/_cache.json   (written by analysis)
+```
+A reader (a resumed run, `ensemble select`, another process) sees a file's old bytes or its
+new ones, never half of them; checkpoints are whole directories renamed into place
+(`workers.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+# --- the run directory ---
+CONFIG_JSON = "config.json"
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+COMBINER = "combiner.skops"
+NORMALIZATION = "normalization.json"
+PLOTS = ("loss_curves.png", "timeline.png", "accuracy_time.png")
+BASELINE = "baseline"
+
+# --- a member's (or the baseline's) directory ---
+HISTORY = "history.jsonl"
+OUTCOME = "outcome.json"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{6})$")
+WEIGHTS, STATE, MANIFEST = "model.safetensors", "state.pt", "manifest.json"  # a checkpoint directory's files
+TEMP_PREFIX = ".tmp-checkpoint"  # a checkpoint being written; renamed into place when whole
+
+# --- written later by the analysis commands ---
+SELECTIONS = "selections"
+CURVES_CSV, CURVES_PNG, CURVES_CACHE = "accuracy_vs_time.csv", "accuracy_vs_time.png", "accuracy_vs_time_cache.json"
+SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "repeats.png"
+
+
+def member_name(index: int) -> str:
+    """The directory (and display) name of member `index`."""
+    return f"member_{index:02d}"
+
+
+def checkpoint_dir(member_dir: str | Path, epoch: int) -> Path:
+    return Path(member_dir) / f"checkpoint_{epoch:06d}"
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write and fsync one new file (a temporary, or a file inside a directory renamed later)."""
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Replace `path` with `data` so that a reader sees the old or the new bytes, never a mix,
+    even if this process is killed midway (the temporary is a dot name, swept or ignored)."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write_synced(tmp, payload)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
