@@ -30,7 +30,7 @@ Repeats (`compare_repeats`, K runs with different seeds): the per-run difference
 seeds with a paired t-test (one-sample t on ensemble - baseline accuracy, two-sided, 5%) and a sign
 test (binomial on the signs, ties dropped; it cannot reach 5% below K = 6, so it is reported, and
 decides only when the t-test is undefined because every difference is the same). The t-test takes
-the K differences as independent draws: each seed redraws the splits (data.py), so each difference
+the K differences as independent draws: each seed redraws the data splits, so each difference
 carries training and test-sample noise; where every seed tests on the same images, that sample's
 noise is shared and the test speaks for those images only. Across seeds,
 - accuracy is "better"/"worse" when that test gives p < 0.05 in that direction, else "the same";
@@ -39,8 +39,9 @@ noise is shared and the test speaks for those images only. Across seeds,
   5% band; "slower" the same way round; otherwise "the same time";
 - with K = 1 the one run's own McNemar test and time band decide;
 - the outcome is the cell of those two, not-testable-at-chance when no run can test the claim, and
-  no-baseline when any run lacks a baseline. So "supports" across seeds needs time faster across
-  seeds (or the same time with accuracy significantly better) and accuracy not significantly worse.
+  no-baseline when any run lacks a baseline (runs where neither side beats chance stay in the tests,
+  and the sentence counts them). So "supports" across seeds needs time faster across seeds (or the
+  same time with accuracy significantly better) and accuracy not significantly worse.
 """
 
 from __future__ import annotations
