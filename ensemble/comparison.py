@@ -1,0 +1,425 @@
+"""The claim's verdict as a paired comparison on the same test images: what the evidence says, and no more.
+
+One run (`compare`): the ensemble and the baseline classify the same n test images, so each image is
+a matched pair. Counting the images only one side gets right (b: only the ensemble, c: only the
+baseline) gives
+- the accuracy difference (b - c) / n with its 95% confidence interval from Newcombe's hybrid score
+  ("square-and-add") interval for paired proportions: Newcombe (1998), "Improved confidence intervals
+  for the difference between binomial proportions based on paired data", Stat Med 17:2635-2650,
+  method 10 (Wilson score intervals for each accuracy, combined with the continuity-corrected phi);
+- McNemar's exact test: two-sided binomial test of b out of b + c against 1/2 (p = 1 when b + c = 0).
+Accuracy is "better" or "worse" only when McNemar's p < 0.05; otherwise it is "the same" (that is,
+not shown to differ: the interval in the sentence says how large a difference the data still allow).
+The test decides and the interval describes, so at the margin the two can disagree.
+Wall-clock keeps its band: within TIME_TOLERANCE (5%) of the baseline's time is "the same time".
+
+Chance: the majority-class share of the test labels. A side is above chance when a one-sided
+binomial test (accuracy > chance) gives p < 0.05. When neither side is, the claim cannot be tested
+on this data (the untrained-encoder reference does not count for this; `chance_sentence` words it).
+
+Outcome keys (stable; `OUTCOMES` maps each to its words), one per accuracy x time cell:
+  better-faster, better-same-time, better-slower,
+  same-accuracy-faster, same-accuracy-same-time, same-accuracy-slower,
+  worse-faster, worse-same-time, worse-slower,
+plus not-testable-at-chance (neither side above chance) and no-baseline (nothing to compare with).
+`SUPPORTING` holds the cells that support the claim ("the same accuracy in less time, or better
+accuracy in the same time"): better-faster, same-accuracy-faster, better-same-time. supports_claim is
+None for the two untestable keys.
+
+Repeats (`compare_repeats`, K runs with different seeds): the per-run differences are tested across
+seeds with a paired t-test (one-sample t on ensemble - baseline accuracy, two-sided, 5%) and a sign
+test (binomial on the signs, ties dropped; it cannot reach 5% below K = 6, so it is reported, and
+decides only when the t-test is undefined because every difference is the same). The t-test takes
+the K differences as independent draws: each seed redraws the data splits, so each difference
+carries training and test-sample noise; where every seed tests on the same images, that sample's
+noise is shared and the test speaks for those images only. Across seeds,
+- accuracy is "better"/"worse" when that test gives p < 0.05 in that direction, else "the same";
+- time is "faster" when every run is faster, or when a t-test on the log speed-ups
+  (ln baseline / ensemble seconds) gives p < 0.05 and the geometric-mean speed-up lies beyond the
+  5% band; "slower" the same way round; otherwise "the same time";
+- with K = 1 the one run's own McNemar test and time band decide;
+- the outcome is the cell of those two, not-testable-at-chance when no run can test the claim, and
+  no-baseline when any run lacks a baseline (runs where neither side beats chance stay in the tests,
+  and the sentence counts them). So "supports" across seeds needs time faster across seeds (or the
+  same time with accuracy significantly better) and accuracy not significantly worse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy import stats
+
+ALPHA = 0.05            # every test here decides at the 5% level
+CONFIDENCE = 0.95       # and every interval is a 95% one
+TIME_TOLERANCE = 0.05   # wall-clocks within 5% of the baseline's count as the same time
+
+Accuracy = Literal["better", "same", "worse"]
+Time = Literal["faster", "same", "slower"]
+
+_ACCURACY_KEYS = {"better": "better", "same": "same-accuracy", "worse": "worse"}
+_TIME_KEYS = {"faster": "faster", "same": "same-time", "slower": "slower"}
+_ACCURACY_WORDS = {"better": "better accuracy", "same": "the same accuracy", "worse": "worse accuracy"}
+_TIME_WORDS = {"faster": "in less time", "same": "in the same time", "slower": "in more time"}
+
+NOT_TESTABLE, NO_BASELINE = "not-testable-at-chance", "no-baseline"
+OUTCOMES = {f"{_ACCURACY_KEYS[a]}-{_TIME_KEYS[t]}": f"{_ACCURACY_WORDS[a]} {_TIME_WORDS[t]}"
+            for a in _ACCURACY_KEYS for t in _TIME_KEYS}
+OUTCOMES |= {NOT_TESTABLE: "neither model beats chance", NO_BASELINE: "no baseline was trained"}
+SUPPORTING = frozenset({"better-faster", "same-accuracy-faster", "better-same-time"})
+
+
+class Comparison(BaseModel):
+    """One run's paired comparison; `report.json` keeps it as `comparison`."""
+    model_config = ConfigDict(frozen=True)
+
+    n: int                                   # test images, the same ones for both sides
+    chance_accuracy: float                   # majority-class share of the test labels
+    ensemble_accuracy: float
+    ensemble_chance_p: float                 # one-sided binomial p of ensemble accuracy > chance
+    ensemble_seconds: float
+    baseline_accuracy: float | None = None
+    baseline_chance_p: float | None = None
+    baseline_seconds: float | None = None
+    accuracy_difference: float | None = None          # ensemble - baseline
+    ci95: tuple[float, float] | None = None           # Newcombe (1998) method 10
+    mcnemar_p: float | None = None                    # exact, two-sided
+    ensemble_only_correct: int | None = None          # b: discordant pairs the ensemble wins
+    baseline_only_correct: int | None = None          # c: discordant pairs the baseline wins
+    accuracy: Accuracy | None = None
+    time: Time | None = None
+    outcome: str                                         # a key of OUTCOMES
+    supports_claim: bool | None                       # None: the claim cannot be tested
+    sentence: str                                        # the verdict's first sentence, all figures in it
+    chance_note: str = ""                                # a side that does not beat chance, when the other does
+
+    @property
+    def text(self) -> str:
+        return f"{self.sentence} {self.chance_note}".strip()
+
+
+class RepeatsComparison(BaseModel):
+    """K runs' paired comparisons and the test of their differences across seeds."""
+    model_config = ConfigDict(frozen=True)
+
+    runs: int
+    seeds: list[int]
+    outcomes: list[str]                                  # each run's own outcome key
+    supporting_runs: int
+    at_chance_runs: int                                  # runs where neither side beats chance
+    mcnemar_p: list[float | None]
+    accuracy_differences: list[float | None]
+    mean_difference: float | None = None
+    difference_ci95: tuple[float, float] | None = None    # t interval of the mean difference
+    difference_t_p: float | None = None               # paired t-test; None: K < 2 or no spread
+    runs_ahead: int = 0                                  # runs where the ensemble is more accurate
+    runs_behind: int = 0
+    difference_sign_p: float | None = None            # sign test, ties dropped
+    speedups: list[float | None]                      # baseline seconds / ensemble seconds
+    geometric_mean_speedup: float | None = None
+    log_speedup_t_p: float | None = None
+    faster_runs: int = 0                                 # runs beyond the 5% band, each way
+    slower_runs: int = 0
+    accuracy: Accuracy | None = None
+    time: Time | None = None
+    outcome: str
+    supports_claim: bool | None
+    sentence: str
+
+
+# --- the statistics ---
+
+def chance_accuracy(labels: np.ndarray) -> float:
+    """The accuracy of always answering the most common test label: the floor a model must beat."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def above_chance_p(correct: int, n: int, chance: float) -> float:
+    """One-sided exact binomial p-value for 'accuracy > chance'."""
+    return float(stats.binomtest(int(correct), int(n), chance, alternative="greater").pvalue)
+
+
+def mcnemar_exact_p(ensemble_only: int, baseline_only: int) -> float:
+    """McNemar's exact test: the discordant pairs split 50:50 under 'equal accuracy'."""
+    discordant = ensemble_only + baseline_only
+    if discordant == 0:
+        return 1.0  # no image tells the two apart: no evidence either way
+    return float(stats.binomtest(ensemble_only, discordant, 0.5).pvalue)
+
+
+def wilson_interval(successes: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson's score interval for one proportion (no continuity correction)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def paired_difference_ci(both: int, first_only: int, second_only: int, neither: int,
+                         confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Newcombe (1998) method 10 interval for p1 - p2 from a paired 2x2 table (p1: first correct)."""
+    n = both + first_only + second_only + neither
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    l1, u1 = wilson_interval(both + first_only, n, z)
+    l2, u2 = wilson_interval(both + second_only, n, z)
+    phi = _corrected_phi(both, first_only, second_only, neither)
+    lower = math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    upper = math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    return p1 - p2 - lower, p1 - p2 + upper
+
+
+def _corrected_phi(a: int, b: int, c: int, d: int) -> float:
+    """The pairs' correlation as Newcombe's method 10 uses it: a positive a*d - b*c is shrunk by n/2
+    (a continuity correction) and floored at 0; 0 when a margin is empty."""
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    if margins == 0:
+        return 0.0
+    excess = a * d - b * c
+    if excess > 0:
+        excess = max(excess - (a + b + c + d) / 2, 0.0)
+    return excess / math.sqrt(margins)
+
+
+def mean_test(values: Sequence[float]) -> tuple[float, tuple[float, float] | None, float | None]:
+    """Mean, its 95% t interval and the two-sided one-sample t-test p against 0; the interval and p
+    are None with fewer than two values or none of them different (the t statistic is undefined)."""
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if array.size < 2 or np.all(array == array[0]):
+        return mean, None, None
+    result = stats.ttest_1samp(array, 0.0)
+    interval = result.confidence_interval(CONFIDENCE)
+    return mean, (float(interval.low), float(interval.high)), float(result.pvalue)
+
+
+def sign_test(values: Sequence[float]) -> tuple[int, int, float]:
+    """Positives, negatives and the two-sided sign-test p (zeros dropped; p = 1 when all are zero)."""
+    positives = sum(1 for v in values if v > 0)
+    negatives = sum(1 for v in values if v < 0)
+    if positives + negatives == 0:
+        return 0, 0, 1.0
+    return positives, negatives, float(stats.binomtest(positives, positives + negatives, 0.5).pvalue)
+
+
+# --- one run ---
+
+def time_band(ensemble_seconds: float, baseline_seconds: float) -> Time:
+    """Faster or slower only beyond TIME_TOLERANCE of the baseline's wall-clock: timing jitters too."""
+    margin = TIME_TOLERANCE * baseline_seconds
+    if ensemble_seconds < baseline_seconds - margin:
+        return "faster"
+    return "slower" if ensemble_seconds > baseline_seconds + margin else "same"
+
+
+def accuracy_call(direction: float, p: float) -> Accuracy:
+    """'better' or 'worse' (by the sign of `direction`) only when the test is significant."""
+    if p >= ALPHA or direction == 0:
+        return "same"
+    return "better" if direction > 0 else "worse"
+
+
+def outcome_key(accuracy: Accuracy, time: Time) -> str:
+    return f"{_ACCURACY_KEYS[accuracy]}-{_TIME_KEYS[time]}"
+
+
+def compare(ensemble_predictions, baseline_predictions, test_labels, ensemble_seconds: float,
+            baseline_seconds: float | None = None) -> Comparison:
+    """The paired verdict on the claim for one run; predictions and labels are 1-D arrays over the
+    same test images. `baseline_predictions` None: no baseline was trained (outcome no-baseline)."""
+    labels = _vector(test_labels, "test_labels")
+    ensemble_right = _vector(ensemble_predictions, "ensemble_predictions", labels.size) == labels
+    n, chance = labels.size, chance_accuracy(labels)
+    ensemble = {"n": n, "chance_accuracy": chance, "ensemble_accuracy": float(ensemble_right.mean()),
+                "ensemble_chance_p": above_chance_p(ensemble_right.sum(), n, chance),
+                "ensemble_seconds": _seconds(ensemble_seconds, "ensemble_seconds")}
+    if baseline_predictions is None:
+        return _no_baseline(ensemble)
+    baseline_right = _vector(baseline_predictions, "baseline_predictions", n) == labels
+    a = int(np.sum(ensemble_right & baseline_right))
+    b = int(np.sum(ensemble_right & ~baseline_right))
+    c = int(np.sum(~ensemble_right & baseline_right))
+    p = mcnemar_exact_p(b, c)
+    fields = dict(ensemble, baseline_accuracy=float(baseline_right.mean()),
+                  baseline_chance_p=above_chance_p(baseline_right.sum(), n, chance),
+                  baseline_seconds=_seconds(baseline_seconds, "baseline_seconds"),
+                  accuracy_difference=(b - c) / n, ci95=paired_difference_ci(a, b, c, n - a - b - c),
+                  mcnemar_p=p, ensemble_only_correct=b, baseline_only_correct=c, accuracy=accuracy_call(b - c, p),
+                  time=time_band(ensemble_seconds, baseline_seconds))
+    testable = fields["ensemble_chance_p"] < ALPHA or fields["baseline_chance_p"] < ALPHA
+    outcome = outcome_key(fields["accuracy"], fields["time"]) if testable else NOT_TESTABLE
+    draft = Comparison(**fields, outcome=outcome, supports_claim=outcome in SUPPORTING if testable else None,
+                       sentence="")
+    return draft.model_copy(update={"sentence": run_sentence(draft), "chance_note": chance_note(draft)})
+
+
+def run_sentence(comparison: Comparison) -> str:
+    """The verdict's first sentence: what the outcome means, then every figure it rests on."""
+    c = comparison
+    if c.outcome == NO_BASELINE:
+        return (f"No baseline was trained, so this run cannot test the claim (ensemble {c.ensemble_accuracy:.4f} "
+                f"in {c.ensemble_seconds:.1f} s).")
+    if c.outcome == NOT_TESTABLE:
+        return (f"Cannot test the claim on this data: neither model beats chance (majority-class rate "
+                f"{c.chance_accuracy:.4f}; ensemble {c.ensemble_accuracy:.4f}, one-sided binomial p "
+                f"{format_p(c.ensemble_chance_p)}; baseline {c.baseline_accuracy:.4f}, p "
+                f"{format_p(c.baseline_chance_p)}), so neither model learned anything the head could use.")
+    head = "Supports the claim" if c.supports_claim else "Does not support the claim"
+    lo, hi = c.ci95
+    return (f"{head}: {OUTCOMES[c.outcome]} (difference {c.accuracy_difference:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
+            f"McNemar p {format_p(c.mcnemar_p)}; ensemble {c.ensemble_accuracy:.4f} in {c.ensemble_seconds:.1f} s, "
+            f"baseline {c.baseline_accuracy:.4f} in {c.baseline_seconds:.1f} s).")
+
+
+def chance_note(comparison: Comparison) -> str:
+    """Names a side that does not beat chance when the verdict itself does not already say so."""
+    c = comparison
+    if c.outcome == NOT_TESTABLE:
+        return ""
+    sides = [("ensemble", c.ensemble_accuracy, c.ensemble_chance_p), ("baseline", c.baseline_accuracy,
+                                                                       c.baseline_chance_p)]
+    return " ".join(f"The {side} does not beat chance ({accuracy:.4f} against the majority-class rate "
+                    f"{c.chance_accuracy:.4f}; one-sided binomial p {format_p(p)})."
+                    for side, accuracy, p in sides if p is not None and p >= ALPHA)
+
+
+def chance_sentence(untrained_accuracy: float, n: int, chance: float) -> str:
+    """The untrained-encoder reference line: is the head already above chance on random features?"""
+    p = above_chance_p(round(untrained_accuracy * n), n, chance)
+    test = f"(majority-class rate {chance:.4f}; one-sided binomial p {format_p(p)})"
+    verdict = (f"above chance {test}: the head already finds signal in random features" if p < ALPHA else
+               f"not above chance {test}: on random features the head does no better than always answering "
+               "the most common class")
+    return f"The same combiner on the untrained encoders (epoch 0) reaches {untrained_accuracy:.4f}, {verdict}."
+
+
+def format_p(p: float) -> str:
+    """'= 0.19' or '< 0.001', to follow 'p' in a sentence."""
+    text = p_text(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def p_text(p: float) -> str:
+    """'0.19' or '< 0.001': two significant digits, more when rounding would cross ALPHA."""
+    if p < 0.001:
+        return "< 0.001"
+    for digits in (2, 3, 4, 5):
+        text = f"{p:#.{digits}g}"
+        if (float(text) < ALPHA) == (p < ALPHA):
+            return text
+    return f"{p:.6f}"
+
+
+def _no_baseline(ensemble: dict) -> Comparison:
+    draft = Comparison(**ensemble, outcome=NO_BASELINE, supports_claim=None, sentence="")
+    return draft.model_copy(update={"sentence": run_sentence(draft), "chance_note": chance_note(draft)})
+
+
+def _vector(values, name: str, size: int | None = None) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, not shape {array.shape}")
+    if size is not None and array.size != size:
+        raise ValueError(f"{name} has {array.size} entries but there are {size} test labels")
+    return array
+
+
+def _seconds(value, name: str) -> float:
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+# --- K runs with different seeds ---
+
+def compare_repeats(comparisons: Sequence[Comparison], seeds: Sequence[int]) -> RepeatsComparison:
+    """The claim's verdict across seeds: supports only when the per-seed differences, tested across
+    seeds, do (see the module docstring for the exact rule); the per-run outcomes are kept beside it."""
+    if not comparisons or len(comparisons) != len(seeds):
+        raise ValueError(f"need one seed per comparison and at least one: {len(comparisons)} comparisons, "
+                         f"{len(seeds)} seeds")
+    per_run = {"runs": len(comparisons), "seeds": list(seeds), "outcomes": [c.outcome for c in comparisons],
+               "supporting_runs": sum(c.outcome in SUPPORTING for c in comparisons),
+               "at_chance_runs": sum(c.outcome == NOT_TESTABLE for c in comparisons),
+               "mcnemar_p": [c.mcnemar_p for c in comparisons],
+               "accuracy_differences": [c.accuracy_difference for c in comparisons],
+               "speedups": [c.baseline_seconds / c.ensemble_seconds if c.baseline_seconds else None
+                            for c in comparisons]}
+    if any(c.outcome == NO_BASELINE for c in comparisons):
+        draft = RepeatsComparison(**per_run, outcome=NO_BASELINE, supports_claim=None, sentence="")
+        return draft.model_copy(update={"sentence": repeats_sentence(draft)})
+    fields = dict(per_run, **_across_seeds(comparisons))
+    if fields["at_chance_runs"] == fields["runs"]:
+        outcome, supports = NOT_TESTABLE, None
+    else:
+        outcome = outcome_key(fields["accuracy"], fields["time"])
+        supports = outcome in SUPPORTING
+    draft = RepeatsComparison(**fields, outcome=outcome, supports_claim=supports, sentence="")
+    return draft.model_copy(update={"sentence": repeats_sentence(draft)})
+
+
+def _across_seeds(comparisons: Sequence[Comparison]) -> dict:
+    """The tests across seeds of the accuracy differences and the log speed-ups, and their calls."""
+    mean, interval, t_p = mean_test([c.accuracy_difference for c in comparisons])
+    ahead, behind, sign_p = sign_test([c.accuracy_difference for c in comparisons])
+    log_mean, _, log_p = mean_test([math.log(c.baseline_seconds / c.ensemble_seconds) for c in comparisons])
+    bands = [c.time for c in comparisons]
+    if len(comparisons) == 1:  # nothing to add across seeds: the run's own test and band decide
+        accuracy, time = comparisons[0].accuracy, comparisons[0].time
+    else:  # the t-test decides; with no spread at all only the signs are left
+        accuracy = accuracy_call(mean, t_p) if t_p is not None else accuracy_call(ahead - behind, sign_p)
+        time = _time_across(bands, math.exp(log_mean), log_p)
+    return {"mean_difference": mean, "difference_ci95": interval, "difference_t_p": t_p, "runs_ahead": ahead,
+            "runs_behind": behind, "difference_sign_p": sign_p, "geometric_mean_speedup": math.exp(log_mean),
+            "log_speedup_t_p": log_p, "faster_runs": bands.count("faster"), "slower_runs": bands.count("slower"),
+            "accuracy": accuracy, "time": time}
+
+
+def _time_across(bands: Sequence[Time], geometric_speedup: float, log_p: float | None) -> Time:
+    """Faster (slower) across seeds: in every run, or significantly and beyond the band on average."""
+    significant = log_p is not None and log_p < ALPHA
+    if all(b == "faster" for b in bands) or (significant and geometric_speedup > 1 / (1 - TIME_TOLERANCE)):
+        return "faster"
+    if all(b == "slower" for b in bands) or (significant and geometric_speedup < 1 / (1 + TIME_TOLERANCE)):
+        return "slower"
+    return "same"
+
+
+def repeats_sentence(repeats: RepeatsComparison) -> str:
+    """The verdict across seeds with the tests it rests on, then how the runs fared on their own."""
+    r = repeats
+    seeds = f"{r.runs} seed{'s' if r.runs != 1 else ''} ({_seed_list(r.seeds)})"
+    if r.outcome == NO_BASELINE:
+        return f"No baseline was trained, so these runs over {seeds} cannot test the claim."
+    own = (f" Run by run, the claim is supported in {r.supporting_runs} of {r.runs} (per-run McNemar p: "
+           + ", ".join(p_text(p) for p in r.mcnemar_p) + ").")
+    if r.outcome == NOT_TESTABLE:
+        return (f"Cannot test the claim on this data: in none of the runs over {seeds} does either model beat "
+                "chance, so neither model learned anything the head could use." + own)
+    head = "Supports the claim" if r.supports_claim else "Does not support the claim"
+    interval = "n/a" if r.difference_ci95 is None else "[{:+.4f}, {:+.4f}]".format(*r.difference_ci95)
+    accuracy = (f"mean difference {r.mean_difference:+.4f}, 95% CI {interval}, paired t-test p "
+                f"{_optional_p(r.difference_t_p)}, sign test p {format_p(r.difference_sign_p)}, ensemble ahead "
+                f"in {r.runs_ahead} of {r.runs} runs and behind in {r.runs_behind}")
+    time = (f"geometric-mean speed-up {r.geometric_mean_speedup:.2f}x, t-test on log speed-ups p "
+            f"{_optional_p(r.log_speedup_t_p)}, faster in {r.faster_runs} of {r.runs} runs and slower in {r.slower_runs}")
+    notes = own
+    if r.at_chance_runs:
+        notes += f" In {r.at_chance_runs} of {r.runs} runs neither model beats chance."
+    if r.runs == 1:
+        notes += " With one run there is no spread across seeds: its own McNemar test and time band decide."
+    return f"{head} across {seeds}: {OUTCOMES[r.outcome]} ({accuracy}; {time}).{notes}"
+
+
+def _optional_p(p: float | None) -> str:
+    return "n/a" if p is None else format_p(p)
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    consecutive = len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{seeds[0]}..{seeds[-1]}" if consecutive else ", ".join(map(str, seeds))
