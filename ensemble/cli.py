@@ -154,6 +154,8 @@ def command_curves(args: argparse.Namespace) -> int:
 
     with local_copy(args.run_dir) as run_dir:
         done = accuracy_vs_time(run_dir, on_point=show)
+    if done.equal_time:
+        print(f"\n{done.equal_time}")
     print(f"\n{done.computed} point(s) fitted now, {done.cached} read from the cache.\n"
           f"CSV: {done.csv_path}\nPlot: {done.png_path}"
           + (f"\n(both uploaded to {args.run_dir})" if is_uri(args.run_dir) else ""))

@@ -8,23 +8,25 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from ensemble.comparison import (
+from ensemble.report.comparison import (
     NO_BASELINE,
     NOT_TESTABLE,
     OUTCOMES,
     SUPPORTING,
     Comparison,
-    above_chance_p,
-    chance_accuracy,
     chance_sentence,
     compare,
     compare_repeats,
+    time_band,
+)
+from ensemble.report.statistics import (
+    above_chance_p,
+    chance_accuracy,
     format_p,
     mcnemar_exact_p,
     mean_test,
     paired_difference_ci,
     sign_test,
-    time_band,
 )
 
 Z95 = stats.norm.ppf(0.975)

@@ -38,6 +38,7 @@ def test_csv_and_png_agree_with_direct_per_epoch_figures(saved_run, monkeypatch)
     assert [(r["side"], int(r["epoch"])) for r in rows] == [("ensemble", 1), ("ensemble", 2), ("ensemble", 3),
                                                            ("baseline", 1), ("baseline", 2), ("baseline", 3)]
     assert done.computed == 6 and done.cached == 0
+    assert done.equal_time.startswith("At equal wall-clock") and "McNemar p" in done.equal_time
     for row in rows:
         side, epoch = row["side"], int(row["epoch"])
         width = report.baseline.width if side == "baseline" else 1.0
@@ -61,6 +62,7 @@ def test_cli_curves_reads_the_cache(saved_run, capsys):
     assert cli.main(["curves", str(saved_run)]) == 0
     out = capsys.readouterr().out
     assert "0 point(s) fitted now, 6 read from the cache" in out and "(cached)" in out
+    assert "At equal wall-clock" in out
 
 
 def test_cli_curves_on_a_missing_run_exits_2(tmp_path, capsys):

@@ -36,6 +36,13 @@ def test_report_json_has_the_contract_keys(tiny_run):
     assert [m["selected_epoch"] for m in raw["members"]] == [1, 1]  # eager.rule=fixed, epoch=1
     assert [m["status"] for m in raw["members"]] == ["done", "done"] and raw["baseline"]["kind"] == "baseline"
     assert raw["ensemble"]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    comparison = raw["comparison"]  # the paired test the verdict states
+    assert {"accuracy_difference", "ci95", "mcnemar_p", "chance_accuracy", "outcome"} <= set(comparison)
+    assert comparison["accuracy_difference"] == pytest.approx(
+        raw["ensemble"]["test_accuracy"] - raw["baseline"]["test_accuracy"])
+    assert "95% CI [" in raw["verdict"] and "McNemar p" in raw["verdict"]
+    kept = json.loads((result.run_dir / "test_predictions.json").read_text())
+    assert len(kept["labels"]) == len(kept["ensemble"]) == len(kept["baseline"]) == raw["dataset"]["test"]
 
 
 def test_run_directory_holds_checkpoints_history_plots(tiny_run):
@@ -187,3 +194,15 @@ def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ra
     assert again == alone and again != first
     for actor in (reused, fresh):
         ray.kill(actor)
+
+
+def test_random_labels_cannot_test_the_claim(ray_instance, tmp_path):
+    """The README's API example on random images with random labels: both sides at chance."""
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(600, 1, 8, 8, generator=generator), torch.randint(0, 10, (600,), generator=generator)
+    cfg = build_config({}, TINY + ["data.train_size=300", "data.val_size=100", "data.test_size=null",
+                                   f"output={tmp_path}", "name=random"])
+    report = ensemble.run(cfg, autoencoder=TinyAE, dataset=(images, labels), on_event=lambda e: None).report
+    assert report.comparison.outcome == "not-testable-at-chance" and report.comparison.supports_claim is None
+    assert report.verdict.startswith("Cannot test the claim on this data: neither model beats chance")
+    assert "Supports" not in report.verdict

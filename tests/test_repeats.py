@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from ensemble import cli
 from ensemble.analysis.repeats import FIGURES, mean_sd, repeats_verdict, run_repeats
 from ensemble.config import build_config
+from ensemble.report.comparison import compare, compare_repeats
 from tests.tiny import TINY
 from workers.errors import InputError
 
@@ -28,7 +30,9 @@ def test_three_repeats_give_mean_and_sd_of_every_headline(ray_instance, tmp_path
     assert figure["mean"] == pytest.approx(sum(accuracies) / 3) and figure["sd"] is not None
     assert all(summary["figures"][key]["sd"] is not None for key in FIGURES)
     table = (tmp_path / "rep-summary" / "summary.md").read_text()
-    assert "| ensemble test accuracy | " in table and " ± " in table and "seeds 7..9" in table
+    assert "| ensemble test accuracy | " in table and " ± " in table and "3 seeds (7..9)" in table
+    assert summary["claim_outcomes"] == [r.report.comparison.outcome for r in done.results]
+    assert summary["comparison"]["runs"] == 3 and "paired t-test p" in summary["verdict"]
     assert (tmp_path / "rep-summary" / "repeats.png").stat().st_size > 0
 
 
@@ -44,14 +48,22 @@ def test_repeats_never_overwrite_and_exclude_resume(tmp_path, capsys):
         run_repeats(build_config({}, TINY), 0)
 
 
-def test_verdict_claims_agreement_only_when_every_run_agrees():
-    def figures(**means):
-        return {key: mean_sd([means.get(key, 0.5)] * 3) for key in FIGURES}
+def test_the_verdict_across_seeds_rests_on_the_paired_differences_tested_across_seeds():
+    labels = np.repeat(np.arange(10), 50)
 
-    assert repeats_verdict(figures(), ["supports"] * 3, [0, 1, 2]).startswith("Supports the claim in all 3 runs")
-    mixed = repeats_verdict(figures(), ["supports", "neither", "supports"], [0, 1, 2])
-    assert mixed.startswith("Mixed: supports the claim in 2 of 3 runs, so these runs do not settle it")
-    assert "1 of 3: does not support the claim" in mixed
-    assert "cannot test the claim" in repeats_verdict(figures(), [None] * 3, [0, 1, 2])
+    def run_with(gap: float, seed: int):
+        rng = np.random.default_rng(seed)
+        right_base = rng.random(500) < 0.9
+        right_ens = right_base | (rng.random(500) < gap)  # the ensemble gets right what the baseline does, and more
+        as_predictions = [np.where(r, labels, (labels + 1) % 10) for r in (right_ens, right_base)]
+        return compare(*as_predictions, labels, 20.0, 30.0)
+
+    figures = {key: mean_sd([0.01, 0.02, 0.03]) for key in FIGURES}
+    small_gains = compare_repeats([run_with(0.02, seed) for seed in range(5)], list(range(5)))
+    text = repeats_verdict(small_gains, figures)
+    assert small_gains.supports_claim and "paired t-test p" in text and "sign test p" in text
+    assert text.endswith("against the same combiner on the untrained encoders.") and "0.0200 ± 0.0100" in text
+    no_baseline = compare_repeats([compare(labels, None, labels, 20.0)] * 2, [0, 1])
+    assert repeats_verdict(no_baseline, figures).startswith("No baseline was trained")
     single = mean_sd([0.9])
     assert (single.mean, single.sd) == (0.9, None)

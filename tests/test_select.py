@@ -10,7 +10,6 @@ from ensemble import cli
 from ensemble.analysis.select import replay, replay_member, reselect, selection_config, selection_name
 from ensemble.config import EagerConfig, EnsembleConfig
 from ensemble.report import RunReport
-from ensemble.report.verdict import CLAIM_OUTCOMES
 from tests.tiny import made_up_member as member
 from workers.errors import InputError
 from workers.history import EpochRecord
@@ -64,8 +63,11 @@ def test_the_run_own_rule_reproduces_its_report(saved_run):
     assert again.ensemble.test_accuracy == original.ensemble.test_accuracy
     assert again.ensemble.train_wall_seconds == pytest.approx(original.ensemble.train_wall_seconds)
     assert again.selection.refitted == ["the ensemble's combiner"]
-    assert any(again.verdict.startswith(claim) for claim in CLAIM_OUTCOMES.values())  # from its own figures
+    ours, theirs = again.comparison, original.comparison  # the same paired test on the same predictions
+    assert (ours.accuracy_difference, ours.mcnemar_p, ours.ci95) == (theirs.accuracy_difference, theirs.mcnemar_p,
+                                                                     theirs.ci95)
     assert f"ensemble {again.ensemble.test_accuracy:.4f} in {again.ensemble.wall_seconds:.1f} s" in again.verdict
+    assert again.verdict.startswith(("Supports the claim", "Does not support the claim", "Cannot test"))
 
 
 @pytest.mark.slow

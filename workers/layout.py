@@ -4,7 +4,7 @@ write (temporary file, fsync, rename) that writes every one of them.
 ```
 <output>/<run-name>/
   config.json  report.json  report.md  loss_curves.png  timeline.png  accuracy_time.png
-  combiner.skops  normalization.json
+  combiner.skops  normalization.json  test_predictions.json
   member_00/ history.jsonl  outcome.json  checkpoint_000000/ checkpoint_000001/ ...
   baseline/  the same, plus its own combiner.skops
   selections/<rule>_<combiner>/   accuracy_vs_time.csv/.png/_cache.json   (written by analysis)
@@ -26,6 +26,7 @@ CONFIG_JSON = "config.json"
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 COMBINER = "combiner.skops"
 NORMALIZATION = "normalization.json"
+TEST_PREDICTIONS = "test_predictions.json"  # each side's class indices on the test images
 PLOTS = ("loss_curves.png", "timeline.png", "accuracy_time.png")
 BASELINE = "baseline"
 

@@ -23,7 +23,9 @@ from ensemble.analysis.timeline import ready_seconds
 from ensemble.config import CombinerConfig
 from ensemble.job.evaluation import Chosen
 from ensemble.report import RunReport
+from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_vs_time_plot
+from ensemble.report.statistics import format_p
 from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG, write_atomic
 from workers.models import AutoencoderFactory
 
@@ -53,6 +55,7 @@ class Curves:
     png_path: Path
     computed: int                # combiner fits done now
     cached: int                  # points read from the cache
+    equal_time: Optional[str]    # both sides compared when the ensemble finished training (None: no baseline)
 
 
 def curve_points(report: RunReport) -> list[CurvePoint]:
@@ -84,15 +87,16 @@ def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFacto
     points = curve_points(saved.report)
     saved.require_checkpoints(sorted({c for p in points for c in p.checkpoints}))
     cache = _read_cache(saved.run_dir)
-    rows, computed = [], 0
+    rows, predictions, computed = [], [], 0
     for point in points:
         key = cache_key(point.checkpoints, saved.config.combiner, saved.config.seed)
-        hit = key in cache
+        hit = "predictions" in cache.get(key, {})  # entries from before predictions were kept count as misses
         if not hit:
             cache[key] = _evaluate(saved, point.checkpoints)
             computed += 1
             _write_cache(saved.run_dir, cache)  # after every fit, so an interrupted call keeps its work
         rows.append(CurveRow(point.side, point.epoch, point.seconds, cache[key]["test_accuracy"]))
+        predictions.append(cache[key]["predictions"])
         if on_point:
             on_point(rows[-1], hit)
     csv_path, png_path = saved.run_dir / CURVES_CSV, saved.run_dir / CURVES_PNG
@@ -100,12 +104,35 @@ def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFacto
     accuracy_vs_time_plot({side: [(r.seconds, r.test_accuracy, r.epoch) for r in rows if r.side == side]
                            for side in (ENSEMBLE, BASELINE)},
                           saved.report.ensemble.untrained_test_accuracy, png_path)
-    return Curves(rows, csv_path, png_path, computed, len(rows) - computed)
+    equal_time = equal_time_comparison(rows, predictions, saved.splits().test_y.tolist())
+    return Curves(rows, csv_path, png_path, computed, len(rows) - computed, equal_time)
+
+
+def equal_time_comparison(rows: list[CurveRow], predictions: list[list[int]], labels: list[int]) -> Optional[str]:
+    """The paper's "better accuracy in the same time", tested: the ensemble when it finished training
+    against the baseline's newest checkpoint at that moment, paired on the same test images."""
+    ensemble = [i for i, r in enumerate(rows) if r.side == ENSEMBLE]
+    if not ensemble or not any(r.side == BASELINE for r in rows):
+        return None
+    last = max(ensemble, key=lambda i: rows[i].seconds)
+    at = rows[last].seconds
+    earlier = [i for i, r in enumerate(rows) if r.side == BASELINE and r.seconds <= at]
+    if not earlier:
+        return (f"At equal wall-clock ({at:.1f} s, when the ensemble finished training) the baseline had not "
+                "finished an epoch yet.")
+    base = max(earlier, key=lambda i: rows[i].seconds)
+    c = compare(predictions[last], predictions[base], labels, rows[last].seconds, rows[base].seconds)
+    lo, hi = c.ci95
+    return (f"At equal wall-clock ({at:.1f} s, when the ensemble finished training): ensemble "
+            f"{c.ensemble_accuracy:.4f}, baseline {c.baseline_accuracy:.4f} after epoch {rows[base].epoch}: "
+            f"{c.accuracy.replace('same', 'the same')} accuracy (difference {c.accuracy_difference:+.4f}, 95% CI "
+            f"[{lo:+.4f}, {hi:+.4f}], McNemar p {format_p(c.mcnemar_p)}).")
 
 
 def _evaluate(saved: SavedRun, checkpoints: Chosen) -> dict:
     score = saved.score(checkpoints, saved.config.combiner)
-    return {"test_accuracy": score.test_accuracy, "combiner_seconds": score.seconds}
+    return {"test_accuracy": score.test_accuracy, "combiner_seconds": score.seconds,
+            "predictions": score.test_predictions.tolist()}
 
 
 def _read_cache(run_dir: Path) -> dict:

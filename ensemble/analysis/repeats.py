@@ -7,7 +7,6 @@ Each repeat is an ordinary run directory (`<name>-r0`, `<name>-r1`, ...); the su
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -18,8 +17,8 @@ from ensemble.config import EnsembleConfig
 from ensemble.job.driver import run
 from ensemble.job.rundir import default_run_name
 from ensemble.report import RunReport
+from ensemble.report.comparison import RepeatsComparison, compare_repeats
 from ensemble.report.plots import repeats_plot
-from ensemble.report.verdict import CLAIM_OUTCOMES, claim_outcome
 from ensemble.result import RunResult
 from ensemble.scheduling.session import ray_session
 from workers.errors import InputError
@@ -83,29 +82,12 @@ def plus_minus(figure: FigureSummary, fmt: str) -> str:
     return fmt.format(figure.mean) + (" ± " + fmt.format(figure.sd).lstrip("+") if figure.sd is not None else " ± n/a")
 
 
-def repeats_verdict(figures: dict[str, FigureSummary], outcomes: Sequence[Optional[str]], seeds: Sequence[int]) -> str:
-    """What the repeats say about the claim, from their own figures: the per-run outcomes are
-    tallied and the spread is given, so agreement is claimed only when every run agrees."""
-    n = len(outcomes)
-    text = {key: plus_minus(figures[key], fmt) for key, (_, fmt) in FIGURES.items()}
-    training = (f" Autoencoder training changed the ensemble's accuracy by {text['training_gain']} against the "
-                "same combiner on the untrained encoders.")
-    if None in outcomes:
-        return f"No baseline was trained, so these {n} runs cannot test the claim." + training
-    counts = Counter(outcomes)
-    supported = counts["supports"]
-    if supported == n:
-        head = f"Supports the claim in all {n} runs"
-    elif supported == 0:
-        head = f"Does not support the claim in any of the {n} runs"
-    else:
-        head = f"Mixed: supports the claim in {supported} of {n} runs, so these runs do not settle it"
-    tally = "; ".join(f"{count} of {n}: {CLAIM_OUTCOMES[key].split(':')[0].lower()}"
-                      for key, count in counts.items())
-    return (f"{head} ({tally}). Mean ± sd over seeds {seeds[0]}..{seeds[-1]}: ensemble "
-            f"{text['ensemble_test_accuracy']} in {text['ensemble_wall_seconds']} s, baseline "
-            f"{text['baseline_test_accuracy']} in {text['baseline_wall_seconds']} s; accuracy difference "
-            f"{text['accuracy_difference']}, speed-up {text['speedup']}." + training)
+def repeats_verdict(comparison: RepeatsComparison, figures: dict[str, FigureSummary]) -> str:
+    """The claim across seeds (the paired differences tested across seeds, see `compare_repeats`),
+    then what autoencoder training changed, as mean ± sd over the runs."""
+    return (f"{comparison.sentence} Autoencoder training changed the ensemble's accuracy by "
+            f"{plus_minus(figures['training_gain'], FIGURES['training_gain'][1])} (mean ± sd over the runs) against "
+            "the same combiner on the untrained encoders.")
 
 
 class RepeatsSummary(BaseModel):
@@ -113,7 +95,8 @@ class RepeatsSummary(BaseModel):
     runs: list[str]
     seeds: list[int]
     figures: dict[str, FigureSummary]
-    claim_outcomes: list[Optional[str]]  # keys of report.CLAIM_OUTCOMES; None: no baseline
+    claim_outcomes: list[str]    # each run's own outcome key (ensemble.report.comparison.OUTCOMES)
+    comparison: RepeatsComparison
     verdict: str
 
     def table(self) -> str:
@@ -134,9 +117,10 @@ class RepeatsSummary(BaseModel):
 def summarize(name: str, reports: Sequence[RunReport], seeds: Sequence[int]) -> RepeatsSummary:
     per_run = [headline_figures(r) for r in reports]
     figures = {key: mean_sd([run_figures[key] for run_figures in per_run]) for key in FIGURES}
-    outcomes = [claim_outcome(r.ensemble, r.baseline) if r.baseline is not None else None for r in reports]
+    comparison = compare_repeats([r.comparison for r in reports], seeds)
     return RepeatsSummary(name=name, runs=[r.name for r in reports], seeds=list(seeds), figures=figures,
-                          claim_outcomes=outcomes, verdict=repeats_verdict(figures, outcomes, seeds))
+                          claim_outcomes=comparison.outcomes, comparison=comparison,
+                          verdict=repeats_verdict(comparison, figures))
 
 
 # --- the command ---

@@ -21,10 +21,11 @@ from ensemble.analysis.saved_run import SavedRun, config_json, open_run
 from ensemble.analysis.timeline import ready_seconds
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
 from ensemble.eager import member_fixed_epoch, member_rule, select_epoch
+from ensemble.job.evaluation import CombinerScore
 from ensemble.report import BaselineReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
-from ensemble.report.verdict import verdict
+from ensemble.report.verdict import TestPredictions, verdict
 from workers.errors import InputError
 from workers.history import EpochRecord
 from workers.layout import SELECTIONS
@@ -194,52 +195,69 @@ def reselect(run_dir: str | Path, overrides: Sequence[str] = (), autoencoder: Op
         excluded = "; ".join(f"{m.name}: {m.selection_reason}" for m in members if m.selected_epoch is None)
         raise InputError(f"under this rule only {len(used)} member(s) have a usable checkpoint, fewer than "
                          f"min_members={config.min_members} (excluded: {excluded}).")
-    chosen = [(m.name, m.selected_epoch) for m in used]
-    same_untrained = ([m.index for m in used] == original.ensemble.members_used
-                      and config.combiner == saved.config.combiner)
-    saved.require_checkpoints(chosen + ([] if same_untrained else [(m.name, 0) for m in used]))
-
-    score = saved.score(chosen, config.combiner)
-    refitted = ["the ensemble's combiner"]
-    untrained = original.ensemble.untrained_test_accuracy
-    if not same_untrained:
-        untrained = saved.score([(m.name, 0) for m in used], config.combiner).test_accuracy
-        refitted.append("the combiner on the untrained (epoch 0) encoders")
-    baseline = original.baseline
-    if baseline is not None and config.combiner != saved.config.combiner:
-        baseline = _refit_baseline(saved, baseline, config.combiner)
-        refitted.append("the baseline's combiner")
-
+    fitted = _refit(saved, config, used)
     train_wall = replayed_train_wall(original, members)
+    score = fitted.score
     ensemble = original.ensemble.model_copy(update=dict(
         test_accuracy=score.test_accuracy, wall_seconds=train_wall + score.seconds, train_wall_seconds=train_wall,
         combiner_seconds=score.seconds, feature_seconds=score.feature_seconds, fit_seconds=score.fit_seconds,
-        untrained_test_accuracy=untrained, members_used=[m.index for m in used]))
-    name = selection_name(config)
+        untrained_test_accuracy=fitted.untrained_accuracy, members_used=[m.index for m in used]))
+    baseline, name = fitted.baseline, selection_name(config)
+    comparison, text = verdict(fitted.predictions, ensemble.wall_seconds, baseline.wall_seconds if baseline else None)
     member_seconds = sum(m.train_seconds for m in members)
     cut = [m.name for m in members if m.status == "truncated"]
     report = SelectionReport(
         name=f"{original.name} / {name}", members=members, baseline=baseline, ensemble=ensemble,
         speedup=baseline.wall_seconds / ensemble.wall_seconds if baseline is not None else None,
-        verdict=selection_verdict(verdict(ensemble, baseline), cut), dataset=original.dataset,
+        verdict=selection_verdict(text, cut), comparison=comparison, dataset=original.dataset,
         config=config_json(config),
         selection=SelectionInfo(
             source_run=original.name, chosen=name, overrides=list(overrides),
             rule=config.eager.model_dump(), combiner=config.combiner.model_dump(),
             wall_clock_method=wall_clock_note(train_wall, member_seconds, score.seconds,
                                               original.ensemble.parallel_slots < len(original.members)),
-            member_seconds=member_seconds, truncated_members=cut, refitted=refitted))
-    return SelectionResult(report, _write(saved, name, report))
+            member_seconds=member_seconds, truncated_members=cut, refitted=fitted.refitted))
+    return SelectionResult(report, _write(saved, name, report, fitted.predictions))
 
 
-def _refit_baseline(saved: SavedRun, baseline: BaselineReport, combiner: CombinerConfig) -> BaselineReport:
-    """Same checkpoint, the selection's combiner, so both sides are compared with one classifier."""
-    score = saved.score([(baseline.name, baseline.selected_epoch)], combiner)
-    return baseline.model_copy(update=dict(test_accuracy=score.test_accuracy, combiner_seconds=score.seconds,
-                                           wall_seconds=baseline.train_wall_seconds + score.seconds))
+@dataclass(frozen=True)
+class Refitted:
+    """What a selection fitted again, and what it reused of the run's own."""
+    score: CombinerScore
+    untrained_accuracy: float
+    baseline: Optional[BaselineReport]
+    predictions: TestPredictions
+    refitted: list[str]
 
 
-def _write(saved: SavedRun, name: str, report: SelectionReport) -> Path:
+def _refit(saved: SavedRun, config: EnsembleConfig, used: Sequence[MemberReport]) -> Refitted:
+    """The ensemble's combiner on the selected checkpoints; the untrained reference and the baseline
+    again only when this selection changes them (or the run kept no test predictions to reuse)."""
+    original, kept = saved.report, TestPredictions.read(saved.run_dir)
+    chosen = [(m.name, m.selected_epoch) for m in used]
+    same_combiner = config.combiner == saved.config.combiner
+    same_untrained = kept is not None and same_combiner and [m.index for m in used] == original.ensemble.members_used
+    saved.require_checkpoints(chosen + ([] if same_untrained else [(m.name, 0) for m in used]))
+    score, refitted = saved.score(chosen, config.combiner), ["the ensemble's combiner"]
+    untrained_accuracy, untrained = original.ensemble.untrained_test_accuracy, kept.untrained if kept else None
+    if not same_untrained:
+        again = saved.score([(m.name, 0) for m in used], config.combiner)
+        untrained_accuracy, untrained = again.test_accuracy, again.test_predictions.tolist()
+        refitted.append("the combiner on the untrained (epoch 0) encoders")
+    baseline, baseline_predictions = original.baseline, kept.baseline if kept else None
+    if baseline is not None and (not same_combiner or baseline_predictions is None):
+        base_score = saved.score([(baseline.name, baseline.selected_epoch)], config.combiner)
+        baseline = baseline.model_copy(update=dict(
+            test_accuracy=base_score.test_accuracy, combiner_seconds=base_score.seconds,
+            wall_seconds=baseline.train_wall_seconds + base_score.seconds))
+        baseline_predictions = base_score.test_predictions.tolist()
+        refitted.append("the baseline's combiner")
+    predictions = TestPredictions(labels=saved.splits().test_y.tolist(), ensemble=score.test_predictions.tolist(),
+                                  untrained=untrained, baseline=baseline_predictions)
+    return Refitted(score, untrained_accuracy, baseline, predictions, refitted)
+
+
+def _write(saved: SavedRun, name: str, report: SelectionReport, predictions: TestPredictions) -> Path:
     """Write into a temporary directory, then swap it in: a failure never leaves half a selection."""
     parent = saved.run_dir / SELECTIONS
     target, tmp = parent / name, parent / f".tmp-{name}-{os.getpid()}"
@@ -247,6 +265,7 @@ def _write(saved: SavedRun, name: str, report: SelectionReport) -> Path:
     tmp.mkdir(parents=True)
     try:
         write_plots(report, tmp)
+        predictions.write(tmp)
         report.write(tmp)
         if target.exists():
             shutil.rmtree(target)

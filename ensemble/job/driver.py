@@ -27,7 +27,7 @@ from ensemble.job.reports import baseline_report, dataset_report, ensemble_repor
 from ensemble.job.rundir import create_run_dir, default_run_name, write_config
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
-from ensemble.report.verdict import verdict
+from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
 from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
 from ensemble.scheduling.pool import MemberPool, MemberRun
@@ -70,6 +70,7 @@ class Evaluation:
     ensemble: EnsembleReport
     baseline: Optional[BaselineReport]
     score: CombinerScore
+    predictions: TestPredictions  # each side's on the same test images: what the verdict tests
 
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
@@ -202,6 +203,8 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
                                   config.combiner, config.seed)
     save_combiner(score.combiner, run_dir / COMBINER)
     ensemble = ensemble_report(config, phases, score, untrained, members, plan.member_share)
+    predictions = TestPredictions(labels=plan.splits.test_y.tolist(), ensemble=score.test_predictions.tolist(),
+                                  untrained=untrained.test_predictions.tolist())
     baseline = None
     if phases.baseline is not None:
         base = member_report(-1, BASELINE, phases.baseline, None, run_dir / BASELINE)
@@ -212,7 +215,8 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
                                        plan.splits, config.combiner, config.seed)
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases, base_score, plan.baseline_factory.width)
-    return Evaluation(members, ensemble, baseline, score)
+        predictions.baseline = base_score.test_predictions.tolist()
+    return Evaluation(members, ensemble, baseline, score, predictions)
 
 
 def chosen_checkpoints(members: list[MemberReport]) -> list[tuple[str, int]]:
@@ -225,11 +229,14 @@ def chosen_checkpoints(members: list[MemberReport]) -> list[tuple[str, int]]:
 def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluation) -> RunReport:
     """report.json, report.md and the plots; report.json last, so its presence means finished."""
     ensemble, baseline = evaluation.ensemble, evaluation.baseline
+    comparison, text = verdict(evaluation.predictions, ensemble.wall_seconds,
+                               baseline.wall_seconds if baseline else None)
     report = RunReport(
         name=run_dir.name, members=evaluation.members, baseline=baseline, ensemble=ensemble,
         speedup=(baseline.wall_seconds / ensemble.wall_seconds) if baseline else None,
-        verdict=verdict(ensemble, baseline), dataset=dataset_report(plan.splits),
+        verdict=text, comparison=comparison, dataset=dataset_report(plan.splits),
         config=json.loads(plan.config.model_dump_json()))
+    evaluation.predictions.write(run_dir)
     write_plots(report, run_dir)
     report.write(run_dir)
     if plan.mirror is not None:

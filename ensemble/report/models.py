@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ensemble.report.comparison import Comparison
 from ensemble.report.tables import markdown
 from workers.layout import REPORT_JSON, REPORT_MD, write_atomic
 
@@ -101,6 +102,8 @@ class RunReport(Model):
     ensemble: EnsembleReport
     speedup: Optional[float] = Field(description="baseline.wall_seconds / ensemble.wall_seconds")
     verdict: str
+    comparison: Optional[Comparison] = Field(
+        None, description="the paired test behind the verdict (absent in reports from before it existed)")
     dataset: DatasetReport
     config: dict[str, Any]
 

@@ -1,50 +1,61 @@
-"""What one run's figures say about the paper's claim, and no more."""
+"""What one run's figures say about the paper's claim, and no more: the paired comparison of the
+ensemble and the baseline on the same test images (`comparison.compare`), whether the untrained
+encoders are above chance, and what autoencoder training changed, each with its test."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional
 
-from ensemble.report.models import BaselineReport, EnsembleReport
+import numpy as np
+from pydantic import BaseModel
+
+from ensemble.report.comparison import Comparison, chance_sentence, compare
+from ensemble.report.statistics import chance_accuracy, format_p, mcnemar_exact_p, paired_difference_ci
+from workers.layout import TEST_PREDICTIONS, write_atomic
 
 
-def verdict(ensemble: EnsembleReport, baseline: Optional[BaselineReport], tolerance: float = 0.005) -> str:
-    """What the measured figures say about the paper's claim, and no more."""
-    gain = ensemble.test_accuracy - ensemble.untrained_test_accuracy
-    training = (f" Autoencoder training changed the ensemble's accuracy by {gain:+.4f} against the same "
-                f"combiner on the untrained encoders ({ensemble.untrained_test_accuracy:.4f}).")
-    return _claim(ensemble, baseline, tolerance) + training
+class TestPredictions(BaseModel):
+    """Class indices each side predicted for the same test images, kept in the run directory so
+    `ensemble select` and `ensemble curves` can compare without refitting, and users can run their
+    own tests."""
+    __test__ = False  # not a pytest test class, despite its name
+    labels: list[int]
+    ensemble: list[int]
+    untrained: list[int]            # the same combiner on the untrained (epoch 0) encoders
+    baseline: Optional[list[int]] = None
+
+    def write(self, directory: Path) -> None:
+        write_atomic(Path(directory) / TEST_PREDICTIONS, self.model_dump_json())
+
+    @classmethod
+    def read(cls, directory: Path) -> Optional["TestPredictions"]:
+        path = Path(directory) / TEST_PREDICTIONS
+        try:
+            return cls.model_validate(json.loads(path.read_text())) if path.is_file() else None
+        except ValueError:  # damaged: the caller refits what it needs
+            return None
 
 
-# What one run's figures say about the claim, by outcome of `claim_outcome`.
-CLAIM_OUTCOMES = {
-    "supports": "Supports the claim: same or better accuracy in less time",
-    "supports-same-time": "Supports the claim: better accuracy in the same time",
-    "better-not-faster": "Better accuracy but not in less time",
-    "faster-less-accurate": "Faster but less accurate: does not support the claim",
-    "neither": "Does not support the claim: neither faster nor more accurate",
-}
-TIME_TOLERANCE = 0.05  # wall-clocks within 5% of each other count as the same time
+def verdict(predictions: TestPredictions, ensemble_seconds: float,
+            baseline_seconds: Optional[float]) -> tuple[Comparison, str]:
+    """The comparison for report.json and the verdict's text: the claim, then the untrained reference."""
+    comparison = compare(predictions.ensemble, predictions.baseline, predictions.labels, ensemble_seconds,
+                         baseline_seconds if predictions.baseline is not None else None)
+    return comparison, f"{comparison.text} {untrained_reference(predictions)}"
 
 
-def claim_outcome(ensemble: EnsembleReport, baseline: BaselineReport, tolerance: float = 0.005) -> str:
-    """A key of CLAIM_OUTCOMES: accuracy within `tolerance` counts as the same, and wall-clocks
-    within TIME_TOLERANCE of the baseline's as the same time (a run is never "faster" by noise)."""
-    margin = TIME_TOLERANCE * baseline.wall_seconds
-    faster = ensemble.wall_seconds < baseline.wall_seconds - margin
-    same_time = abs(ensemble.wall_seconds - baseline.wall_seconds) <= margin
-    delta = ensemble.test_accuracy - baseline.test_accuracy
-    if faster and delta >= -tolerance:
-        return "supports"
-    if same_time and delta > tolerance:
-        return "supports-same-time"
-    if not faster and delta > tolerance:
-        return "better-not-faster"
-    return "faster-less-accurate" if faster else "neither"
-
-
-def _claim(ensemble: EnsembleReport, baseline: Optional[BaselineReport], tolerance: float) -> str:
-    if baseline is None:
-        return "No baseline was trained, so this run cannot test the claim."
-    figures = (f"ensemble {ensemble.test_accuracy:.4f} in {ensemble.wall_seconds:.1f} s, "
-               f"baseline {baseline.test_accuracy:.4f} in {baseline.wall_seconds:.1f} s")
-    return f"{CLAIM_OUTCOMES[claim_outcome(ensemble, baseline, tolerance)]} ({figures})."
+def untrained_reference(predictions: TestPredictions) -> str:
+    """Whether random (untrained) encoders already beat chance with this head, and what training changed,
+    paired on the same test images."""
+    labels = np.asarray(predictions.labels)
+    trained = np.asarray(predictions.ensemble) == labels
+    untrained = np.asarray(predictions.untrained) == labels
+    n = len(labels)
+    both, gained, lost = (int(np.sum(trained & untrained)), int(np.sum(trained & ~untrained)),
+                          int(np.sum(~trained & untrained)))
+    lo, hi = paired_difference_ci(both, gained, lost, n - both - gained - lost)
+    return (f"{chance_sentence(float(untrained.mean()), n, chance_accuracy(labels))} Autoencoder training changed "
+            f"the ensemble's accuracy by {(gained - lost) / n:+.4f} against it (95% CI [{lo:+.4f}, {hi:+.4f}], "
+            f"McNemar p {format_p(mcnemar_exact_p(gained, lost))}).")
