@@ -14,6 +14,7 @@ import importlib
 
 from ensemble.config import EnsembleConfig
 from ensemble.report import RunReport
+from ensemble.scheduling.errors import MemberFailed
 from workers.errors import InputError
 
 _ON_FIRST_USE = {
@@ -21,7 +22,7 @@ _ON_FIRST_USE = {
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
 }
-__all__ = ["EnsembleConfig", "InputError", "RunReport", "RunResult", "load", "run"]
+__all__ = ["EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult", "load", "run"]
 
 
 def __getattr__(name: str):

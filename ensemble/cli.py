@@ -6,14 +6,15 @@ import argparse
 import importlib.metadata
 import os
 import sys
-import textwrap
 import traceback
+import warnings
+from pathlib import Path
 from typing import Optional, Sequence
 
 from ensemble.storage import is_uri, local_copy
 from workers.errors import InputError
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,28 +93,47 @@ def resolve_config(args: argparse.Namespace):
     return build_config(raw, overrides)
 
 
-def command_run(args: argparse.Namespace) -> int:
+def run_config(args: argparse.Namespace, announce: bool = True):
+    """The config `ensemble run` will use, whether it resumes, and where its run directory is; every
+    check that needs no Ray is done here. A new run is named now, so the name is known if it fails."""
     if args.resume and (args.config or args.overrides or args.output or args.name or args.repeats):
         raise InputError("--resume continues a run with its own saved config; drop --config, --set, --output, "
                          "--name and --repeats.")
     if args.resume_if_exists and (args.name is None or args.resume or args.repeats):
         raise InputError("--resume-if-exists needs --name (the run to continue or start) and goes without "
                          "--resume and --repeats.")
-    resume = bool(args.resume)
+    from ensemble.job.rundir import default_run_name, resume_config, start_or_resume
     if args.resume:
-        from ensemble.job.rundir import resume_config
-        config = resume_config(args.resume)
-    else:
-        config = resolve_config(args)  # before the heavy imports, so a bad config fails fast
-        if args.resume_if_exists:
-            from ensemble.job.rundir import start_or_resume
-            config, resume = start_or_resume(config)
+        return resume_config(args.resume), True
+    config = resolve_config(args)
+    resume = False
+    if args.resume_if_exists:
+        config, resume = start_or_resume(config)
+        if announce:
             print(f"Continuing the interrupted run {config.name!r} with its saved config." if resume
                   else f"Starting run {config.name!r}.", flush=True)
+    if args.repeats is not None and is_uri(config.output):
+        raise InputError("--repeats writes its summary next to the runs and needs a local or shared --output "
+                         f"directory, not the URI {config.output!r}; run each seed with --set seed=... instead.")
+    if config.name is None:
+        config = config.model_copy(update={"name": default_run_name()})
+    return config, resume
+
+
+def run_location(config, args: argparse.Namespace) -> Optional[str]:
+    """The run directory a failure message points at (None for --repeats: several directories)."""
     if args.repeats is not None:
-        if is_uri(config.output):
-            raise InputError("--repeats writes its summary next to the runs and needs a local or shared --output "
-                             f"directory, not the URI {config.output!r}; run each seed with --set seed=... instead.")
+        return None
+    from ensemble.storage import join_uri
+    if is_uri(config.output):
+        return join_uri(config.output, config.name)
+    return str(Path(config.output).absolute() / config.name)  # absolute: the resume command works from anywhere
+
+
+def command_run(args: argparse.Namespace) -> int:
+    config, resume = run_config(args)
+    args.run_location = run_location(config, args)
+    if args.repeats is not None:
         return _run_repeats(config, args.repeats)
     from ensemble.job.driver import run
     from ensemble.report import summary_table
@@ -123,6 +143,16 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"\nRun directory: {result.stored_at or result.run_dir}"
           + (f" (local copy: {result.run_dir})" if result.stored_at else ""))
     return EXIT_OK
+
+
+def supervise_run(args: argparse.Namespace) -> int:
+    """The command line's `ensemble run`: the driver runs in a watched child (see job/supervisor.py)."""
+    from ensemble.job.supervisor import watch
+    config, _ = run_config(args, announce=False)  # bad input ends here, before any process starts
+    argv = sys.argv[1:]
+    if args.name is None and not args.resume:  # the child must use the name this process gave the run
+        argv += ["--name", config.name]
+    return watch(argv, run_location(config, args), scheduled=args.resume_if_exists)
 
 
 def _run_repeats(config, repeats: int) -> int:
@@ -167,21 +197,42 @@ COMMANDS = {"run": command_run, "select": command_select, "curves": command_curv
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    command = COMMANDS.get(args.command) or plugin_commands()[args.command].main
+    warnings.formatwarning = _one_line_warning
+    from ensemble.job.supervisor import is_child, paragraph
+    from ensemble.scheduling.signals import stop_on_sigterm
+    if args.command == "run" and argv is None and not is_child():
+        command = supervise_run  # the command line itself: watch the driver from outside
+    else:
+        command = COMMANDS.get(args.command) or plugin_commands()[args.command].main
     try:
-        return command(args)
+        with stop_on_sigterm():  # before Ray starts too: a stopped run always ends with its paragraph
+            return command(args)
     except InputError as err:
-        print(textwrap.fill(f"error: {err}", width=100), file=sys.stderr)
+        print(paragraph(f"error: {err}"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; checkpoints written so far are kept.", file=sys.stderr)
-        return 130
-    except Exception as err:  # a runtime failure: say what, keep the traceback for whoever debugs
-        if os.environ.get("ENSEMBLE_DEBUG"):
-            traceback.print_exc()
-        print(f"{args.command} failed: {type(err).__name__}: {err}\n(set ENSEMBLE_DEBUG=1 for the traceback; "
-              "checkpoints written so far are kept)", file=sys.stderr)
-        return EXIT_FAILURE
+    except (KeyboardInterrupt, Exception) as err:  # a failure during the run (or a signal): say what, what next
+        return report_failure(args, err)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def report_failure(args: argparse.Namespace, error: BaseException) -> int:
+    """One paragraph: the problem, what was kept, the next command; tracebacks only under ENSEMBLE_DEBUG."""
+    from ensemble.job.failures import describe, next_step
+    from ensemble.job.supervisor import mark_reported, paragraph
+    code, problem = describe(error, getattr(args, "run_location", None))
+    if os.environ.get("ENSEMBLE_DEBUG"):
+        traceback.print_exception(error)
+        print(getattr(error, "remote_traceback", ""), file=sys.stderr)
+    if args.command == "run":
+        problem += " " + next_step(getattr(args, "run_location", None), args.resume_if_exists)
+    else:
+        problem += " (Set ENSEMBLE_DEBUG=1 for the traceback.)"
+    print(paragraph(f"error: {problem}"), file=sys.stderr, flush=True)
+    mark_reported()
+    return code
 
 
 if __name__ == "__main__":

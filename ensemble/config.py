@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from workers.errors import InputError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no inf or nan anywhere: train.lr=.inf would only fail after every member diverged
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_only_for_switches(cls, value: Any, info: ValidationInfo) -> Any:
+        """`members=true` is not 1 and `baseline.enabled=1` is not true: a boolean where a number
+        belongs (or the reverse) is refused, not converted."""
+        annotation = cls.model_fields[info.field_name].annotation
+        switch = annotation is bool or bool in get_args(annotation)
+        number = annotation in (int, float) or bool({int, float} & set(get_args(annotation)))
+        if isinstance(value, bool) and number and not switch:
+            raise ValueError("expected a number, not true/false")
+        if switch and not isinstance(value, bool) and value is not None:
+            raise ValueError("expected true or false")
+        return value
 
 
 class DataConfig(Section):
@@ -130,6 +145,13 @@ class EnsembleConfig(Section):
             raise ValueError("name must be a non-empty directory name without '/'")
         return value
 
+    @model_validator(mode="after")
+    def _enough_members(self) -> "EnsembleConfig":
+        if self.min_members > self.members:
+            raise ValueError(f"min_members={self.min_members} is more than members={self.members}; the run could "
+                             "never go on, so lower min_members or raise members")
+        return self
+
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "EnsembleConfig":
         return build_config(read_config_file(path), overrides)
@@ -147,8 +169,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise InputError(f"config file {str(path)!r} is not valid YAML or JSON: {err}") from None
-    if raw is None:
-        return {}
+    if raw is None:  # an empty file is more likely the wrong file than a wish for the defaults
+        raise InputError(f"config file {str(path)!r} is empty; drop --config to run with the defaults, or put the "
+                         "keys to change in it (for example `members: 8`).")
     if not isinstance(raw, dict):
         raise InputError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}.")
     return raw
@@ -187,12 +210,16 @@ def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConf
 def describe_validation_error(err: ValidationError) -> str:
     problems = []
     for item in err.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if not key:  # a rule across keys (min_members and members)
+            problems.append(message)
+            continue
         if item["type"] == "extra_forbidden":
             problems.append(f"unknown config key {key!r}")
             continue
         allowed = _allowed_values(item)
-        problems.append(f"config key {key!r} has value {item.get('input')!r}: {item['msg']}{allowed}")
+        problems.append(f"config key {key!r} has value {item.get('input')!r}: {message}{allowed}")
     return "Invalid configuration: " + "; ".join(problems) + "."
 
 

@@ -16,6 +16,7 @@ from classifier.persistence import load_combiner
 from ensemble.builders import member_factory
 from ensemble.config import EnsembleConfig
 from ensemble.data import Normalizer
+from ensemble.data.sources import channels_first
 from ensemble.job.evaluation import load_autoencoder
 from ensemble.report import RunReport
 from workers.errors import InputError
@@ -72,14 +73,15 @@ class RunResult:
         return float(np.mean(predicted == labels))
 
     def _member_features(self, images) -> list[np.ndarray]:
-        images = torch.as_tensor(np.asarray(images) if isinstance(images, (list, tuple)) else images)
+        """Images in any layout `dataset=` accepts (N x H x W, N x C x H x W, N x H x W x C; arrays,
+        tensors or nested lists), checked against the run's image shape, then encoded."""
+        images = channels_first(images, "predict()")
         expected = tuple(self.report.dataset.image_shape)
-        if images.ndim == 3 and expected[0] == 1:
-            images = images.unsqueeze(1)  # N x H x W: one channel, as datasets accept it
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected or len(images) == 0:
-            raise InputError(f"images must be N x {' x '.join(map(str, expected))}"
-                             + (f" (or N x {expected[1]} x {expected[2]})" if expected[0] == 1 else "")
-                             + f" with N >= 1; got shape {tuple(images.shape)}.")
+        if tuple(images.shape[1:]) != expected or len(images) == 0:
+            raise InputError(f"predict(): images must be N x {' x '.join(map(str, expected))} (channels first or "
+                             f"last; N x H x W for one channel) with N >= 1; got shape {tuple(images.shape)}.")
+        if images.is_floating_point() and not torch.isfinite(images).all():
+            raise InputError("predict(): images contain NaN or infinite values.")
         return member_features(self.autoencoders, self.normalizer(images))
 
     def __repr__(self) -> str:

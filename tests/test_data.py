@@ -133,11 +133,35 @@ def test_missing_files_name_the_path_and_the_fix(tmp_path, name, folder):
     assert str(tmp_path / "nowhere" / folder) in str(caught.value)
 
 
-def test_corrupt_idx_file_is_an_input_error(tmp_path):
+@pytest.mark.parametrize("content, reason", [
+    (b"\x00\x00\x08\x03garbage", "holds 11 bytes, fewer than an IDX header"),
+    (b"PK\x03\x04" + bytes(40), "starts with 0x504b0304, not the IDX magic number 0x00000803"),
+    (b"\x00\x00\x08\x03" + (60).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(100),
+     "holds 116 bytes but its header declares 60 x 28 x 28 values (47,056 bytes)"),
+])
+def test_corrupt_idx_file_is_an_input_error_that_says_what_is_wrong(tmp_path, content, reason):
     raw = write_mnist(tmp_path)
-    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
-    with pytest.raises(InputError, match="not valid IDX"):
+    (raw / "train-images-idx3-ubyte").write_bytes(content)
+    with pytest.raises(InputError, match="not valid IDX files") as caught:
         load_splits(DataConfig(name="mnist", root=str(tmp_path), train_size=30, val_size=20), seed=0)
+    assert f"train-images-idx3-ubyte {reason}" in str(caught.value)
+
+
+def test_images_as_nested_lists_work_and_ragged_ones_are_named():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (60, 6, 6)).tolist()
+    labels = [i % 3 for i in range(60)]
+    s = load_splits(DataConfig(name="npz", train_size=30, val_size=15), seed=0, dataset=(images, labels))
+    assert s.image_shape == (1, 6, 6) and len(s.test_y) == 15
+    ragged = images[:59] + [[[0] * 5] * 6]
+    with pytest.raises(InputError, match="differ in shape"):
+        load_splits(DataConfig(name="npz", train_size=30, val_size=15), seed=0, dataset=(ragged, labels))
+
+
+def test_constant_images_train_but_are_warned_about():
+    images, labels = torch.full((60, 1, 6, 6), 7.0), torch.arange(60) % 3
+    with pytest.warns(UserWarning, match="every training image of custom dataset .* is constant"):
+        load_splits(DataConfig(name="npz", train_size=30, val_size=15), seed=0, dataset=(images, labels))
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "folder", "npz"])

@@ -53,11 +53,17 @@ def checkpoint_dir(member_dir: str | Path, epoch: int) -> Path:
 
 
 def write_synced(path: Path, data: bytes) -> None:
-    """Write and fsync one new file (a temporary, or a file inside a directory renamed later)."""
-    with open(path, "xb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Write and fsync one new file (a temporary, or a file inside a directory renamed later). A failed
+    write (a full disk) names the file, which the OS error alone does not."""
+    try:
+        with open(path, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:

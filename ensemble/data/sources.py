@@ -81,12 +81,16 @@ def _load_mnist(cfg: DataConfig) -> Source:
     raw_folder = root / "MNIST" / "raw"
     expected = [Path(url).stem for url, _ in MNIST.resources]  # the unpacked IDX files, without ".gz"
     _require_files(cfg, "MNIST", raw_folder, expected)
+    problems = [problem for name in expected if (raw_folder / name).is_file()
+                for problem in [idx_problem(raw_folder / name)] if problem]
     try:
+        if problems:  # torchvision's parser would say no more than an empty AssertionError
+            raise ValueError("; ".join(problems))
         train = MNIST(str(root), train=True, download=cfg.download)
         test = MNIST(str(root), train=False, download=cfg.download)
     except (AssertionError, TypeError, ValueError) as err:  # the IDX parser's complaints about a bad file
-        raise InputError(f"the MNIST files in {str(raw_folder)!r} are not valid IDX files ({err}); replace them "
-                         "with the official ones or set data.download=true after deleting them.") from None
+        raise InputError(f"the MNIST files in {str(raw_folder)!r} are not valid IDX files: {err or 'unreadable'}. "
+                         "Replace them with the official ones, or delete them and set data.download=true.") from None
     pool = Labelled(train.data.unsqueeze(1), train.targets)
     official_test = Labelled(test.data.unsqueeze(1), test.targets)
     return Source(pool, official_test, _digit_names(), (0.0, 255.0),
@@ -160,8 +164,9 @@ _LOADERS: dict[str, Callable[[DataConfig], Source]] = {
 
 
 def _custom_dataset(dataset) -> Source:
-    # a pair's first element is the whole image array; a Dataset's first element is one (image, label) sample
-    if isinstance(dataset, (tuple, list)) and len(dataset) == 2 and hasattr(dataset[0], "shape"):
+    # a pair's first element is the whole image array (an array, a tensor or nested lists); a Dataset's first
+    # element is one (image, label) sample
+    if _is_images_and_labels(dataset):
         x, y = dataset
     elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         x, y = _stack_samples(dataset)
@@ -175,6 +180,37 @@ def _custom_dataset(dataset) -> Source:
 
 
 # --- helpers of the loaders ---
+
+def _is_images_and_labels(dataset) -> bool:
+    if not (isinstance(dataset, (tuple, list)) and len(dataset) == 2):
+        return False
+    images, labels = dataset
+    if hasattr(images, "shape"):
+        return True
+    return isinstance(images, (list, tuple)) and hasattr(labels, "__len__") and len(images) == len(labels) > 2
+
+
+_IDX_MAGIC = {"images": 0x803, "labels": 0x801}  # unsigned bytes with 3 dims, and with 1
+
+
+def idx_problem(path: Path) -> Optional[str]:
+    """What is wrong with an uncompressed MNIST IDX file, or None: its magic number and its size
+    against the dimensions its header declares."""
+    data = path.read_bytes()
+    expected = _IDX_MAGIC["images" if "images" in path.name else "labels"]
+    ndim = expected & 0xFF
+    if len(data) < 4 + 4 * ndim:
+        return f"{path.name} holds {len(data)} bytes, fewer than an IDX header"
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected:
+        return f"{path.name} starts with 0x{magic:08x}, not the IDX magic number 0x{expected:08x}"
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    declared = int(np.prod(dims)) + 4 + 4 * ndim
+    if len(data) != declared:
+        shape = " x ".join(map(str, dims))
+        return f"{path.name} holds {len(data):,} bytes but its header declares {shape} values ({declared:,} bytes)"
+    return None
+
 
 def _digit_names() -> tuple[str, ...]:
     return tuple(str(digit) for digit in range(10))
@@ -265,18 +301,37 @@ def _stack_samples(dataset) -> tuple[torch.Tensor, list]:
     return torch.stack(images), labels
 
 
+def channels_first(images, what: str) -> torch.Tensor:
+    """Images as an N x C x H x W tensor, by the layout rule of the module docstring; nested lists too."""
+    if isinstance(images, torch.Tensor):
+        return _as_nchw(images.detach().cpu(), what)
+    try:
+        array = np.asarray(images)
+    except ValueError as err:  # ragged nested lists
+        raise InputError(f"{what}: the images given as nested lists differ in shape ({err}); give one array "
+                         "(N x H x W, N x C x H x W or N x H x W x C) or a list of equally shaped images.") from None
+    if array.dtype == object:
+        raise InputError(f"{what}: images must be numbers in an array, a tensor or nested lists of equal shape; "
+                         f"got objects of type {type(array.flat[0]).__name__ if array.size else 'none'}.")
+    return _as_nchw(torch.as_tensor(array), what)
+
+
+def _as_nchw(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.ndim == 3:
+        return x.unsqueeze(1)
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        return x.permute(0, 3, 1, 2)
+    if x.ndim != 4:
+        raise InputError(f"{what}: images must be N x H x W, N x C x H x W or N x H x W x C; got shape "
+                         f"{tuple(x.shape)}.")
+    return x
+
+
 def _from_arrays(x, y, what: str) -> tuple[Labelled, tuple]:
     """Images in the layout rule of the module docstring, labels remapped to 0..K-1 in sorted order;
     also the label values themselves (plain Python scalars), label i first."""
-    x = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    x = channels_first(x, what)
     y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.permute(0, 3, 1, 2)
-    elif x.ndim != 4:
-        raise InputError(f"{what}: images must be N x H x W, N x C x H x W or N x H x W x C; got shape "
-                         f"{tuple(x.shape)}.")
     if x.is_complex():
         raise InputError(f"{what}: images must hold real pixel values, not {x.dtype}.")
     if not (x.dtype == torch.uint8 or x.is_floating_point()):

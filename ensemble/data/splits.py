@@ -6,6 +6,7 @@ maps the dataset's own pixel scale to the trained one, so predict() can take raw
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,6 +47,7 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None) -> Splits:
     """
     data = load_source(cfg, dataset)
     train, val, test = _split(data, cfg, seed)
+    warn_if_constant(train.x, data.description)
     normalizer = _fit_normalizer(cfg.normalize, train.x, data.pixel_range)
     return Splits(normalizer(train.x), train.y, normalizer(val.x), val.y, normalizer(test.x), test.y,
                   num_classes=len(data.classes), source=data.description, normalizer=normalizer,
@@ -123,3 +125,16 @@ def _fit_normalizer(method: str, train_x: torch.Tensor, pixel_range: Optional[tu
         return Normalizer(tuple(mean.tolist()), tuple(s if s > 0 else 1.0 for s in std.tolist()))  # flat: no scaling
     low, high = pixel_range or (train_x.min().item(), train_x.max().item())
     return Normalizer((float(low),) * channels, (float(high - low) or 1.0,) * channels)
+
+
+def warn_if_constant(images: torch.Tensor, description: str) -> None:
+    """Constant images carry no pattern for an autoencoder to learn: the classifier would end at chance.
+    Allowed (a user may test that), but said."""
+    per_image = images.flatten(1).float()
+    constant = int((per_image.amax(1) == per_image.amin(1)).sum())
+    if constant == len(images):
+        warnings.warn(f"every training image of {description} is constant (one value throughout); the "
+                      "autoencoders have nothing to learn and the classifier will be at chance.", stacklevel=3)
+    elif constant * 2 > len(images):
+        warnings.warn(f"{constant:,} of {len(images):,} training images of {description} are constant (one value "
+                      "throughout); check the data's pixel values.", stacklevel=3)

@@ -24,7 +24,7 @@ from ensemble.eager import baseline_rule, member_fixed_epoch, member_rule
 from ensemble.job.evaluation import CombinerScore, load_autoencoder, score_checkpoints
 from ensemble.job.progress import ProgressPrinter
 from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
-from ensemble.job.rundir import create_run_dir, default_run_name, write_config
+from ensemble.job.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
@@ -33,7 +33,7 @@ from ensemble.scheduling.placement import Share, baseline_share, infeasible_reas
 from ensemble.scheduling.pool import MemberPool, MemberRun
 from ensemble.scheduling.recovery import too_few_members
 from ensemble.scheduling.session import alive_node_resources, ray_session, share_data
-from ensemble.storage import Mirror, is_uri, occupied, open_mirror
+from ensemble.storage import Mirror, is_uri, open_mirror
 from workers.actor import MemberSpec
 from workers.errors import InputError
 from workers.events import Event
@@ -114,9 +114,7 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
         config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
     if mirror is None and not resume:
-        run_dir = Path(config.output) / config.name
-        if run_dir.exists() and any(run_dir.iterdir()):  # checked again when it is created
-            raise occupied(str(run_dir))
+        check_output(config.output, config.name)  # checked again when the directory is created
     share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
     return Plan(config, splits, factory, baseline_factory(config, splits.image_shape), share, resume, mirror)
 

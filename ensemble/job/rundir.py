@@ -4,6 +4,7 @@ resume, local or at an output URI."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,20 @@ from workers.layout import CONFIG_JSON, REPORT_JSON, write_atomic
 
 def default_run_name() -> str:
     return datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
+def check_output(output: str | Path, name: str) -> None:
+    """Before anything starts: the run directory must not hold a run yet, and its nearest existing
+    parent must be a directory this process can write in."""
+    run_dir = Path(output) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise occupied(str(run_dir))
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"output {str(output)!r} cannot hold run directories: {str(existing)!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"output {str(output)!r} is not writable: no permission to create directories in "
+                         f"{str(existing)!r}. Choose another --output.")
 
 
 def create_run_dir(output: str | Path, name: str) -> Path:

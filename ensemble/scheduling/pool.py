@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 
 import ray
 
+from ensemble.scheduling.errors import MemberFailed
 from ensemble.scheduling.handoff import handoff
 from ensemble.scheduling.placement import Share
 from ensemble.scheduling.recovery import should_restart
@@ -160,6 +161,9 @@ class MemberPool:
         except ray.exceptions.RayActorError:  # Ray: died while starting
             self.on_start_failed(actor)
             return
+        except ray.exceptions.RayTaskError as error:  # Ray: the model's own code raised on its first batch
+            ray.kill(actor)  # Ray:
+            raise member_failed(self.warm_up_spec.name, None, error) from None
         self.on_warmed(actor)
 
     def _read_stream(self, stream) -> None:
@@ -173,12 +177,23 @@ class MemberPool:
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
             self.on_actor_died(spec, actor, error)
             return
+        except ray.exceptions.RayTaskError as error:  # Ray: the member's own code (or its disk) raised
+            ray.kill(actor)  # Ray: its stream is no longer tracked, so free its CPUs/GPUs here
+            epoch = max((e for e, _, _ in self.runs[spec.name].epoch_spans), default=0) + 1
+            raise member_failed(spec.name, epoch, error) from None
         self.streams[stream] = (spec, actor)
         self.on_shipment(spec, shipment)
 
     def _report(self, name: str, event: Event) -> None:
         self.runs[name].record(event, self.phase_start)
         self.on_event(event)
+
+
+def member_failed(name: str, epoch: Optional[int], error: ray.exceptions.RayTaskError) -> MemberFailed:
+    """The member's own exception out of Ray's wrapper (which carries its type, errno, file name), with
+    the remote traceback kept for ENSEMBLE_DEBUG."""
+    cause = getattr(error, "cause", None) or error
+    return MemberFailed(name, epoch, cause, getattr(error, "traceback_str", None) or str(error))
 
 
 def time_actor_start(share: Share, spec: MemberSpec, data_ref: ray.ObjectRef) -> float:

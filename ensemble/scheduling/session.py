@@ -10,6 +10,7 @@ from typing import Iterator
 import ray
 
 from ensemble.data import Splits
+from ensemble.scheduling.signals import stop_on_sigterm
 
 
 @contextmanager
@@ -17,15 +18,18 @@ def ray_session(num_cpus: int | None = None) -> Iterator[bool]:
     """Connect to RAY_ADDRESS (or an already initialised Ray), else start a local instance;
     shut down only what we started. Yields whether we started it."""
     if ray.is_initialized():
-        yield False
+        with stop_on_sigterm():
+            yield False
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
-        yield False
+        with stop_on_sigterm():
+            yield False
         return
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        yield True
+        with stop_on_sigterm():
+            yield True
     finally:
         ray.shutdown()
 
