@@ -7,8 +7,9 @@ ReLU, Adam at 1e-3, batch 100, MSE reconstruction loss.
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +21,12 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A split size: a count of images, a fraction of the dataset in (0, 1) as scikit-learn's
+# train_test_split takes it, or "auto" (the defaults below, resolved by `ensemble.data.splits`).
+SplitSize = Union[Literal["auto"], int, float]
+AUTO_COUNTS = {"train_size": 3000, "val_size": 1000}  # the paper's small setting, on data with room for it
+
+
 class DataConfig(Section):
     name: Literal["mnist-5k", "digits", "mnist", "cifar10", "folder", "npz"] = Field(
         "mnist-5k", description="dataset: embedded mnist-5k or digits, or mnist/cifar10/folder/npz from data.root")
@@ -27,14 +34,39 @@ class DataConfig(Section):
         None, description="directory (mnist, cifar10, folder) or .npz file (npz) holding the data")
     download: bool = Field(
         False, description="allow torchvision to download mnist/cifar10 into data.root when missing")
-    train_size: Optional[int] = Field(
-        3000, ge=1, description="training images drawn (stratified); null takes all that remain")
-    val_size: int = Field(1000, ge=1, description="validation images drawn (stratified) for eager stopping")
-    test_size: Optional[int] = Field(
-        None, ge=1, description="test images; null keeps every image not used for train/validation")
+    train_size: Optional[SplitSize] = Field(
+        "auto", description="training images (stratified): a count, a fraction of the dataset in (0, 1), null for "
+                            "all that remain, or auto: 3,000, or 60% when the data is too small for the defaults")
+    val_size: SplitSize = Field(
+        "auto", description="validation images (stratified) for eager stopping: a count, a fraction in (0, 1), or "
+                            "auto: 1,000, or 20% when the data is too small for the defaults")
+    test_size: Optional[Union[int, float]] = Field(
+        None, description="test images: a count or a fraction; null keeps every image not used for train/validation "
+                          "(or the official test split); 0 holds none out (test accuracies are then null)")
     normalize: Literal["minmax", "standardize"] = Field(
         "minmax", description="pixel scaling: minmax to [0, 1], or standardize with training mean/std")
     bootstrap: bool = Field(False, description="each member trains on its own bootstrap sample (bagging)")
+
+    @field_validator("train_size", "val_size", "test_size", mode="before")
+    @classmethod
+    def _count_or_fraction(cls, value: Any, info) -> Any:
+        """One message per bad size instead of one per member of the union; numpy numbers accepted."""
+        name = info.field_name
+        if value == "auto" and name in AUTO_COUNTS or value is None and name != "val_size":
+            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # true would read as 1
+            smallest = 0 if name == "test_size" else 1
+            if value < smallest:
+                raise ValueError(f"a count of images must be at least {smallest}")
+            return int(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not 0 < value < 1:
+                raise ValueError("a fraction of the dataset must lie strictly between 0 and 1, as in scikit-learn's "
+                                 "train_test_split; give a whole number for a count of images")
+            return float(value)
+        allowed = ["a count of images", "a fraction in (0, 1)"] + ["auto"] * (name in AUTO_COUNTS)
+        allowed += ["null"] * (name != "val_size")
+        raise ValueError(f"{name} takes {', '.join(allowed[:-1])} or {allowed[-1]}")
 
 
 class ModelConfig(Section):

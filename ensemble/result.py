@@ -18,6 +18,7 @@ from ensemble.config import EnsembleConfig
 from ensemble.data import Normalizer
 from ensemble.job.evaluation import load_autoencoder
 from ensemble.report import RunReport
+from ensemble.report.tables import accuracy
 from workers.errors import InputError
 from workers.layout import COMBINER, NORMALIZATION, REPORT_JSON, write_atomic
 from workers.models import AutoencoderFactory
@@ -84,7 +85,7 @@ class RunResult:
 
     def __repr__(self) -> str:
         e = self.report.ensemble
-        return (f"RunResult({str(self.run_dir)!r}, ensemble accuracy {e.test_accuracy:.4f}, "
+        return (f"RunResult({str(self.run_dir)!r}, ensemble accuracy {accuracy(e.test_accuracy)}, "
                 f"speedup {self.report.speedup})")
 
 

@@ -79,6 +79,9 @@ def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = No
     if "selection" in (report.model_extra or {}):
         raise InputError(f"{str(run_dir)!r} is a selection made by `ensemble select`, not a run; give the run "
                          f"directory it was made from ({str(run_dir.parent.parent)!r}).")
+    if report.dataset.test == 0:
+        raise InputError(f"run {report.name!r} held out no test split (data.test_size=0), so there is no test "
+                         "accuracy to compare checkpoints by.")
     if report.dataset.source.startswith("custom dataset") and dataset is None:
         raise InputError(f"run {report.name!r} was trained on a custom dataset, which the run directory does not "
                          "hold; analyse it from Python and pass the same dataset (and autoencoder).")

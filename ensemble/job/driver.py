@@ -107,6 +107,9 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
     """Load and split the data, check the autoencoder on one batch, name the run, open an output
     URI: everything that can be wrong with the input fails here, before Ray starts."""
     splits = load_splits(config.data, config.seed, dataset)
+    if splits.note:
+        print(splits.note, flush=True)
+    config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json
     factory = autoencoder or member_factory(config, splits.image_shape)
     check_autoencoder(factory, splits.train_x[:2])
     if not resume:
@@ -198,8 +201,10 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     if problem:
         raise RuntimeError(problem)
     score = score_checkpoints(plan.member_factory, run_dir, chosen, plan.splits, config.combiner, config.seed)
-    untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
-                                  config.combiner, config.seed)
+    untrained = None  # the same combiner on the untrained encoders, when there is a test split to score it on
+    if len(plan.splits.test_y):
+        untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
+                                      config.combiner, config.seed)
     save_combiner(score.combiner, run_dir / COMBINER)
     ensemble = ensemble_report(config, phases, score, untrained, members, plan.member_share)
     baseline = None

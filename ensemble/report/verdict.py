@@ -9,6 +9,8 @@ from ensemble.report.models import BaselineReport, EnsembleReport
 
 def verdict(ensemble: EnsembleReport, baseline: Optional[BaselineReport], tolerance: float = 0.005) -> str:
     """What the measured figures say about the paper's claim, and no more."""
+    if ensemble.test_accuracy is None:
+        return "No test split was held out (data.test_size=0), so this run cannot test the claim."
     gain = ensemble.test_accuracy - ensemble.untrained_test_accuracy
     training = (f" Autoencoder training changed the ensemble's accuracy by {gain:+.4f} against the same "
                 f"combiner on the untrained encoders ({ensemble.untrained_test_accuracy:.4f}).")
