@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -76,12 +77,23 @@ class ModelConfig(Section):
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = Field(
         "relu", description="hidden activation")
     pooling: Literal["max", "avg"] = Field("max", description="2x2 down-sampling after each encoder stage")
+    autoencoder: Optional[str] = Field(
+        None,
+        description="the members' autoencoder: null for the CAE of model.*, or module:QualName of an nn.Module class "
+                    "built with no arguments (run(autoencoder=...) records it; load() rebuilds it from here)")
 
     @field_validator("kernel_size")
     @classmethod
     def _odd_kernel(cls, value: int) -> int:
         if value % 2 == 0:
             raise ValueError("kernel_size must be odd so 'same' padding keeps the image size")
+        return value
+
+    @field_validator("autoencoder")
+    @classmethod
+    def _import_path(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[\w.<>]+", value):
+            raise ValueError("autoencoder must be an import path module:QualName, for example mypkg.models:MyAE")
         return value
 
     @field_validator("channels")

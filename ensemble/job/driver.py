@@ -38,7 +38,7 @@ from workers.actor import MemberSpec
 from workers.errors import InputError
 from workers.events import Event
 from workers.layout import BASELINE, COMBINER, member_name
-from workers.models import AutoencoderFactory, check_autoencoder
+from workers.models import AutoencoderFactory, autoencoder_path, check_autoencoder
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,10 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
         print(splits.note, flush=True)
     config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json
     factory = autoencoder or member_factory(config, splits.image_shape)
-    check_autoencoder(factory, splits.train_x[:2])
+    built = check_autoencoder(factory, splits.train_x[:2])
+    if autoencoder is not None:  # recorded, so load() and `ensemble select` can rebuild it by name
+        model = config.model.model_copy(update={"autoencoder": autoencoder_path(autoencoder, built)})
+        config = config.model_copy(update={"model": model})
     if not resume:
         config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None

@@ -17,7 +17,7 @@ from ensemble.config import CombinerConfig
 from ensemble.data import Splits
 from workers.checkpoints import load_weights
 from workers.layout import checkpoint_dir
-from workers.models import AutoencoderFactory
+from workers.models import AutoencoderFactory, load_matching
 
 Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
 
@@ -37,8 +37,8 @@ class CombinerScore:
 
 def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int) -> nn.Module:
     """A frozen autoencoder with the weights of one saved epoch."""
-    model = factory()
-    model.load_state_dict(load_weights(checkpoint_dir(member_dir, epoch)))
+    path = checkpoint_dir(member_dir, epoch)
+    model = load_matching(factory(), load_weights(path), str(path))
     model.eval().requires_grad_(False)
     return model
 
