@@ -132,7 +132,8 @@ class BaselineConfig(Section):
     enabled: bool = Field(True, description="also train the monolithic baseline for comparison")
     patience: int = Field(3, ge=1, description="epochs without improvement before the baseline stops")
     min_delta: float = Field(
-        0.01, ge=0, description="relative validation improvement that counts as improvement")
+        0.01, ge=0, description="relative: an epoch improves when its validation loss is below the best by more than "
+                                "this fraction of it (Lightning's EarlyStopping(min_delta) is absolute)")
     max_epochs: int = Field(20, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
         None, gt=0,
@@ -140,9 +141,16 @@ class BaselineConfig(Section):
 
 
 class CombinerConfig(Section):
-    kind: Literal["stack", "soft-vote", "hard-vote"] = Field(
-        "stack", description="stack features into one head, or vote over one head per member")
+    kind: Literal["concat", "soft-vote", "hard-vote"] = Field(
+        "concat", description="concat (alias stack): the members' features side by side into one head, not "
+                              "scikit-learn's stacking (a meta-learner over members' predictions); soft-vote / "
+                              "hard-vote: one head per member, then a vote")
     head: Literal["logistic", "mlp"] = Field("logistic", description="classifier head")
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _old_name(cls, value: Any) -> Any:
+        return "concat" if value == "stack" else value  # its earlier name, in older configs and reports
 
 
 class ResourcesConfig(Section):

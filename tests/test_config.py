@@ -112,3 +112,24 @@ def test_defaults_keep_3000_and_1000_for_the_embedded_sets():
     from ensemble.config import AUTO_COUNTS
     assert EnsembleConfig().data.train_size == "auto" and AUTO_COUNTS == {"train_size": 3000, "val_size": 1000}
 
+
+def test_combiner_kind_stack_is_an_alias_of_concat():
+    assert build_config({}, ["combiner.kind=stack"]).combiner.kind == "concat"
+    assert EnsembleConfig().combiner.kind == "concat"
+    description = dict((k, d) for k, _, d in config_reference())["combiner.kind"]
+    assert "stacking" in description and "meta-learner" in description
+
+
+def test_baseline_min_delta_says_it_is_relative():
+    description = dict((k, d) for k, _, d in config_reference())["baseline.min_delta"]
+    assert "relative" in description and "absolute" in description
+
+
+@pytest.mark.parametrize("path, ok", [("mypkg.models:MyAE", True), ("__main__:MyAE", True),
+                                      ("tests.test_x:test.<locals>.AE", True), ("MyAE", False), ("a:b:c", False)])
+def test_model_autoencoder_is_an_import_path(path, ok):
+    if ok:
+        assert build_config({}, [f"model.autoencoder={path}"]).model.autoencoder == path
+    else:
+        with pytest.raises(InputError, match="import path module:QualName"):
+            build_config({}, [f"model.autoencoder={path}"])
