@@ -10,7 +10,7 @@ import json
 import numbers
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -216,12 +216,17 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:
         value = text
+    set_key(raw, key, value, f"--set {assignment!r}")
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """raw[a][b] = value for the dotted key `a.b`, creating sections as needed."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise InputError(f"--set {assignment!r}: {part!r} is a value, not a section.")
+            raise InputError(f"{where}: {part!r} is a value, not a section.")
         node = child
     node[leaf] = value
 
@@ -236,16 +241,18 @@ def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConf
         raise InputError(describe_validation_error(err)) from None
 
 
-def describe_validation_error(err: ValidationError) -> str:
+def describe_validation_error(err: ValidationError, name: Callable[[str], str] = "config key {!r}".format,
+                              what: str = "configuration") -> str:
+    """One sentence per problem; `name` says how to call a dotted key (the estimator names its parameter)."""
     problems = []
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            problems.append(f"unknown config key {key!r}")
+            problems.append(f"unknown {name(key)}")
             continue
         allowed = _allowed_values(item)
-        problems.append(f"config key {key!r} has value {item.get('input')!r}: {item['msg']}{allowed}")
-    return "Invalid configuration: " + "; ".join(problems) + "."
+        problems.append(f"{name(key)} has value {item.get('input')!r}: {item['msg']}{allowed}")
+    return f"Invalid {what}: " + "; ".join(problems) + "."
 
 
 def _allowed_values(item: dict[str, Any]) -> str:
