@@ -17,13 +17,16 @@ from ensemble.config import EnsembleConfig
 from ensemble.report import RunReport
 from workers.errors import InputError
 
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it from here
+
 _ON_FIRST_USE = {
     "EagerEnsembleClassifier": "ensemble.estimator",
     "RunResult": "ensemble.result",
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
 }
-__all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "RunReport", "RunResult", "load", "run"]
+__all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "RunReport", "RunResult", "__version__", "load",
+           "run"]
 
 
 def __getattr__(name: str):
