@@ -145,3 +145,12 @@ def test_an_importable_custom_autoencoder_is_rebuilt_without_being_passed(ray_in
     again = ensemble.load(result.run_dir)
     assert isinstance(again.autoencoders[0], TinyAE)
     assert np.array_equal(again.predict(images), result.predict(images))
+
+
+def test_model_autoencoder_in_a_config_builds_that_class():
+    """What `--set model.autoencoder=...` on the command line, select, curves and --resume rely on."""
+    from ensemble.builders import member_factory
+    from ensemble.config import build_config
+    assert member_factory(build_config({}, ["model.autoencoder=tests.tiny:TinyAE"]), (1, 8, 8)) is TinyAE
+    with pytest.raises(InputError, match="cannot be imported here"):
+        member_factory(build_config({}, ["model.autoencoder=__main__:GoneAE"]), (1, 8, 8))
