@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -104,6 +105,7 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     loaded = ensemble.load(join_uri(output, "cloud"))
     assert loaded.stored_at == join_uri(output, "cloud") and loaded.run_dir.is_dir()
     assert np.array_equal(loaded.predict(images), resumed.predict(images))
+    shutil.rmtree(loaded.run_dir.parent)  # the local copy is the caller's to keep or remove
     staged = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("ensemble-staging-")}
     with pytest.raises(InputError, match="there is no run at"):
         ensemble.load(join_uri(output, "nothing-here"))
