@@ -4,6 +4,7 @@ purpose: the CLI loads this module to build its parser; the benchmark loads only
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from workers.errors import InputError
@@ -26,6 +27,9 @@ def add_parser(commands) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.epochs < 1:
         raise InputError("--repeats and --epochs must be at least 1.")
+    if importlib.util.find_spec("psutil") is None:
+        raise InputError("ensemble bench measures per-process memory with psutil, which is not installed; install "
+                         "the bench extra: pip install 'eager-ensembles[bench]'.")
     from benchmarks.bench import main as bench
     bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run)
     return 0

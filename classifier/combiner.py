@@ -1,8 +1,9 @@
-"""Stack, soft-vote or hard-vote over frozen members' features, as one scikit-learn estimator.
+"""Concatenate, soft-vote or hard-vote over frozen members' features, as one scikit-learn estimator.
 
 `fit` takes the stacked matrix (members' feature blocks side by side, as
 `classifier.features.stack_features` builds it); `member_widths` says where each block ends.
-- stack:     StandardScaler + one head on all columns.
+- concat:    StandardScaler + one head on all columns (formerly "stack", still accepted). Not
+             scikit-learn's StackingClassifier, which fits a meta-learner on members' predictions.
 - soft-vote: per member, a pipeline (select its columns, StandardScaler, head); the
              members' probabilities are averaged (VotingClassifier, voting="soft").
 - hard-vote: the same pipelines, majority vote (VotingClassifier, voting="hard"). Ties go
@@ -29,7 +30,8 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d,
 from classifier import CombinerInputError
 from classifier.features import stack_features
 
-KINDS = ("stack", "soft-vote", "hard-vote")
+KINDS = ("concat", "soft-vote", "hard-vote")
+KIND_ALIASES = {"stack": "concat"}  # the earlier name, in older configs and saved combiners
 HEADS = ("logistic", "mlp")
 MLP_HIDDEN_UNITS = 64  # as accurate as 128 on 5 x 784 features (0.960 vs 0.959), and faster
 
@@ -46,7 +48,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    kind : "stack", "soft-vote" or "hard-vote" (see the module docstring).
+    kind : "concat" (alias "stack"), "soft-vote" or "hard-vote" (see the module docstring).
     head : "logistic" (LogisticRegression) or "mlp" (one hidden layer, early stopping).
     member_widths : each member's number of columns, in order; None means one member
         spanning all columns.
@@ -59,7 +61,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
     `n_features_in_`.
     """
 
-    def __init__(self, kind: str = "stack", head: str = "logistic", member_widths: tuple[int, ...] | None = None,
+    def __init__(self, kind: str = "concat", head: str = "logistic", member_widths: tuple[int, ...] | None = None,
                  C: float = 1.0, max_iter: int = 200, random_state: int = 0):
         self.kind = kind
         self.head = head
@@ -83,7 +85,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         self.member_widths_ = self._resolved_widths(X.shape[1])
         self.model_ = self._build_model().fit(X, y)
         self.classes_ = self.model_.classes_
-        heads = [self.model_[-1]] if self.kind == "stack" else [member[-1] for member in self.model_.estimators_]
+        heads = [self.model_[-1]] if self._kind() == "concat" else [member[-1] for member in self.model_.estimators_]
         self.n_iter_ = max(int(np.max(head.n_iter_)) for head in heads)
         return self
 
@@ -110,8 +112,11 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
 
     # --- building blocks ---
 
+    def _kind(self) -> str:
+        return KIND_ALIASES.get(self.kind, self.kind)
+
     def _check_params(self) -> None:
-        if self.kind not in KINDS:
+        if self._kind() not in KINDS:
             raise CombinerInputError(f"kind must be one of {KINDS}; got {self.kind!r}.")
         if self.head not in HEADS:
             raise CombinerInputError(f"head must be one of {HEADS}; got {self.head!r}.")
@@ -141,7 +146,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
                              max_iter=self.max_iter, random_state=self.random_state)
 
     def _build_model(self):
-        if self.kind == "stack":
+        if self._kind() == "concat":
             return Pipeline([("scale", StandardScaler()), ("head", self._head())])
         members = []
         start = 0

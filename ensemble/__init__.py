@@ -3,6 +3,7 @@
     import ensemble
     result = ensemble.run(ensemble.EnsembleConfig(members=5))
     ensemble.load(result.run_dir).predict(images)
+    ensemble.EagerEnsembleClassifier(members=3).fit(X, y).score(X_test, y_test)
 
 Layers: `ensemble` (the driver side) imports `workers` (the member side, lowest) and
 `classifier`; neither imports `ensemble`. The heavy names (`run`, `load`, `RunResult`) load on
@@ -17,12 +18,16 @@ from ensemble.report import RunReport
 from ensemble.scheduling.errors import MemberFailed
 from workers.errors import InputError
 
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it from here
+
 _ON_FIRST_USE = {
+    "EagerEnsembleClassifier": "ensemble.estimator",
     "RunResult": "ensemble.result",
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
 }
-__all__ = ["EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult", "load", "run"]
+__all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
+           "__version__", "load", "run"]
 
 
 def __getattr__(name: str):

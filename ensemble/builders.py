@@ -7,20 +7,29 @@ import dataclasses
 from typing import Sequence
 
 from ensemble.config import EnsembleConfig
-from workers.models import CAEFactory, baseline_width
+from workers.models import AutoencoderFactory, CAEFactory, baseline_width, import_autoencoder
 from workers.training import TrainSettings
 
 
-def member_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactory:
-    """The built-in CAE of `model.*` for images of `image_shape` (C, H, W)."""
+def member_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> AutoencoderFactory:
+    """The members' autoencoder: the class `model.autoencoder` names (imported), else the built-in
+    CAE of `model.*` for images of `image_shape` (C, H, W)."""
+    if config.model.autoencoder is not None:
+        return import_autoencoder(config.model.autoencoder)
+    return cae_factory(config, image_shape)
+
+
+def cae_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactory:
+    """The built-in CAE of `model.*`."""
     m = config.model
     return CAEFactory(tuple(image_shape), m.channels, m.kernel_size, m.activation, m.pooling)
 
 
 def baseline_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactory:
-    """The monolithic baseline: the members' CAE, `baseline.width` times as wide."""
+    """The monolithic baseline: the built-in CAE, `baseline.width` times as wide (also when the
+    members are a custom autoencoder)."""
     width = baseline_width(config.members, config.baseline.width)
-    return dataclasses.replace(member_factory(config, image_shape), width=width)
+    return dataclasses.replace(cae_factory(config, image_shape), width=width)
 
 
 def member_seed(seed: int, index: int) -> int:

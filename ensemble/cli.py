@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ensemble import __version__
 from ensemble.storage import is_uri, local_copy
 from workers.errors import InputError
 
@@ -19,6 +20,7 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ensemble", description="Eager parallel autoencoder ensembles on Ray.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
     _add_select(commands)

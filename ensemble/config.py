@@ -7,8 +7,10 @@ ReLU, Adam at 1e-3, batch 100, MSE reconstruction loss.
 from __future__ import annotations
 
 import json
+import numbers
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Callable, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -35,6 +37,12 @@ class Section(BaseModel):
         return value
 
 
+# A split size: a count of images, a fraction of the dataset in (0, 1) as scikit-learn's
+# train_test_split takes it, or "auto" (the defaults below, resolved by `ensemble.data.splits`).
+SplitSize = Union[Literal["auto"], int, float]
+AUTO_COUNTS = {"train_size": 3000, "val_size": 1000}  # the paper's small setting, on data with room for it
+
+
 class DataConfig(Section):
     name: Literal["mnist-5k", "digits", "mnist", "cifar10", "folder", "npz"] = Field(
         "mnist-5k", description="dataset: embedded mnist-5k or digits, or mnist/cifar10/folder/npz from data.root")
@@ -42,14 +50,39 @@ class DataConfig(Section):
         None, description="directory (mnist, cifar10, folder) or .npz file (npz) holding the data")
     download: bool = Field(
         False, description="allow torchvision to download mnist/cifar10 into data.root when missing")
-    train_size: Optional[int] = Field(
-        3000, ge=1, description="training images drawn (stratified); null takes all that remain")
-    val_size: int = Field(1000, ge=1, description="validation images drawn (stratified) for eager stopping")
-    test_size: Optional[int] = Field(
-        None, ge=1, description="test images; null keeps every image not used for train/validation")
+    train_size: Optional[SplitSize] = Field(
+        "auto", description="training images (stratified): a count, a fraction of the dataset in (0, 1), null for "
+                            "all that remain, or auto: 3,000, or 60% when the data is too small for the defaults")
+    val_size: SplitSize = Field(
+        "auto", description="validation images (stratified) for eager stopping: a count, a fraction in (0, 1), or "
+                            "auto: 1,000, or 20% when the data is too small for the defaults")
+    test_size: Optional[Union[int, float]] = Field(
+        None, description="test images: a count or a fraction; null keeps every image not used for train/validation "
+                          "(or the official test split); 0 holds none out (test accuracies are then null)")
     normalize: Literal["minmax", "standardize"] = Field(
         "minmax", description="pixel scaling: minmax to [0, 1], or standardize with training mean/std")
     bootstrap: bool = Field(False, description="each member trains on its own bootstrap sample (bagging)")
+
+    @field_validator("train_size", "val_size", "test_size", mode="before")
+    @classmethod
+    def _count_or_fraction(cls, value: Any, info) -> Any:
+        """One message per bad size instead of one per member of the union; numpy numbers accepted."""
+        name = info.field_name
+        if value == "auto" and name in AUTO_COUNTS or value is None and name != "val_size":
+            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # true would read as 1
+            smallest = 0 if name == "test_size" else 1
+            if value < smallest:
+                raise ValueError(f"a count of images must be at least {smallest}")
+            return int(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not 0 < value < 1:
+                raise ValueError("a fraction of the dataset must lie strictly between 0 and 1, as in scikit-learn's "
+                                 "train_test_split; give a whole number for a count of images")
+            return float(value)
+        allowed = ["a count of images", "a fraction in (0, 1)"] + ["auto"] * (name in AUTO_COUNTS)
+        allowed += ["null"] * (name != "val_size")
+        raise ValueError(f"{name} takes {', '.join(allowed[:-1])} or {allowed[-1]}")
 
 
 class ModelConfig(Section):
@@ -59,12 +92,23 @@ class ModelConfig(Section):
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = Field(
         "relu", description="hidden activation")
     pooling: Literal["max", "avg"] = Field("max", description="2x2 down-sampling after each encoder stage")
+    autoencoder: Optional[str] = Field(
+        None,
+        description="the members' autoencoder: null for the CAE of model.*, or module:QualName of an nn.Module class "
+                    "built with no arguments (run(autoencoder=...) records it; load() rebuilds it from here)")
 
     @field_validator("kernel_size")
     @classmethod
     def _odd_kernel(cls, value: int) -> int:
         if value % 2 == 0:
             raise ValueError("kernel_size must be odd so 'same' padding keeps the image size")
+        return value
+
+    @field_validator("autoencoder")
+    @classmethod
+    def _import_path(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[\w.<>]+", value):
+            raise ValueError("autoencoder must be an import path module:QualName, for example mypkg.models:MyAE")
         return value
 
     @field_validator("channels")
@@ -103,7 +147,8 @@ class BaselineConfig(Section):
     enabled: bool = Field(True, description="also train the monolithic baseline for comparison")
     patience: int = Field(3, ge=1, description="epochs without improvement before the baseline stops")
     min_delta: float = Field(
-        0.01, ge=0, description="relative validation improvement that counts as improvement")
+        0.01, ge=0, description="relative: an epoch improves when its validation loss is below the best by more than "
+                                "this fraction of it (Lightning's EarlyStopping(min_delta) is absolute)")
     max_epochs: int = Field(20, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
         None, gt=0,
@@ -111,9 +156,16 @@ class BaselineConfig(Section):
 
 
 class CombinerConfig(Section):
-    kind: Literal["stack", "soft-vote", "hard-vote"] = Field(
-        "stack", description="stack features into one head, or vote over one head per member")
+    kind: Literal["concat", "soft-vote", "hard-vote"] = Field(
+        "concat", description="concat (alias stack): the members' features side by side into one head, not "
+                              "scikit-learn's stacking (a meta-learner over members' predictions); soft-vote / "
+                              "hard-vote: one head per member, then a vote")
     head: Literal["logistic", "mlp"] = Field("logistic", description="classifier head")
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _old_name(cls, value: Any) -> Any:
+        return "concat" if value == "stack" else value  # its earlier name, in older configs and reports
 
 
 class ResourcesConfig(Section):
@@ -187,12 +239,17 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:
         value = text
+    set_key(raw, key, value, f"--set {assignment!r}")
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """raw[a][b] = value for the dotted key `a.b`, creating sections as needed."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise InputError(f"--set {assignment!r}: {part!r} is a value, not a section.")
+            raise InputError(f"{where}: {part!r} is a value, not a section.")
         node = child
     node[leaf] = value
 
@@ -207,7 +264,9 @@ def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConf
         raise InputError(describe_validation_error(err)) from None
 
 
-def describe_validation_error(err: ValidationError) -> str:
+def describe_validation_error(err: ValidationError, name: Callable[[str], str] = "config key {!r}".format,
+                              what: str = "configuration") -> str:
+    """One sentence per problem; `name` says how to call a dotted key (the estimator names its parameter)."""
     problems = []
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"])
@@ -216,11 +275,11 @@ def describe_validation_error(err: ValidationError) -> str:
             problems.append(message)
             continue
         if item["type"] == "extra_forbidden":
-            problems.append(f"unknown config key {key!r}")
+            problems.append(f"unknown {name(key)}")
             continue
         allowed = _allowed_values(item)
-        problems.append(f"config key {key!r} has value {item.get('input')!r}: {message}{allowed}")
-    return "Invalid configuration: " + "; ".join(problems) + "."
+        problems.append(f"{name(key)} has value {item.get('input')!r}: {message}{allowed}")
+    return f"Invalid {what}: " + "; ".join(problems) + "."
 
 
 def _allowed_values(item: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -14,14 +15,16 @@ from classifier.combiner import EnsembleCombiner
 from classifier.features import member_features
 from classifier.persistence import load_combiner
 from ensemble.builders import member_factory
-from ensemble.config import EnsembleConfig
 from ensemble.data import Normalizer
-from ensemble.data.sources import channels_first
+from ensemble.data.sources import as_images
 from ensemble.job.evaluation import load_autoencoder
+from ensemble.job.rundir import read_finished_run
 from ensemble.report import RunReport
+from ensemble.report.tables import accuracy
+from ensemble.storage import download, is_uri
 from workers.errors import InputError
-from workers.layout import COMBINER, NORMALIZATION, REPORT_JSON, write_atomic
-from workers.models import AutoencoderFactory
+from workers.layout import COMBINER, NORMALIZATION, write_atomic
+from workers.models import AutoencoderFactory, check_autoencoder
 
 
 def save_normalizer(run_dir: Path, normalizer: Normalizer) -> None:
@@ -29,6 +32,18 @@ def save_normalizer(run_dir: Path, normalizer: Normalizer) -> None:
 
 
 class RunResult:
+    """A finished run: its report, and the frozen encoders, combiner and pixel scaling that
+    predict with it. `ensemble.run` returns one, `ensemble.load` rebuilds one from a run directory.
+
+    Images are taken in the dataset's own pixel scale and layout (N x C x H x W, N x H x W for one
+    channel, or N x H x W x C), as arrays or tensors; labels are the dataset's own values.
+
+    - `predict(images)`: labels; `predict_proba(images)`: N x K probabilities, columns in `classes` order
+    - `score(images, labels)`: accuracy; `transform(images)`: the encoders' features side by side
+    - `report`: the RunReport behind report.json; `run_dir`: the (local) run directory;
+      `stored_at`: the output URI it is mirrored to, if any
+    """
+
     def __init__(self, report: RunReport, run_dir: Path, autoencoders: Sequence[nn.Module],
                  combiner: EnsembleCombiner, normalizer: Normalizer, stored_at: Optional[str] = None):
         self.report = report
@@ -45,8 +60,8 @@ class RunResult:
         return np.asarray(d.labels if d.labels else range(d.num_classes))
 
     def transform(self, images) -> np.ndarray:
-        """The frozen encoders' features side by side (N x sum of the members' widths), float32, for
-        images in the dataset's own pixel scale: N x C x H x W, or N x H x W for one channel."""
+        """The frozen encoders' features side by side (N x sum of the members' widths), float32: what
+        the combiner sees, before its own scaling."""
         return np.hstack(self._member_features(images))
 
     def predict_proba(self, images) -> np.ndarray:
@@ -75,31 +90,52 @@ class RunResult:
     def _member_features(self, images) -> list[np.ndarray]:
         """Images in any layout `dataset=` accepts (N x H x W, N x C x H x W, N x H x W x C; arrays,
         tensors or nested lists), checked against the run's image shape, then encoded."""
-        images = channels_first(images, "predict()")
         expected = tuple(self.report.dataset.image_shape)
+        given = tuple(images.shape) if hasattr(images, "shape") else np.shape(images)
+        images = as_images(images, "predict()")
         if tuple(images.shape[1:]) != expected or len(images) == 0:
             raise InputError(f"predict(): images must be N x {' x '.join(map(str, expected))} (channels first or "
-                             f"last; N x H x W for one channel) with N >= 1; got shape {tuple(images.shape)}.")
-        if images.is_floating_point() and not torch.isfinite(images).all():
-            raise InputError("predict(): images contain NaN or infinite values.")
+                             f"last; N x H x W for one channel) with N >= 1; got shape {given}.")
         return member_features(self.autoencoders, self.normalizer(images))
 
     def __repr__(self) -> str:
         e = self.report.ensemble
-        return (f"RunResult({str(self.run_dir)!r}, ensemble accuracy {e.test_accuracy:.4f}, "
+        return (f"RunResult({str(self.run_dir)!r}, ensemble accuracy {accuracy(e.test_accuracy)}, "
                 f"speedup {self.report.speedup})")
 
 
 def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) -> RunResult:
-    """Rebuild a finished run from its directory; pass the same `autoencoder` factory a custom run used."""
-    run_dir = Path(run_dir)
-    if not (run_dir / REPORT_JSON).is_file():
-        raise InputError(f"{str(run_dir)!r} is not a finished run directory (no {REPORT_JSON}).")
-    report = RunReport.read(run_dir)
-    config = EnsembleConfig.model_validate(report.config)
-    factory = autoencoder or member_factory(config, report.dataset.image_shape)
+    """Rebuild a finished run from its directory, or from a URI as `--resume` takes it (s3://, gs://;
+    downloaded into a local copy first). The members' autoencoder is rebuilt from the class the run
+    recorded (`model.autoencoder`), or the built-in CAE; pass `autoencoder` when that class cannot be
+    imported here (one defined in a notebook or in a script run as a program) or to override it."""
+    if not is_uri(run_dir):
+        return _load(Path(run_dir), autoencoder)
+    local = download(str(run_dir))
+    try:
+        return _load(local, autoencoder, stored_at=str(run_dir))
+    except BaseException:
+        shutil.rmtree(local.parent, ignore_errors=True)  # a failed load leaves nothing behind
+        raise
+
+
+def _load(run_dir: Path, autoencoder: Optional[AutoencoderFactory], stored_at: Optional[str] = None) -> RunResult:
+    report, config = read_finished_run(run_dir)
+    shape = report.dataset.image_shape
+    factory = autoencoder or member_factory(config, shape)
+    try:
+        check_autoencoder(factory, torch.zeros(2, *shape))  # a class that cannot be built fails here, by name
+    except InputError as err:
+        if autoencoder is not None or config.model.autoencoder is None:
+            raise
+        raise InputError(f"{err} The run was trained with model.autoencoder={config.model.autoencoder}; pass the "
+                         "factory it was trained with: ensemble.load(run_dir, autoencoder=...).") from None
     members = {m.index: m for m in report.members}
     autoencoders = [load_autoencoder(factory, run_dir / members[i].name, members[i].selected_epoch)
                     for i in report.ensemble.members_used]
-    normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZATION).read_text()))
-    return RunResult(report, run_dir, autoencoders, load_combiner(run_dir / COMBINER), normalizer)
+    try:
+        normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZATION).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{str(run_dir / NORMALIZATION)!r} is missing or unreadable ({type(err).__name__}: {err}); "
+                         "the run directory is incomplete.") from None
+    return RunResult(report, run_dir, autoencoders, load_combiner(run_dir / COMBINER), normalizer, stored_at)

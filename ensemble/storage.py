@@ -42,7 +42,11 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def _filesystem(uri: str):
-    import pyarrow.fs  # only runs that write to a URI need pyarrow loaded
+    try:
+        import pyarrow.fs  # only runs that write to a URI need pyarrow loaded (the `cloud` extra)
+    except ImportError:
+        raise InputError(f"the URI {uri!r} needs pyarrow, which is not installed; install the cloud extra: "
+                         "pip install 'eager-ensembles[cloud]'.") from None
     try:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as err:  # pyarrow: unknown scheme, bad URI, missing credentials
@@ -159,6 +163,18 @@ def open_mirror(output: str, name: str, resume: bool) -> Mirror:
     else:
         mirror.local.mkdir(parents=True)
     return mirror
+
+
+def download(uri: str) -> Path:
+    """A local copy of the run at `uri`, in a new staging directory, to read; nothing is left
+    behind when the download fails."""
+    mirror = Mirror(uri)
+    try:
+        mirror.pull()
+    except BaseException:
+        shutil.rmtree(mirror.local.parent, ignore_errors=True)
+        raise
+    return mirror.local
 
 
 @contextmanager

@@ -47,3 +47,9 @@ def test_tiny_run_prints_the_summary(tmp_path):
     assert "Speed-up (baseline wall / ensemble wall)" in done.stdout
     assert "[member_01] epoch   1" in done.stdout and "board:" in done.stdout
     assert (tmp_path / "cli" / "report.json").exists()
+
+
+def test_version_prints_the_package_version(tmp_path):
+    import ensemble
+    done = ensemble_cli("--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == f"ensemble {ensemble.__version__}"

@@ -2,11 +2,14 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
+import numpy as np
 import pytest
 
 import ensemble
@@ -96,6 +99,17 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     assert resumed.report.ensemble.test_accuracy == first.report.ensemble.test_accuracy
     with s3.open_input_stream("runs/team/cloud/report.json") as stream:
         assert json.loads(stream.read())["ensemble"]["test_accuracy"] == first.report.ensemble.test_accuracy
+
+    # `ensemble.load` of the URI: a local copy that predicts like the run; a URI without a run leaves no copy
+    images = np.random.default_rng(0).uniform(0, 16, size=(20, 8, 8))  # digits' own pixel scale
+    loaded = ensemble.load(join_uri(output, "cloud"))
+    assert loaded.stored_at == join_uri(output, "cloud") and loaded.run_dir.is_dir()
+    assert np.array_equal(loaded.predict(images), resumed.predict(images))
+    shutil.rmtree(loaded.run_dir.parent)  # the local copy is the caller's to keep or remove
+    staged = {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("ensemble-staging-")}
+    with pytest.raises(InputError, match="there is no run at"):
+        ensemble.load(join_uri(output, "nothing-here"))
+    assert {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("ensemble-staging-")} == staged
 
     # `ensemble select` on the URI: downloads the run, adds its selection, uploads only that
     assert main(["select", join_uri(output, "cloud"), "--set", "eager.epoch=1"]) == 0

@@ -80,3 +80,56 @@ def test_ci_runs_the_readme_test_command():
     root = Path(__file__).parent.parent
     ci_command = [line for line in (root / ".ci" / "run").read_text().splitlines() if "pytest" in line][-1].strip()
     assert ci_command in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.train_size=0.6", 0.6), ("data.train_size=240", 240), ("data.train_size=auto", "auto"),
+    ("data.train_size=null", None), ("data.test_size=0", 0), ("data.test_size=0.25", 0.25),
+])
+def test_split_sizes_are_counts_fractions_or_auto(override, expected):
+    key = override.split("=")[0].split(".")[1]
+    assert getattr(build_config({}, [override]).data, key) == expected
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.train_size=1.0", "strictly between 0 and 1"),
+    ("data.val_size=0.0", "strictly between 0 and 1"),
+    ("data.train_size=3000.0", "give a whole number for a count"),
+    ("data.train_size=0", "at least 1"),
+    ("data.test_size=-1", "at least 0"),
+    ("data.val_size=true", "val_size takes a count of images, a fraction in (0, 1) or auto"),
+    ("data.val_size=null", "val_size takes"),
+    ("data.test_size=auto", "test_size takes a count of images, a fraction in (0, 1) or null"),
+])
+def test_impossible_split_sizes_name_the_key(override, expected):
+    with pytest.raises(InputError) as err:
+        build_config({}, [override])
+    assert f"'{override.split('=')[0]}'" in str(err.value) and expected in str(err.value)
+    assert str(err.value).count("config key") == 1  # one sentence, not one per member of the type union
+
+
+def test_defaults_keep_3000_and_1000_for_the_embedded_sets():
+    from ensemble.config import AUTO_COUNTS
+    assert EnsembleConfig().data.train_size == "auto" and AUTO_COUNTS == {"train_size": 3000, "val_size": 1000}
+
+
+def test_combiner_kind_stack_is_an_alias_of_concat():
+    assert build_config({}, ["combiner.kind=stack"]).combiner.kind == "concat"
+    assert EnsembleConfig().combiner.kind == "concat"
+    description = dict((k, d) for k, _, d in config_reference())["combiner.kind"]
+    assert "stacking" in description and "meta-learner" in description
+
+
+def test_baseline_min_delta_says_it_is_relative():
+    description = dict((k, d) for k, _, d in config_reference())["baseline.min_delta"]
+    assert "relative" in description and "absolute" in description
+
+
+@pytest.mark.parametrize("path, ok", [("mypkg.models:MyAE", True), ("__main__:MyAE", True),
+                                      ("tests.test_x:test.<locals>.AE", True), ("MyAE", False), ("a:b:c", False)])
+def test_model_autoencoder_is_an_import_path(path, ok):
+    if ok:
+        assert build_config({}, [f"model.autoencoder={path}"]).model.autoencoder == path
+    else:
+        with pytest.raises(InputError, match="import path module:QualName"):
+            build_config({}, [f"model.autoencoder={path}"])

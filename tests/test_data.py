@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from ensemble.config import DataConfig
 from ensemble.data import load_splits
+from ensemble.data.splits import resolve_auto, split_counts
 from tests.data_files import (
     TEST_MARK,
     TRAIN_MARK,
@@ -244,6 +245,61 @@ def test_too_few_images_for_a_stratified_split(mnist_5k):
     x, y = torch.zeros(11, 3, 3), torch.tensor([0] * 10 + [1])
     with pytest.raises(InputError, match="the smallest has 1"):
         load_splits(DataConfig(train_size=5, val_size=3), seed=0, dataset=(x, y))
+
+
+# --- sizes as counts or fractions (pure functions of the config and the number of images) ---
+
+@pytest.mark.parametrize("sizes, pool, official, expected", [
+    ({}, 5000, None, (3000, 1000, None)),                              # the defaults, where they fit
+    ({}, 400, None, (240, 80, None)),                                  # too small: 60% / 20% / the rest
+    ({"test_size": 0}, 400, None, (320, 80, 0)),                       # no test split: 80% / 20%
+    ({}, 3000, 10000, (2400, 600, None)),                              # an official test split is kept apart
+    ({"train_size": 0.5, "val_size": 0.25}, 401, None, (200, 101, None)),  # train rounds down, held-out up
+    ({"train_size": None, "val_size": 0.2, "test_size": 0.1}, 400, None, (None, 80, 40)),
+    ({"train_size": 100, "val_size": 0.1, "test_size": 0.5}, 1000, 60, (100, 100, 30)),  # test: of the official split
+])
+def test_sizes_become_counts_like_train_test_split(sizes, pool, official, expected):
+    resolved, _ = resolve_auto(DataConfig(**sizes), pool, official)
+    counts = split_counts(resolved, pool, official)
+    assert (counts.train, counts.val, counts.test) == expected
+
+
+def test_auto_falls_back_to_fractions_with_one_line_saying_so():
+    resolved, note = resolve_auto(DataConfig(), 400, None)
+    assert (resolved.train_size, resolved.val_size) == (0.6, 0.2)
+    assert note.count("\n") == 0 and "240 train / 80 validation / 80 test" in note and "too few" in note
+    assert resolve_auto(DataConfig(), 5000, None) == (DataConfig(train_size=3000, val_size=1000), None)
+    assert resolve_auto(DataConfig(train_size=10, val_size=5), 400, None) == (DataConfig(train_size=10, val_size=5),
+                                                                              None)
+
+
+@pytest.mark.parametrize("sizes, pool, official, message", [
+    ({"train_size": 0.7, "val_size": 0.4}, 400, None, "add up to 1.1: fractions of the dataset cannot sum past 1"),
+    ({"train_size": 0.8, "val_size": 0.2}, 400, None, "no images would remain for the test set"),
+    ({"train_size": 0.001, "val_size": 10}, 400, None, "data.train_size=0.001 is 0 of the 400 images"),
+    ({"train_size": 300, "val_size": 0.3}, 400, None, r"data.train_size=300 \+ data.val_size=0.3 \(120 images\) "
+                                                       "asks for 420 images"),
+    ({"train_size": 10, "val_size": 5, "test_size": 61}, 400, 60, "data.test_size=61 but the data has only 60 test"),
+])
+def test_sizes_that_cannot_work_are_input_errors(sizes, pool, official, message):
+    with pytest.raises(InputError, match=message):
+        split_counts(DataConfig(**sizes), pool, official)
+
+
+def test_a_small_custom_dataset_without_sizes_splits_60_20_20():
+    x, y = torch.rand(400, 8, 8), torch.arange(400) % 4
+    s = load_splits(DataConfig(), seed=0, dataset=(x, y))
+    assert (len(s.train_y), len(s.val_y), len(s.test_y)) == (240, 80, 80) and s.data.train_size == 0.6
+    assert "too few for the default split sizes" in s.note
+    held_in = load_splits(DataConfig(train_size=None, val_size=0.2, test_size=0), seed=0, dataset=(x, y))
+    assert (len(held_in.train_y), len(held_in.val_y), len(held_in.test_y)) == (320, 80, 0)
+    assert held_in.test_x.shape == (0, 1, 8, 8) and held_in.note is None
+
+
+def test_a_stratified_fraction_too_small_for_every_class_is_an_input_error():
+    x, y = torch.rand(40, 4, 4), torch.tensor([0] * 36 + [1] * 4)
+    with pytest.raises(InputError, match=r"cannot draw a stratified validation split \(data.val_size\) of 1 from 40"):
+        load_splits(DataConfig(train_size=0.5, val_size=0.01), seed=0, dataset=(x, y))
 
 
 # --- custom data (the Python API) ---

@@ -237,7 +237,8 @@ def test_dockerfile_is_rays_gpu_image_for_our_ray_and_python():
 def test_dockerfile_copies_every_package_and_installs_it():
     import tomllib
     instructions = dockerfile_instructions()
-    assert any(op == "RUN" and re.match(r"pip install --no-cache-dir \.(\s|$)", arg) for op, arg in instructions)
+    assert any(op == "RUN" and re.match(r"pip install --no-cache-dir \"?\.(\[cloud\])?\"?(\s|$)", arg)
+               for op, arg in instructions)
     copied = {word.rstrip("/") for op, arg in instructions if op == "COPY" for word in arg.split()[:-1]
               if not word.startswith("--")}
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())

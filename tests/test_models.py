@@ -2,8 +2,16 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiny import TinyAE
 from workers.errors import InputError
-from workers.models import CAEFactory, ConvAutoencoder, check_autoencoder
+from workers.models import (
+    CAEFactory,
+    ConvAutoencoder,
+    autoencoder_path,
+    check_autoencoder,
+    import_autoencoder,
+    load_matching,
+)
 
 
 @pytest.mark.parametrize("channels_in", [1, 3])
@@ -59,3 +67,51 @@ def test_custom_autoencoder_checks():
         check_autoencoder(WrongShape, sample)
     with pytest.raises(InputError, match="not a torch nn.Module"):
         check_autoencoder(lambda: 42, sample)
+
+
+# --- a run remembers its autoencoder: import paths and weights that must fit ---
+
+def make_tiny():
+    """A factory function, as opposed to a class."""
+    return TinyAE()
+
+
+def test_the_recorded_path_names_the_factory_or_the_class_it_builds():
+    import functools
+    built = TinyAE()
+    assert autoencoder_path(TinyAE, built) == "tests.tiny:TinyAE"
+    assert autoencoder_path(make_tiny, built) == "tests.test_models:make_tiny"
+    assert autoencoder_path(functools.partial(TinyAE), built) == "tests.tiny:TinyAE"  # no name of its own
+
+    class Local(TinyAE):
+        pass
+    assert autoencoder_path(Local, Local()).endswith(":test_the_recorded_path_names_the_factory_or_the_class_it_builds"
+                                                     ".<locals>.Local")
+
+
+def test_an_importable_class_is_rebuilt_by_name():
+    assert import_autoencoder("tests.tiny:TinyAE") is TinyAE
+    assert import_autoencoder("workers.models:ConvAutoencoder") is ConvAutoencoder
+
+
+@pytest.mark.parametrize("path, message", [
+    ("__main__:NotDefinedHere", r"__main__:NotDefinedHere cannot be imported here \(AttributeError.*autoencoder="
+                                "NotDefinedHere"),
+    ("no_such_module_xyz:AE", r"cannot be imported here \(ModuleNotFoundError"),
+    ("tests.test_models:test.<locals>.AE", "cannot be imported here"),
+    ("tests.test_models:make_tiny", "is a function, not an nn.Module class; only classes are rebuilt by name"),
+    ("os:getcwd", "not an nn.Module class"),
+])
+def test_what_cannot_be_rebuilt_by_name_is_an_input_error_naming_it(path, message):
+    with pytest.raises(InputError, match=message):
+        import_autoencoder(path)
+
+
+def test_weights_of_another_architecture_name_the_mismatch():
+    weights = TinyAE().state_dict()
+    assert isinstance(load_matching(TinyAE(), weights, "here"), TinyAE)
+    with pytest.raises(InputError, match=r"do not fit ConvAutoencoder \(parameters missing: encoder.0.weight"):
+        load_matching(ConvAutoencoder((1, 8, 8)), weights, "member_00/checkpoint_000001")
+    wider = {**weights, "enc.1.weight": torch.zeros(13, 64)}
+    with pytest.raises(InputError, match=r"of another shape: enc.1.weight \(saved \(13, 64\), model \(12, 64\)\)"):
+        load_matching(TinyAE(), wider, "here")

@@ -35,7 +35,7 @@ def test_three_rules_give_three_reports_without_training(saved_run):
             reselect(saved_run, ["eager.rule=none", "combiner.kind=soft-vote"])]
     per_selection = (time.perf_counter() - started) / len(done)
 
-    assert [d.directory.name for d in done] == ["fixed-1_stack", "plateau-0.99_stack", "none_soft-vote"]
+    assert [d.directory.name for d in done] == ["fixed-1_concat", "plateau-0.99_concat", "none_soft-vote"]
     assert all(d.directory.parent == saved_run / SELECTIONS for d in done)
     for d in done:
         assert (d.directory / "report.json").is_file() and (d.directory / "report.md").is_file()
@@ -90,7 +90,7 @@ def test_cli_select_prints_the_summary(saved_run, capsys):
 @pytest.mark.slow
 def test_bad_input_exits_2_and_leaves_the_run_untouched(saved_run, tmp_path, capsys, target, overrides, message):
     run_dir = {"missing": tmp_path / "missing", "empty": tmp_path, "run": tmp_path / "copy",
-               "gap": tmp_path / "copy", "selection": tmp_path / "copy" / SELECTIONS / "none_stack"}[target]
+               "gap": tmp_path / "copy", "selection": tmp_path / "copy" / SELECTIONS / "none_concat"}[target]
     if target != "missing" and target != "empty":
         shutil.copytree(saved_run, tmp_path / "copy", ignore=shutil.ignore_patterns(SELECTIONS, "accuracy_vs_time*"))
     if target == "selection":
@@ -127,8 +127,8 @@ def test_replayed_member_keeps_its_measured_seconds_and_flags_a_short_history():
 
 def test_selection_config_and_name():
     base = EnsembleConfig()
-    assert selection_name(selection_config(base, ["eager.epoch=2"])) == "fixed-2_stack"
-    assert selection_name(selection_config(base, ["eager.threshold=0.05"])) == "plateau-0.05_stack"
+    assert selection_name(selection_config(base, ["eager.epoch=2"])) == "fixed-2_concat"
+    assert selection_name(selection_config(base, ["eager.threshold=0.05"])) == "plateau-0.05_concat"
     assert selection_name(selection_config(base, ["eager.rule=budget", "eager.budget_seconds=12.5",
                                                   "combiner.kind=soft-vote", "combiner.head=mlp"])) \
         == "budget-12.5s_soft-vote-mlp"

@@ -6,7 +6,9 @@ reconstruction (same shape as `x`) and whose `encode(x)` is the feature map.
 
 from __future__ import annotations
 
+import inspect
 import math
+import pkgutil
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -110,3 +112,44 @@ def check_autoencoder(factory: AutoencoderFactory, sample: torch.Tensor) -> nn.M
         raise InputError(f"the custom autoencoder {type(module).__name__}.encode(x) must return a tensor with one "
                          f"row per image ({sample.shape[0]}).")
     return module
+
+
+def autoencoder_path(factory: AutoencoderFactory, built: nn.Module) -> str:
+    """Where the members' autoencoder comes from, as `module:QualName`: the factory itself when it is
+    a class or a function, else (a partial, a callable instance) the class of the module it built."""
+    named = factory if inspect.isclass(factory) or inspect.isfunction(factory) else type(built)
+    return f"{named.__module__}:{named.__qualname__}"
+
+
+def import_autoencoder(path: str) -> type[nn.Module]:
+    """The nn.Module class at `module:QualName`, imported. Only classes are rebuilt by name: a
+    run directory may come from elsewhere, and calling whatever function a file names is not safe."""
+    name = path.rpartition(":")[2]
+    try:
+        found = pkgutil.resolve_name(path)
+    except Exception as err:  # the module's own import-time code may raise anything
+        raise InputError(f"the run's autoencoder {path} cannot be imported here ({type(err).__name__}: {err}); a "
+                         "class defined in a notebook or in a script run as a program exists only in that process. "
+                         f"Pass the class itself: autoencoder={name}.") from None
+    if not (inspect.isclass(found) and issubclass(found, nn.Module)):
+        raise InputError(f"the run's autoencoder {path} is a {type(found).__name__}, not an nn.Module class; only "
+                         f"classes are rebuilt by name. Pass the factory itself: autoencoder={name}.")
+    return found
+
+
+def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """`model.load_state_dict(weights)`, or an InputError naming the keys and shapes that differ
+    (instead of PyTorch's RuntimeError), for weights saved by another architecture."""
+    own = model.state_dict()
+    differences = {
+        "missing": [key for key in own if key not in weights],
+        "unexpected": [key for key in weights if key not in own],
+        "of another shape": [f"{key} (saved {tuple(weights[key].shape)}, model {tuple(own[key].shape)})"
+                             for key in own if key in weights and weights[key].shape != own[key].shape]}
+    found = [f"{what}: {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+             for what, keys in differences.items() if keys]
+    if found:
+        raise InputError(f"the weights in {source} do not fit {type(model).__name__} (parameters {'; '.join(found)}). "
+                         "Load the run with the autoencoder it was trained with (autoencoder=...).")
+    model.load_state_dict(weights)
+    return model

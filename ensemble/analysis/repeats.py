@@ -137,6 +137,8 @@ def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[Auto
     """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them."""
     if repeats < 1:
         raise InputError(f"--repeats must be at least 1, not {repeats}.")
+    if config.data.test_size == 0:
+        raise InputError("--repeats compares test accuracies across seeds; data.test_size=0 holds no test split out.")
     base_name = config.name or default_run_name()
     configs = repeat_configs(config, repeats, base_name)
     summary_dir = Path(config.output) / f"{base_name}-summary"

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from pydantic import ValidationError
-
 from ensemble.builders import baseline_factory, member_factory
 from ensemble.config import CombinerConfig, EnsembleConfig
 from ensemble.data import Splits, load_splits
 from ensemble.job.evaluation import Chosen, CombinerScore, score_checkpoints
+from ensemble.job.rundir import read_finished_run
 from ensemble.report import MemberReport, RunReport
 from workers.errors import InputError
-from workers.layout import MANIFEST, REPORT_JSON, checkpoint_dir
+from workers.layout import MANIFEST, checkpoint_dir
 from workers.models import AutoencoderFactory
 
 
@@ -65,20 +64,10 @@ class SavedRun:
 def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None) -> SavedRun:
     """A finished run directory, validated; pass the `autoencoder` and `dataset` a custom run used."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"run directory {str(run_dir)!r} does not exist.")
-    if not (run_dir / REPORT_JSON).is_file():
-        raise InputError(f"{str(run_dir)!r} is not a finished run (no {REPORT_JSON}); give the directory "
-                         "`ensemble run` printed at the end.")
-    try:
-        report = RunReport.read(run_dir)
-        config = EnsembleConfig.model_validate(report.config)
-    except (ValueError, ValidationError) as err:
-        raise InputError(f"{str(run_dir / REPORT_JSON)!r} cannot be read as a run report: "
-                         f"{str(err).splitlines()[0]}") from None
-    if "selection" in (report.model_extra or {}):
-        raise InputError(f"{str(run_dir)!r} is a selection made by `ensemble select`, not a run; give the run "
-                         f"directory it was made from ({str(run_dir.parent.parent)!r}).")
+    report, config = read_finished_run(run_dir)
+    if report.dataset.test == 0:
+        raise InputError(f"run {report.name!r} held out no test split (data.test_size=0), so there is no test "
+                         "accuracy to compare checkpoints by.")
     if report.dataset.source.startswith("custom dataset") and dataset is None:
         raise InputError(f"run {report.name!r} was trained on a custom dataset, which the run directory does not "
                          "hold; analyse it from Python and pass the same dataset (and autoencoder).")

@@ -69,7 +69,7 @@ def rule_label(eager: EagerConfig) -> str:
 
 
 def selection_name(config: EnsembleConfig) -> str:
-    """The selection's directory name: what was chosen, e.g. plateau-0.05_stack or fixed-2_soft-vote-mlp."""
+    """The selection's directory name: what was chosen, e.g. plateau-0.05_concat or fixed-2_soft-vote-mlp."""
     head = "" if config.combiner.head == CombinerConfig().head else f"-{config.combiner.head}"
     return f"{rule_label(config.eager)}_{config.combiner.kind}{head}"
 

@@ -301,43 +301,11 @@ def _stack_samples(dataset) -> tuple[torch.Tensor, list]:
     return torch.stack(images), labels
 
 
-def channels_first(images, what: str) -> torch.Tensor:
-    """Images as an N x C x H x W tensor, by the layout rule of the module docstring; nested lists too."""
-    if isinstance(images, torch.Tensor):
-        return _as_nchw(images.detach().cpu(), what)
-    try:
-        array = np.asarray(images)
-    except ValueError as err:  # ragged nested lists
-        raise InputError(f"{what}: the images given as nested lists differ in shape ({err}); give one array "
-                         "(N x H x W, N x C x H x W or N x H x W x C) or a list of equally shaped images.") from None
-    if array.dtype == object:
-        raise InputError(f"{what}: images must be numbers in an array, a tensor or nested lists of equal shape; "
-                         f"got objects of type {type(array.flat[0]).__name__ if array.size else 'none'}.")
-    return _as_nchw(torch.as_tensor(array), what)
-
-
-def _as_nchw(x: torch.Tensor, what: str) -> torch.Tensor:
-    if x.ndim == 3:
-        return x.unsqueeze(1)
-    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        return x.permute(0, 3, 1, 2)
-    if x.ndim != 4:
-        raise InputError(f"{what}: images must be N x H x W, N x C x H x W or N x H x W x C; got shape "
-                         f"{tuple(x.shape)}.")
-    return x
-
-
 def _from_arrays(x, y, what: str) -> tuple[Labelled, tuple]:
     """Images in the layout rule of the module docstring, labels remapped to 0..K-1 in sorted order;
     also the label values themselves (plain Python scalars), label i first."""
-    x = channels_first(x, what)
+    x = as_images(x, what)
     y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if x.is_complex():
-        raise InputError(f"{what}: images must hold real pixel values, not {x.dtype}.")
-    if not (x.dtype == torch.uint8 or x.is_floating_point()):
-        x = x.float()  # torch lacks min/max for some integer types (uint16); float32 holds 16-bit pixels exactly
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        raise InputError(f"{what}: images contain NaN or infinite values.")
     if y.ndim != 1 or len(y) != len(x):
         raise InputError(f"{what}: labels must be one value per image; got {len(x)} images and labels of shape "
                          f"{y.shape}.")
@@ -346,3 +314,32 @@ def _from_arrays(x, y, what: str) -> tuple[Labelled, tuple]:
     classes, labels = np.unique(y, return_inverse=True)
     pool = Labelled(x, torch.from_numpy(labels.reshape(-1)).long())
     return pool, tuple(c.item() if isinstance(c, np.generic) else c for c in classes)
+
+
+def as_images(x, what: str) -> torch.Tensor:
+    """An image array or tensor as N x C x H x W by the layout rule of the module docstring, with
+    real, finite pixels (uint8 kept, other integers as float32)."""
+    try:
+        if not isinstance(x, torch.Tensor):
+            x = np.asarray(x)
+            x = torch.as_tensor(x.astype(np.float64) if x.dtype == object else x)  # Python numbers in an object array
+        x = x.detach().cpu()
+    except (TypeError, ValueError) as err:  # strings, ragged lists, objects that are not numbers
+        if "inhomogeneous" in str(err):
+            raise InputError(f"{what}: the images given as nested lists differ in shape; give one array (N x H x W, "
+                             "N x C x H x W or N x H x W x C) or a list of equally shaped images.") from None
+        raise InputError(f"{what}: images must be a numeric array or tensor ({err}).") from None
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    elif x.ndim != 4:
+        raise InputError(f"{what}: images must be N x H x W, N x C x H x W or N x H x W x C; got shape "
+                         f"{tuple(x.shape)}.")
+    if x.is_complex():
+        raise InputError(f"{what}: Complex data not supported; images must hold real pixel values, not {x.dtype}.")
+    if not (x.dtype == torch.uint8 or x.is_floating_point()):
+        x = x.float()  # torch lacks min/max for some integer types (uint16); float32 holds 16-bit pixels exactly
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise InputError(f"{what}: images contain NaN or infinite values.")
+    return x

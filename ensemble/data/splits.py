@@ -6,6 +6,7 @@ maps the dataset's own pixel scale to the trained one, so predict() can take raw
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Optional
@@ -13,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ensemble.config import DataConfig
+from ensemble.config import AUTO_COUNTS, DataConfig
 from ensemble.data.normalizer import Normalizer
 from ensemble.data.sources import Labelled, Source, load_source
 from workers.errors import InputError
@@ -33,6 +34,8 @@ class Splits:
     normalizer: Normalizer  # the dataset's own pixel scale -> the scale of the tensors above
     classes: tuple[str, ...]  # class names; label i is classes[i]
     label_values: tuple = ()  # label i as the dataset gives it (ints for built-in sets, the user's own values)
+    data: Optional[DataConfig] = None  # the data config with `auto` sizes resolved
+    note: Optional[str] = None  # says so when `auto` sizes fell back to fractions
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -44,56 +47,115 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None) -> Splits:
 
     `dataset`: a torch Dataset of (image, label) pairs, or an (images, labels) pair of tensors
     or arrays. Custom labels may be any sortable values; they become 0..K-1 in sorted order.
+    Sizes set to `auto` are resolved against the data (`resolve_auto`); `Splits.data` holds them.
     """
     data = load_source(cfg, dataset)
-    train, val, test = _split(data, cfg, seed)
+    official = len(data.test.y) if data.test is not None else None
+    cfg, note = resolve_auto(cfg, len(data.pool.y), official, data.description)
+    train, val, test = _split(data, split_counts(cfg, len(data.pool.y), official, data.description), seed)
     warn_if_constant(train.x, data.description)
     normalizer = _fit_normalizer(cfg.normalize, train.x, data.pixel_range)
     return Splits(normalizer(train.x), train.y, normalizer(val.x), val.y, normalizer(test.x), test.y,
                   num_classes=len(data.classes), source=data.description, normalizer=normalizer,
-                  classes=data.classes, label_values=data.label_values or tuple(range(len(data.classes))))
+                  classes=data.classes, label_values=data.label_values or tuple(range(len(data.classes))),
+                  data=cfg, note=note)
 
 
-def _split(data: Source, cfg: DataConfig, seed: int) -> tuple[Labelled, Labelled, Labelled]:
+# --- split sizes: pure functions of the config and the number of images ---
+
+@dataclass(frozen=True)
+class SplitCounts:
+    train: Optional[int]  # None: every pool image not drawn for validation or test
+    val: int
+    test: Optional[int]   # None: the rest of the pool, or the whole official test split; 0: no test split
+
+
+def resolve_auto(cfg: DataConfig, pool: int, official_test: Optional[int], description: str = "the data"
+                 ) -> tuple[DataConfig, Optional[str]]:
+    """`auto` train/validation sizes made concrete: the default counts (3,000 / 1,000) when the data
+    has room for them and the test split, else the fractions 60% / 20% (80% / 20% when no test
+    split is drawn from these images), with a one-line note saying so."""
+    auto = [key for key in AUTO_COUNTS if getattr(cfg, key) == "auto"]
+    if not auto:
+        return cfg, None
+    test_from_pool = official_test is None and cfg.test_size != 0
+    test = _count(cfg.test_size, pool, held_out=True) if test_from_pool and cfg.test_size is not None else 0
+    if sum(AUTO_COUNTS.values()) + max(test, int(test_from_pool)) <= pool:
+        return cfg.model_copy(update={key: AUTO_COUNTS[key] for key in auto}), None
+    fractions = {"train_size": 0.6 if test_from_pool else 0.8, "val_size": 0.2}
+    resolved = cfg.model_copy(update={key: fractions[key] for key in auto})
+    counts = split_counts(resolved, pool, official_test, description)
+    train = counts.train if counts.train is not None else pool - counts.val - (counts.test or 0)
+    test = counts.test if counts.test is not None else (official_test or pool - train - counts.val)
+    note = (f"{pool:,} images are too few for the default split sizes (3,000 train + 1,000 validation and a test "
+            f"split), so {' and '.join(f'data.{key}={fractions[key]}' for key in auto)} are used instead: "
+            f"{train:,} train / {counts.val:,} validation / {test:,} test images.")
+    return resolved, note
+
+
+def split_counts(cfg: DataConfig, pool: int, official_test: Optional[int], description: str = "the data"
+                 ) -> SplitCounts:
+    """Each size as a number of images: a fraction of the pool (of the official test split for
+    test_size) rounds as train_test_split rounds it, down for training and up for held-out splits.
+    Sizes that cannot work are an InputError naming them."""
+    if official_test is not None and isinstance(cfg.test_size, int) and cfg.test_size > official_test:
+        raise InputError(f"data.test_size={cfg.test_size:,} but {description} has only {official_test:,} "
+                         "test images; lower data.test_size or set it to null for all of them.")
+    from_pool = {"data.train_size": cfg.train_size, "data.val_size": cfg.val_size}
+    if official_test is None:
+        from_pool["data.test_size"] = cfg.test_size
+    fractions = {key: size for key, size in from_pool.items() if isinstance(size, float)}
+    if sum(fractions.values()) > 1:
+        raise InputError(f"{' + '.join(f'{k}={v:g}' for k, v in fractions.items())} add up to "
+                         f"{sum(fractions.values()):g}: fractions of the dataset cannot sum past 1.")
+    counts = {key: _count(size, pool, held_out=key != "data.train_size") for key, size in from_pool.items()}
+    shown = {key: f"{size:g} ({counts[key]:,} images)" if isinstance(size, float) else f"{size:,}"
+             for key, size in from_pool.items() if size is not None}
+    for key in ("data.train_size", "data.val_size"):
+        if counts[key] == 0:
+            raise InputError(f"{key}={cfg.train_size if key == 'data.train_size' else cfg.val_size} is 0 of the "
+                             f"{pool:,} images in {description}; give a larger fraction or a count.")
+    total = sum(count for count in counts.values() if count is not None)
+    if total > pool:
+        where = "training images (its official test split is kept apart)" if official_test is not None else "images"
+        raise InputError(f"{' + '.join(f'{key}={text}' for key, text in shown.items())} asks for {total:,} images, "
+                         f"but {description} has only {pool:,} {where}; lower these sizes.")
+    if official_test is None and cfg.test_size is None and (cfg.train_size is None or total == pool):
+        train = "null (all that remain)" if cfg.train_size is None else shown["data.train_size"]
+        raise InputError(f"no images would remain for the test set: {description} has {pool:,} images and "
+                         f"data.train_size={train} with data.val_size={shown['data.val_size']} uses them all; "
+                         "set data.test_size (0 holds no test split out) or lower data.train_size.")
+    test = _count(cfg.test_size, official_test, held_out=True) if official_test is not None else counts.get(
+        "data.test_size")
+    return SplitCounts(counts["data.train_size"], counts["data.val_size"], test)
+
+
+def _count(size, total: Optional[int], held_out: bool) -> Optional[int]:
+    """A size as a count of `total` images; None stays None."""
+    if not isinstance(size, float):
+        return size
+    return math.ceil(size * total) if held_out else math.floor(size * total)
+
+
+def _split(data: Source, counts: SplitCounts, seed: int) -> tuple[Labelled, Labelled, Labelled]:
     """Validation first, then the test images (when drawn from the pool), then training: all stratified."""
-    _check_sizes(data, cfg)
     labels = data.pool.y.numpy()
     rest = np.arange(len(labels))
-    val, rest = _stratified_draw(rest, labels, cfg.val_size, seed, "validation split (data.val_size)")
+    val, rest = _stratified_draw(rest, labels, counts.val, seed, "validation split (data.val_size)")
     test = None
     if data.test is not None:
         test_all = np.arange(len(data.test.y))
-        drawn, _ = _stratified_draw(test_all, data.test.y.numpy(), cfg.test_size or len(test_all), seed,
-                                    "test split (data.test_size)")
+        drawn, _ = _stratified_draw(test_all, data.test.y.numpy(), len(test_all) if counts.test is None
+                                    else counts.test, seed, "test split (data.test_size)")
         test = _take(data.test, drawn)
-    elif cfg.test_size is not None:
-        drawn, rest = _stratified_draw(rest, labels, cfg.test_size, seed, "test split (data.test_size)")
+    elif counts.test is not None:
+        drawn, rest = _stratified_draw(rest, labels, counts.test, seed, "test split (data.test_size)")
         test = _take(data.pool, drawn)
-    train, rest = _stratified_draw(rest, labels, cfg.train_size or len(rest), seed, "training split (data.train_size)")
+    train_size = len(rest) if counts.train is None else counts.train
+    train, rest = _stratified_draw(rest, labels, train_size, seed, "training split (data.train_size)")
     if test is None:
         test = _take(data.pool, rest)  # every image not used for training or validation
     return _take(data.pool, train), _take(data.pool, val), test
-
-
-def _check_sizes(data: Source, cfg: DataConfig) -> None:
-    available = len(data.pool.y)
-    wanted = {"data.train_size": cfg.train_size, "data.val_size": cfg.val_size}
-    if data.test is None:
-        wanted["data.test_size"] = cfg.test_size
-    elif cfg.test_size is not None and cfg.test_size > len(data.test.y):
-        raise InputError(f"data.test_size={cfg.test_size:,} but {data.description} has only {len(data.test.y):,} "
-                         "test images; lower data.test_size or set it to null for all of them.")
-    total = sum(size for size in wanted.values() if size is not None)
-    if total > available:
-        asked = " + ".join(f"{key}={size:,}" for key, size in wanted.items() if size is not None)
-        where = "training images (its official test split is kept apart)" if data.test is not None else "images"
-        raise InputError(f"{asked} asks for {total:,} images, but {data.description} has only {available:,} {where}; "
-                         "lower these sizes.")
-    if data.test is None and cfg.test_size is None and (cfg.train_size is None or total == available):
-        train = "null (all that remain)" if cfg.train_size is None else f"{cfg.train_size:,}"
-        raise InputError(f"no images would remain for the test set: {data.description} has {available:,} images and "
-                         f"data.train_size={train} with data.val_size={cfg.val_size:,} uses them all; "
-                         "set data.test_size or lower data.train_size.")
 
 
 def _stratified_draw(indices: np.ndarray, labels: np.ndarray, size: int, seed: int,
@@ -101,6 +163,8 @@ def _stratified_draw(indices: np.ndarray, labels: np.ndarray, size: int, seed: i
     """`size` of `indices` with every class in proportion (seeded), and the indices left over."""
     if size == len(indices):
         return indices, indices[:0]
+    if size == 0:  # data.test_size=0: no test split
+        return indices[:0], indices
     from sklearn.model_selection import train_test_split
     try:
         drawn, rest = train_test_split(indices, train_size=size, stratify=labels[indices], random_state=seed % 2**32)

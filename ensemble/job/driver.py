@@ -38,7 +38,7 @@ from workers.actor import MemberSpec
 from workers.errors import InputError
 from workers.events import Event
 from workers.layout import BASELINE, COMBINER, member_name
-from workers.models import AutoencoderFactory, check_autoencoder
+from workers.models import AutoencoderFactory, autoencoder_path, check_autoencoder
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Evaluation:
     ensemble: EnsembleReport
     baseline: Optional[BaselineReport]
     score: CombinerScore
-    predictions: TestPredictions  # each side's on the same test images: what the verdict tests
+    predictions: Optional[TestPredictions]  # each side's on the same test images (None: no test split)
 
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
@@ -108,8 +108,14 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
     """Load and split the data, check the autoencoder on one batch, name the run, open an output
     URI: everything that can be wrong with the input fails here, before Ray starts."""
     splits = load_splits(config.data, config.seed, dataset)
+    if splits.note:
+        print(splits.note, flush=True)
+    config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json
     factory = autoencoder or member_factory(config, splits.image_shape)
-    check_autoencoder(factory, splits.train_x[:2])
+    built = check_autoencoder(factory, splits.train_x[:2])
+    if autoencoder is not None:  # recorded, so load() and `ensemble select` can rebuild it by name
+        model = config.model.model_copy(update={"autoencoder": autoencoder_path(autoencoder, built)})
+        config = config.model_copy(update={"model": model})
     if not resume:
         config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
@@ -197,12 +203,15 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     if problem:
         raise RuntimeError(problem)
     score = score_checkpoints(plan.member_factory, run_dir, chosen, plan.splits, config.combiner, config.seed)
-    untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
-                                  config.combiner, config.seed)
+    untrained = None  # the same combiner on the untrained encoders, when there is a test split to score it on
+    if len(plan.splits.test_y):
+        untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
+                                      config.combiner, config.seed)
     save_combiner(score.combiner, run_dir / COMBINER)
     ensemble = ensemble_report(config, phases, score, untrained, members, plan.member_share)
-    predictions = TestPredictions(labels=plan.splits.test_y.tolist(), ensemble=score.test_predictions.tolist(),
-                                  untrained=untrained.test_predictions.tolist())
+    predictions = None if untrained is None else TestPredictions(
+        labels=plan.splits.test_y.tolist(), ensemble=score.test_predictions.tolist(),
+        untrained=untrained.test_predictions.tolist())
     baseline = None
     if phases.baseline is not None:
         base = member_report(-1, BASELINE, phases.baseline, None, run_dir / BASELINE)
@@ -213,7 +222,8 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
                                        plan.splits, config.combiner, config.seed)
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases, base_score, plan.baseline_factory.width)
-        predictions.baseline = base_score.test_predictions.tolist()
+        if predictions is not None:
+            predictions.baseline = base_score.test_predictions.tolist()
     return Evaluation(members, ensemble, baseline, score, predictions)
 
 
@@ -227,14 +237,16 @@ def chosen_checkpoints(members: list[MemberReport]) -> list[tuple[str, int]]:
 def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluation) -> RunReport:
     """report.json, report.md and the plots; report.json last, so its presence means finished."""
     ensemble, baseline = evaluation.ensemble, evaluation.baseline
-    comparison, text = verdict(evaluation.predictions, ensemble.wall_seconds,
-                               baseline.wall_seconds if baseline else None)
+    comparison, text = None, "No test split was held out (data.test_size=0), so this run cannot test the claim."
+    if evaluation.predictions is not None:
+        comparison, text = verdict(evaluation.predictions, ensemble.wall_seconds,
+                                   baseline.wall_seconds if baseline else None)
+        evaluation.predictions.write(run_dir)
     report = RunReport(
         name=run_dir.name, members=evaluation.members, baseline=baseline, ensemble=ensemble,
         speedup=(baseline.wall_seconds / ensemble.wall_seconds) if baseline else None,
         verdict=text, comparison=comparison, dataset=dataset_report(plan.splits),
         config=json.loads(plan.config.model_dump_json()))
-    evaluation.predictions.write(run_dir)
     write_plots(report, run_dir)
     report.write(run_dir)
     if plan.mirror is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ensemble.config import CombinerConfig
 from ensemble.data import Splits
 from workers.checkpoints import load_weights
 from workers.layout import checkpoint_dir
-from workers.models import AutoencoderFactory
+from workers.models import AutoencoderFactory, load_matching
 
 Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
 
@@ -25,7 +25,7 @@ Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
 @dataclass
 class CombinerScore:
     combiner: EnsembleCombiner
-    test_accuracy: float
+    test_accuracy: Optional[float]  # None: the run held out no test split (data.test_size=0)
     test_predictions: np.ndarray
     feature_seconds: float
     fit_seconds: float
@@ -37,8 +37,8 @@ class CombinerScore:
 
 def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int) -> nn.Module:
     """A frozen autoencoder with the weights of one saved epoch."""
-    model = factory()
-    model.load_state_dict(load_weights(checkpoint_dir(member_dir, epoch)))
+    path = checkpoint_dir(member_dir, epoch)
+    model = load_matching(factory(), load_weights(path), str(path))
     model.eval().requires_grad_(False)
     return model
 
@@ -47,9 +47,11 @@ def fit_and_score(autoencoders: Sequence[nn.Module], train_x: torch.Tensor, trai
                   test_x: torch.Tensor, test_y: torch.Tensor, kind: str, head: str, seed: int) -> CombinerScore:
     started = time.perf_counter()
     train_features = member_features(autoencoders, train_x)
-    test_features = member_features(autoencoders, test_x)
+    test_features = member_features(autoencoders, test_x) if len(test_y) else None
     feature_seconds = time.perf_counter() - started
     combiner, fit_seconds = fit_combiner(kind, head, train_features, train_y.numpy(), random_state=seed)
+    if test_features is None:
+        return CombinerScore(combiner, None, np.empty(0, dtype=np.int64), feature_seconds, fit_seconds)
     predictions = combiner.predict_members(test_features)
     accuracy = float(np.mean(predictions == test_y.numpy()))
     return CombinerScore(combiner, accuracy, predictions, feature_seconds, fit_seconds)

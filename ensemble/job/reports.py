@@ -39,13 +39,13 @@ def member_report(index: int, name: str, run: MemberRun, fixed_epoch: Optional[i
         train_seconds=outcome.train_seconds, history=[r.to_json() for r in outcome.history])
 
 
-def ensemble_report(config: EnsembleConfig, phases: Phases, score: CombinerScore, untrained: CombinerScore,
+def ensemble_report(config: EnsembleConfig, phases: Phases, score: CombinerScore, untrained: Optional[CombinerScore],
                     members: list[MemberReport], share: Share) -> EnsembleReport:
     return EnsembleReport(
         test_accuracy=score.test_accuracy, wall_seconds=phases.members_wall + score.seconds,
         train_wall_seconds=phases.members_wall, combiner_seconds=score.seconds,
         feature_seconds=score.feature_seconds, fit_seconds=score.fit_seconds,
-        untrained_test_accuracy=untrained.test_accuracy,
+        untrained_test_accuracy=untrained.test_accuracy if untrained is not None else None,
         members_used=[m.index for m in members if m.selected_epoch is not None],
         resources=f"{config.members} members x {share.describe()}", parallel_slots=phases.slots)
 

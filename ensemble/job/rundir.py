@@ -1,5 +1,5 @@
-"""Opening a run directory: a new one (never over an existing run), or an interrupted one to
-resume, local or at an output URI."""
+"""Opening a run directory: a new one (never over an existing run), an interrupted one to
+resume (local or at an output URI), or a finished one to read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from pydantic import ValidationError
+
 from ensemble.config import EnsembleConfig, build_config
+from ensemble.report import RunReport
 from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
 from workers.errors import InputError
 from workers.layout import CONFIG_JSON, REPORT_JSON, write_atomic
@@ -77,3 +80,23 @@ def start_or_resume(config: EnsembleConfig) -> tuple[EnsembleConfig, bool]:
     if run_file(run_dir, CONFIG_JSON) is None:
         return config, False
     return resume_config(run_dir), True
+
+
+def read_finished_run(run_dir: Path) -> tuple[RunReport, EnsembleConfig]:
+    """A finished run's report and config; a missing, unfinished or foreign directory, or a
+    selection, is an InputError that says which."""
+    if not run_dir.is_dir():
+        raise InputError(f"run directory {str(run_dir)!r} does not exist.")
+    if not (run_dir / REPORT_JSON).is_file():
+        raise InputError(f"{str(run_dir)!r} is not a finished run (no {REPORT_JSON}); give the directory "
+                         "`ensemble run` printed at the end, or continue an interrupted run with --resume.")
+    try:
+        report = RunReport.read(run_dir)
+        config = EnsembleConfig.model_validate(report.config)
+    except (OSError, ValueError, ValidationError) as err:
+        raise InputError(f"{str(run_dir / REPORT_JSON)!r} cannot be read as a run report: "
+                         f"{str(err).splitlines()[0]}") from None
+    if "selection" in (report.model_extra or {}):
+        raise InputError(f"{str(run_dir)!r} is a selection made by `ensemble select`, not a run; give the run "
+                         f"directory it was made from ({str(run_dir.parent.parent)!r}).")
+    return report, config

@@ -61,9 +61,12 @@ class MemberReport(Model):
         return raw
 
 
+NO_TEST = "null when the run held out no test split (data.test_size=0, as the scikit-learn estimator fits)"
+
+
 class BaselineReport(MemberReport):
     kind: Literal["member", "baseline"] = "baseline"
-    test_accuracy: float
+    test_accuracy: Optional[float] = Field(description=NO_TEST)
     wall_seconds: float = Field(description="baseline training + its combiner, as a user waits for it")
     train_wall_seconds: float
     combiner_seconds: float
@@ -72,13 +75,14 @@ class BaselineReport(MemberReport):
 
 
 class EnsembleReport(Model):
-    test_accuracy: float
+    test_accuracy: Optional[float] = Field(description=NO_TEST)
     wall_seconds: float = Field(description="members in parallel + combiner, as a user waits for it")
     train_wall_seconds: float
     combiner_seconds: float
     feature_seconds: float
     fit_seconds: float
-    untrained_test_accuracy: float = Field(description="the same combiner on the untrained (epoch 0) encoders")
+    untrained_test_accuracy: Optional[float] = Field(
+        description="the same combiner on the untrained (epoch 0) encoders; " + NO_TEST)
     members_used: list[int]
     resources: str
     parallel_slots: int

@@ -66,13 +66,11 @@ def accuracy_time(report: RunReport, path: Path) -> None:
     labels = ["ensemble"] + (["baseline"] if report.baseline is not None else [])
     sides = [report.ensemble] + ([report.baseline] if report.baseline is not None else [])
     fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(8, 3.5))
-    acc_bars = acc_ax.bar(labels, [s.test_accuracy for s in sides], color=["tab:blue", "black"][:len(sides)])
-    acc_ax.axhline(report.ensemble.untrained_test_accuracy, color="tab:red", linestyle="--",
-                   label="untrained encoders")
-    acc_ax.bar_label(acc_bars, fmt="%.4f")
-    low = min([s.test_accuracy for s in sides] + [report.ensemble.untrained_test_accuracy])
-    acc_ax.set(ylim=(max(0.0, low - 0.05), 1.0), title="test accuracy")
-    acc_ax.legend(fontsize=8, loc="upper right")
+    if report.ensemble.test_accuracy is None:  # data.test_size=0: nothing was held out to score on
+        acc_ax.text(0.5, 0.5, "no test split held out", ha="center", va="center", transform=acc_ax.transAxes)
+        acc_ax.set(xticks=[], yticks=[], title="test accuracy")
+    else:
+        _accuracy_bars(acc_ax, labels, sides, report.ensemble.untrained_test_accuracy)
     train = [s.train_wall_seconds for s in sides]
     combine = [s.combiner_seconds for s in sides]
     time_ax.bar(labels, train, label="training", color="tab:gray")
@@ -80,6 +78,15 @@ def accuracy_time(report: RunReport, path: Path) -> None:
     time_ax.set(title="wall-clock seconds")
     time_ax.legend(fontsize=8)
     save(fig, path)
+
+
+def _accuracy_bars(ax, labels: list[str], sides: list, untrained: float) -> None:
+    bars = ax.bar(labels, [s.test_accuracy for s in sides], color=["tab:blue", "black"][:len(sides)])
+    ax.axhline(untrained, color="tab:red", linestyle="--", label="untrained encoders")
+    ax.bar_label(bars, fmt="%.4f")
+    low = min([s.test_accuracy for s in sides] + [untrained])
+    ax.set(ylim=(max(0.0, low - 0.05), 1.0), title="test accuracy")
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def write_plots(report: RunReport, run_dir: Path) -> list[Path]:

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from ensemble.report.models import RunReport
+
+
+def accuracy(value: Optional[float]) -> str:
+    """An accuracy as the tables show it; a run without a test split has none."""
+    return "n/a (no test split)" if value is None else f"{value:.4f}"
 
 
 def summary_table(report: RunReport) -> str:
     e, b = report.ensemble, report.baseline
     lines = ["| | test accuracy | wall seconds | train seconds | combiner seconds | resources |",
              "|---|---|---|---|---|---|",
-             f"| ensemble ({len(e.members_used)} members) | {e.test_accuracy:.4f} | {e.wall_seconds:.1f} | "
+             f"| ensemble ({len(e.members_used)} members) | {accuracy(e.test_accuracy)} | {e.wall_seconds:.1f} | "
              f"{e.train_wall_seconds:.1f} | {e.combiner_seconds:.1f} | {e.resources} |"]
     if b is not None:
-        lines.append(f"| baseline (width x{b.width:.2f}) | {b.test_accuracy:.4f} | {b.wall_seconds:.1f} | "
+        lines.append(f"| baseline (width x{b.width:.2f}) | {accuracy(b.test_accuracy)} | {b.wall_seconds:.1f} | "
                      f"{b.train_wall_seconds:.1f} | {b.combiner_seconds:.1f} | {b.resources} |")
-    lines.append(f"| untrained encoders (epoch 0) | {e.untrained_test_accuracy:.4f} | | | | |")
+    if e.untrained_test_accuracy is not None:
+        lines.append(f"| untrained encoders (epoch 0) | {e.untrained_test_accuracy:.4f} | | | | |")
     speed = f"{report.speedup:.2f}x" if report.speedup is not None else "n/a"
     lines += ["", f"Speed-up (baseline wall / ensemble wall): {speed}", "",
               "| member | epochs | selected | stopped because |", "|---|---|---|---|"]

@@ -1,0 +1,254 @@
+"""EagerEnsembleClassifier: the eager ensemble as a scikit-learn estimator.
+
+    clf = EagerEnsembleClassifier(members=3, epochs=5).fit(X_train, y_train)
+    clf.predict(X_test); clf.score(X_test, y_test); clf.transform(X_test)
+
+`fit` is one `ensemble.run` on the arrays it is given: `val_size` of them (stratified) is held
+out for the members' eager stopping, the rest trains, and no test split is held out (the
+report's test accuracies are null: score on your own held-out data). It runs on Ray like any
+run: it joins an initialised Ray (or RAY_ADDRESS), else starts a local instance for the fit
+and stops it afterwards; call `ray.init()` once to share one instance across many fits
+(`cross_val_score`, grid searches).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import weakref
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+from uuid import uuid4
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ensemble.config import EnsembleConfig, describe_validation_error, set_key
+from ensemble.data.sources import as_images
+from workers.errors import InputError
+
+# Each constructor parameter and the config key it sets; `settings` may set any other key.
+PARAMETER_KEYS = {
+    "members": "members", "epochs": "train.epochs", "eager_rule": "eager.rule",
+    "eager_threshold": "eager.threshold", "eager_epoch": "eager.epoch", "combiner": "combiner.kind",
+    "head": "combiner.head", "val_size": "data.val_size", "baseline": "baseline.enabled",
+}
+# Keys the estimator sets itself: every image given to fit trains or validates, none is held out for testing.
+FIXED_KEYS = {"data.train_size": None, "data.test_size": 0}
+_TEMPORARY_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # estimator -> finalizer of its temp dir
+
+
+class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
+    """An eager parallel autoencoder ensemble with a classifier on the frozen encoders' features.
+
+    Parameters
+    ----------
+    members : number of autoencoders trained in parallel (config `members`).
+    epochs : most epochs a member trains (`train.epochs`).
+    eager_rule : "plateau", "fixed", "budget" or "none" (`eager.rule`).
+    eager_threshold : plateau: stop once validation loss improves by less than this fraction.
+    eager_epoch : fixed: stop after this many epochs.
+    combiner : "concat" (features side by side into one head), "soft-vote" or "hard-vote" (`combiner.kind`).
+    head : "logistic" or "mlp" (`combiner.head`).
+    autoencoder : None for the built-in CAE of `model.*`, or a zero-argument callable returning an
+        nn.Module with `forward` (reconstruction) and `encode` (features), as `ensemble.run` takes it.
+    val_size : the share (a float in (0, 1)) or number of the fit images held out, stratified, for
+        the members' eager stopping.
+    image_shape : (C, H, W) of each image when X is 2-D (one flattened image per row); None: X is
+        N x H x W, N x C x H x W or N x H x W x C, or 2-D with a square number of columns (one channel).
+    baseline : also train the monolithic baseline, as `ensemble run` does (about doubles fit time).
+    output : directory or URI that keeps each fit's run directory; None: a temporary directory,
+        removed when the estimator is garbage-collected or the interpreter exits.
+    random_state : int seed of splits, initialisation and batch order; None draws one per fit.
+    settings : any other config keys, dotted, e.g. {"train.lr": 0.01, "model.channels": [4, 8]}.
+    verbose : print each member's epochs as they finish.
+
+    Fitted: `classes_`, `n_features_in_` (pixel values per image), `image_shape_`, `result_`
+    (the RunResult), `report_` (its RunReport), `run_dir_` (its directory, or URI with `output`).
+    """
+
+    def __init__(self, members: int = 5, epochs: int = 20, eager_rule: str = "plateau", eager_threshold: float = 0.2,
+                 eager_epoch: int = 3, combiner: str = "concat", head: str = "logistic", autoencoder=None,
+                 val_size: float | int = 0.2, image_shape: Optional[tuple[int, int, int]] = None,
+                 baseline: bool = False, output: Optional[str] = None, random_state: Optional[int] = 0,
+                 settings: Optional[dict[str, Any]] = None, verbose: bool = False):
+        self.members = members
+        self.epochs = epochs
+        self.eager_rule = eager_rule
+        self.eager_threshold = eager_threshold
+        self.eager_epoch = eager_epoch
+        self.combiner = combiner
+        self.head = head
+        self.autoencoder = autoencoder
+        self.val_size = val_size
+        self.image_shape = image_shape
+        self.baseline = baseline
+        self.output = output
+        self.random_state = random_state
+        self.settings = settings
+        self.verbose = verbose
+
+    def fit(self, X, y) -> "EagerEnsembleClassifier":
+        """Train the ensemble on X (images) and y (labels of any sortable kind)."""
+        from ensemble.job.driver import run
+        config = self._config()
+        labels = _labels(y)
+        images = self._images(X, reset=True)
+        place, temporary = self._place_run()
+        try:
+            result = run(config.model_copy(update=place), autoencoder=self.autoencoder, dataset=(images, labels),
+                         on_event=None if self.verbose else _quiet)
+        except BaseException:
+            if temporary is not None:
+                temporary()  # a fit that failed leaves no directory behind
+            raise
+        previous = _TEMPORARY_RUNS.pop(self, None)
+        if previous is not None:
+            previous()  # the run of the previous fit, replaced by this one
+        if temporary is not None:
+            _TEMPORARY_RUNS[self] = temporary
+        self.result_ = result
+        self.report_ = result.report
+        self.classes_ = result.classes
+        self.run_dir_ = result.stored_at or result.run_dir
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.result_.predict(self._images(X))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """N x K class probabilities, columns in the order of `classes_`."""
+        check_is_fitted(self)
+        return self.result_.predict_proba(self._images(X))
+
+    def transform(self, X) -> np.ndarray:
+        """The frozen encoders' features side by side: N x (sum of the members' feature widths), float32."""
+        check_is_fitted(self)
+        return self.result_.transform(self._images(X))
+
+    # --- building blocks ---
+
+    def _config(self) -> EnsembleConfig:
+        """The run config of these parameters; a bad one is an InputError naming the parameter."""
+        settings = {} if self.settings is None else self.settings
+        if not isinstance(settings, dict):
+            raise InputError(f"settings must be a dict of dotted config keys, not {type(settings).__name__}.")
+        owned = {key: name for name, key in PARAMETER_KEYS.items()}
+        taken = sorted(set(settings) & (set(owned) | set(FIXED_KEYS) | {"seed", "output", "name"}))
+        if taken:
+            raise InputError(f"settings may not set {', '.join(taken)}: the estimator sets "
+                             f"{'them' if len(taken) > 1 else 'it'} (parameters: "
+                             f"{', '.join(f'{owned[k]} for {k}' for k in taken if k in owned) or 'none'}).")
+        raw: dict[str, Any] = {}
+        for key, value in [*settings.items(), *FIXED_KEYS.items(),
+                           *((key, getattr(self, name)) for name, key in PARAMETER_KEYS.items())]:
+            set_key(raw, key, value, f"EagerEnsembleClassifier setting {key!r}")
+        raw["seed"] = self._seed()
+        try:
+            return EnsembleConfig.model_validate(raw)
+        except ValidationError as err:
+            def name(key: str) -> str:
+                return f"parameter {owned[key]}" if key in owned else f"settings key {key!r}"
+            raise InputError(describe_validation_error(err, name, "EagerEnsembleClassifier parameters")) from None
+
+    def _seed(self) -> int:
+        if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
+            return int(self.random_state)
+        try:
+            return int(check_random_state(self.random_state).randint(2**31 - 1))
+        except ValueError:
+            raise InputError(f"random_state must be an int, None or a numpy RandomState, not "
+                             f"{self.random_state!r}.") from None
+
+    def _images(self, X, reset: bool = False):
+        """X as images: 2-D rows reshaped to `image_shape` (or a square); other layouts as datasets take them."""
+        if sparse.issparse(X):
+            raise InputError("X is a sparse matrix, and sparse input is not supported: pass dense images.")
+        X = X if isinstance(X, torch.Tensor) else np.asarray(X)
+        if X.ndim == 2:
+            if 0 in X.shape:
+                what = "sample" if len(X) == 0 else "feature"
+                raise InputError(f"X has 0 {what}(s) (shape={X.shape}) while a minimum of 1 is required.")
+            flat = as_images(X.reshape(len(X), 1, 1, -1), "X")  # numeric, real and finite, whatever the shape
+            shape = _flat_image_shape(X.shape[1], self.image_shape) if reset else self.image_shape_
+            if not reset and X.shape[1] != self.n_features_in_:
+                raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                                 f"{self.n_features_in_} features as input (images of {shape}).")
+            X = flat.reshape(len(X), *shape)
+        else:
+            X = as_images(X, "X")
+        if len(X) == 0:
+            raise InputError(f"X has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
+        if reset:
+            self.image_shape_ = tuple(X.shape[1:])
+            self.n_features_in_ = math.prod(self.image_shape_)
+        return X
+
+    def _place_run(self) -> tuple[dict[str, str], Optional[weakref.finalize]]:
+        """Where this fit's run directory goes: under `output`, or in a temporary directory that
+        lives as long as the estimator (with the finalizer that removes it)."""
+        name = f"fit-{datetime.now():%Y%m%d-%H%M%S}-{uuid4().hex[:6]}"  # fits in one second never collide
+        if self.output is not None:
+            return {"output": str(self.output), "name": name}, None
+        temporary = tempfile.mkdtemp(prefix="eager-ensemble-")
+        return {"output": temporary, "name": name}, weakref.finalize(self, shutil.rmtree, temporary, ignore_errors=True)
+
+
+def _labels(y) -> np.ndarray:
+    """y checked as class labels: one dimension, discrete, at least two classes."""
+    if y is None:
+        raise InputError("EagerEnsembleClassifier requires y to be passed, but the target y is None.")
+    labels = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if labels.ndim != 1:
+        raise InputError(f"y should be a 1d array of labels, one per image; got shape {labels.shape}.")
+    try:
+        check_classification_targets(labels)
+        classes = np.unique(labels)
+    except (TypeError, ValueError) as err:  # continuous targets, unsortable labels
+        raise InputError(f"y: {err}") from None
+    if len(classes) < 2:
+        raise InputError(f"y holds {len(classes)} class ({', '.join(map(repr, classes[:1].tolist()))}); a "
+                         "classifier needs at least 2 classes.")
+    return labels
+
+
+def _flat_image_shape(columns: int, image_shape) -> tuple[int, int, int]:
+    """The (C, H, W) of a 2-D X's rows: `image_shape`, or one channel of a square."""
+    if image_shape is None and columns == 1:
+        raise InputError("X has 1 feature(s) per row: one pixel is not an image; X's rows must be images.")
+    if image_shape is None:
+        side = math.isqrt(columns)
+        if side * side != columns:
+            raise InputError(f"X has {columns} columns per row, not a square number of pixels; give "
+                             "image_shape=(C, H, W) to say how each row is an image.")
+        return 1, side, side
+    try:
+        shape = tuple(int(size) for size in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1 or math.prod(shape) != columns:
+        raise InputError(f"image_shape={image_shape!r} must be (C, H, W), positive, with C x H x W = {columns} "
+                         "(the columns of X).")
+    return shape
+
+
+def _quiet(event) -> None:
+    """No progress lines (verbose=False)."""
+
+
+def temporary_run_dir(estimator: EagerEnsembleClassifier) -> Optional[Path]:
+    """The temporary directory that holds `estimator`'s run, if it has one (for tests and clean-up)."""
+    finalizer = _TEMPORARY_RUNS.get(estimator)
+    if finalizer is None or not finalizer.alive:
+        return None
+    _, _, (directory,), _ = finalizer.peek()  # (estimator, shutil.rmtree, args, kwargs)
+    return Path(directory)
