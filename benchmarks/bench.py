@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 import psutil
-import ray
 import torch
 
+from benchmarks.machine import machine_header
 from ensemble.builders import member_factory, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
 from ensemble.data import load_splits
@@ -35,18 +34,6 @@ from workers.actor import MemberSpec
 from workers.events import EpochEnded, Event, Started
 from workers.layout import member_name, write_atomic
 from workers.training import TrainSettings, evaluate, make_optimizer, prepare, train_one_epoch
-
-
-def machine_header() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {gpu}; "
-            f"torch {torch.__version__}, Ray {ray.__version__}, Python {platform.python_version()}")
 
 
 def plain_member(factory: Callable, train_x, val_x, settings: TrainSettings, epochs: int) -> float:

@@ -25,9 +25,10 @@ _ON_FIRST_USE = {
     "RunResult": "ensemble.result",
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
+    "serve": "ensemble.serving.application",
 }
 __all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
-           "__version__", "load", "run"]
+           "__version__", "load", "run", "serve"]
 
 
 def __getattr__(name: str):

@@ -3,11 +3,7 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
@@ -21,48 +17,7 @@ from tests.tiny import TINY
 from workers.errors import InputError
 
 pytest.importorskip("moto")
-from pyarrow.fs import FileSelector, S3FileSystem  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def bucket():
-    """An S3 endpoint on loopback with a bucket; credentials are dummies, and the instance
-    metadata service is never asked (no traffic leaves 127.0.0.1)."""
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
-        s3 = S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                                     allow_bucket_creation=True)
-        s3.create_dir("runs")
-        yield s3, f"s3://runs/team?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    finally:
-        server.kill()
-        server.wait()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+from pyarrow.fs import FileSelector  # noqa: E402
 
 
 def test_uris_join_and_split_keeping_the_query():

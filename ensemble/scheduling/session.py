@@ -13,25 +13,29 @@ from ensemble.data import Splits
 from ensemble.scheduling.signals import stop_on_sigterm
 
 
-@contextmanager
-def ray_session(num_cpus: int | None = None) -> Iterator[bool]:
-    """Connect to RAY_ADDRESS (or an already initialised Ray), else start a local instance;
-    shut down only what we started. Yields whether we started it."""
+def connect(num_cpus: int | None = None) -> bool:
+    """Connect to RAY_ADDRESS (or an already initialised Ray), else start a local instance with
+    `num_cpus` (all local CPUs by default). Returns whether this call started it."""
     if ray.is_initialized():
-        with stop_on_sigterm():
-            yield False
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
-        with stop_on_sigterm():
-            yield False
-        return
+        return False
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[bool]:
+    """Ray for the length of a `with`: connected or started by `connect`, and shut down afterwards only
+    if this started it. Yields whether it did."""
+    started = connect(num_cpus)
     try:
         with stop_on_sigterm():
-            yield True
+            yield started
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def alive_node_resources() -> list[dict]:

@@ -1,0 +1,192 @@
+"""Building and starting the serving application: three ways in, the CLI (`ensemble serve RUN_DIR`),
+Python (`ensemble.serve(run_dir)` returns the deployment handle) and Ray's own tools
+(`serve run ensemble.serving.application:app run_dir=...`, or a `serve deploy` config from
+`ensemble serve RUN_DIR --print-config`).
+"""
+
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import ray
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ensemble.scheduling.placement import Share, infeasible_reason
+from ensemble.scheduling.session import alive_node_resources, connect
+from ensemble.scheduling.signals import stop_on_sigterm
+from ensemble.serving.replica import Autoencoder, EnsembleModel, load_for_serving, ray_serve
+from ensemble.serving.requests import MiB
+from ensemble.storage import is_uri, join_uri, read_text
+from workers.errors import InputError
+from workers.layout import REPORT_JSON
+
+APP_NAME = "ensemble"
+IMPORT_PATH = "ensemble.serving.application:app"
+
+
+class ServeOptions(BaseModel):
+    """The application's arguments: `serve run ensemble.serving.application:app run_dir=...`, a config's `args`."""
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str = Field(description="a finished run directory, local or a URI")
+    replicas: int = Field(1, ge=1, description="replicas, each with the whole model")
+    max_batch_size: int = Field(16, ge=1, description="most requests one forward pass answers")
+    max_body_bytes: int = Field(32 * MiB, ge=1, description="larger request bodies get HTTP 413")
+    cpus_per_replica: float = Field(1.0, gt=0)
+    gpus_per_replica: Optional[float] = Field(None, ge=0, description="null: the run's resources.gpus_per_member")
+    autoencoder: Optional[str] = Field(None, description="module:name of a custom run's autoencoder factory")
+
+    @field_validator("run_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return value if is_uri(value) else str(Path(value).expanduser().resolve())
+
+
+def serve_options(**values) -> ServeOptions:
+    try:
+        return ServeOptions(**values)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise InputError(f"invalid serving option(s): {problems}.") from None
+
+
+def read_report(run_dir: str):
+    """The run's report, or an InputError when `run_dir` is not a finished run (read, not loaded)."""
+    from ensemble import RunReport
+    where = join_uri(run_dir, REPORT_JSON) if is_uri(run_dir) else str(Path(run_dir) / REPORT_JSON)
+    text = read_text(where) if is_uri(run_dir) else (Path(where).read_text() if Path(where).is_file() else None)
+    if text is None:
+        raise InputError(f"{run_dir!r} is not a finished run (no report.json); give the run directory "
+                         "`ensemble run` printed at the end.")
+    try:
+        return RunReport.model_validate_json(text)
+    except ValueError as err:
+        raise InputError(f"{where!r} cannot be read as a run report: {str(err).splitlines()[0]}") from None
+
+
+def replica_resources(options: ServeOptions, report) -> tuple[float, float]:
+    """CPUs and GPUs per replica: a GPU share when the run trained on GPUs, unless told otherwise."""
+    from ensemble import EnsembleConfig
+    gpus = options.gpus_per_replica
+    if gpus is None:
+        gpus = EnsembleConfig.model_validate(report.config).resources.gpus_per_member
+    return options.cpus_per_replica, gpus
+
+
+def bind(options: ServeOptions, report, autoencoder: Autoencoder = None) -> "ray_serve.Application":
+    """The application for `options`: its replicas, their resources and batch size."""
+    cpus, gpus = replica_resources(options, report)
+    deployment = EnsembleModel.options(  # Ray: room for a full batch computing and the next one filling
+        num_replicas=options.replicas, max_ongoing_requests=max(8, 2 * options.max_batch_size),
+        ray_actor_options={"num_cpus": cpus, "num_gpus": gpus})
+    return deployment.bind(options.run_dir, autoencoder or options.autoencoder, options.max_batch_size,
+                           options.max_body_bytes)
+
+
+def app(args: ServeOptions) -> "ray_serve.Application":
+    """Application builder for Ray's tools: `serve run ensemble.serving:app run_dir=RUN [replicas=2 ...]`."""
+    options = args if isinstance(args, ServeOptions) else serve_options(**dict(args))
+    return bind(options, read_report(options.run_dir))
+
+
+def checked_run(options: ServeOptions, autoencoder: Autoencoder = None):
+    """Refuse what is not a finished run before anything starts: a local run is loaded once (checkpoints
+    and autoencoder checked too); of a URI, only report.json is read here."""
+    if is_uri(options.run_dir):
+        return read_report(options.run_dir)
+    read_report(options.run_dir)
+    return load_for_serving(options.run_dir, autoencoder or options.autoencoder).report
+
+
+def check_fits(cpus: float, gpus: float) -> None:
+    """Ray would wait forever for a replica no node can hold: say so instead."""
+    problem = infeasible_reason(alive_node_resources(), Share(cpus, gpus), "a serving replica")
+    if problem:
+        raise InputError(f"{problem} (Serving: --cpus-per-replica, or --gpus-per-replica, by default the run's "
+                         "resources.gpus_per_member; 0 serves on CPUs.)")
+
+
+def deploy(options: ServeOptions, report, host: str, port: int, autoencoder: Autoencoder = None):
+    check_fits(*replica_resources(options, report))
+    application = bind(options, report, autoencoder)
+    ray_serve.start(http_options={"host": host, "port": port})  # Ray: binds where host says, nowhere else
+    try:
+        return ray_serve.run(application, name=APP_NAME, route_prefix="/")
+    except RuntimeError as err:  # Serve says only that the deployment failed; the replica says why
+        raise RuntimeError(f"{err} The replicas' error: {replica_error()}") from None
+
+
+def replica_error() -> str:
+    """The last line of each failed deployment's message: the exception its replicas raised."""
+    application = ray_serve.status().applications.get(APP_NAME)
+    lines = [d.message.strip().splitlines()[-1] for d in (application.deployments.values() if application else [])
+             if d.message.strip()]
+    return "; ".join(lines) or "none reported; see the serve logs in Ray's session directory."
+
+
+def serve(run_dir: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
+          max_batch_size: int = 16, max_body_bytes: int = 32 * MiB, cpus_per_replica: float = 1.0,
+          gpus_per_replica: Optional[float] = None, autoencoder: Autoencoder = None):
+    """Serve a finished run over HTTP on Ray Serve and return the deployment handle (also callable:
+    `handle.classify.remote(images).result()`). Uses the initialised Ray, else RAY_ADDRESS, else starts
+    a local Ray that lives until `ray.shutdown()`; `ray.serve.shutdown()` stops serving."""
+    options = serve_options(run_dir=str(run_dir), replicas=replicas, max_batch_size=max_batch_size,
+                            max_body_bytes=max_body_bytes, cpus_per_replica=cpus_per_replica,
+                            gpus_per_replica=gpus_per_replica,
+                            autoencoder=autoencoder if isinstance(autoencoder, str) else None)
+    report = checked_run(options, autoencoder)
+    connect()
+    return deploy(options, report, host, port, autoencoder)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+def deploy_config(options: ServeOptions, host: str, port: int) -> str:
+    """A `serve deploy` config (YAML) that runs the same application on a running cluster."""
+    config = {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port},
+              "applications": [{"name": APP_NAME, "route_prefix": "/", "import_path": IMPORT_PATH,
+                                "args": options.model_dump(exclude_none=True)}]}
+    return ("# Ray Serve config: `serve deploy serve.yaml` (from a shell with the cluster's RAY_AUTH_TOKEN).\n"
+            "# Every node needs eager-ensembles[serve] installed and run_dir readable (shared disk or a URI).\n"
+            + yaml.safe_dump(config, sort_keys=False))
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve_until_stopped(options: ServeOptions, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+    """The CLI's server: checks, starts, reports the URL, and on Ctrl-C (or SIGTERM, as `ray job stop`
+    and container runtimes send) removes what it started: the application, or Serve and Ray."""
+    report = checked_run(options)  # before Ray starts: a bad run directory is exit 2 with nothing started
+    started = False
+    try:
+        with stop_on_sigterm():  # SIGTERM arrives as a KeyboardInterrupt, like Ctrl-C
+            started = connect()
+            if started and not port_free(host, port):
+                raise InputError(f"port {port} on {host} is in use; choose another --port.")
+            deploy(options, report, host, port)
+            on_ready(f"Serving run {report.name!r} at http://{host}:{port}/ (POST /predict, GET /healthz, "
+                     "GET /); Ctrl-C stops it.")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        on_ready("Stopping...")
+    finally:
+        _stop(started)
+
+
+def _stop(started_ray: bool) -> None:
+    if not ray.is_initialized():
+        return
+    if started_ray:
+        ray_serve.shutdown()  # Ray: Serve's controller, proxies and replicas
+        ray.shutdown()  # Ray: and the local instance we started
+    else:
+        ray_serve.delete(APP_NAME)  # a cluster's Serve stays for other applications
