@@ -13,6 +13,7 @@ _PUBLIC = {
     "RunResult": "ensemble.result",
     "load": "ensemble.result",
     "run": "ensemble.driver",
+    "serve": "ensemble.serving",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -1,4 +1,4 @@
-"""`ensemble run|select|curves ...` (also `python -m ensemble`). Exit 0 ok, 2 bad input, 1 runtime failure."""
+"""`ensemble run|select|curves|bench|serve ...` (also `python -m ensemble`). Exit 0 ok, 2 bad input, 1 failure."""
 
 from __future__ import annotations
 
@@ -62,7 +62,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", metavar="DIR", default="runs/bench", help="where bench.json goes")
     bench.add_argument("--no-default-run", action="store_true",
                        help="skip the default run (start-up share, time to accuracy, combiner cost)")
+    add_serve_parser(commands)
     return parser
+
+
+def add_serve_parser(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve a finished run over HTTP on Ray Serve (POST /predict, GET /healthz, GET /)",
+        description="Loads the run once per replica and answers POST /predict with {\"images\": [...]} or a .npy "
+                    "body, batching requests across clients. Connects to RAY_ADDRESS when set, else starts a "
+                    "local Ray instance; Ctrl-C stops what it started. Needs the serve extra.")
+    serve.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory, local or a URI")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                                                           "machine only; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--replicas", type=int, default=1, help="replicas, each with the whole model (default 1)")
+    serve.add_argument("--max-batch-size", type=int, default=16,
+                       help="most requests one forward pass answers (default 16; 1 turns batching off)")
+    serve.add_argument("--max-body-mib", type=float, default=32.0,
+                       help="request bodies over this many MiB get HTTP 413 (default 32)")
+    serve.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs per replica (default 1)")
+    serve.add_argument("--gpus-per-replica", type=float,
+                       help="GPUs per replica (default: the run's resources.gpus_per_member; 0 serves on CPUs)")
+    serve.add_argument("--autoencoder", metavar="MODULE:NAME",
+                       help="the autoencoder factory a custom run was trained with, importable on every node")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print a Ray Serve config for `serve deploy` with these options and exit")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -152,7 +177,24 @@ def command_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "bench": command_bench}
+def command_serve(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be between 1 and 65535; got {args.port}.")
+    from ensemble.serving import MiB, deploy_config, read_report, serve_options, serve_until_stopped
+    options = serve_options(run_dir=args.run_dir, replicas=args.replicas, max_batch_size=args.max_batch_size,
+                            max_body_bytes=int(args.max_body_mib * MiB), cpus_per_replica=args.cpus_per_replica,
+                            gpus_per_replica=args.gpus_per_replica, autoencoder=args.autoencoder)
+    if args.print_config:
+        read_report(options.run_dir)
+        print(deploy_config(options, args.host, args.port), end="")
+        return EXIT_OK
+    serve_until_stopped(options, args.host, args.port, on_ready=lambda line: print(line, flush=True))
+    print("Stopped; everything this command started is gone.", flush=True)
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "bench": command_bench,
+            "serve": command_serve}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

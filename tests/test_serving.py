@@ -1,0 +1,239 @@
+"""`ensemble serve` with real HTTP clients against a server on 127.0.0.1, on a real tiny run.
+
+One server for the module (in the session's Ray instance, one replica of 0.5 CPU); every bad
+request is followed by a good one, which must still succeed.
+"""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+import pytest
+import requests
+import yaml
+
+import ensemble
+from ensemble import serving  # needs the serve extra, which the test extra includes
+from ensemble.config import build_config
+from tests.tiny import TINY
+
+BODY_LIMIT = 256 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def digits(count: int, start: int = 0) -> np.ndarray:
+    """Raw 8x8 digits in the dataset's own pixel scale (0..16), N x H x W."""
+    from sklearn.datasets import load_digits
+    return load_digits().images[start:start + count].astype(np.float32)
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(ray_instance, tmp_path_factory):
+    output = tmp_path_factory.mktemp("serve-runs")
+    ensemble.run(build_config({}, TINY + ["baseline.enabled=false", f"output={output}", "name=served"]),
+                 on_event=lambda event: None)
+    return output / "served"
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """(base URL, deployment handle, the run as ensemble.load rebuilds it)."""
+    from ray import serve
+    port = free_port()
+    handle = ensemble.serve(trained, port=port, cpus_per_replica=0.5, max_body_bytes=BODY_LIMIT)
+    yield f"http://127.0.0.1:{port}", handle, ensemble.load(trained)
+    serve.shutdown()
+
+
+def post(url: str, body: bytes, content_type="application/json", **kwargs) -> requests.Response:
+    return requests.post(f"{url}/predict", data=body, headers={"Content-Type": content_type}, timeout=30, **kwargs)
+
+
+def assert_good_request_succeeds(url: str, loaded) -> None:
+    images = digits(3, start=100)
+    answer = post(url, json.dumps({"images": images.tolist()}).encode())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["labels"] == loaded.predict(images).tolist()
+
+
+@pytest.mark.slow
+def test_http_predictions_equal_load_predict(server):
+    url, _, loaded = server
+    images = digits(64)
+    expected = loaded.predict(images)
+    by_json = post(url, json.dumps({"images": images.tolist()}).encode())
+    by_npy = post(url, npy(images[:, np.newaxis]), "application/octet-stream")
+    for answer in (by_json, by_npy):
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["labels"] == expected.tolist() and body["classes"] == loaded.classes.tolist()
+        np.testing.assert_allclose(body["probabilities"], loaded.predict_proba(images), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server):
+    url, _, loaded = server
+    sizes = [1, 7, 64, 3, 30, 2, 16, 5] * 4
+    starts = np.cumsum([0] + sizes[:-1]) % 1500
+
+    def client(request: int):
+        images = digits(sizes[request], int(starts[request]))
+        answer = post(url, npy(images), "application/octet-stream")
+        return answer.status_code, answer.json().get("labels"), loaded.predict(images).tolist()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(client, range(len(sizes))))
+    assert all(status == 200 and got == expected for status, got, expected in results)
+
+
+@pytest.mark.slow
+def test_healthz_and_the_model_card(server, trained):
+    url, _, loaded = server
+    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    card = requests.get(f"{url}/", timeout=10).json()
+    report = loaded.report
+    assert card["test_accuracy"] == report.ensemble.test_accuracy and card["verdict"] == report.verdict
+    assert card["untrained_encoders_test_accuracy"] == report.ensemble.untrained_test_accuracy
+    assert card["members"] == 2 and card["dataset"]["image_shape"] == [1, 8, 8] and card["run"] == str(trained)
+
+
+def chunks(data: bytes, size: int = 16384):
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+BAD_REQUESTS = {  # name: (content type, body, status, what the one-line error names)
+    "wrong shape": ("application/json", {"images": np.zeros((2, 7, 8)).tolist()}, 400, "wrong image shape"),
+    "wrong channels": ("application/octet-stream", np.zeros((2, 3, 8, 8)), 400, "wrong channel count"),
+    "NaN pixel": ("application/json", {"images": [[[float("nan")] * 8] * 8]}, 400, "NaN or inf"),
+    "inf pixel": ("application/octet-stream", np.full((1, 8, 8), np.inf), 400, "NaN or inf"),
+    "empty batch": ("application/json", {"images": []}, 400, "empty batch"),
+    "empty npy batch": ("application/octet-stream", np.zeros((0, 8, 8)), 400, "empty batch"),
+    "malformed JSON": ("application/json", b'{"images": [[1, 2', 400, "malformed JSON"),
+    "no images key": ("application/json", {"pixels": [1]}, 400, '"images" key'),
+    "not a .npy": ("application/octet-stream", b"\x93NUMPY garbage", 400, ".npy"),
+    "wrong content type": ("text/plain", b"1 2 3", 400, "unsupported Content-Type 'text/plain'"),
+    "over the limit": ("application/octet-stream", np.zeros((BODY_LIMIT // 256, 8, 8)), 413, "over the server's limit"),
+}
+
+
+def encoded(body) -> bytes:
+    if isinstance(body, np.ndarray):
+        return npy(body)
+    return body if isinstance(body, bytes) else json.dumps(body).encode()  # json.dumps writes NaN as NaN
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_request_is_refused_in_one_line_and_the_next_good_one_succeeds(server, name):
+    url, _, loaded = server
+    content_type, body, status, message = BAD_REQUESTS[name]
+    answer = post(url, encoded(body), content_type)
+    assert answer.status_code == status, answer.text
+    assert list(answer.json()) == ["error"] and message in answer.json()["error"]
+    assert "\n" not in answer.text
+    assert_good_request_succeeds(url, loaded)
+
+
+@pytest.mark.slow
+def test_streamed_body_over_the_limit_is_413_without_a_content_length(server):
+    url, _, loaded = server
+    answer = post(url, chunks(npy(np.zeros((BODY_LIMIT // 256, 8, 8)))), "application/octet-stream")  # chunked
+    assert answer.status_code == 413 and "over the server's limit" in answer.json()["error"]
+    assert_good_request_succeeds(url, loaded)
+
+
+@pytest.mark.slow
+def test_the_handle_answers_like_http_and_refuses_bad_input(server):
+    _, handle, loaded = server
+    images = digits(5)
+    assert handle.classify.remote(images).result()["labels"] == loaded.predict(images).tolist()
+    with pytest.raises(ensemble.InputError, match="wrong channel count"):
+        handle.classify.remote(np.zeros((1, 2, 8, 8))).result()
+
+
+# --- the command line --------------------------------------------------------------------
+
+def ensemble_cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ensemble", *args], capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+def test_a_directory_that_is_not_a_finished_run_exits_2_before_anything_starts(tmp_path):
+    done = ensemble_cli("serve", str(tmp_path), "--port", str(free_port()))
+    assert done.returncode == 2 and "is not a finished run" in done.stderr
+    assert "Traceback" not in done.stderr and "Ray instance" not in done.stderr + done.stdout
+
+
+def test_a_missing_serve_extra_is_named(tmp_path):
+    block_ray_serve = "import sys; sys.modules['ray.serve'] = None; from ensemble.cli import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", block_ray_serve, "serve", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "pip install 'eager-ensembles[serve]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_print_config_is_a_serve_deploy_config_whose_builder_builds(trained):
+    from ray.serve import Application
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary  # what `serve run` calls
+    from ray.serve.schema import ServeDeploySchema
+    done = ensemble_cli("serve", str(trained), "--replicas", "2", "--max-batch-size", "4", "--print-config")
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    ServeDeploySchema.model_validate(config)
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
+    [application] = config["applications"]
+    assert application["import_path"] == "ensemble.serving:app" and application["args"]["run_dir"] == str(trained)
+    as_typed = {key: str(value) for key, value in application["args"].items()}  # `serve run k=v` gives strings
+    built = call_user_app_builder_with_args_if_necessary(serving.app, as_typed)
+    assert isinstance(built, Application)
+    with pytest.raises(ensemble.InputError, match="not a finished run"):
+        serving.app({"run_dir": str(trained.parent)})
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_and_every_ray_process_it_started(trained):
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    process = subprocess.Popen([sys.executable, "-m", "ensemble", "serve", str(trained), "--port", str(port),
+                                "--cpus-per-replica", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, start_new_session=True)
+    output = []
+    try:
+        while not any("Serving run 'served' at http://127.0.0.1:" in line for line in output):
+            line = process.stdout.readline()
+            assert line, "".join(output)  # the server exited before it was ready
+            output.append(line)
+        started = psutil.Process(process.pid).children(recursive=True)  # Ray's processes and the replica
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    output.append(rest)
+    assert process.returncode == 0 and "Stopped" in rest, "".join(output)
+    assert "Traceback" not in "".join(output)
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
