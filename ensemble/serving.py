@@ -255,7 +255,18 @@ def deploy(options: ServeOptions, report, host: str, port: int, autoencoder: Aut
     check_fits(*replica_resources(options, report))
     application = bind(options, report, autoencoder)
     ray_serve.start(http_options={"host": host, "port": port})  # Ray: binds where host says, nowhere else
-    return ray_serve.run(application, name=APP_NAME, route_prefix="/")
+    try:
+        return ray_serve.run(application, name=APP_NAME, route_prefix="/")
+    except RuntimeError as err:  # Serve says only that the deployment failed; the replica says why
+        raise RuntimeError(f"{err} The replicas' error: {replica_error()}") from None
+
+
+def replica_error() -> str:
+    """The last line of each failed deployment's message: the exception its replicas raised."""
+    application = ray_serve.status().applications.get(APP_NAME)
+    lines = [d.message.strip().splitlines()[-1] for d in (application.deployments.values() if application else [])
+             if d.message.strip()]
+    return "; ".join(lines) or "none reported; see the serve logs in Ray's session directory."
 
 
 def serve(run_dir: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,

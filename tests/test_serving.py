@@ -22,6 +22,7 @@ import yaml
 import ensemble
 from ensemble import serving  # needs the serve extra, which the test extra includes
 from ensemble.config import build_config
+from tests.test_cloud_storage import bucket  # noqa: F401 (a fixture: S3 on 127.0.0.1 through moto's server)
 from tests.tiny import TINY
 
 BODY_LIMIT = 256 * 1024
@@ -170,6 +171,41 @@ def test_the_handle_answers_like_http_and_refuses_bad_input(server):
         handle.classify.remote(np.zeros((1, 2, 8, 8))).result()
 
 
+@pytest.mark.slow
+def test_a_run_on_an_object_store_is_downloaded_loaded_and_the_copy_removed(trained, bucket):  # noqa: F811
+    import tempfile
+    from pathlib import Path
+    from ensemble.storage import Mirror, join_uri
+    _, output = bucket
+    uri = join_uri(output, "served")
+    Mirror(uri, local=trained).push(final=True)  # the run, uploaded as `ensemble run --output s3://...` leaves it
+    copies_before = set(Path(tempfile.gettempdir()).glob("ensemble-serve-*"))
+    loaded = serving.load_for_serving(uri)
+    images = digits(20)
+    assert loaded.predict(images).tolist() == ensemble.load(trained).predict(images).tolist()
+    assert set(Path(tempfile.gettempdir()).glob("ensemble-serve-*")) == copies_before
+    assert serving.read_report(uri).name == "served"
+    with pytest.raises(ensemble.InputError, match="not a finished run"):
+        serving.read_report(join_uri(output, "nothing-here"))
+
+
+def test_replicas_take_the_run_gpu_share_unless_told_otherwise():
+    from types import SimpleNamespace
+    from ensemble.config import EnsembleConfig
+    config = EnsembleConfig().with_overrides(["resources.gpus_per_member=0.25"]).model_dump(mode="json")
+    report = SimpleNamespace(config=config)
+    assert serving.replica_resources(serving.serve_options(run_dir="r"), report) == (1.0, 0.25)
+    on_cpus = serving.serve_options(run_dir="r", gpus_per_replica=0, cpus_per_replica=2)
+    assert serving.replica_resources(on_cpus, report) == (2.0, 0)
+
+
+@pytest.mark.slow
+def test_a_replica_no_node_can_hold_is_refused_instead_of_waiting(ray_instance):
+    with pytest.raises(ensemble.InputError, match="--gpus-per-replica"):
+        serving.check_fits(0.5, 0.25)  # this Ray instance has no GPU
+    serving.check_fits(0.5, 0)
+
+
 # --- the command line --------------------------------------------------------------------
 
 def ensemble_cli(*args, **kwargs) -> subprocess.CompletedProcess:
@@ -181,6 +217,22 @@ def test_a_directory_that_is_not_a_finished_run_exits_2_before_anything_starts(t
     done = ensemble_cli("serve", str(tmp_path), "--port", str(free_port()))
     assert done.returncode == 2 and "is not a finished run" in done.stderr
     assert "Traceback" not in done.stderr and "Ray instance" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("option, message", [(["--replicas", "0"], "replicas"), (["--port", "0"], "--port"),
+                                             (["--max-batch-size", "0"], "max_batch_size"),
+                                             (["--gpus-per-replica", "-1"], "gpus_per_replica")])
+def test_bad_serving_options_exit_2_naming_the_option(tmp_path, option, message, capsys):
+    from ensemble import cli
+    assert cli.main(["serve", str(tmp_path), *option]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_autoencoder_that_cannot_be_imported_exits_2(trained, capsys):
+    from ensemble import cli
+    assert cli.main(["serve", str(trained), "--autoencoder", "no_such_module:Net"]) == 2
+    assert "cannot import the autoencoder 'no_such_module:Net'" in capsys.readouterr().err
 
 
 def test_a_missing_serve_extra_is_named(tmp_path):
