@@ -25,6 +25,12 @@ def pytest_collection_modifyitems(config, items):
                 if "ray_instance" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
     if unmarked:
         raise pytest.UsageError("tests that start Ray must be marked slow: " + ", ".join(unmarked))
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if gpu:
+        import torch
+        if not torch.cuda.is_available():
+            for item in gpu:
+                item.add_marker(pytest.mark.skip(reason="needs CUDA (benchmarks/device_check.sh runs it on a GPU)"))
 
 
 @pytest.fixture(scope="session")

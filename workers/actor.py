@@ -84,18 +84,20 @@ class MemberActor:
         torch.set_num_threads(torch_threads(num_cpus))
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())  # Ray:
+        self._data, self._data_key, self.device_copies = None, None, 0
 
     def placement(self) -> dict:
         return {"device": self.device, "threads": torch.get_num_threads(), "gpu_ids": ray.get_gpu_ids(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
-                "node_id": ray.get_runtime_context().get_node_id()}  # Ray:
+                "node_id": ray.get_runtime_context().get_node_id(),  # Ray:
+                "device_copies": self.device_copies}
 
     def warm_up(self, spec: MemberSpec, data: dict) -> dict:
         """One training step and one evaluation of `spec`'s model on one batch, thrown away: PyTorch's
         one-time costs (the optimizer's lazy imports, about 0.8 s; kernel choice for these shapes) are
         paid when the actor starts, not in a member's first epoch. Returns the placement."""
         settings = replace(spec.settings, compile=False)  # compiling a throwaway model would only cost time
-        batch = as_tensor(data["train_x"][:settings.batch_size], self.device)
+        batch = self._on_device(data)[0][:settings.batch_size]  # the one copy of the data, made now
         model, (batch,) = prepare(spec.factory().to(self.device), (batch,), settings)
         generator = torch.Generator(device=self.device).manual_seed(0)
         train_one_epoch(model, make_optimizer(model, settings), batch, settings, generator)
@@ -124,7 +126,17 @@ class MemberActor:
                     yield Shipment(Done(spec.name, time.time(), step), files)
 
     def _member_data(self, spec: MemberSpec, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        train_x = as_tensor(data["train_x"], self.device)
+        train_x, val_x = self._on_device(data)
         if spec.bootstrap_seed is not None:  # bagging: this member's own sample of the training split
             train_x = train_x[bootstrap_indices(len(train_x), spec.bootstrap_seed).to(self.device)]
-        return train_x, as_tensor(data["val_x"], self.device)
+        return train_x, val_x
+
+    def _on_device(self, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared images on this actor's device, copied once per actor (not once per member it
+        trains): on a GPU the copy is kept for the next member on the same data."""
+        key = data.get("key")
+        if key is None or key != self._data_key:
+            self._data = (as_tensor(data["train_x"], self.device), as_tensor(data["val_x"], self.device))
+            self._data_key = key
+            self.device_copies += self.device != "cpu"
+        return self._data

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -46,7 +47,8 @@ def alive_node_resources() -> list[dict]:
 def share_data(splits: Splits) -> ray.ObjectRef:
     """The training and validation images, put into the object store once; every member actor
     reads them zero-copy."""
-    return ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
+    key = uuid.uuid4().hex  # lets an actor keep one device copy for every member it trains on this data
+    return ray.put({"key": key, "train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
 
 
 def driver_node_id() -> str:
