@@ -14,6 +14,7 @@ from ensemble.cli import main
 from ensemble.config import build_config
 from ensemble.job.rundir import resume_config
 from ensemble.storage import Mirror, join_uri, split_uri
+from tests.stores import RecordingFilesystem
 from tests.tiny import TINY
 from workers.errors import InputError
 
@@ -107,20 +108,6 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
 def test_an_unusable_uri_is_an_input_error_before_ray_starts(tmp_path):
     with pytest.raises(InputError, match="cannot open the output URI"):
         ensemble.run(build_config({}, TINY + ["output=nosuchfs://bucket/runs"]), on_event=lambda e: None)
-
-
-class RecordingFilesystem:
-    """Wraps a pyarrow filesystem and records the order files are written in."""
-
-    def __init__(self, inner):
-        self.inner, self.written = inner, []
-
-    def create_dir(self, path, recursive=True):
-        self.inner.create_dir(path, recursive=recursive)
-
-    def open_output_stream(self, path):
-        self.written.append(path)
-        return self.inner.open_output_stream(path)
 
 
 def test_manifests_are_uploaded_after_their_checkpoint_and_unchanged_files_once(tmp_path):
