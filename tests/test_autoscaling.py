@@ -1,6 +1,6 @@
 """Start, wait for the autoscaler, or exit 2: the decision on recorded cluster states (no Ray)."""
 
-from ensemble.scheduling.autoscaling import Autoscaler, NodeType, capacity
+from ensemble.scheduling.autoscaling import Autoscaler, NodeType, can_launch, capacity
 from ensemble.scheduling.placement import Share
 
 GPU_MEMBER = Share(2.0, 1.0)
@@ -38,3 +38,19 @@ def test_an_autoscaler_without_a_node_type_that_fits_exits_at_once():
 def test_an_autoscaler_that_does_not_publish_its_node_types_is_given_the_chance():
     room = capacity(HEAD_ONLY, Autoscaler(None), GPU_MEMBER, "each member")
     assert room.action == "wait" and "does not say which node types" in room.message
+
+
+# `autoscaler_report`s as Ray 2.60's monitor wrote them (trimmed): a local `ray.init`, whose monitor
+# runs a read-only provider, and a cluster started with an autoscaling config (a fake multi-node one)
+LOCAL = {"active_nodes": {"node_202920ade37cea07374f6ad67daafd92ec1b13ac7e2d148a2796fecf": 1}, "idle_nodes": None,
+         "pending_nodes": [], "pending_launches": {}, "failed_nodes": [], "legacy": True,
+         "node_type_mapping": {"127.0.0.1": "node_202920ade37cea07374f6ad67daafd92ec1b13ac7e2d148a2796fecf"}}
+AUTOSCALING = {"active_nodes": {}, "idle_nodes": None, "pending_nodes": [], "pending_launches": {"gpu": 1},
+               "failed_nodes": [], "pending_resources": {"CPU": 1, "GPU": 1}, "legacy": True,
+               "node_type_mapping": {"fffffffffffffffffffffffffffffffffffffffffffffffffff00000": "ray.head.default"}}
+
+
+def test_the_read_only_monitor_of_every_cluster_is_no_autoscaler():
+    assert not can_launch(LOCAL)
+    assert can_launch(AUTOSCALING)
+    assert not can_launch({})  # nothing reported yet: no autoscaler seen

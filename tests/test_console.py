@@ -121,6 +121,14 @@ def test_the_live_view_is_one_table_that_collapses_finished_and_queued_members()
     assert "queued (2): member_04, baseline" in text
     assert text.splitlines()[0].startswith("members: 2 running, 2 queued, 2 done, 0 lost; elapsed 9.0s; ETA")
     assert len(text.splitlines()) <= 10  # the height follows the members training, not the events
+    for event in default_like_run()[14:]:
+        board.apply(event)
+    out = io.StringIO()
+    Console(file=out, width=120).print(live_table(board, T0 + 60.0))
+    assert out.getvalue().splitlines() == [
+        "baseline: 0 running, 0 queued, 6 done, 0 lost; elapsed 1m00s; ETA -",
+        "finished (6): member_00 done@4, member_01 done@4, member_02 done@5, member_03 done@5, member_04 done@4, "
+        "baseline done@20"]
 
 
 def test_non_terminal_output_grows_with_member_epochs_plus_heartbeats():

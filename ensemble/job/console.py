@@ -122,7 +122,7 @@ def eta_seconds(entries: Sequence[Entry]) -> tuple[Optional[float], bool]:
     bound: the remaining member-epochs times their pace, over the members training at once.
     None before any epoch has a time."""
     paces = [e.pace for e in entries if e.pace is not None]
-    if not paces:
+    if not paces or all(e.state in FINISHED for e in entries):
         return None, True
     fallback = sum(paces) / len(paces)
     work, bound = 0.0, False

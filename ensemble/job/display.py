@@ -145,7 +145,7 @@ def live_table(board: Board, now: float):
     queued = [e.name for e in entries if e.state == "queued"]
     lines = [Text(f"finished ({len(finished)}): " + ", ".join(finished))] if finished else []
     lines += [Text(f"queued ({len(queued)}): " + ", ".join(queued))] if queued else []
-    return Group(header, table, *lines)
+    return Group(header, *([table] if table.row_count else []), *lines)
 
 
 def open_display(watch: Watch, entries: Sequence[Entry], started: Optional[float] = None):

@@ -72,7 +72,7 @@ class RunLogs:
         self.started = time.time() if started is None else started
         self.rows: dict[str, dict[int, dict]] = {}
         self.boards: dict[str, tuple[object, str]] = {}  # member -> (SummaryWriter, its file's name)
-        self.tensorboard = True
+        self.writer_class = self._import_writer()  # now, not on the first epoch: events stay quick
 
     def __call__(self, event: Event) -> list[str]:
         """Write what `event` adds; returns the paths written, relative to the run directory."""
@@ -103,20 +103,23 @@ class RunLogs:
             written.append(f"{name}/{file_name}")
         return written
 
-    def _board(self, name: str):
-        """The member's TensorBoard writer, made on its first epoch (None without tensorboardX)."""
-        if name in self.boards or not self.tensorboard:
-            return self.boards.get(name)
+    @staticmethod
+    def _import_writer():
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            self.tensorboard = False
             print("note: tensorboardX is not installed, so no TensorBoard scalars are written "
                   "(progress.csv still is); pip install tensorboardX", file=sys.stderr, flush=True)
             return None
+        return SummaryWriter
+
+    def _board(self, name: str):
+        """The member's TensorBoard writer, made on its first epoch (None without tensorboardX)."""
+        if name in self.boards or self.writer_class is None:
+            return self.boards.get(name)
         directory = self.run_dir / name
         before = set(directory.glob(f"{TENSORBOARD_PREFIX}*"))
-        writer = SummaryWriter(logdir=str(directory), flush_secs=3600)  # flushed per epoch above
+        writer = self.writer_class(logdir=str(directory), flush_secs=3600)  # flushed per epoch above
         made = sorted(set(directory.glob(f"{TENSORBOARD_PREFIX}*")) - before) or sorted(before)
         self.boards[name] = (writer, made[-1].name)
         return self.boards[name]

@@ -9,6 +9,7 @@ to hold a member; with a suitable node type it waits, and says so. The Ray queri
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -72,3 +73,16 @@ def capacity(nodes: Sequence[dict], autoscaler: Optional[Autoscaler], share: Sha
 def launching(autoscaler: Autoscaler) -> str:
     pending = ", ".join(f"{count} x {name}" for name, count in sorted(autoscaler.pending_launches.items()) if count)
     return f" (launching now: {pending})" if pending else ""
+
+
+READONLY_TYPE = re.compile(r"^node_[0-9a-f]{56}$")  # the names Ray's read-only provider gives live nodes
+
+
+def can_launch(report: dict) -> bool:
+    """Whether an autoscaler's status report (`ray status`'s source) comes from one that can add
+    nodes. Every Ray cluster runs a monitor; without an autoscaling config (a local `ray.init`, a
+    plain `ray start --head`) it reports through a read-only provider whose only node types are
+    the live nodes themselves, named `node_<node id>`: that one can launch nothing."""
+    names = set(report.get("active_nodes") or {}) | set(report.get("idle_nodes") or {})
+    names |= set(report.get("pending_launches") or {}) | set((report.get("node_type_mapping") or {}).values())
+    return bool(names) and not all(READONLY_TYPE.match(name) for name in names)
