@@ -20,8 +20,9 @@ _ON_FIRST_USE = {
     "RunResult": "ensemble.result",
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
+    "Watch": "ensemble.job.console",
 }
-__all__ = ["EnsembleConfig", "InputError", "RunReport", "RunResult", "load", "run"]
+__all__ = ["EnsembleConfig", "InputError", "RunReport", "RunResult", "Watch", "load", "run"]
 
 
 def __getattr__(name: str):

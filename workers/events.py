@@ -47,6 +47,7 @@ class Restarted:
     at: float
     restarts: int  # restarts used so far, this one included
     cause: str
+    log_tail: tuple[str, ...] = ()  # the dead actor's last stderr lines (its warnings and errors)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Lost:
     name: str
     at: float
     reason: str
+    log_tail: tuple[str, ...] = ()
 
 
 Event = Union[Started, EpochEnded, Done, Restarted, Lost]
