@@ -77,7 +77,9 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     first = ensemble.run(build_config({}, sets), on_event=lambda e: None)
     stored = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))}
     assert first.stored_at.startswith("s3://runs/team/cloud")
+    assert any(path.startswith("runs/team/cloud/member_01/events.out.tfevents") for path in stored)  # TensorBoard
     for name in ("config.json", "report.json", "report.md", "combiner.skops", "member_01/history.jsonl",
+                 "member_01/progress.csv",
                  "member_01/checkpoint_000002/manifest.json", "member_01/checkpoint_000002/model.safetensors"):
         assert f"runs/team/cloud/{name}" in stored
     assert not any("/." in path for path in stored)  # no temporaries uploaded
@@ -99,6 +101,7 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
         assert json.loads(stream.read())["ensemble"]["test_accuracy"] == first.report.ensemble.test_accuracy
 
     # `ensemble select` on the URI: downloads the run, adds its selection, uploads only that
+    stored = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))}
     assert main(["select", join_uri(output, "cloud"), "--set", "eager.epoch=1"]) == 0
     added = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))} - stored
     assert added and all(path.startswith("runs/team/cloud/selections") for path in added)
