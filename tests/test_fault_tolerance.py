@@ -63,6 +63,7 @@ class WarningAE(TinyAE):
 
 @pytest.mark.slow
 @pytest.mark.fault
+@pytest.mark.filterwarnings("ignore:member says")  # the driver checks the autoencoder on one batch too
 def test_killed_member_restarts_and_resumes_with_every_epoch_once(ray_instance, tmp_path):
     cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", f"output={tmp_path}", "name=kill"])
     kill = killer("member_00", after_epoch=1)
