@@ -26,9 +26,10 @@ _ON_FIRST_USE = {
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
     "serve": "ensemble.serving.application",
+    "Watch": "ensemble.job.console",
 }
 __all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
-           "__version__", "load", "run", "serve"]
+           "Watch", "__version__", "load", "run", "serve"]
 
 
 def __getattr__(name: str):

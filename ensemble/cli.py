@@ -62,6 +62,14 @@ def _add_run(commands) -> None:
     run.add_argument("--repeats", metavar="K", type=int,
                      help="K runs with seeds seed, seed+1, ... (directories NAME-r0, NAME-r1, ...) and a summary "
                           "of mean and standard deviation in NAME-summary/")
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", action="store_true",
+                          help="print only the summary (and notices: waiting for nodes, a dead actor's last lines)")
+    loudness.add_argument("--verbose", action="store_true",
+                          help="also print Ray's own logs: every actor's output and warnings")
+    run.add_argument("--dashboard", action="store_true",
+                     help="start Ray's dashboard on 127.0.0.1 with the local Ray instance and print its URL "
+                          "(on a cluster: print the cluster's)")
 
 
 def _add_select(commands) -> None:
@@ -161,13 +169,15 @@ def run_location(config, args: argparse.Namespace) -> Optional[str]:
 def command_run(args: argparse.Namespace) -> int:
     config, resume = run_config(args)
     args.run_location = run_location(config, args)
+    from ensemble.job.console import Watch, aligned
+    watch = Watch(view="quiet" if args.quiet else "auto", verbose=args.verbose, dashboard=args.dashboard)
     if args.repeats is not None:
-        return _run_repeats(config, args.repeats)
+        return _run_repeats(config, args.repeats, watch)
     from ensemble.job.driver import run
     from ensemble.report import summary_table
-    result = run(config, resume=resume)
+    result = run(config, resume=resume, watch=watch)
     print()
-    print(summary_table(result.report))
+    print(aligned(summary_table(result.report)))
     print(f"\nRun directory: {result.stored_at or result.run_dir}"
           + (f" (local copy: {result.run_dir})" if result.stored_at else ""))
     return EXIT_OK
@@ -183,9 +193,9 @@ def supervise_run(args: argparse.Namespace) -> int:
     return watch(argv, run_location(config, args), scheduled=args.resume_if_exists)
 
 
-def _run_repeats(config, repeats: int) -> int:
+def _run_repeats(config, repeats: int, watch) -> int:
     from ensemble.analysis.repeats import run_repeats
-    done = run_repeats(config, repeats)
+    done = run_repeats(config, repeats, watch=watch)
     print()
     print(done.summary.table())
     print(f"\nRun directories: {', '.join(str(r.run_dir) for r in done.results)}\nSummary: {done.summary_dir}")
@@ -194,10 +204,11 @@ def _run_repeats(config, repeats: int) -> int:
 
 def command_select(args: argparse.Namespace) -> int:
     from ensemble.analysis.select import reselect
+    from ensemble.job.console import aligned
     from ensemble.report import summary_table
     with local_copy(args.run_dir) as run_dir:
         done = reselect(run_dir, args.overrides)
-    print(summary_table(done.report))
+    print(aligned(summary_table(done.report)))
     print(f"\nSelection: {done.directory} (no training; the run's own report is unchanged)"
           + (f"; uploaded to {args.run_dir}" if is_uri(args.run_dir) else ""))
     return EXIT_OK

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from workers.errors import InputError
@@ -80,6 +80,7 @@ class Mirror:
         self.filesystem, self.root = _filesystem(self.uri)
         self.local = Path(local) if local is not None else staging_dir(split_uri(uri)[1])
         self._sent: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) last uploaded
+        self._pending: set[str] = set()  # paths given to push() and not uploaded yet
         self.failure: str | None = None
 
     def exists_with_files(self) -> bool:
@@ -117,23 +118,22 @@ class Mirror:
                     continue
                 yield path.relative_to(self.local).as_posix(), (stat.st_size, stat.st_mtime_ns)
 
-    def push(self, final: bool = False) -> None:
-        """Upload new and changed files, manifests last. A failed upload while training is
-        reported once and retried at the next push; a failed final push is an error that says
-        where the complete local copy is."""
-        changed = [(relative, key) for relative, key in self._local_files() if self._sent.get(relative) != key]
-        changed.sort(key=lambda item: (item[0].endswith(MANIFEST), item[0]))
+    def push(self, paths: Iterable[str] | None = None, final: bool = False) -> None:
+        """Upload `paths` (relative to the run directory; a directory means its files), the ones an
+        event produced, plus whatever an earlier push could not send; with no `paths`, every new or
+        changed file (a walk of the whole tree: the final push and the analysis commands). Manifests
+        go last. A failed upload while training is reported once and retried at the next push; a
+        failed final push is an error that says where the complete local copy is."""
+        if paths is None:
+            candidates = {relative for relative, key in self._local_files() if self._sent.get(relative) != key}
+            self._pending.clear()
+        else:
+            self._pending.update(paths)
+            candidates = set(self._expand(self._pending))
         try:
-            for relative, key in changed:
-                try:
-                    source = open(self.local / relative, "rb")
-                except FileNotFoundError:  # replaced by an actor as we looked: the next push sends it
-                    continue
-                destination = f"{self.root}/{relative}"
-                self.filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
-                with source, self.filesystem.open_output_stream(destination) as target:
-                    shutil.copyfileobj(source, target)
-                self._sent[relative] = key
+            for relative in sorted(candidates, key=lambda name: (name.endswith(MANIFEST), name)):
+                self._upload(relative)
+            self._pending -= {p for p in self._pending if (self.local / p).exists()}  # the rest arrives later
             if self.failure is not None:
                 print(f"upload to {self.uri} works again; the store has caught up.", file=sys.stderr, flush=True)
                 self.failure = None
@@ -145,6 +145,35 @@ class Mirror:
                 print(f"warning: upload to {self.uri} failed ({err}); retrying after the next epoch. "
                       f"Everything is kept in {self.local}.", file=sys.stderr, flush=True)
             self.failure = str(err)
+
+    def _expand(self, paths: Iterable[str]) -> Iterator[str]:
+        """The files behind `paths`: a file itself, a directory's files (no temporaries); a path
+        not there yet is skipped (it stays pending: a remote member's first checkpoint comes with
+        its first epoch)."""
+        for relative in paths:
+            path = self.local / relative
+            if path.is_dir():
+                yield from (f"{relative}/{child.name}" for child in path.iterdir()
+                            if child.is_file() and not child.name.startswith("."))
+            elif path.is_file():
+                yield relative
+
+    def _upload(self, relative: str) -> None:
+        """One file, unless the store already has these bytes (same size and modification time)."""
+        try:
+            stat = (self.local / relative).stat()
+            source = open(self.local / relative, "rb")
+        except FileNotFoundError:  # replaced by an actor as we looked: the next push sends it
+            return
+        key = (stat.st_size, stat.st_mtime_ns)
+        with source:
+            if self._sent.get(relative) == key:
+                return
+            destination = f"{self.root}/{relative}"
+            self.filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+            with self.filesystem.open_output_stream(destination) as target:
+                shutil.copyfileobj(source, target)
+        self._sent[relative] = key
 
 
 def staging_dir(name: str) -> Path:

@@ -36,3 +36,11 @@ def test_time_to_accuracy_reads_the_curves():
     assert t["baseline_best_accuracy"] == 0.94 and t["baseline_seconds_to_best"] == 40.0
     assert t["ensemble_seconds_to_baseline_best"] == 20.0
     assert t["equal_wallclock_s"] == 20.0 and t["baseline_accuracy_at_equal_wallclock"] == 0.93
+
+
+def test_the_mirror_benchmark_replays_a_run_with_both_pushes(tmp_path):
+    from benchmarks.mirror_push import EPOCHS, replay
+    walk, changed = (replay(2, walk, tmp_path / f"run-{walk}") for walk in (True, False))
+    assert walk["events"] == changed["events"] == 2 * (EPOCHS + 2)
+    assert walk["files"] == changed["files"] == 2 * ((EPOCHS + 1) * 3 + 3)  # checkpoints, history, progress, outcome
+    assert all(run["total"] > 0 for run in (walk, changed))

@@ -45,7 +45,7 @@ def test_tiny_run_prints_the_summary(tmp_path):
                         cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Speed-up (baseline wall / ensemble wall)" in done.stdout
-    assert "[member_01] epoch   1" in done.stdout and "board:" in done.stdout
+    assert " member_01 epoch   1/2 " in done.stdout and "| member_01 | 1 " in done.stdout  # epoch line, aligned table
     assert (tmp_path / "cli" / "report.json").exists()
 
 

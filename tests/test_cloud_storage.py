@@ -13,6 +13,7 @@ from ensemble.cli import main
 from ensemble.config import build_config
 from ensemble.job.rundir import resume_config
 from ensemble.storage import Mirror, join_uri, split_uri
+from tests.stores import RecordingFilesystem
 from tests.tiny import TINY
 from workers.errors import InputError
 
@@ -34,7 +35,9 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     first = ensemble.run(build_config({}, sets), on_event=lambda e: None)
     stored = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))}
     assert first.stored_at.startswith("s3://runs/team/cloud")
+    assert any(path.startswith("runs/team/cloud/member_01/events.out.tfevents") for path in stored)  # TensorBoard
     for name in ("config.json", "report.json", "report.md", "combiner.skops", "member_01/history.jsonl",
+                 "member_01/progress.csv",
                  "member_01/checkpoint_000002/manifest.json", "member_01/checkpoint_000002/model.safetensors"):
         assert f"runs/team/cloud/{name}" in stored
     assert not any("/." in path for path in stored)  # no temporaries uploaded
@@ -67,6 +70,7 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
     assert {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("ensemble-staging-")} == staged
 
     # `ensemble select` on the URI: downloads the run, adds its selection, uploads only that
+    stored = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))}
     assert main(["select", join_uri(output, "cloud"), "--set", "eager.epoch=1"]) == 0
     added = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))} - stored
     assert added and all(path.startswith("runs/team/cloud/selections") for path in added)
@@ -76,20 +80,6 @@ def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, t
 def test_an_unusable_uri_is_an_input_error_before_ray_starts(tmp_path):
     with pytest.raises(InputError, match="cannot open the output URI"):
         ensemble.run(build_config({}, TINY + ["output=nosuchfs://bucket/runs"]), on_event=lambda e: None)
-
-
-class RecordingFilesystem:
-    """Wraps a pyarrow filesystem and records the order files are written in."""
-
-    def __init__(self, inner):
-        self.inner, self.written = inner, []
-
-    def create_dir(self, path, recursive=True):
-        self.inner.create_dir(path, recursive=recursive)
-
-    def open_output_stream(self, path):
-        self.written.append(path)
-        return self.inner.open_output_stream(path)
 
 
 def test_manifests_are_uploaded_after_their_checkpoint_and_unchanged_files_once(tmp_path):

@@ -43,11 +43,11 @@ def run_args(name: str, overrides: list[str], output: Path) -> list[str]:
     return ["--output", str(output), "--name", name, *sets(overrides)]
 
 
-def wait_for_line(process: subprocess.Popen, start: str) -> None:
+def wait_for_line(process: subprocess.Popen, text: str) -> None:
     for line in process.stdout:
-        if line.startswith(start):
+        if text in line:
             return
-    pytest.fail(f"the run ended before printing {start!r}: {process.stderr.read()[-2000:]}")
+    pytest.fail(f"the run ended before printing {text!r}: {process.stderr.read()[-2000:]}")
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -62,7 +62,7 @@ def one_paragraph(stderr: str) -> str:
 
 def test_sigterm_stops_the_run_keeps_every_checkpoint_and_resume_finishes_it(tmp_path):
     driver = start_cli(*run_args("stopped", LONGER, tmp_path), output=tmp_path)
-    wait_for_line(driver, "[member_00] epoch   1")
+    wait_for_line(driver, "member_00 epoch   1/")
     ours = psutil.Process(driver.pid).children(recursive=True)  # the driver and every Ray process it started
     assert any("raylet" in p.name() for p in ours)
     driver.send_signal(signal.SIGTERM)
@@ -84,7 +84,7 @@ def test_sigterm_stops_the_run_keeps_every_checkpoint_and_resume_finishes_it(tmp
 
 def test_killing_rays_raylet_ends_with_the_resume_command(tmp_path):
     driver = start_cli(*run_args("raylet", LONGER, tmp_path), output=tmp_path)
-    wait_for_line(driver, "[member_00] epoch   1")
+    wait_for_line(driver, "member_00 epoch   1/")
     raylets = [p for p in psutil.Process(driver.pid).children(recursive=True) if p.name() == "raylet"]
     assert len(raylets) == 1  # this run's own raylet, nobody else's
     raylets[0].send_signal(signal.SIGKILL)

@@ -49,16 +49,30 @@ def killer(target, after_epoch):
     return on_event
 
 
+class WarningAE(TinyAE):
+    """A member that warns, as a real model or library might, and whose batches take a real
+    model's time (so the kill lands in member_00's second epoch, not in the member after it)."""
+
+    def forward(self, x):
+        import time
+        import warnings
+        warnings.warn("member says: reconstruction looks odd", UserWarning, stacklevel=1)
+        time.sleep(0.05)
+        return super().forward(x)
+
+
 @pytest.mark.slow
 @pytest.mark.fault
+@pytest.mark.filterwarnings("ignore:member says")  # the driver checks the autoencoder on one batch too
 def test_killed_member_restarts_and_resumes_with_every_epoch_once(ray_instance, tmp_path):
     cfg = build_config({}, THREE_EPOCHS + ["baseline.enabled=false", f"output={tmp_path}", "name=kill"])
     kill = killer("member_00", after_epoch=1)
-    result = ensemble.run(cfg, on_event=kill)
+    result = ensemble.run(cfg, autoencoder=WarningAE, on_event=kill)
     member = result.report.members[0]
     assert member.restarts == 1 and member.status == "done"
     restarted = [e for e in kill.seen if isinstance(e, Restarted)]
     assert [(e.name, e.restarts) for e in restarted] == [("member_00", 1)]
+    assert any("member says: reconstruction looks odd" in line for line in restarted[0].log_tail)  # its last words
     resumed = [e for e in kill.seen if isinstance(e, Started) and e.name == "member_00"][-1]
     assert resumed.resumed_from == 1  # the new actor continued after the epoch that was saved
     assert [h.epoch for h in member.history] == [1, 2, 3] and member.selected_epoch == 3
@@ -128,7 +142,7 @@ def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_pat
     driver = subprocess.Popen([sys.executable, "-m", "ensemble", "run", "--name", "cut", *args],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     for line in driver.stdout:
-        if line.startswith("[member_00] epoch   2"):
+        if " member_00 epoch   2/" in line:  # an epoch line of the non-terminal view
             break
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()

@@ -151,7 +151,9 @@ TWO_NODES = textwrap.dedent("""
     sets = TINY + ["train.epochs=3", "eager.epoch=3", "baseline.enabled=false", f"output={root / 'runs'}", "name=two"]
     result = ensemble.run(build_config({}, sets), autoencoder=StallsOnNodeA, on_event=on_event)
     run_dir = result.run_dir
-    on_disk = {str(p): p.stat().st_ino for p in run_dir.glob("member_*/**/*") if p.is_file()}
+    shipped = [p for p in run_dir.glob("member_*/**/*")  # progress.csv and TensorBoard: the driver's own logs
+               if p.is_file() and p.name != "progress.csv" and not p.name.startswith("events.out.tfevents")]
+    on_disk = {str(p): p.stat().st_ino for p in shipped}
     print(json.dumps({"nodes": nodes, "driver": ray.get_runtime_context().get_node_id(), "events": events,
                       "files": len(on_disk), "not_from_driver": sorted(p for p, ino in on_disk.items()
                                                                        if written.get(p) != ino),
@@ -202,6 +204,7 @@ def test_two_nodes_with_local_disks_driver_gets_every_file_and_lost_node_resumes
     for name in ("member_00", "member_01"):
         assert [e for e, _ in list_checkpoints(run_dir / name)] == [0, 1, 2, 3]
         assert (run_dir / name / OUTCOME).is_file() and (run_dir / name / HISTORY).read_text().count("\n") == 3
+        assert (run_dir / name / "progress.csv").read_text().count("\n") == 1 + 3  # written from the events
     assert out["files"] == 2 * (4 * 3 + 2) and out["not_from_driver"] == []
     assert out["accuracy"] > 0.5 and out["untrained_accuracy"] > 0.5  # 10 classes: chance is 0.1
 

@@ -3,8 +3,16 @@
 A member's actor sends `Started`, one `EpochEnded` per epoch and `Done`; the driver adds
 `Restarted` (its actor died and it resumes on a new one) and `Lost` (restarts used up). Every
 event names its member and carries `at`, the wall-clock time (`time.time()`) it happened.
-Consumers (the pool, the progress printer, the bench, a user's `on_event=` callback) take them
-apart with `match`.
+Consumers (the pool, the run's logs and display, the bench, a user's `on_event=` callback) take
+them apart with `match`.
+
+The callback protocol (`ensemble.run(..., on_event=f)`): `f(event)` is called on the driver, in
+one thread, in the order the driver hears of the events, after the event's files are in the run
+directory and its progress.csv and TensorBoard rows are written. Per member: `Started` (again
+after every restart, with `resumed_from`), `EpochEnded` for each epoch trained in this attempt,
+then `Done`, or `Lost`; `Restarted` between attempts. The events are frozen dataclasses, safe to
+keep. `f` should return quickly (the next event waits for it) and not raise: an exception fails
+the run. New fields only ever come with defaults, so a callback written today keeps working.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class Restarted:
     at: float
     restarts: int  # restarts used so far, this one included
     cause: str
+    log_tail: tuple[str, ...] = ()  # the dead actor's last stderr lines (its warnings and errors)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class Lost:
     name: str
     at: float
     reason: str
+    log_tail: tuple[str, ...] = ()
 
 
 Event = Union[Started, EpochEnded, Done, Restarted, Lost]

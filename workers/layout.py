@@ -5,7 +5,7 @@ write (temporary file, fsync, rename) that writes every one of them.
 <output>/<run-name>/
   config.json  report.json  report.md  loss_curves.png  timeline.png  accuracy_time.png
   combiner.skops  normalization.json  test_predictions.json
-  member_00/ history.jsonl  outcome.json  checkpoint_000000/ checkpoint_000001/ ...
+  member_00/ history.jsonl  progress.csv  events.out.tfevents.*  outcome.json  checkpoint_000000/ ...
   baseline/  the same, plus its own combiner.skops
   selections/<rule>_<combiner>/   accuracy_vs_time.csv/.png/_cache.json   (written by analysis)
 ```
@@ -33,6 +33,8 @@ BASELINE = "baseline"
 # --- a member's (or the baseline's) directory ---
 HISTORY = "history.jsonl"
 OUTCOME = "outcome.json"
+PROGRESS_CSV = "progress.csv"               # epoch, losses, seconds, elapsed: written by the driver
+TENSORBOARD_PREFIX = "events.out.tfevents"  # TensorBoard scalars, appended by the driver (a log, not replaced)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{6})$")
 WEIGHTS, STATE, MANIFEST = "model.safetensors", "state.pt", "manifest.json"  # a checkpoint directory's files
 TEMP_PREFIX = ".tmp-checkpoint"  # a checkpoint being written; renamed into place when whole

@@ -133,7 +133,7 @@ class RepeatsResult:
 
 
 def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[AutoencoderFactory] = None,
-                dataset=None, on_event: Optional[Callable[[Event], None]] = None) -> RepeatsResult:
+                dataset=None, on_event: Optional[Callable[[Event], None]] = None, watch=None) -> RepeatsResult:
     """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them."""
     if repeats < 1:
         raise InputError(f"--repeats must be at least 1, not {repeats}.")
@@ -147,8 +147,8 @@ def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[Auto
     if taken:  # checked for all before the first run starts, not when the third one would fail
         raise InputError(f"run directories already exist and are not empty: {', '.join(taken)}; choose another "
                          "--name (or --output). Nothing was changed.")
-    with ray_session():  # one Ray start for all repeats
-        results = [run(c, autoencoder, dataset, on_event) for c in configs]
+    with ray_session(log_to_driver=bool(watch and watch.verbose), dashboard=bool(watch and watch.dashboard)):
+        results = [run(c, autoencoder, dataset, on_event, watch=watch) for c in configs]  # one Ray start for all
     summary = summarize(base_name, [r.report for r in results], [c.seed for c in configs])
     _write(summary, summary_dir)
     return RepeatsResult(results, summary, summary_dir)

@@ -9,10 +9,12 @@ combiners; `write_report` writes report.json, report.md and the plots.
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import ray
 
@@ -21,18 +23,21 @@ from ensemble.builders import baseline_factory, member_factory, member_seed, tra
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits, load_splits
 from ensemble.eager import baseline_rule, member_fixed_epoch, member_rule
+from ensemble.job.console import Entry, Watch
+from ensemble.job.display import open_display
 from ensemble.job.evaluation import CombinerScore, load_autoencoder, score_checkpoints
-from ensemble.job.progress import ProgressPrinter
+from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
 from ensemble.job.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
-from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
+from ensemble.scheduling.autoscaling import capacity
+from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
 from ensemble.scheduling.pool import MemberPool, MemberRun
 from ensemble.scheduling.recovery import too_few_members
-from ensemble.scheduling.session import alive_node_resources, ray_session, share_data
+from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.storage import Mirror, is_uri, open_mirror
 from workers.actor import MemberSpec
 from workers.errors import InputError
@@ -74,26 +79,32 @@ class Evaluation:
 
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
-        dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False) -> RunResult:
+        dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
+        watch: Optional[Watch] = None) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     `autoencoder`: zero-argument callable returning an nn.Module with forward (reconstruction)
     and encode (features). `dataset`: a torch Dataset of (image, label) or an (images, labels) pair.
-    `on_event`: called with every typed event (`workers.events`) as it happens; default: progress lines.
+    `on_event`: called with every typed event (`workers.events`) as it happens, on the driver, in
+    order; it replaces the progress display unless `watch` is given too.
     `resume`: continue the interrupted run in output/name (see `rundir.resume_config`): finished
     members are not retrained, unfinished ones continue from their newest valid checkpoint.
+    `watch`: the progress display, Ray's logs and dashboard (`console.Watch`); default: a live table
+    on a terminal, epoch lines elsewhere.
     """
     plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume)
-    with ray_session():
+    watch = watch or Watch(view="quiet" if on_event else "auto")
+    with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
         nodes = alive_node_resources()
-        problem = infeasible_reason(nodes, plan.member_share, "each member")
-        if problem:
-            raise InputError(problem)
+        room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
+        if room.action == "fail":
+            raise InputError(room.message)
         run_dir = open_run_dir(plan)
-        show = reporter(plan, on_event)
-        data_ref = share_data(plan.splits)
-        phases = train_members(plan, run_dir, data_ref, show, nodes)
-        train_baseline(plan, run_dir, data_ref, show, phases)
+        with watching(plan, run_dir, nodes, on_event, watch) as (show, notice):
+            announce(session, watch, room.message, notice)
+            data_ref = share_data(plan.splits)
+            phases = train_members(plan, run_dir, data_ref, show, nodes)
+            train_baseline(plan, run_dir, data_ref, show, phases)
     evaluation = evaluate(plan, run_dir, phases)
     report = write_report(plan, run_dir, phases, evaluation)
     autoencoders = [load_autoencoder(plan.member_factory, run_dir / name, epoch)
@@ -142,18 +153,52 @@ def open_run_dir(plan: Plan) -> Path:
     return run_dir
 
 
-def reporter(plan: Plan, on_event: Optional[Callable[[Event], None]]) -> Callable[[Event], None]:
-    """Where events go: the user's callback (or progress lines), then the output URI's mirror, so
-    each epoch's checkpoint is on the store as soon as the driver hears of it."""
-    names = [member_name(i) for i in range(plan.config.members)] + ([BASELINE] if plan.config.baseline.enabled else [])
-    show = on_event or ProgressPrinter(names)
-    if plan.mirror is None:
-        return show
+@contextmanager
+def watching(plan: Plan, run_dir: Path, nodes: list[dict], on_event: Optional[Callable[[Event], None]],
+             watch: Watch) -> Iterator[tuple[Callable[[Event], None], Callable[[str], None]]]:
+    """Where events go: the run directory's logs (progress.csv, TensorBoard), the user's callback
+    and the display, then the output URI's mirror, which uploads the files this event produced, so
+    each epoch's checkpoint is on the store as soon as the driver hears of it. Yields the event
+    handler and `notice` (a line every view shows)."""
+    started = time.time()
+    logs = RunLogs(run_dir, started)
+    display = open_display(watch, roster(plan, nodes), started)
 
-    def show_and_push(event: Event) -> None:
-        show(event)
-        plan.mirror.push()
-    return show_and_push
+    def handle(event: Event) -> None:
+        written = logs(event)
+        if on_event is not None:
+            on_event(event)
+        display(event)
+        if plan.mirror is not None:
+            plan.mirror.push(event_files(event) + written)
+    try:
+        yield handle, display.notice
+    finally:
+        logs.close()
+        display.close()
+
+
+def roster(plan: Plan, nodes: list[dict]) -> list[Entry]:
+    """Who the display follows: each member, then the baseline, with their epoch limits and shares."""
+    config, share = plan.config, plan.member_share
+    entries = [Entry(member_name(i), "members", config.train.epochs, share.cpus, share.gpus)
+               for i in range(config.members)]
+    if config.baseline.enabled:
+        base = baseline_share(config.members, share, nodes)
+        entries.append(Entry(BASELINE, "baseline", config.baseline.max_epochs, base.cpus, base.gpus))
+    return entries
+
+
+def announce(session: Session, watch: Watch, waiting: str, notice: Callable[[str], None]) -> None:
+    """The lines a user must see before training starts: the dashboard's address, and why the
+    run waits for the autoscaler when it does."""
+    if watch.dashboard:
+        token = " (token authentication: `ray get-auth-token` prints the token it asks for)" \
+            if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+        notice(f"Ray dashboard: {session.dashboard_url}{token}" if session.dashboard_url
+               else "Ray dashboard: not running (it needs ray[default]; see the Ray logs)")
+    if waiting:
+        notice(f"Waiting: {waiting}")
 
 
 # --- steps 2 and 3: train the members, then the baseline ---
@@ -168,9 +213,12 @@ def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, node
              for i in range(config.members)]
     started = time.perf_counter()
     runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts).train(specs)
-    return Phases(runs, time.perf_counter() - started, None, 0.0,
-                  baseline_share(config.members, plan.member_share, nodes),
-                  min(config.members, parallel_slots(nodes, plan.member_share)))
+    wall = time.perf_counter() - started
+    # the nodes now: an autoscaler may have added some while the members waited (scale from zero)
+    now = alive_node_resources() or nodes
+    slots = max(parallel_slots(nodes, plan.member_share), parallel_slots(now, plan.member_share))
+    return Phases(runs, wall, None, 0.0, baseline_share(config.members, plan.member_share, now),
+                  min(config.members, slots))
 
 
 def train_baseline(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, phases: Phases) -> None:

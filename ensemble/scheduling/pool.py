@@ -29,7 +29,7 @@ from ensemble.scheduling.errors import MemberFailed
 from ensemble.scheduling.handoff import handoff
 from ensemble.scheduling.placement import Share
 from ensemble.scheduling.recovery import should_restart
-from ensemble.scheduling.session import driver_node_id
+from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
 from workers.events import Done, EpochEnded, Event, Lost, Restarted, Shipment, Started
 from workers.outcome import Outcome
@@ -73,6 +73,7 @@ class MemberPool:
         self.warming: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}        # warm-up call -> actor
         self.streams: dict = {}                                              # event stream -> (spec, actor)
         self.runs: dict[str, MemberRun] = {}
+        self.placements: dict = {}                                           # actor -> where it runs (pid, node)
         self.phase_start = time.time()
         self.spares = 0            # replacements for actors that die before taking a member
         self.warm_up_spec: Optional[MemberSpec] = None  # the model an actor warms up on when it starts
@@ -108,10 +109,13 @@ class MemberPool:
         """An actor is up and warmed: give it the next queued member, or release it. Once the queue
         is empty, the actors still waiting for resources are cancelled."""
         if not self.queue:
-            ray.kill(actor)  # Ray: frees its CPUs/GPUs
+            # Ray: an idle actor exits gracefully (freeing its CPUs/GPUs), so the task events it still
+            # holds reach the dashboard and `ray timeline`; ray.kill would drop them
+            actor.__ray_terminate__.remote()
             return
         spec = self.queue.popleft()
-        stream = actor.train.remote(spec, self.data_ref, handoff(spec.directory, self.driver))  # Ray:
+        # Ray: the call is named after the member, so the dashboard and `ray timeline` show whose work it is
+        stream = actor.train.options(name=spec.name).remote(spec, self.data_ref, handoff(spec.directory, self.driver))
         self.streams[stream] = (spec, actor)
         if not self.queue:
             for waiting in self.warming.values():
@@ -139,25 +143,26 @@ class MemberPool:
         ray.kill(actor)  # Ray:
         run = self.runs[spec.name]
         cause = str(error).strip().splitlines()[0][:200]
+        last_words = worker_log_tail(self.placements.pop(actor, None) or run.placement)  # its warnings, errors
         if should_restart(run.restarts, self.max_restarts):
             run.restarts += 1
             self.queue.appendleft(spec)
             self._request_actor()
-            self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause))
+            self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause, last_words))
         else:
             reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
-            self._report(spec.name, Lost(spec.name, time.time(), reason))
+            self._report(spec.name, Lost(spec.name, time.time(), reason, last_words))
 
     # --- Ray plumbing ---
 
     def _request_actor(self) -> None:
         actor = MemberActor.options(num_cpus=self.share.cpus, num_gpus=self.share.gpus).remote(self.share.cpus)  # Ray:
-        self.warming[actor.warm_up.remote(self.warm_up_spec, self.data_ref)] = actor  # Ray:
+        self.warming[actor.warm_up.options(name="warm_up").remote(self.warm_up_spec, self.data_ref)] = actor  # Ray:
 
     def _settle_warm_up(self, ready: ray.ObjectRef) -> None:
         actor = self.warming.pop(ready)
         try:
-            ray.get(ready)  # Ray:
+            self.placements[actor] = ray.get(ready)  # Ray:
         except ray.exceptions.RayActorError:  # Ray: died while starting
             self.on_start_failed(actor)
             return

@@ -3,40 +3,67 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
 
 import ray
 
 from ensemble.data import Splits
+from ensemble.scheduling.autoscaling import Autoscaler, NodeType, can_launch
 from ensemble.scheduling.signals import stop_on_sigterm
 
 
-def connect(num_cpus: int | None = None) -> bool:
+@dataclass(frozen=True)
+class Session:
+    started: bool                  # whether this process started Ray (and stops it at the end)
+    dashboard_url: Optional[str]   # Ray's dashboard, when one runs
+
+
+def connect(num_cpus: int | None = None, log_to_driver: bool = False, dashboard: bool = False) -> Session:
     """Connect to RAY_ADDRESS (or an already initialised Ray), else start a local instance with
-    `num_cpus` (all local CPUs by default). Returns whether this call started it."""
+    `num_cpus` (all local CPUs by default). `log_to_driver`: every actor's output reaches this console
+    (`--verbose`; otherwise Ray's own start-up messages are left out too, errors excepted).
+    `dashboard`: a local instance starts Ray's dashboard, bound to 127.0.0.1."""
+    level = logging.INFO if log_to_driver else logging.ERROR
     if ray.is_initialized():
-        return False
+        return Session(False, _dashboard_url(None))
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-        return False
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    return True
+        context = ray.init(log_to_driver=log_to_driver, logging_level=level)  # Ray:
+        return Session(False, _dashboard_url(context))
+    context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), log_to_driver=log_to_driver,
+                       logging_level=level, include_dashboard=dashboard, dashboard_host="127.0.0.1")  # Ray: loopback
+    return Session(True, _dashboard_url(context) if dashboard else None)
 
 
 @contextmanager
-def ray_session(num_cpus: int | None = None) -> Iterator[bool]:
-    """Ray for the length of a `with`: connected or started by `connect`, and shut down afterwards only
-    if this started it. Yields whether it did."""
-    started = connect(num_cpus)
+def ray_session(num_cpus: int | None = None, log_to_driver: bool = False, dashboard: bool = False) -> Iterator[Session]:
+    """Ray for the length of a `with` (see `connect`); shut down afterwards only if this started it.
+    SIGTERM meanwhile stops the run like Ctrl-C (see `signals`)."""
+    session = connect(num_cpus, log_to_driver, dashboard)
+    started = session.started
     try:
         with stop_on_sigterm():
-            yield started
+            yield session
     finally:
         if started:
             ray.shutdown()
+
+
+def _dashboard_url(context) -> Optional[str]:
+    if context is None:  # Ray: already initialised (a run inside `--repeats`, or a user's own ray.init)
+        url = ray._private.worker.get_dashboard_url()
+    else:
+        url = getattr(context, "dashboard_url", None)
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
 
 
 def alive_node_resources() -> list[dict]:
@@ -53,3 +80,104 @@ def share_data(splits: Splits) -> ray.ObjectRef:
 
 def driver_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
+
+
+RAY_MARKER = re.compile(r"^:(actor_name|task_name|job_id):")  # lines Ray writes into worker logs for itself
+
+
+def worker_log_tail(placement: dict, lines: int = 12) -> tuple[str, ...]:
+    """The last lines an actor's process wrote to stderr (its warnings and errors): from its
+    worker log in this machine's Ray session when it ran here, else through Ray's state API
+    (which needs the dashboard, as on a cluster). Empty when neither can be read."""
+    pid, node_id = placement.get("pid"), placement.get("node_id")
+    if pid is None:
+        return ()
+    text = None
+    node = getattr(ray._private.worker, "_global_node", None)  # Ray: internal; this driver's own session
+    if node is not None and node_id == driver_node_id():
+        found = sorted(Path(node.get_logs_dir_path()).glob(f"worker-*-{pid}.err"))
+        text = found[-1].read_text(errors="replace") if found else None
+    if text is None:
+        try:
+            from ray.util.state import get_log  # Ray:
+            text = "".join(get_log(node_id=node_id, pid=pid, suffix="err", tail=lines * 4, timeout=5))
+        except Exception:  # no dashboard, or the node is gone with its logs
+            return ()
+    kept = [line.rstrip() for line in text.splitlines() if line.strip() and not RAY_MARKER.match(line)]
+    return tuple(kept[-lines:])
+
+
+# --- the autoscaler, as far as Ray 2.60 shows it (read by `autoscaling.capacity`) ---
+
+def cluster_autoscaler() -> Optional[Autoscaler]:
+    """The cluster's autoscaler, or None when it has none: its node types from the cluster config
+    Ray publishes in the GCS (newer autoscalers report it), else from the autoscaling config its
+    monitor process on this machine was started with (`ray up`'s head, a fake multi-node
+    cluster); its pending launches from the status it writes every round."""
+    report = _autoscaler_report()
+    if report is not None and not can_launch(report):
+        report = None  # the read-only monitor every cluster has
+    types = _published_node_types()
+    if types is None:
+        types = _monitor_node_types()
+    if report is None and types is None:
+        return None
+    return Autoscaler(tuple(types) if types is not None else None, dict(report.get("pending_launches") or {})
+                      if report else {})
+
+
+def _autoscaler_report() -> Optional[dict]:
+    """The autoscaler's last round, as `ray status` reads it: autoscaler v1 writes it to the GCS
+    KV store (a monitor without an autoscaler writes none); v2 answers the GCS's cluster status."""
+    from ray.experimental.internal_kv import _internal_kv_get  # Ray: internal KV
+    try:
+        raw = _internal_kv_get("__autoscaling_status")
+        report = json.loads(raw).get("autoscaler_report") if raw else None
+        if report is not None:
+            return report
+        from ray.autoscaler.v2.sdk import get_cluster_status
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+        if not is_autoscaler_v2(fetch_from_server=True):
+            return None
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)  # Ray:
+        return {"active_nodes": {n.ray_node_type_name: 1 for n in status.active_nodes + status.idle_nodes},
+                "pending_launches": {r.ray_node_type_name: r.count for r in status.pending_launches}}
+    except Exception:  # an older or newer Ray that keeps these elsewhere: no autoscaler seen
+        return None
+
+
+def _published_node_types() -> Optional[list[NodeType]]:
+    import ray._private.state  # Ray: internal, as Ray Data reads it to size its own requests
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    return [NodeType(g.name, dict(g.resources), g.max_count) for g in config.node_group_configs]
+
+
+def _monitor_node_types() -> Optional[list[NodeType]]:
+    """Node types from the `--autoscaling-config` of this cluster's monitor, when it runs on this
+    machine (found by its `--gcs-address`, as Ray finds its own processes). None when it does not,
+    or when a worker type leaves its resources to be detected at launch."""
+    try:
+        import psutil  # the bench extra; without it no monitor is found, and the run waits as for KubeRay
+    except ImportError:
+        return None
+    import yaml
+    gcs = ray.get_runtime_context().gcs_address  # Ray:
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info.get("cmdline") or []
+        config = [a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")]
+        if config and f"--gcs-address={gcs}" in args:
+            try:
+                raw = yaml.safe_load(Path(os.path.expanduser(config[0])).read_text())
+            except (OSError, yaml.YAMLError):
+                return None
+            workers = {name: t for name, t in (raw.get("available_node_types") or {}).items()
+                       if name != raw.get("head_node_type")}
+            if any("resources" not in t for t in workers.values()):
+                return None
+            return [NodeType(name, dict(t["resources"]), int(t.get("max_workers", -1))) for name, t in workers.items()]
+    return None

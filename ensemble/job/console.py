@@ -1,0 +1,254 @@
+"""What a run shows while it trains: output that grows with the work, not with members x events.
+
+- On a terminal (`view="live"`): one table redrawn in place (rich): a row per member in training
+  (state, epoch k/max, last train/val loss, the relative gain the eager rule sees, epoch
+  seconds, elapsed, ETA); finished and queued members collapse to one line each.
+- Anywhere else (`view="lines"`: `ray job logs`, CI, a file): one line per finished epoch with
+  the run's elapsed time, and a one-line status every 30 s (queued/running/done/lost, resources
+  in use, ETA), so a long epoch is not silence.
+- `view="quiet"`: nothing but notices (the dashboard's URL, waiting for nodes, a dead actor's
+  last words) until the summary.
+
+`Board` is the state behind every view, updated from the typed events (`workers.events`); the
+decisions (`eta_seconds`, `heartbeat_due`, `epoch_line`) are pure functions with their own tests.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, TextIO
+
+from workers.events import Done, EpochEnded, Event, Lost, Restarted, Started
+from workers.stopping import relative_improvement
+
+WIDTH = 120  # no line of the non-terminal output is longer
+FINISHED = ("done", "diverged", "lost")
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How a run shows itself (`ensemble run --quiet/--verbose/--dashboard`)."""
+    view: str = "auto"               # auto: live on a terminal, lines elsewhere; or live, lines, quiet
+    verbose: bool = False            # Ray's own logs (every actor's output) reach the console
+    dashboard: bool = False          # start Ray's dashboard on 127.0.0.1 and print its URL
+    heartbeat_seconds: float = 30.0
+    stream: Optional[TextIO] = None  # default: sys.stdout
+
+
+@dataclass
+class Entry:
+    """One member (or the baseline) as the console follows it."""
+    name: str
+    phase: str                       # "members" or "baseline"
+    max_epochs: int
+    cpus: float = 1.0
+    gpus: float = 0.0
+    state: str = "queued"            # queued, running, restarting, done, diverged, lost
+    epoch: int = 0
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None
+    gain: Optional[float] = None     # relative validation improvement over the epoch before
+    seconds: list[float] = field(default_factory=list)
+    started_at: Optional[float] = None
+    note: str = ""                   # why it stopped, or was lost
+
+    @property
+    def pace(self) -> Optional[float]:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else None
+
+
+class Board:
+    """Every member's state, from the events; what the views draw."""
+
+    def __init__(self, entries: Sequence[Entry], started: Optional[float] = None):
+        self.entries = {e.name: e for e in entries}
+        self.started = time.time() if started is None else started
+
+    def apply(self, event: Event) -> None:
+        entry = self.entries.get(event.name)
+        if entry is None:  # a name the roster did not list: follow it anyway
+            entry = self.entries[event.name] = Entry(event.name, "members", 0)
+        match event:
+            case Started(resumed_from=resumed_from):
+                entry.state, entry.started_at, entry.epoch = "running", event.at, resumed_from or 0
+            case EpochEnded(record=record, decision=decision):
+                previous = entry.val_loss if entry.epoch == record.epoch - 1 else None
+                entry.gain = relative_improvement(previous, record.val_loss) if previous is not None else None
+                entry.epoch, entry.train_loss, entry.val_loss = record.epoch, record.train_loss, record.val_loss
+                entry.seconds.append(record.seconds)
+                entry.note = decision.reason if decision.stop else ""
+            case Restarted():
+                entry.state = "restarting"
+            case Lost(reason=reason):
+                entry.state, entry.note = "lost", reason
+            case Done(outcome=outcome):
+                entry.state, entry.epoch = outcome.status, outcome.epochs_trained
+                entry.note = outcome.stop_reason
+
+    def counts(self) -> dict[str, int]:
+        found = {"queued": 0, "running": 0, "done": 0, "lost": 0}
+        for entry in self.entries.values():
+            key = {"restarting": "running", "diverged": "done"}.get(entry.state, entry.state)
+            found[key] = found.get(key, 0) + 1
+        return found
+
+    def phase(self) -> str:
+        """The phase in training now: the first with a member not finished."""
+        for entry in self.entries.values():
+            if entry.state not in FINISHED:
+                return entry.phase
+        return "baseline" if "baseline" in self.entries else "members"
+
+    def in_use(self) -> tuple[float, float]:
+        running = [e for e in self.entries.values() if e.state in ("running", "restarting")]
+        return sum(e.cpus for e in running), sum(e.gpus for e in running)
+
+
+# --- pure decisions and formats ---
+
+def expected_epochs(entry: Entry, peers: Sequence[Entry]) -> tuple[float, bool]:
+    """How many epochs `entry` will train in all: the mean of its finished peers (the eager rule
+    stops most members alike), else its epoch limit, an upper bound. Returns (epochs, is_bound)."""
+    finished = [p.epoch for p in peers if p.state in ("done", "diverged") and p.epoch]
+    if finished:
+        return max(sum(finished) / len(finished), entry.epoch + 1.0), False
+    return float(entry.max_epochs), True
+
+
+def eta_seconds(entries: Sequence[Entry]) -> tuple[Optional[float], bool]:
+    """Seconds until the phase of `entries` ends at the pace seen so far, and whether it is an upper
+    bound: the remaining member-epochs times their pace, over the members training at once.
+    None before any epoch has a time."""
+    paces = [e.pace for e in entries if e.pace is not None]
+    if not paces or all(e.state in FINISHED for e in entries):
+        return None, True
+    fallback = sum(paces) / len(paces)
+    work, bound = 0.0, False
+    for entry in entries:
+        if entry.state in FINISHED:
+            continue
+        epochs, is_bound = expected_epochs(entry, entries)
+        work += max(epochs - entry.epoch, 0.0) * (entry.pace or fallback)
+        bound = bound or is_bound
+    running = sum(1 for e in entries if e.state in ("running", "restarting"))
+    return work / max(running, 1), bound
+
+
+def heartbeat_due(now: float, last: float, interval: float) -> bool:
+    """A status line is due once `interval` seconds have passed since the last one."""
+    return now - last >= interval
+
+
+def duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def eta_text(seconds: Optional[float], bound: bool) -> str:
+    return "-" if seconds is None else ("<=" if bound else "~") + duration(seconds)
+
+
+def loss(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:#.4g}"
+
+
+def gain_text(gain: Optional[float]) -> str:
+    return "-" if gain is None else f"{gain:.1%}"
+
+
+def clip(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def stop_label(reason: str) -> str:
+    """The rule that stopped a member ("plateau", "max epochs", "diverged", ...): the line's own
+    columns show the numbers, and the summary gives the whole reason."""
+    return reason.split(":", 1)[0]
+
+
+def epoch_line(entry: Entry, elapsed: float, stopped: bool) -> str:
+    """One finished epoch, at most WIDTH characters."""
+    line = (f"{duration(elapsed):>7} {entry.name:<9} epoch {entry.epoch:>3}/{entry.max_epochs:<3} "
+            f"train {loss(entry.train_loss):>9} val {loss(entry.val_loss):>9} gain {gain_text(entry.gain):>6} "
+            f"{entry.seconds[-1]:6.2f}s")
+    if stopped:
+        line += f"  stopped: {stop_label(entry.note)}"
+    return clip(line)
+
+
+def status_line(board: Board, now: float) -> str:
+    """The heartbeat: counts, resources in use, the phase's ETA."""
+    counts = board.counts()
+    cpus, gpus = board.in_use()
+    phase = board.phase()
+    eta, bound = eta_seconds([e for e in board.entries.values() if e.phase == phase])
+    waiting = "; waiting for free resources" if counts["queued"] and not counts["running"] else ""
+    return clip(f"{duration(now - board.started):>7} status: {counts['running']} running, {counts['queued']} queued, "
+                f"{counts['done']} done, {counts['lost']} lost; in use {cpus:g} CPU"
+                + (f", {gpus:g} GPU" if gpus else "") + f"; {phase} ETA {eta_text(eta, bound)}{waiting}")
+
+
+def failure_lines(event: Event) -> list[str]:
+    """What a restart or a loss prints: the cause and the actor's last log lines."""
+    match event:
+        case Restarted(restarts=restarts, cause=cause):
+            head = f"{event.name}: actor died ({cause}); restart {restarts} from its newest checkpoint"
+        case Lost(reason=reason):
+            head = f"{event.name}: LOST: {reason}"
+        case _:
+            return []
+    tail = [f"  | {line}" for line in getattr(event, "log_tail", ())]
+    return [clip(head)] + ([f"  last lines of {event.name}'s actor log:"] + [clip(t) for t in tail] if tail else [])
+
+
+def started_lines(event: Started) -> list[str]:
+    lines = [f"{event.name}: resumes after epoch {event.resumed_from}"] if event.resumed_from else []
+    return lines + [clip(f"{event.name}: skipped a corrupt checkpoint: {p}") for p in event.skipped_checkpoints]
+
+
+def roster_line(entries: Sequence[Entry]) -> str:
+    """What the run will train, said once before the first epoch line."""
+    parts = []
+    for phase in ("members", "baseline"):
+        group = [e for e in entries if e.phase == phase]
+        if group:
+            first = group[0]
+            gpus = f", {first.gpus:g} GPU" if first.gpus else ""
+            what = f"{len(group)} members" if phase == "members" else "the baseline"
+            parts.append(f"{what} ({first.cpus:g} CPU{gpus}{' each' if len(group) > 1 else ''}, "
+                         f"at most {first.max_epochs} epochs)")
+    return clip("training " + " then ".join(parts))
+
+
+def wrapped(text: str, width: int = 100) -> str:
+    """Prose lines wrapped to `width`; table rows (starting with '|') left whole."""
+    out = []
+    for line in text.splitlines():
+        out += [line] if line.startswith("|") or len(line) <= width else textwrap.wrap(line, width)
+    return "\n".join(out)
+
+
+def aligned(markdown: str) -> str:
+    """Markdown pipe tables with their columns padded to one width: aligned in a console and still
+    markdown (the same text renders in report.md); prose wrapped at 100 characters."""
+    lines, out, block = markdown.splitlines(), [], []
+    for line in lines + [""]:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            continue
+        if block:
+            columns = max(len(row) for row in block)
+            widths = [max(len(row[i]) if i < len(row) else 0 for row in block) for i in range(columns)]
+            for row in block:
+                cells = [("-" * widths[i] if set(cell) <= {"-"} and cell else cell.ljust(widths[i]))
+                         for i, cell in enumerate(row)]
+                out.append("| " + " | ".join(cells) + " |")
+            block = []
+        out.append(line)
+    return wrapped("\n".join(out[:-1]))
