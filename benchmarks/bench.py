@@ -29,7 +29,7 @@ from ensemble.data import load_splits
 from ensemble.eager import member_rule
 from ensemble.scheduling.placement import Share
 from ensemble.scheduling.pool import MemberPool, time_actor_start
-from ensemble.scheduling.session import ray_session, share_data
+from ensemble.scheduling.session import alive_node_resources, ray_session, share_data
 from workers.actor import MemberSpec
 from workers.events import EpochEnded, Event, Started
 from workers.layout import member_name, write_atomic
@@ -88,6 +88,25 @@ def ours(specs: list[MemberSpec], data_ref) -> tuple[float, float, Observer]:
     return ended - started, ended - observer.first_started, observer
 
 
+# Many small members: scikit-learn's digits (800 training images), 2 epochs, no eager stop.
+SMALL_MEMBERS = ["data.name=digits", "data.train_size=800", "data.val_size=300"]
+
+
+def scheduling_cost(members: int, scratch: Path) -> float:
+    """Seconds of slot time per member not spent in its own training loop (actor start and warm-up,
+    hand-over, events, the driver's writes): (members-phase wall x slots - member-seconds) / members."""
+    config = build_config({}, SMALL_MEMBERS)
+    splits = load_splits(config.data, config.seed)
+    factory, stop = member_factory(config, splits.image_shape), member_rule(EagerConfig(rule="none"), 2)
+    specs = [MemberSpec(member_name(i), str(scratch / member_name(i)), factory,
+                        train_settings(config, member_seed(config.seed, i)), stop) for i in range(members)]
+    started = time.perf_counter()
+    runs = MemberPool(Share(1.0, 0.0), share_data(splits), lambda event: None).train(specs)
+    wall = time.perf_counter() - started
+    slots = min(members, int(sum(n.get("CPU", 0) for n in alive_node_resources())))
+    return (wall * slots - sum(run.outcome.train_seconds for run in runs.values())) / members
+
+
 def comparison(name: str, ours_s: list[float], theirs_s: list[float], target: str, met: Callable[[float], bool],
                ratio_of: str = "ours/theirs") -> dict:
     ours_m, theirs_m = statistics.median(ours_s), statistics.median(theirs_s)
@@ -139,6 +158,8 @@ def _one_repeat(config: EnsembleConfig, splits, epochs: int, scratch: Path, samp
         samples["ours_many_end_to_end"].append(many_s)
         samples["plain_many"].append(sum(plain_member(factory, splits.train_x, splits.val_x, s, epochs)
                                          for s in settings))
+        for count in (5, 20):
+            samples[f"scheduling_cost_{count}"].append(scheduling_cost(count, scratch / f"small-{count}"))
     return {"1": _memory(one), str(config.members): _memory(many)}
 
 
@@ -162,6 +183,8 @@ def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples:
                        lambda r: r >= 0.8 * slots, ratio_of="theirs/ours"),
         ],
         "schedule_bound": {"slots": slots, "rounds": rounds, "speedup": config.members / rounds},
+        "scheduling_cost_s": {count: statistics.median(samples[f"scheduling_cost_{count}"]) for count in (5, 20)},
+        "scheduling_cost_target_s": 0.15,
         "startup_s": {key: statistics.median(samples[key]) for key in ("ray_init", "data_put", "actor_start")},
         "startup_total_s": statistics.median(startup),
         "memory_mib": memory,
@@ -221,8 +244,13 @@ def table(result: dict) -> str:
         lines.append(f"| {c['name']} | {c['ours_median']:.2f} | {c['alternative_median']:.2f} | {c['ratio']:.2f}x | "
                      f"{c['target']} | {'yes' if c['met'] else 'NO'} |")
     b = result["schedule_bound"]
-    lines += ["", f"Bound of the schedule: {result['members']} members on {b['slots']} slots run in {b['rounds']} "
-                  f"rounds of whole members, so no member-per-actor schedule beats {b['speedup']:.2f}x here."]
+    lines += ["", f"Whole members on {b['slots']} slots: {result['members']} members take {b['rounds']} rounds, a "
+                  f"{b['speedup']:.2f}x bound on one thread each; idle actors lending their CPUs to the last members "
+                  "(resources.lend_idle_cpus) is how a run gets past it."]
+    cost, target = result["scheduling_cost_s"], result["scheduling_cost_target_s"]
+    lines += ["Scheduling cost per member (slot seconds not spent training, actor start included; many small "
+              "members, digits, 2 epochs): " + ", ".join(f"{n} members {c:.3f}s" for n, c in cost.items())
+              + f" (target < {target}s: {'met' if max(cost.values()) < target else 'MISSED'})"]
     s = result["startup_s"]
     lines += [f"Start-up (median): Ray {s['ray_init']:.2f}s + data shipping {s['data_put']:.3f}s + one actor "
                   f"started and warmed up {s['actor_start']:.2f}s = {result['startup_total_s']:.2f}s"]

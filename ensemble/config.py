@@ -171,6 +171,10 @@ class CombinerConfig(Section):
 class ResourcesConfig(Section):
     cpus_per_member: float = Field(1.0, gt=0, description="Ray CPUs per member actor (fractions allowed)")
     gpus_per_member: float = Field(0.0, ge=0, description="Ray GPUs per member actor (fractions share a GPU)")
+    lend_idle_cpus: bool = Field(
+        True, description="CPUs of actors with nothing left to train go to the members still training (more torch "
+                          "threads), so a phase's last members use every core; false: each member keeps its own "
+                          "share, and reruns are bit-identical (thread counts change float rounding, about 1e-7)")
     max_restarts: int = Field(
         2, ge=0, description="times a member whose actor died is restarted from its newest checkpoint")
 

@@ -31,7 +31,8 @@ def test_uris_join_and_split_keeping_the_query():
 @pytest.mark.fault
 def test_a_run_to_s3_is_on_the_store_and_resumes_from_it(ray_instance, bucket, tmp_path):
     s3, output = bucket
-    sets = TINY + ["baseline.enabled=false", "eager.rule=fixed", "eager.epoch=2", f"output={output}", "name=cloud"]
+    sets = TINY + ["baseline.enabled=false", "eager.rule=fixed", "eager.epoch=2", f"output={output}", "name=cloud",
+                   "resources.lend_idle_cpus=false"]  # bit-identical reruns: the resumed run is compared exactly
     first = ensemble.run(build_config({}, sets), on_event=lambda e: None)
     stored = {info.path for info in s3.get_file_info(FileSelector("runs/team/cloud", recursive=True))}
     assert first.stored_at.startswith("s3://runs/team/cloud")

@@ -134,7 +134,7 @@ def test_every_member_diverging_fails_with_advice(ray_instance, tmp_path):
 @pytest.mark.slow
 @pytest.mark.fault
 def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_path):
-    sets = THREE_EPOCHS + [f"output={tmp_path}"]
+    sets = THREE_EPOCHS + [f"output={tmp_path}", "resources.lend_idle_cpus=false"]  # compared bit for bit
     whole = ensemble.run(build_config({}, sets + ["name=whole"]), on_event=lambda e: None)
 
     # the same run in its own process, killed (with the Ray instance it started) mid-training

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
+from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, lent_threads, parallel_slots
 from workers.actor import choose_device, torch_threads
 
 TWO_CPU = [{"CPU": 2.0}]
@@ -23,6 +23,15 @@ def test_baseline_gets_the_ensembles_total_capped_by_one_node():
     assert baseline_share(5, Share(1, 0), TWO_CPU) == Share(2, 0)
     assert baseline_share(5, Share(1, 0.2), GPU_NODE) == Share(5, 1.0)
     assert baseline_share(2, Share(1, 0.25), GPU_NODE) == Share(2, 0.5)
+
+
+def test_idle_actors_lend_their_cpus_to_the_members_still_training():
+    one = Share(1.0, 0.0)
+    assert lent_threads(one, running=1, idle=1) == 2  # the last member of 2 slots gets both cores
+    assert lent_threads(one, running=2, idle=1) == 1  # 1.5 CPU each: threads are whole, never below the share
+    assert lent_threads(one, running=2, idle=2) == 2 and lent_threads(one, running=0, idle=3) == 1
+    assert lent_threads(Share(2.0, 0.0), running=1, idle=3) == 8
+    assert lent_threads(Share(1.0, 0.5), running=1, idle=1) == 1  # GPU members keep theirs
 
 
 def test_parallel_slots_follow_cpu_and_gpu_shares():

@@ -78,10 +78,13 @@ def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
     return tensor.to(device) if device != "cpu" else tensor
 
 
-@ray.remote  # Ray: CPUs and GPUs are set per member with .options(num_cpus=..., num_gpus=...)
+# Ray: CPUs and GPUs are set per member with .options(num_cpus=..., num_gpus=...); a second thread
+# answers `use_threads` while `train` runs
+@ray.remote(max_concurrency=2)
 class MemberActor:
     def __init__(self, num_cpus: float):
-        torch.set_num_threads(torch_threads(num_cpus))
+        self.threads_wanted = torch_threads(num_cpus)
+        torch.set_num_threads(self.threads_wanted)
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())  # Ray:
         self._data, self._data_key, self.device_copies = None, None, 0
@@ -115,15 +118,26 @@ class MemberActor:
         model = spec.factory().to(self.device)
         placement = {**self.placement(), "directory": str(workdir.path)}
         for step in train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path):
+            ran_with = torch.get_num_threads()
+            self._follow_threads()  # before the next epoch: the pool may have lent this member idle CPUs
             match step:
                 case Began(resumed_from, skipped):
                     yield Shipment(Started(spec.name, time.time(), placement, resumed_from, skipped))
                 case Trained(record, decision):
-                    yield Shipment(EpochEnded(spec.name, time.time(), record, decision), workdir.news())
+                    yield Shipment(EpochEnded(spec.name, time.time(), record, decision, ran_with), workdir.news())
                 case Outcome():
                     files = workdir.news()
                     workdir.close()
                     yield Shipment(Done(spec.name, time.time(), step), files)
+
+    def use_threads(self, threads: int) -> None:
+        """From the pool, while `train` runs: CPUs its idle actors hold are lent to this member; the
+        training thread applies it between epochs (torch's thread count belongs to that thread)."""
+        self.threads_wanted = max(1, int(threads))
+
+    def _follow_threads(self) -> None:
+        if torch.get_num_threads() != self.threads_wanted:
+            torch.set_num_threads(self.threads_wanted)
 
     def _member_data(self, spec: MemberSpec, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
         train_x, val_x = self._on_device(data)

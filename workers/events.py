@@ -40,6 +40,7 @@ class EpochEnded:
     at: float
     record: EpochRecord
     decision: Decision
+    threads: Optional[int] = None  # torch threads the epoch ran with (more once idle actors lend their CPUs)
 
 
 @dataclass(frozen=True)

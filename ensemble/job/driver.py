@@ -212,7 +212,8 @@ def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, node
                         member_seed(config.seed, i) if config.data.bootstrap else None)
              for i in range(config.members)]
     started = time.perf_counter()
-    runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts).train(specs)
+    runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts,
+                      config.resources.lend_idle_cpus).train(specs)
     wall = time.perf_counter() - started
     # the nodes now: an autoscaler may have added some while the members waited (scale from zero)
     now = alive_node_resources() or nodes

@@ -38,6 +38,16 @@ def baseline_share(members: int, member: Share, nodes: Sequence[dict]) -> Share:
     return Share(max(cpus, member.cpus), gpus)
 
 
+def lent_threads(member: Share, running: int, idle: int) -> int:
+    """Torch threads for each of `running` CPU members when the pool holds `idle` actors with nothing
+    left to train: their CPUs are shared out among the members still training (work-conserving; the
+    last members of a phase would otherwise leave cores idle), never below the member's own share."""
+    own = max(1, int(member.cpus))
+    if member.gpus or running == 0:
+        return own
+    return max(own, int(member.cpus + idle * member.cpus / running))
+
+
 def parallel_slots(nodes: Sequence[dict], member: Share) -> int:
     """How many members the cluster runs at once; the rest queue."""
     def fits(node: dict) -> int:

@@ -27,7 +27,7 @@ import ray
 
 from ensemble.scheduling.errors import MemberFailed
 from ensemble.scheduling.handoff import handoff
-from ensemble.scheduling.placement import Share
+from ensemble.scheduling.placement import Share, lent_threads
 from ensemble.scheduling.recovery import should_restart
 from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
@@ -66,8 +66,10 @@ class MemberRun:
 class MemberPool:
     """Trains a phase's members (all members, or the baseline) on warm actors of one `share`."""
 
-    def __init__(self, share: Share, data_ref: ray.ObjectRef, on_event: EventHandler, max_restarts: int = 0):
+    def __init__(self, share: Share, data_ref: ray.ObjectRef, on_event: EventHandler, max_restarts: int = 0,
+                 lend_idle_cpus: bool = True):
         self.share, self.data_ref, self.on_event, self.max_restarts = share, data_ref, on_event, max_restarts
+        self.lend_idle_cpus = lend_idle_cpus
         self.driver = machine(driver_node_id())
         self.queue: deque[MemberSpec] = deque()
         self.warming: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}        # warm-up call -> actor
@@ -77,6 +79,8 @@ class MemberPool:
         self.phase_start = time.time()
         self.spares = 0            # replacements for actors that die before taking a member
         self.warm_up_spec: Optional[MemberSpec] = None  # the model an actor warms up on when it starts
+        self.idle: list = []       # actors with nothing left to train, kept so their CPUs go to the last members
+        self.threads: dict = {}    # actor -> the torch threads it was last told to use
 
     def train(self, specs: Sequence[MemberSpec]) -> dict[str, MemberRun]:
         """Train every spec to its end (or loss); events reach `on_event` as they happen."""
@@ -101,6 +105,8 @@ class MemberPool:
         finally:
             for actor in [*self.warming.values(), *(actor for _, actor in self.streams.values())]:
                 ray.kill(actor)  # Ray:
+            for actor in self.idle:
+                actor.__ray_terminate__.remote()  # Ray: gracefully, so its task events reach the timeline
         return self.runs
 
     # --- what can happen, one handler each ---
@@ -109,9 +115,7 @@ class MemberPool:
         """An actor is up and warmed: give it the next queued member, or release it. Once the queue
         is empty, the actors still waiting for resources are cancelled."""
         if not self.queue:
-            # Ray: an idle actor exits gracefully (freeing its CPUs/GPUs), so the task events it still
-            # holds reach the dashboard and `ray timeline`; ray.kill would drop them
-            actor.__ray_terminate__.remote()
+            self.on_idle(actor)
             return
         spec = self.queue.popleft()
         # Ray: the call is named after the member, so the dashboard and `ray timeline` show whose work it is
@@ -121,6 +125,17 @@ class MemberPool:
             for waiting in self.warming.values():
                 ray.kill(waiting)  # Ray:
             self.warming.clear()
+
+    def on_idle(self, actor) -> None:
+        """Nothing left to give `actor`. On CPUs it is kept until the phase ends and its CPUs are lent to
+        the members still training (their actors use more threads); on GPUs, or once nobody trains, it
+        exits gracefully, freeing its resources (ray.kill would drop the task events it still holds,
+        which the dashboard and `ray timeline` show)."""
+        if self.lend_idle_cpus and self.share.gpus == 0 and self.streams:
+            self.idle.append(actor)
+            self._lend_idle_cpus()
+        else:
+            actor.__ray_terminate__.remote()  # Ray:
 
     def on_start_failed(self, actor) -> None:
         """An actor died while starting; no member was on it: request another while spares last."""
@@ -147,13 +162,25 @@ class MemberPool:
         if should_restart(run.restarts, self.max_restarts):
             run.restarts += 1
             self.queue.appendleft(spec)
-            self._request_actor()
+            if self.idle:  # a warm actor with nothing to do takes it at once
+                self.on_warmed(self.idle.pop())
+                self._lend_idle_cpus()
+            else:
+                self._request_actor()
             self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause, last_words))
         else:
             reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
             self._report(spec.name, Lost(spec.name, time.time(), reason, last_words))
 
     # --- Ray plumbing ---
+
+    def _lend_idle_cpus(self) -> None:
+        running = [actor for _, actor in self.streams.values()]
+        threads = lent_threads(self.share, len(running), len(self.idle))
+        for actor in running:
+            if self.threads.get(actor) != threads:
+                actor.use_threads.remote(threads)  # Ray: answered by the actor's second thread
+                self.threads[actor] = threads
 
     def _request_actor(self) -> None:
         actor = MemberActor.options(num_cpus=self.share.cpus, num_gpus=self.share.gpus).remote(self.share.cpus)  # Ray:
