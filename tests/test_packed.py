@@ -281,3 +281,13 @@ def test_settings_a_pack_cannot_honour_are_refused(digits, tmp_path, change, err
 
 def test_auto_pack_size_is_one_until_a_device_measures_better():
     assert [auto_members_per_actor(kind) for kind in ("cpu", "cuda", "cuda:0", "mps")] == [1, 1, 1, 1]
+
+
+def test_the_benchmarks_grouped_forward_pass_computes_the_packs_losses():
+    from benchmarks.packed_members import grouped_losses
+    from workers.packed import StackedModel
+    stack = StackedModel([fresh_model(seed) for seed in SEEDS])
+    batches = torch.rand(len(SEEDS), 10, 1, 28, 28)
+    torch.testing.assert_close(grouped_losses(stack, batches), stack.losses(batches), **TOLERANCE)
+    torch.testing.assert_close(grouped_losses(stack, batches[0], shared_batch=True),
+                               stack.losses(batches[0], shared_batch=True), **TOLERANCE)

@@ -39,7 +39,7 @@ from workers.training import (
 )
 
 # `resources.members_per_actor: auto` per device kind, from benchmarks/packed_members.py.
-# cpu: packing 5 default members was 2.4x slower per epoch than training them one after another
+# cpu: packing 5 default members was 2.3x slower per epoch than training them one after another
 # (grouped convolutions with few channels per group are slow CPU kernels), so members stay unpacked.
 # cuda: 1 until that benchmark has run on a GPU; its figures decide this number.
 PACK_SIZE_BY_DEVICE = {"cpu": 1, "cuda": 1}
@@ -257,7 +257,7 @@ def train_pack(members: Sequence[PackMember], val_x: torch.Tensor) -> Iterator[M
         behind = min(len(run.history) for run in runs.values())
         training = {index: run for index, run in runs.items() if len(run.history) == behind}
         epoch_start = time.perf_counter()
-        losses = _packed_epoch(list(training.values()))
+        losses = packed_epoch(list(training.values()))
         seconds = time.perf_counter() - epoch_start  # each member's epoch took the pack's wall-clock time
         for (index, run), (train_loss, val_loss) in zip(training.items(), losses, strict=True):
             yield MemberStep(index, run.end_epoch(train_loss, val_loss, seconds))
@@ -265,7 +265,7 @@ def train_pack(members: Sequence[PackMember], val_x: torch.Tensor) -> Iterator[M
                 yield MemberStep(index, runs.pop(index).finish())
 
 
-def _packed_epoch(runs: Sequence[MemberRun]) -> list[tuple[float, float]]:
+def packed_epoch(runs: Sequence[MemberRun]) -> list[tuple[float, float]]:
     """One epoch of these members as a pack: each one's (train loss, validation loss)."""
     pack = Pack(runs)
     train_losses = pack.train_epoch()
