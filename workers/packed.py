@@ -114,6 +114,7 @@ def check_stackable(models: Sequence[nn.Module], sample: torch.Tensor) -> None:
     if buffers:
         raise InputError(f"the autoencoder {name} has buffers ({', '.join(buffers[:3])}), such as a BatchNorm's "
                          f"running statistics, which packed members cannot keep apart; {advice}.")
+    first.train()  # as it will train: dropout, say, only draws its masks in training mode
     try:
         StackedModel(models).losses(sample, shared_batch=True).sum().backward()
     except Exception as err:  # user code under vmap: report what it raised
@@ -127,6 +128,8 @@ def _stack_state(states: Sequence[dict]) -> dict:
     """One optimizer state for a stacked parameter from the members' states for theirs: tensors
     stacked, a scalar step shared (members that train together have taken the same steps)."""
     if not states[0]:
+        if any(states):
+            raise ValueError("packed members must have taken the same optimizer steps; some have taken none.")
         return {}
     stacked = {}
     for key, first in states[0].items():
@@ -171,11 +174,11 @@ class Pack:
         size, batch_size = images.shape[1], self.settings.batch_size
         orders = torch.stack([torch.randperm(size, generator=run.generator, device=run.generator.device)
                               for run in self.runs])
-        members = torch.arange(len(self.runs), device=images.device)[:, None]
+        rows = torch.arange(len(self.runs), device=images.device)[:, None]  # member i's batch from its own images
         totals = [0.0] * len(self.runs)
         self.model.template.train()
         for start in range(0, size, batch_size):
-            batches = images[members, orders[:, start:start + batch_size]]
+            batches = images[rows, orders[:, start:start + batch_size]]
             with autocast(images.device, self.settings.precision):
                 losses = self.model.losses(batches)
             self.optimizer.zero_grad(set_to_none=True)
@@ -208,9 +211,20 @@ class Pack:
                     run.optimizer.state[own] = _member_state(self.optimizer.state[stacked], member)
 
 
+def check_packable_settings(settings: TrainSettings) -> None:
+    """An InputError for the fast paths a pack cannot honour, so a config can be checked before any actor
+    starts: both act on one member's module, which a pack only borrows as the template for vmap."""
+    refused = [key for key, on in (("train.compile", settings.compile),
+                                   ("train.channels_last", settings.channels_last)) if on]
+    if refused:
+        raise InputError(f"{' and '.join(refused)} apply to one member's own model, not to packed members; set "
+                         f"{' and '.join(f'{key}=false' for key in refused)}, or resources.members_per_actor=1.")
+
+
 def check_pack_settings(members: Sequence[PackMember]) -> None:
     """What packing requires of the members' settings and data, before anything is written."""
     first = members[0].settings
+    check_packable_settings(first)
     differing = sorted({f.name for member in members for f in fields(TrainSettings)
                         if f.name != "seed" and getattr(member.settings, f.name) != getattr(first, f.name)})
     if differing:
@@ -218,11 +232,6 @@ def check_pack_settings(members: Sequence[PackMember]) -> None:
                          f"but {', '.join(differing)} differ.")
     if len({len(member.train_x) for member in members}) > 1:
         raise ValueError("packed members take the same number of training images each (they step together).")
-    refused = [key for key, on in (("train.compile", first.compile), ("train.channels_last", first.channels_last))
-               if on]
-    if refused:  # both act on one member's module, which a pack only borrows as the template for vmap
-        raise InputError(f"{' and '.join(refused)} apply to one member's own model, not to packed members; set "
-                         f"{' and '.join(f'{key}=false' for key in refused)}, or resources.members_per_actor=1.")
 
 
 def train_pack(members: Sequence[PackMember], val_x: torch.Tensor) -> Iterator[MemberStep]:
@@ -233,6 +242,8 @@ def train_pack(members: Sequence[PackMember], val_x: torch.Tensor) -> Iterator[M
     older checkpoint than the others trains alone (or with its peers) until it has caught up.
 
     The models must sit on the device that holds the images; `val_x` is shared by all members."""
+    if not members:
+        return
     check_pack_settings(members)
     pending: dict[int, PackMember] = {}
     for index, member in enumerate(members):
