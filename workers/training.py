@@ -12,9 +12,9 @@ the `Outcome`. The actor and the tests iterate it the same way.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -59,10 +59,14 @@ def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> t
     return (reconstruction - images).pow(2).flatten(1).sum(1).mean()
 
 
-def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+def optimizer_for(parameters: Iterable[torch.Tensor], settings: TrainSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
-    return torch.optim.Adam(model.parameters(), lr=settings.lr)
+        return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum)
+    return torch.optim.Adam(parameters, lr=settings.lr)
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    return optimizer_for(model.parameters(), settings)
 
 
 def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator) -> float:
@@ -140,6 +144,71 @@ def _restore(checkpoint: Checkpoint, model, optimizer, generator) -> None:
     generator.set_state(checkpoint.state["generator"].to("cpu"))
 
 
+def replay_finished(member_dir: Path) -> Optional[tuple[Began, Outcome]]:
+    """A member that finished before (its outcome.json exists) is not trained again: the steps to
+    yield instead are `Began` at its last epoch and its saved Outcome. None for an unfinished member."""
+    finished = read_outcome(Path(member_dir))
+    return None if finished is None else (Began(finished.epochs_trained), finished)
+
+
+@dataclass
+class MemberRun:
+    """One member between epochs: its model, optimizer, batch-order generator and history, and what
+    ends each epoch (stop rule, checkpoint, history.jsonl) and the training (outcome.json).
+    `train_member` drives one; `workers.packed.train_pack` drives several as one computation."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    train_x: torch.Tensor
+    val_x: torch.Tensor
+    settings: TrainSettings
+    should_stop: StopRule
+    directory: Path
+    state: _State
+    decision: Decision
+    started: float = field(default_factory=time.perf_counter)  # after resuming: loading is not training
+
+    @classmethod
+    def start(cls, model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
+              should_stop: StopRule, member_dir: Path) -> "MemberRun":
+        """Apply the fast paths, then resume from the newest valid checkpoint or save the untrained epoch 0."""
+        model, (train_x, val_x) = prepare(model, (train_x, val_x), settings)
+        optimizer = make_optimizer(model, settings)
+        generator = torch.Generator(device=train_x.device)
+        generator.manual_seed(settings.seed)
+        state = _resume_or_start(model, optimizer, generator, Path(member_dir))
+        decision = should_stop(state.history) if state.history else CONTINUE
+        return cls(model, optimizer, generator, train_x, val_x, settings, should_stop, Path(member_dir), state,
+                   decision)
+
+    @property
+    def history(self) -> list[EpochRecord]:
+        return self.state.history
+
+    def train_seconds(self) -> float:
+        return self.state.seconds_before + time.perf_counter() - self.started
+
+    def end_epoch(self, train_loss: float, val_loss: float, seconds: float) -> Trained:
+        """Record the epoch, ask the stop rule, checkpoint (finite weights only) and rewrite history.jsonl."""
+        record = EpochRecord(len(self.history) + 1, train_loss, val_loss, seconds)
+        self.history.append(record)
+        self.decision = self.should_stop(self.history)
+        if record.finite:  # never checkpoint NaN weights: the last finite checkpoint stays the newest
+            save_checkpoint(self.directory, record.epoch, self.model.state_dict(),
+                            {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()},
+                            {"train_seconds": self.train_seconds(), "history": [r.to_json() for r in self.history]})
+        write_history(self.directory / HISTORY, self.history)
+        return Trained(record, self.decision)
+
+    def finish(self) -> Outcome:
+        """The Outcome, written as outcome.json so a restarted run does not train this member again."""
+        began = self.state.began
+        outcome = Outcome(self.history, self.decision.reason, self.decision.diverged, self.train_seconds(),
+                          began.resumed_from, list(began.skipped_checkpoints))
+        write_outcome(self.directory, outcome)
+        return outcome
+
+
 def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
                  should_stop: StopRule, member_dir: Path) -> Iterator[Step]:
     """Train until `should_stop` says so, checkpointing every epoch and resuming from the newest
@@ -147,40 +216,17 @@ def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, s
     (a member that finished before yields `Began` at its last epoch and its saved Outcome).
 
     `model` must already sit on the device that holds `train_x` and `val_x`."""
-    member_dir = Path(member_dir)
-    finished = read_outcome(member_dir)
-    if finished is not None:  # a restarted run: this member is done, do not retrain it
-        yield Began(finished.epochs_trained)
-        yield finished
+    replayed = replay_finished(member_dir)
+    if replayed is not None:  # a restarted run: this member is done, do not retrain it
+        yield from replayed
         return
-    model, (train_x, val_x) = prepare(model, (train_x, val_x), settings)
-    optimizer = make_optimizer(model, settings)
-    generator = torch.Generator(device=train_x.device)
-    generator.manual_seed(settings.seed)
-    state = _resume_or_start(model, optimizer, generator, member_dir)
-    history = state.history
-    yield state.began
-    decision = should_stop(history) if history else CONTINUE
-    started = time.perf_counter()
+    run = MemberRun.start(model, train_x, val_x, settings, should_stop, member_dir)
+    yield run.state.began
 
-    # --- the epoch loop: train, validate, ask the stop rule, checkpoint ---
-    while not decision.stop:
+    # --- the epoch loop: train, validate, then the run checkpoints and asks the stop rule ---
+    while not run.decision.stop:
         epoch_start = time.perf_counter()
-        train_loss = train_one_epoch(model, optimizer, train_x, settings, generator)
-        val_loss = evaluate(model, val_x, settings.batch_size, settings.precision)
-        record = EpochRecord(len(history) + 1, train_loss, val_loss, time.perf_counter() - epoch_start)
-        history.append(record)
-        decision = should_stop(history)
-        if record.finite:  # never checkpoint NaN weights: the last finite checkpoint stays the newest
-            save_checkpoint(member_dir, record.epoch, model.state_dict(),
-                            {"optimizer": optimizer.state_dict(), "generator": generator.get_state()},
-                            {"train_seconds": state.seconds_before + time.perf_counter() - started,
-                             "history": [r.to_json() for r in history]})
-        write_history(member_dir / HISTORY, history)
-        yield Trained(record, decision)
-
-    outcome = Outcome(history, decision.reason, decision.diverged,
-                      state.seconds_before + time.perf_counter() - started, state.began.resumed_from,
-                      list(state.began.skipped_checkpoints))
-    write_outcome(member_dir, outcome)
-    yield outcome
+        train_loss = train_one_epoch(run.model, run.optimizer, run.train_x, settings, run.generator)
+        val_loss = evaluate(run.model, run.val_x, settings.batch_size, settings.precision)
+        yield run.end_epoch(train_loss, val_loss, time.perf_counter() - epoch_start)
+    yield run.finish()
