@@ -45,3 +45,19 @@ def test_the_mirror_benchmark_replays_a_run_with_both_pushes(tmp_path):
     assert walk["events"] == changed["events"] == 2 * (EPOCHS + 2)
     assert walk["files"] == changed["files"] == 2 * ((EPOCHS + 1) * 3 + 3)  # checkpoints, history, progress, outcome
     assert all(run["total"] > 0 for run in (walk, changed))
+
+
+@pytest.mark.slow
+def test_the_device_check_runs_its_cpu_smoke_version(ray_instance, tmp_path):
+    """benchmarks/device_check.py, run here as it runs on a GPU machine but tiny and on the CPU, so the
+    one prepared device script cannot rot between the sessions that have a GPU."""
+    from benchmarks.device_check import main as device_check
+    ray_instance.shutdown()  # it starts and stops its own Ray instances, as on the GPU machine
+    try:
+        result = device_check(tmp_path, quick=True)
+    finally:
+        ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    assert {row["way"] for row in result["members_on_one_device"]} == {"one after another", "packed", "Ray actors"}
+    assert result["default_runs"]["cpu-2-cores"]["ensemble_accuracy"] > 0.5
+    assert (tmp_path / "device_check.md").read_text().startswith("Machine: ")
+    assert json.loads((tmp_path / "device_check.json").read_text())["cpu_scaling"]["members"] == 2

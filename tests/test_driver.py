@@ -220,3 +220,20 @@ def test_the_last_member_trains_on_the_cores_idle_actors_hold(ray_instance, tmp_
     assert threads[0] == 1 and threads[-1] == 2, threads
     first = [e.threads for e in events if isinstance(e, EpochEnded) and e.name == "member_00"]
     assert set(first) == {1}  # while every slot was busy, nobody had more than its share
+
+
+def test_packed_members_train_as_they_would_alone(ray_instance, tmp_path):
+    """resources.members_per_actor=2: an actor trains two members as one batched computation; each
+    member's losses are the ones it has alone (to float rounding), its events and files its own."""
+    sets = TINY + ["members=3", "train.epochs=2", "eager.rule=none", "baseline.enabled=false",
+                   "resources.lend_idle_cpus=false", f"output={tmp_path}"]
+    alone = ensemble.run(build_config({}, sets + ["name=alone"]), on_event=lambda e: None).report
+    events = []
+    packed = ensemble.run(build_config({}, sets + ["name=packed", "resources.members_per_actor=2"]),
+                          on_event=events.append).report
+    pids = {e.name: e.placement["pid"] for e in events if isinstance(e, Started)}
+    assert len(set(pids.values())) < 3 and pids["member_00"] == pids["member_01"]  # one actor, one pack of two
+    for a, b in zip(alone.members, packed.members, strict=True):
+        assert [h.epoch for h in a.history] == [h.epoch for h in b.history] == [1, 2]
+        assert [h.val_loss for h in b.history] == pytest.approx([h.val_loss for h in a.history], rel=1e-5)
+        assert (tmp_path / "packed" / b.name / "checkpoint_000002" / "manifest.json").is_file()

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import ray.exceptions
+import torch
 
 import ensemble
 from ensemble.config import build_config
@@ -16,7 +17,7 @@ from ensemble.job.supervisor import abrupt_end
 from ensemble.scheduling import signals
 from ensemble.scheduling.errors import MemberFailed
 from ensemble.scheduling.signals import Terminated
-from tests.tiny import TINY
+from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
 
 
@@ -98,3 +99,18 @@ def test_an_output_that_cannot_hold_runs_fails_before_ray_starts(tmp_path):
     (tmp_path / "taken" / "config.json").write_text(json.dumps({}))
     with pytest.raises(InputError, match="already exists"):
         ensemble.run(build_config({}, TINY + [f"output={tmp_path}", "name=taken"]))
+
+
+def test_members_that_cannot_be_packed_are_refused_before_ray_starts(tmp_path):
+    class WithBatchNorm(TinyAE):  # running statistics cannot be stacked
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12), torch.nn.BatchNorm1d(12))
+
+    cfg = build_config({}, TINY + [f"output={tmp_path}", "name=bn", "resources.members_per_actor=2"])
+    with pytest.raises(InputError, match="members_per_actor=1"):
+        ensemble.run(cfg, autoencoder=WithBatchNorm)
+    with pytest.raises(InputError, match="train.compile"):
+        ensemble.run(build_config({}, TINY + [f"output={tmp_path}", "name=c", "resources.members_per_actor=2",
+                                              "train.compile=true"]))
+    assert not (tmp_path / "bn").exists() and not (tmp_path / "c").exists()

@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import ray  # Ray:
@@ -20,6 +20,7 @@ import torch
 from workers.events import Done, EpochEnded, Shipment, Started
 from workers.models import AutoencoderFactory
 from workers.outcome import Outcome
+from workers.packed import PackMember, train_pack
 from workers.sampling import bootstrap_indices
 from workers.scratch import Handoff, Workdir, machine
 from workers.stopping import StopRule
@@ -112,23 +113,43 @@ class MemberActor:
         Off the driver's machine each shipment also carries the files the driver must write.
         An actor trains several members one after another; nothing carries over between them
         (the seed is set and the model, optimizer and generator are built afresh)."""
-        workdir = Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))  # Ray:
+        workdir = self._workdir(spec, handoff)
         train_x, val_x = self._member_data(spec, data)
         torch.manual_seed(spec.settings.seed)
         model = spec.factory().to(self.device)
-        placement = {**self.placement(), "directory": str(workdir.path)}
-        for step in train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path):
+        steps = train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path)
+        yield from self._shipments([spec], [workdir], ((0, step) for step in steps))
+
+    def train_pack(self, specs: Sequence[MemberSpec], data: dict, handoffs: Sequence[Handoff]) -> Iterator[Shipment]:
+        """`train` for several members as one batched computation (`workers.packed`): each member's own
+        events, in the order they happen; a member that stops leaves the pack and the others go on."""
+        workdirs = [self._workdir(spec, handoff) for spec, handoff in zip(specs, handoffs, strict=True)]
+        members = []
+        for spec, workdir in zip(specs, workdirs, strict=True):
+            torch.manual_seed(spec.settings.seed)  # each member's own initialisation, as alone
+            members.append(PackMember(spec.factory().to(self.device), self._member_data(spec, data)[0],
+                                      spec.settings, spec.should_stop, workdir.path))
+        yield from self._shipments(specs, workdirs, train_pack(members, self._on_device(data)[1]))
+
+    def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps) -> Iterator[Shipment]:
+        """Each (member index, training step) as the event the driver gets, with its node's new files."""
+        placements = [{**self.placement(), "directory": str(workdir.path)} for workdir in workdirs]
+        for index, step in steps:
             ran_with = torch.get_num_threads()
             self._follow_threads()  # before the next epoch: the pool may have lent this member idle CPUs
+            name, workdir = specs[index].name, workdirs[index]
             match step:
                 case Began(resumed_from, skipped):
-                    yield Shipment(Started(spec.name, time.time(), placement, resumed_from, skipped))
+                    yield Shipment(Started(name, time.time(), placements[index], resumed_from, skipped))
                 case Trained(record, decision):
-                    yield Shipment(EpochEnded(spec.name, time.time(), record, decision, ran_with), workdir.news())
+                    yield Shipment(EpochEnded(name, time.time(), record, decision, ran_with), workdir.news())
                 case Outcome():
                     files = workdir.news()
                     workdir.close()
-                    yield Shipment(Done(spec.name, time.time(), step), files)
+                    yield Shipment(Done(name, time.time(), step), files)
+
+    def _workdir(self, spec: MemberSpec, handoff: Handoff) -> Workdir:
+        return Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))  # Ray:
 
     def use_threads(self, threads: int) -> None:
         """From the pool, while `train` runs: CPUs its idle actors hold are lent to this member; the

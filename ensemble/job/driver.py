@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import ray
 
@@ -44,6 +44,7 @@ from workers.errors import InputError
 from workers.events import Event
 from workers.layout import BASELINE, COMBINER, member_name
 from workers.models import AutoencoderFactory, autoencoder_path, check_autoencoder
+from workers.packed import check_packable_settings, check_stackable
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Plan:
     member_share: Share
     resume: bool
     mirror: Optional[Mirror] = None   # the output URI's mirror, when output is one
+    members_per_actor: Union[int, str] = 1  # as configured, checked: members that cannot be packed give 1
 
 
 @dataclass
@@ -133,7 +135,25 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
     if mirror is None and not resume:
         check_output(config.output, config.name)  # checked again when the directory is created
     share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
-    return Plan(config, splits, factory, baseline_factory(config, splits.image_shape), share, resume, mirror)
+    return Plan(config, splits, factory, baseline_factory(config, splits.image_shape), share, resume, mirror,
+                pack_size(config, factory, splits))
+
+
+def pack_size(config: EnsembleConfig, factory: AutoencoderFactory, splits: Splits) -> Union[int, str]:
+    """`resources.members_per_actor`, checked before anything starts: members asked to train packed must
+    be stackable with these settings (an InputError otherwise); with "auto", members that cannot be
+    packed (a custom autoencoder with buffers, say) simply train alone."""
+    wanted = config.resources.members_per_actor
+    if wanted == 1 or config.members == 1:
+        return 1
+    try:
+        check_packable_settings(train_settings(config, config.seed))
+        check_stackable([factory(), factory()], splits.train_x[:2])
+    except InputError:
+        if wanted == "auto":
+            return 1
+        raise
+    return wanted
 
 
 def open_run_dir(plan: Plan) -> Path:
@@ -213,7 +233,7 @@ def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, node
              for i in range(config.members)]
     started = time.perf_counter()
     runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts,
-                      config.resources.lend_idle_cpus).train(specs)
+                      config.resources.lend_idle_cpus, plan.members_per_actor).train(specs)
     wall = time.perf_counter() - started
     # the nodes now: an autoscaler may have added some while the members waited (scale from zero)
     now = alive_node_resources() or nodes

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import ray
 
@@ -33,6 +33,7 @@ from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
 from workers.events import Done, EpochEnded, Event, Lost, Restarted, Shipment, Started
 from workers.outcome import Outcome
+from workers.packed import auto_members_per_actor
 from workers.scratch import machine, receive
 
 EventHandler = Callable[[Event], None]
@@ -67,13 +68,13 @@ class MemberPool:
     """Trains a phase's members (all members, or the baseline) on warm actors of one `share`."""
 
     def __init__(self, share: Share, data_ref: ray.ObjectRef, on_event: EventHandler, max_restarts: int = 0,
-                 lend_idle_cpus: bool = True):
+                 lend_idle_cpus: bool = True, members_per_actor: Union[int, str] = 1):
         self.share, self.data_ref, self.on_event, self.max_restarts = share, data_ref, on_event, max_restarts
-        self.lend_idle_cpus = lend_idle_cpus
+        self.lend_idle_cpus, self.members_per_actor = lend_idle_cpus, members_per_actor
         self.driver = machine(driver_node_id())
         self.queue: deque[MemberSpec] = deque()
         self.warming: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}        # warm-up call -> actor
-        self.streams: dict = {}                                              # event stream -> (spec, actor)
+        self.streams: dict = {}                                 # event stream -> (its members' specs, actor)
         self.runs: dict[str, MemberRun] = {}
         self.placements: dict = {}                                           # actor -> where it runs (pid, node)
         self.phase_start = time.time()
@@ -117,10 +118,14 @@ class MemberPool:
         if not self.queue:
             self.on_idle(actor)
             return
-        spec = self.queue.popleft()
-        # Ray: the call is named after the member, so the dashboard and `ray timeline` show whose work it is
-        stream = actor.train.options(name=spec.name).remote(spec, self.data_ref, handoff(spec.directory, self.driver))
-        self.streams[stream] = (spec, actor)
+        work = tuple(self.queue.popleft() for _ in range(min(self._pack_size(actor), len(self.queue))))
+        handoffs = [handoff(spec.directory, self.driver) for spec in work]
+        # Ray: the call is named after its members, so the dashboard and `ray timeline` show whose work it is
+        if len(work) == 1:
+            stream = actor.train.options(name=work[0].name).remote(work[0], self.data_ref, handoffs[0])
+        else:
+            stream = actor.train_pack.options(name="+".join(s.name for s in work)).remote(work, self.data_ref, handoffs)
+        self.streams[stream] = (work, actor)
         if not self.queue:
             for waiting in self.warming.values():
                 ray.kill(waiting)  # Ray:
@@ -144,8 +149,9 @@ class MemberPool:
             self.spares -= 1
             self._request_actor()
 
-    def on_shipment(self, spec: MemberSpec, shipment: Shipment) -> None:
+    def on_shipment(self, work: tuple[MemberSpec, ...], shipment: Shipment) -> None:
         """An event arrived: its files go into the run directory first, then it is recorded and reported."""
+        spec = next(spec for spec in work if spec.name == shipment.event.name)
         receive(spec.directory, shipment.files)
         self._report(spec.name, shipment.event)
 
@@ -153,24 +159,26 @@ class MemberPool:
         """A member's stream ended (after its Done): the actor takes the next member."""
         self.on_warmed(actor)
 
-    def on_actor_died(self, spec: MemberSpec, actor, error: Exception) -> None:
-        """The actor (or its node) died holding `spec`: restart it from its checkpoint, or mark it lost."""
+    def on_actor_died(self, work: tuple[MemberSpec, ...], actor, error: Exception) -> None:
+        """The actor (or its node) died holding `work`: each of its members unfinished restarts from its
+        checkpoint, or is lost once its restarts are used up."""
         ray.kill(actor)  # Ray:
-        run = self.runs[spec.name]
         cause = str(error).strip().splitlines()[0][:200]
-        last_words = worker_log_tail(self.placements.pop(actor, None) or run.placement)  # its warnings, errors
-        if should_restart(run.restarts, self.max_restarts):
-            run.restarts += 1
-            self.queue.appendleft(spec)
-            if self.idle:  # a warm actor with nothing to do takes it at once
-                self.on_warmed(self.idle.pop())
-                self._lend_idle_cpus()
+        last_words = worker_log_tail(self.placements.pop(actor, None) or self.runs[work[0].name].placement)
+        for spec in reversed([spec for spec in work if self.runs[spec.name].outcome is None]):
+            run = self.runs[spec.name]
+            if should_restart(run.restarts, self.max_restarts):
+                run.restarts += 1
+                self.queue.appendleft(spec)
+                self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause, last_words))
             else:
-                self._request_actor()
-            self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause, last_words))
-        else:
-            reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
-            self._report(spec.name, Lost(spec.name, time.time(), reason, last_words))
+                reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
+                self._report(spec.name, Lost(spec.name, time.time(), reason, last_words))
+        if self.queue and self.idle:  # a warm actor with nothing to do takes them at once
+            self.on_warmed(self.idle.pop())
+            self._lend_idle_cpus()
+        elif self.queue:
+            self._request_actor()
 
     # --- Ray plumbing ---
 
@@ -198,8 +206,15 @@ class MemberPool:
             raise member_failed(self.warm_up_spec.name, None, error) from None
         self.on_warmed(actor)
 
+    def _pack_size(self, actor) -> int:
+        """Members this actor trains as one computation: the config's number, or for "auto" what was
+        measured on the device kind it runs on (see `workers.packed`)."""
+        if self.members_per_actor != "auto":
+            return int(self.members_per_actor)
+        return auto_members_per_actor(self.placements.get(actor, {}).get("device", "cpu"))
+
     def _read_stream(self, stream) -> None:
-        spec, actor = self.streams.pop(stream)
+        work, actor = self.streams.pop(stream)
         try:
             shipment = ray.get(next(stream))  # Ray:
         except StopIteration:
@@ -207,14 +222,15 @@ class MemberPool:
             return
         # Ray: the actor died, or its node died holding an event not read yet
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
-            self.on_actor_died(spec, actor, error)
+            self.on_actor_died(work, actor, error)
             return
         except ray.exceptions.RayTaskError as error:  # Ray: the member's own code (or its disk) raised
             ray.kill(actor)  # Ray: its stream is no longer tracked, so free its CPUs/GPUs here
-            epoch = max((e for e, _, _ in self.runs[spec.name].epoch_spans), default=0) + 1
-            raise member_failed(spec.name, epoch, error) from None
-        self.streams[stream] = (spec, actor)
-        self.on_shipment(spec, shipment)
+            unfinished = [spec.name for spec in work if self.runs[spec.name].outcome is None] or [work[0].name]
+            epoch = max((e for e, _, _ in self.runs[unfinished[0]].epoch_spans), default=0) + 1
+            raise member_failed(" + ".join(unfinished), epoch, error) from None
+        self.streams[stream] = (work, actor)
+        self.on_shipment(work, shipment)
 
     def _report(self, name: str, event: Event) -> None:
         self.runs[name].record(event, self.phase_start)
