@@ -92,19 +92,21 @@ def ours(specs: list[MemberSpec], data_ref) -> tuple[float, float, Observer]:
 SMALL_MEMBERS = ["data.name=digits", "data.train_size=800", "data.val_size=300"]
 
 
-def scheduling_cost(members: int, scratch: Path) -> float:
-    """Seconds of slot time per member not spent in its own training loop (actor start and warm-up,
-    hand-over, events, the driver's writes): (members-phase wall x slots - member-seconds) / members."""
+def scheduling_cost(members: int, scratch: Path) -> tuple[float, float]:
+    """Seconds of slot time per member not spent in its own training loop, once the actors are up
+    (hand-over, events, the driver's writes): (wall from the first member's start x slots -
+    member-seconds) / members; and the actors' start (process, imports, warm-up) before that."""
     config = build_config({}, SMALL_MEMBERS)
     splits = load_splits(config.data, config.seed)
     factory, stop = member_factory(config, splits.image_shape), member_rule(EagerConfig(rule="none"), 2)
     specs = [MemberSpec(member_name(i), str(scratch / member_name(i)), factory,
                         train_settings(config, member_seed(config.seed, i)), stop) for i in range(members)]
-    started = time.perf_counter()
-    runs = MemberPool(Share(1.0, 0.0), share_data(splits), lambda event: None).train(specs)
-    wall = time.perf_counter() - started
+    observer, started = Observer(), time.perf_counter()
+    runs = MemberPool(Share(1.0, 0.0), share_data(splits), observer).train(specs)
+    ended = time.perf_counter()
     slots = min(members, int(sum(n.get("CPU", 0) for n in alive_node_resources())))
-    return (wall * slots - sum(run.outcome.train_seconds for run in runs.values())) / members
+    training = sum(run.outcome.train_seconds for run in runs.values())
+    return ((ended - observer.first_started) * slots - training) / members, observer.first_started - started
 
 
 def comparison(name: str, ours_s: list[float], theirs_s: list[float], target: str, met: Callable[[float], bool],
@@ -159,7 +161,9 @@ def _one_repeat(config: EnsembleConfig, splits, epochs: int, scratch: Path, samp
         samples["plain_many"].append(sum(plain_member(factory, splits.train_x, splits.val_x, s, epochs)
                                          for s in settings))
         for count in (5, 20):
-            samples[f"scheduling_cost_{count}"].append(scheduling_cost(count, scratch / f"small-{count}"))
+            cost, start = scheduling_cost(count, scratch / f"small-{count}")
+            samples[f"scheduling_cost_{count}"].append(cost)
+            samples[f"scheduling_start_{count}"].append(start)
     return {"1": _memory(one), str(config.members): _memory(many)}
 
 
@@ -184,6 +188,7 @@ def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples:
         ],
         "schedule_bound": {"slots": slots, "rounds": rounds, "speedup": config.members / rounds},
         "scheduling_cost_s": {count: statistics.median(samples[f"scheduling_cost_{count}"]) for count in (5, 20)},
+        "scheduling_start_s": {count: statistics.median(samples[f"scheduling_start_{count}"]) for count in (5, 20)},
         "scheduling_cost_target_s": 0.15,
         "startup_s": {key: statistics.median(samples[key]) for key in ("ray_init", "data_put", "actor_start")},
         "startup_total_s": statistics.median(startup),
@@ -248,9 +253,12 @@ def table(result: dict) -> str:
                   f"{b['speedup']:.2f}x bound on one thread each; idle actors lending their CPUs to the last members "
                   "(resources.lend_idle_cpus) is how a run gets past it."]
     cost, target = result["scheduling_cost_s"], result["scheduling_cost_target_s"]
-    lines += ["Scheduling cost per member (slot seconds not spent training, actor start included; many small "
+    start = result["scheduling_start_s"]
+    lines += ["Scheduling cost per member once the actors are up (slot seconds not spent training; many small "
               "members, digits, 2 epochs): " + ", ".join(f"{n} members {c:.3f}s" for n, c in cost.items())
-              + f" (target < {target}s: {'met' if max(cost.values()) < target else 'MISSED'})"]
+              + f" (target < {target}s: {'met' if max(cost.values()) < target else 'MISSED'}); before that, the "
+              "actors' start: " + ", ".join(f"{s:.2f}s" for s in start.values()) + " (a fixed cost per slot, "
+              "amortised over the members each actor trains)"]
     s = result["startup_s"]
     lines += [f"Start-up (median): Ray {s['ray_init']:.2f}s + data shipping {s['data_put']:.3f}s + one actor "
                   f"started and warmed up {s['actor_start']:.2f}s = {result['startup_total_s']:.2f}s"]
