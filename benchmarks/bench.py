@@ -117,19 +117,21 @@ def comparison(name: str, ours_s: list[float], theirs_s: list[float], target: st
             "alternative_median": theirs_m, "ratio": ratio, "target": target, "met": met(ratio)}
 
 
-def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, log=print) -> dict:
+def run_bench(config: EnsembleConfig, repeats: int, epochs: int, scratch: Path, log=print,
+              small_counts: tuple[int, ...] = (5, 20)) -> dict:
     splits = load_splits(config.data, config.seed)
     samples: dict[str, list[float]] = defaultdict(list)
     memory: dict[str, dict] = {}
     for repeat in range(repeats):
-        memory = _one_repeat(config, splits, epochs, scratch / f"repeat-{repeat}", samples)
+        memory = _one_repeat(config, splits, epochs, scratch / f"repeat-{repeat}", samples, small_counts)
         log(f"  repeat {repeat + 1}/{repeats}: 1 member {samples['ours_one'][-1]:.1f}s vs plain "
             f"{samples['plain_one'][-1]:.1f}s; {config.members} members {samples['ours_many_end_to_end'][-1]:.1f}s "
             f"vs {samples['plain_many'][-1]:.1f}s one after another")
     return _summary(config, splits, repeats, epochs, samples, memory)
 
 
-def _one_repeat(config: EnsembleConfig, splits, epochs: int, scratch: Path, samples: dict) -> dict:
+def _one_repeat(config: EnsembleConfig, splits, epochs: int, scratch: Path, samples: dict,
+                small_counts: tuple[int, ...]) -> dict:
     """Every comparison once, each side right after the other; appends to `samples`, returns memory."""
     factory = member_factory(config, splits.image_shape)
     stop = member_rule(EagerConfig(rule="fixed", epoch=epochs), epochs)
@@ -160,7 +162,7 @@ def _one_repeat(config: EnsembleConfig, splits, epochs: int, scratch: Path, samp
         samples["ours_many_end_to_end"].append(many_s)
         samples["plain_many"].append(sum(plain_member(factory, splits.train_x, splits.val_x, s, epochs)
                                          for s in settings))
-        for count in (5, 20):
+        for count in small_counts:
             cost, start = scheduling_cost(count, scratch / f"small-{count}")
             samples[f"scheduling_cost_{count}"].append(cost)
             samples[f"scheduling_start_{count}"].append(start)
@@ -172,6 +174,7 @@ def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples:
     rounds = -(-config.members // slots)  # whole members per slot: the last round may leave slots idle
     phases = zip(samples["ray_init"], samples["data_put"], samples["actor_start"], strict=True)
     startup = [sum(parts) for parts in phases]
+    counts = sorted(int(key.rsplit("_", 1)[1]) for key in samples if key.startswith("scheduling_cost_"))
     return {
         "machine": machine_header(), "repeats": repeats, "epochs": epochs, "members": config.members,
         "train_images": len(splits.train_y),
@@ -187,8 +190,8 @@ def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples:
                        lambda r: r >= 0.8 * slots, ratio_of="theirs/ours"),
         ],
         "schedule_bound": {"slots": slots, "rounds": rounds, "speedup": config.members / rounds},
-        "scheduling_cost_s": {count: statistics.median(samples[f"scheduling_cost_{count}"]) for count in (5, 20)},
-        "scheduling_start_s": {count: statistics.median(samples[f"scheduling_start_{count}"]) for count in (5, 20)},
+        "scheduling_cost_s": {count: statistics.median(samples[f"scheduling_cost_{count}"]) for count in counts},
+        "scheduling_start_s": {count: statistics.median(samples[f"scheduling_start_{count}"]) for count in counts},
         "scheduling_cost_target_s": 0.15,
         "startup_s": {key: statistics.median(samples[key]) for key in ("ray_init", "data_put", "actor_start")},
         "startup_total_s": statistics.median(startup),
@@ -287,11 +290,12 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True) -> dict:
+def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
+         small_counts: tuple[int, ...] = (5, 20)) -> dict:
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)
-    result = run_bench(config, repeats, epochs, output / "scratch")
+    result = run_bench(config, repeats, epochs, output / "scratch", small_counts=small_counts)
     if with_default_run:
         result["default"] = default_run_share(result, output)
     write_atomic(output / "bench.json", json.dumps(result, indent=2))

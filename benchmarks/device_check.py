@@ -177,7 +177,8 @@ def members_on_one_device(splits, config, counts, epochs: int, scratch: Path, cu
 def default_runs(scratch: Path, cuda: bool, quick: bool) -> dict:
     """Section 3: the default run on the GPU (gpus_per_member=0.2) and on 2 CPU cores, end to end."""
     import ensemble
-    small = ["data.name=digits", "data.train_size=400", "data.val_size=150", "train.epochs=2"] if quick else []
+    small = ["data.name=digits", "data.train_size=300", "data.val_size=100", "train.epochs=1",
+             "baseline.max_epochs=1", "members=2"] if quick else []
     result = {}
     for name, gpus, cpus in (("gpu", 1, os.cpu_count()), ("cpu-2-cores", 0, 2)):
         if name == "gpu" and not cuda:
@@ -229,7 +230,7 @@ def table(result: dict) -> str:
 def main(output: Path, quick: bool) -> dict:
     cuda = torch.cuda.is_available() and not quick
     config = build_config({}, ["data.name=digits", "data.train_size=300", "data.val_size=100"] if quick else [])
-    splits, scratch, epochs = load_splits(config.data, config.seed), output / "scratch", 2
+    splits, scratch, epochs = load_splits(config.data, config.seed), output / "scratch", 1 if quick else 2
     counts, scaling = ((1, 2), 2) if quick else ((1, 5, 20), 16)
     print(f"device check: {machine_header()}", flush=True)
     result = {"machine": machine_header(), "device": "GPU" if cuda else "CPU", "epochs": epochs,

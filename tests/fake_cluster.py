@@ -64,7 +64,7 @@ def fake_cluster(tmp_path: Path, worker_types: dict, head_cpus: int = 1) -> Iter
         session = session_of(port)
         head.send_signal(signal.SIGTERM)
         try:
-            head.wait(timeout=60)
+            head.wait(timeout=10)
         except subprocess.TimeoutExpired:
             head.kill()
         stop_session_processes(session)
@@ -107,6 +107,6 @@ def stop_session_processes(session) -> None:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(mine, timeout=10)
+    _, alive = psutil.wait_procs(mine, timeout=3)  # then killed: only this session's processes
     for process in alive:
         process.kill()

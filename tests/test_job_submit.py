@@ -52,7 +52,7 @@ def local_head():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=10)  # `ray start --block` can take longer to stop itself: then the group goes
+            head.wait(timeout=3)  # `ray start --block` can take longer to stop itself: then the group goes
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
