@@ -210,14 +210,15 @@ def test_random_labels_cannot_test_the_claim(ray_instance, tmp_path):
 
 def test_the_last_member_trains_on_the_cores_idle_actors_hold(ray_instance, tmp_path):
     """3 members of 1 CPU on 2 CPUs: when the other actor has nothing left to train, its CPU goes to the
-    member still training, which then runs its epochs on both cores."""
+    member still training, which then runs its epochs on both cores. (The first two members finish
+    close together, so the lend may reach the last one before or after its first epoch.)"""
     events = []
     sets = TINY + ["members=3", "train.epochs=4", "eager.rule=none", "baseline.enabled=false", "data.train_size=600",
                    "data.val_size=200", "data.test_size=200", f"output={tmp_path}", "name=lent"]
     ensemble.run(build_config({}, sets), on_event=events.append)
     last = [e.name for e in events if isinstance(e, Started)][-1]
     threads = [e.threads for e in events if isinstance(e, EpochEnded) and e.name == last]
-    assert threads[0] == 1 and threads[-1] == 2, threads
+    assert threads == sorted(threads) and set(threads) <= {1, 2} and threads[-1] == 2, threads
     first = [e.threads for e in events if isinstance(e, EpochEnded) and e.name == "member_00"]
     assert set(first) == {1}  # while every slot was busy, nobody had more than its share
 
