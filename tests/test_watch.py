@@ -96,6 +96,33 @@ def test_each_members_work_carries_its_name_in_the_ray_timeline(five_members, ra
     assert {"task::member_00", "task::member_04", "task::baseline"} <= categories
 
 
+def exported_gauges(port: int, run: str, seconds: float = 60) -> dict:
+    """(gauge, member) -> value of this run's gauges, as Prometheus scrapes them from the node's metrics
+    agent (it exports every few seconds, so this polls)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    deadline, found = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        found = {(sample.name, sample.labels["member"]): sample.value
+                 for family in text_string_to_metric_families(text) for sample in family.samples
+                 if sample.name.startswith("ray_ensemble_member_") and sample.labels.get("run") == run}
+        if len({member for _, member in found}) == 6:
+            return found
+        time.sleep(1)
+    return found
+
+
+def test_each_members_latest_epoch_reaches_rays_metrics_for_prometheus(five_members, ray_instance):
+    result, events, _, _ = five_members
+    port = next(n["MetricsExportPort"] for n in ray_instance.nodes() if n["Alive"])
+    gauges = exported_gauges(port, "five")
+    for side in result.report.members + [result.report.baseline]:
+        last = [e.record for e in events if isinstance(e, EpochEnded) and e.name == side.name][-1]
+        assert gauges[("ray_ensemble_member_epoch", side.name)] == last.epoch == side.epochs_trained
+        assert gauges[("ray_ensemble_member_val_loss", side.name)] == pytest.approx(last.val_loss)
+        assert gauges[("ray_ensemble_member_epoch_seconds", side.name)] == pytest.approx(last.seconds)
+
+
 def get(url: str, token: str):
     """GET a dashboard endpoint as its web page does once given the cluster's token."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})

@@ -27,6 +27,7 @@ from ensemble.job.console import Entry, Watch
 from ensemble.job.display import open_display
 from ensemble.job.evaluation import CombinerScore, load_autoencoder, score_checkpoints
 from ensemble.job.logs import RunLogs, event_files
+from ensemble.job.metrics import RunMetrics
 from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
 from ensemble.job.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
@@ -176,16 +177,17 @@ def open_run_dir(plan: Plan) -> Path:
 @contextmanager
 def watching(plan: Plan, run_dir: Path, nodes: list[dict], on_event: Optional[Callable[[Event], None]],
              watch: Watch) -> Iterator[tuple[Callable[[Event], None], Callable[[str], None]]]:
-    """Where events go: the run directory's logs (progress.csv, TensorBoard), the user's callback
-    and the display, then the output URI's mirror, which uploads the files this event produced, so
-    each epoch's checkpoint is on the store as soon as the driver hears of it. Yields the event
-    handler and `notice` (a line every view shows)."""
+    """Where events go: the run directory's logs (progress.csv, TensorBoard), Ray's metrics
+    (per-member gauges), the user's callback and the display, then the output URI's mirror, which
+    uploads the files this event produced, so each epoch's checkpoint is on the store as soon as the
+    driver hears of it. Yields the event handler and `notice` (a line every view shows)."""
     started = time.time()
-    logs = RunLogs(run_dir, started)
+    logs, metrics = RunLogs(run_dir, started), RunMetrics(plan.config.name)
     display = open_display(watch, roster(plan, nodes), started)
 
     def handle(event: Event) -> None:
         written = logs(event)
+        metrics(event)
         if on_event is not None:
             on_event(event)
         display(event)

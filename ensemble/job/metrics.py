@@ -1,0 +1,45 @@
+"""Per-member gauges through Ray's own metrics API (`ray.util.metrics`): each member's and the
+baseline's latest epoch, train and validation loss and epoch seconds, tagged with the run and the
+member. Ray's metrics agent on the driver's node serves them in Prometheus format at that node's
+metrics export port, beside Ray's system metrics, so Prometheus (and the dashboard's Grafana
+charts) see a run without any file or extra service.
+
+They are set on the driver, which hears every event wherever the member trained, so one node's
+agent carries them all. Ray names them with its `ray_` prefix: `ray_ensemble_member_val_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray.util.metrics import Gauge
+
+from workers.events import EpochEnded, Event
+
+GAUGES = {  # name -> description
+    "epoch": "the member's latest finished epoch",
+    "train_loss": "the member's training loss at its latest epoch",
+    "val_loss": "the member's validation loss at its latest epoch",
+    "epoch_seconds": "seconds the member's latest epoch took",
+}
+PREFIX = "ensemble_member_"
+
+
+class RunMetrics:
+    """Called with every event of the run named `run`; sets the gauges from each `EpochEnded`."""
+
+    def __init__(self, run: str):
+        self.run = run
+        self.gauges = {name: Gauge(PREFIX + name, description=text, tag_keys=("run", "member"))
+                       for name, text in GAUGES.items()}
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, EpochEnded):
+            return
+        record = event.record
+        values = {"epoch": record.epoch, "train_loss": record.train_loss, "val_loss": record.val_loss,
+                  "epoch_seconds": record.seconds}
+        tags = {"run": self.run, "member": event.name}
+        for name, value in values.items():
+            if math.isfinite(value):  # a diverged loss stays at its last finite value
+                self.gauges[name].set(value, tags=tags)
