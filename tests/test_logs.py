@@ -8,6 +8,7 @@ import torch
 
 from ensemble.job.logs import RunLogs, event_files, progress_text, read_progress
 from ensemble.storage import Mirror
+from tests.boards import scalars
 from tests.stores import RecordingFilesystem
 from workers.checkpoints import save_checkpoint
 from workers.events import Done, EpochEnded, Lost, Started
@@ -22,15 +23,6 @@ T0 = 1_000.0
 def epochs(logs, name, first, last, start=T0):
     for k in range(first, last + 1):
         logs(EpochEnded(name, start + k, EpochRecord(k, 10.0 / k, 9.0 / k, 0.5), CONTINUE))
-
-
-def scalars(logdir):
-    """Every TensorBoard run under `logdir` and its scalars, read by TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-    board = EventMultiplexer().AddRunsFromDirectory(str(logdir))
-    board.Reload()
-    return {run: {tag: [(s.step, s.value) for s in board.Scalars(run, tag)] for tag in tags["scalars"]}
-            for run, tags in board.Runs().items()}
 
 
 def test_every_member_and_the_baseline_get_progress_csv_and_one_tensorboard_run(tmp_path):

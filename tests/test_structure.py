@@ -1,5 +1,5 @@
 """The code's shape as DESIGN.md states it: imports point down the layers, no import cycle
-between packages, and every function fits on a screen."""
+between packages, every function fits on a screen, and test files do not import each other."""
 
 import ast
 from pathlib import Path
@@ -45,3 +45,14 @@ def test_every_function_fits_on_a_screen():
                     if lines > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []
+
+
+def test_test_files_share_helpers_through_helper_modules_not_each_other():
+    """A test file that imports another runs that file's fixtures and couples the two; shared helpers
+    live in conftest.py or a helper module (tiny.py, boards.py, ...)."""
+    crossing = {}
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_"):
+                crossing[path.name] = node.module
+    assert crossing == {}

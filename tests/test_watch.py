@@ -17,7 +17,7 @@ import pytest
 import ensemble
 from ensemble.config import build_config
 from ensemble.job.console import Watch
-from tests.test_logs import scalars
+from tests.boards import scalars
 from tests.tiny import TINY
 from workers.events import EpochEnded
 
