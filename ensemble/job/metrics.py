@@ -16,11 +16,11 @@ from ray.util.metrics import Gauge
 
 from workers.events import EpochEnded, Event
 
-GAUGES = {  # name -> description
-    "epoch": "the member's latest finished epoch",
-    "train_loss": "the member's training loss at its latest epoch",
-    "val_loss": "the member's validation loss at its latest epoch",
-    "epoch_seconds": "seconds the member's latest epoch took",
+GAUGES = {  # EpochRecord field -> (gauge name, description)
+    "epoch": ("epoch", "the member's latest finished epoch"),
+    "train_loss": ("train_loss", "the member's training loss at its latest epoch"),
+    "val_loss": ("val_loss", "the member's validation loss at its latest epoch"),
+    "seconds": ("epoch_seconds", "seconds the member's latest epoch took"),
 }
 PREFIX = "ensemble_member_"
 
@@ -30,16 +30,14 @@ class RunMetrics:
 
     def __init__(self, run: str):
         self.run = run
-        self.gauges = {name: Gauge(PREFIX + name, description=text, tag_keys=("run", "member"))
-                       for name, text in GAUGES.items()}
+        self.gauges = {field: Gauge(PREFIX + name, description=text, tag_keys=("run", "member"))
+                       for field, (name, text) in GAUGES.items()}
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, EpochEnded):
             return
-        record = event.record
-        values = {"epoch": record.epoch, "train_loss": record.train_loss, "val_loss": record.val_loss,
-                  "epoch_seconds": record.seconds}
         tags = {"run": self.run, "member": event.name}
-        for name, value in values.items():
+        for field, gauge in self.gauges.items():
+            value = getattr(event.record, field)
             if math.isfinite(value):  # a diverged loss stays at its last finite value
-                self.gauges[name].set(value, tags=tags)
+                gauge.set(value, tags=tags)
