@@ -190,6 +190,7 @@ def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples:
                        lambda r: r >= 0.8 * slots, ratio_of="theirs/ours"),
         ],
         "schedule_bound": {"slots": slots, "rounds": rounds, "speedup": config.members / rounds},
+        "end_to_end_bound": end_to_end_bound(samples, config.members, slots),
         "scheduling_cost_s": {count: statistics.median(samples[f"scheduling_cost_{count}"]) for count in counts},
         "scheduling_start_s": {count: statistics.median(samples[f"scheduling_start_{count}"]) for count in counts},
         "scheduling_cost_target_s": 0.15,
@@ -199,6 +200,16 @@ def _summary(config: EnsembleConfig, splits, repeats: int, epochs: int, samples:
         "dataset_mib": round((splits.train_x.numel() + splits.val_x.numel()) * 4 / 2**20, 1),
         "driver_peak_rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
     }
+
+
+def end_to_end_bound(samples: dict, members: int, slots: int) -> dict:
+    """The best end-to-end time the measured parts allow: the actors start side by side (one per
+    slot, each on its own core), then the members' training spreads perfectly over the slots with
+    no scheduling cost. Its speed-up against the same members one after another is a ceiling."""
+    start, member = statistics.median(samples["actor_start"]), statistics.median(samples["ours_one"])
+    best = start + members * member / slots
+    return {"actor_start_s": start, "member_s": member, "best_s": best,
+            "speedup": statistics.median(samples["plain_many"]) / best}
 
 
 def _memory(observer: Observer) -> dict:
@@ -255,6 +266,11 @@ def table(result: dict) -> str:
     lines += ["", f"Whole members on {b['slots']} slots: {result['members']} members take {b['rounds']} rounds, a "
                   f"{b['speedup']:.2f}x bound on one thread each; idle actors lending their CPUs to the last members "
                   "(resources.lend_idle_cpus) is how a run gets past it."]
+    e = result["end_to_end_bound"]
+    lines += [f"Ceiling end to end from the measured parts: one actor's start {e['actor_start_s']:.2f}s + "
+              f"{result['members']} x {e['member_s']:.2f}s of member training / {b['slots']} slots = "
+              f"{e['best_s']:.2f}s, at most {e['speedup']:.2f}x against {result['members']} one after another "
+              "(perfect packing, no scheduling cost)."]
     cost, target = result["scheduling_cost_s"], result["scheduling_cost_target_s"]
     start = result["scheduling_start_s"]
     lines += ["Scheduling cost per member once the actors are up (slot seconds not spent training; many small "

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks.bench import main, table, time_to_accuracy
+from benchmarks.bench import end_to_end_bound, main, table, time_to_accuracy
 from ensemble.analysis.curves import CurveRow
 
 
@@ -27,7 +27,14 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     assert set(result["scheduling_cost_s"]) == {4} and all(s > 0 for s in result["scheduling_start_s"].values())
     printed = table(result)
     assert "Machine:" in printed and all(c["name"] in printed for c in result["comparisons"])
+    assert "Ceiling end to end" in printed and result["end_to_end_bound"]["best_s"] > 0
     assert all(len(c["ours_s"]) == len(c["alternative_s"]) == 1 for c in result["comparisons"])
+
+
+def test_the_end_to_end_ceiling_is_one_start_plus_the_members_spread_over_the_slots():
+    samples = {"actor_start": [2.0, 3.0, 2.5], "ours_one": [3.0, 3.2, 2.8], "plain_many": [16.0, 17.0, 15.0]}
+    bound = end_to_end_bound(samples, members=5, slots=2)
+    assert bound["best_s"] == pytest.approx(2.5 + 5 * 3.0 / 2) and bound["speedup"] == pytest.approx(16.0 / 10.0)
 
 
 def test_time_to_accuracy_reads_the_curves():
