@@ -196,33 +196,6 @@ def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ra
         ray.kill(actor)
 
 
-def test_a_lend_reaches_a_training_member_before_its_next_batch_not_its_next_epoch(ray_instance, tmp_path):
-    """CPUs lent while a member is in its first epoch (as when the phase's last member starts just
-    before the other actors go idle) are used from the next batch: that epoch already ran on 2 threads."""
-    import ray
-
-    from ensemble.builders import member_factory, train_settings
-    from ensemble.data import load_splits
-    from ensemble.eager import member_rule
-    from ensemble.scheduling.handoff import handoff
-    from workers.actor import MemberActor, MemberSpec
-    from workers.scratch import machine
-
-    cfg = build_config({}, ["data.name=mnist-5k", "data.train_size=3000", "data.val_size=300", "train.epochs=1",
-                            "eager.rule=none"])
-    splits = load_splits(cfg.data, cfg.seed)
-    data = ray.put({"train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
-    spec = MemberSpec("member_00", str(tmp_path / "member_00"), member_factory(cfg, splits.image_shape),
-                      train_settings(cfg, 0), member_rule(cfg.eager, 1))
-    actor = MemberActor.options(num_cpus=1).remote(1)
-    stream = actor.train.remote(spec, data, handoff(spec.directory, machine(ray.get_runtime_context().get_node_id())))
-    assert isinstance(ray.get(next(stream)).event, Started)  # epoch 1 is under way (the generator runs ahead)
-    ray.get(actor.use_threads.remote(2))
-    epoch = ray.get(next(stream)).event
-    assert isinstance(epoch, EpochEnded) and epoch.threads == 2 and epoch.record.seconds > 0.3
-    ray.kill(actor)
-
-
 def test_random_labels_cannot_test_the_claim(ray_instance, tmp_path):
     """The README's API example on random images with random labels: both sides at chance."""
     generator = torch.Generator().manual_seed(0)

@@ -52,19 +52,6 @@ def test_three_epochs_leave_checkpoints_0_to_3_that_load_safely(digits, tmp_path
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
-def test_before_batch_runs_in_the_training_thread_before_every_batch_and_changes_nothing(digits, tmp_path):
-    """The actor applies CPUs lent mid-epoch here: once before each batch (200 images in 50s: 4 per
-    epoch), in the thread that trains, with the same losses as without it."""
-    import threading
-    train_x, val = digits
-    calls = []
-    hooked = train(fresh_model(), train_x, val, TrainSettings(batch_size=50), fixed_rule(2), tmp_path / "hooked",
-                   lambda: calls.append(threading.get_ident()))
-    plain = train(fresh_model(), train_x, val, TrainSettings(batch_size=50), fixed_rule(2), tmp_path / "plain")
-    assert calls == [threading.get_ident()] * 8
-    assert [r.val_loss for r in hooked.history] == [r.val_loss for r in plain.history]
-
-
 def test_resume_equals_uninterrupted_run(digits, tmp_path):
     train_x, val = digits
     settings = TrainSettings(batch_size=32, seed=5)

@@ -86,7 +86,6 @@ class MemberActor:
     def __init__(self, num_cpus: float):
         self.threads_wanted = torch_threads(num_cpus)
         torch.set_num_threads(self.threads_wanted)
-        self.most_threads = self.threads_wanted  # the most any batch of the current epoch ran with
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())  # Ray:
         self._data, self._data_key, self.device_copies = None, None, 0
@@ -118,8 +117,7 @@ class MemberActor:
         train_x, val_x = self._member_data(spec, data)
         torch.manual_seed(spec.settings.seed)
         model = spec.factory().to(self.device)
-        steps = train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path,
-                             before_batch=self._follow_threads)
+        steps = train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path)
         yield from self._shipments([spec], [workdir], ((0, step) for step in steps))
 
     def train_pack(self, specs: Sequence[MemberSpec], data: dict, handoffs: Sequence[Handoff]) -> Iterator[Shipment]:
@@ -137,8 +135,8 @@ class MemberActor:
         """Each (member index, training step) as the event the driver gets, with its node's new files."""
         placements = [{**self.placement(), "directory": str(workdir.path)} for workdir in workdirs]
         for index, step in steps:
-            ran_with, self.most_threads = self.most_threads, torch.get_num_threads()
-            self._follow_threads()  # packed members follow a lend between epochs; a lone member before each batch
+            ran_with = torch.get_num_threads()
+            self._follow_threads()  # before the next epoch: the pool may have lent this member idle CPUs
             name, workdir = specs[index].name, workdirs[index]
             match step:
                 case Began(resumed_from, skipped):
@@ -155,15 +153,12 @@ class MemberActor:
 
     def use_threads(self, threads: int) -> None:
         """From the pool, while `train` runs: CPUs its idle actors hold are lent to this member; the
-        training thread applies it before its next batch (torch's thread count belongs to that thread)."""
+        training thread applies it between epochs (torch's thread count belongs to that thread)."""
         self.threads_wanted = max(1, int(threads))
 
     def _follow_threads(self) -> None:
-        """In the training thread: take up a lend as soon as it arrives, not an epoch later (the last
-        member of a phase often starts just before the other actors go idle)."""
         if torch.get_num_threads() != self.threads_wanted:
             torch.set_num_threads(self.threads_wanted)
-        self.most_threads = max(self.most_threads, self.threads_wanted)
 
     def _member_data(self, spec: MemberSpec, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
         train_x, val_x = self._on_device(data)

@@ -40,7 +40,7 @@ class EpochEnded:
     at: float
     record: EpochRecord
     decision: Decision
-    threads: Optional[int] = None  # the most torch threads its batches ran with (more once idle actors lend CPUs)
+    threads: Optional[int] = None  # torch threads the epoch ran with (more once idle actors lend their CPUs)
 
 
 @dataclass(frozen=True)

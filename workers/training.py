@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -69,16 +69,11 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
     return optimizer_for(model.parameters(), settings)
 
 
-def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator,
-                    before_batch: Optional[Callable[[], None]] = None) -> float:
-    """One pass over `images` in the generator's order; `before_batch` runs in this thread before
-    each batch (the actor applies lent CPUs there). Returns the mean training loss."""
+def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator) -> float:
     model.train()
     order = torch.randperm(len(images), generator=generator, device=generator.device)
     total = 0.0
     for start in range(0, len(images), settings.batch_size):
-        if before_batch is not None:
-            before_batch()
         batch = images[order[start:start + settings.batch_size]]
         with autocast(images.device, settings.precision):
             loss = reconstruction_loss(model(batch).float(), batch)
@@ -215,14 +210,12 @@ class MemberRun:
 
 
 def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
-                 should_stop: StopRule, member_dir: Path,
-                 before_batch: Optional[Callable[[], None]] = None) -> Iterator[Step]:
+                 should_stop: StopRule, member_dir: Path) -> Iterator[Step]:
     """Train until `should_stop` says so, checkpointing every epoch and resuming from the newest
     valid checkpoint if there is one. Yields `Began`, a `Trained` per epoch, then the `Outcome`
     (a member that finished before yields `Began` at its last epoch and its saved Outcome).
 
-    `model` must already sit on the device that holds `train_x` and `val_x`; `before_batch` goes to
-    `train_one_epoch`."""
+    `model` must already sit on the device that holds `train_x` and `val_x`."""
     replayed = replay_finished(member_dir)
     if replayed is not None:  # a restarted run: this member is done, do not retrain it
         yield from replayed
@@ -233,7 +226,7 @@ def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, s
     # --- the epoch loop: train, validate, then the run checkpoints and asks the stop rule ---
     while not run.decision.stop:
         epoch_start = time.perf_counter()
-        train_loss = train_one_epoch(run.model, run.optimizer, run.train_x, settings, run.generator, before_batch)
+        train_loss = train_one_epoch(run.model, run.optimizer, run.train_x, settings, run.generator)
         val_loss = evaluate(run.model, run.val_x, settings.batch_size, settings.precision)
         yield run.end_epoch(train_loss, val_loss, time.perf_counter() - epoch_start)
     yield run.finish()
