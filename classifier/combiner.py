@@ -56,9 +56,13 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
     max_iter : lbfgs iterations (logistic) or epochs (mlp).
     random_state : seed of the MLP's initialisation and early-stopping split.
 
-    Fitted: `classes_`, `member_widths_` (resolved), `model_` (the Pipeline or VotingClassifier),
-    `n_iter_` (the most iterations any head ran: equal to max_iter means it hit the cap),
-    `n_features_in_`.
+    Attributes
+    ----------
+    classes_ : the class labels seen in fit.
+    member_widths_ : each member's number of columns, resolved.
+    model_ : the fitted Pipeline (concat) or VotingClassifier (soft-vote, hard-vote).
+    n_iter_ : the most iterations any head ran (equal to max_iter: it hit the cap).
+    n_features_in_ : columns seen in fit.
     """
 
     def __init__(self, kind: str = "concat", head: str = "logistic", member_widths: tuple[int, ...] | None = None,

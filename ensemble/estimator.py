@@ -71,8 +71,14 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     settings : any other config keys, dotted, e.g. {"train.lr": 0.01, "model.channels": [4, 8]}.
     verbose : print each member's epochs as they finish.
 
-    Fitted: `classes_`, `n_features_in_` (pixel values per image), `image_shape_`, `result_`
-    (the RunResult), `report_` (its RunReport), `run_dir_` (its directory, or URI with `output`).
+    Attributes
+    ----------
+    classes_ : the label values seen in fit, in the order of `predict_proba`'s columns.
+    n_features_in_ : pixel values per image.
+    image_shape_ : (C, H, W) of the images the members trained on.
+    result_ : the fit's RunResult.
+    report_ : its RunReport (what report.json holds).
+    run_dir_ : its run directory, or the URI under `output`.
     """
 
     def __init__(self, members: int = 5, epochs: int = 20, eager_rule: str = "plateau", eager_threshold: float = 0.2,
