@@ -14,7 +14,7 @@ What it measures, each side by side in this one run, as wall seconds and as rati
 3. the default `ensemble run` with `resources.gpus_per_member=0.2` end to end, against the same
    run on this machine's CPU limited to 2 cores (`ray.init(num_cpus=2)`), the target being >= 5x;
 4. CPU scaling past 2 cores: 16 members on 16 one-CPU actors against the same 16 one after another.
-Figures measured so far are in the README's performance section (none yet on a GPU: no session had
+Figures measured so far are in docs/performance.md (none yet on a GPU: no session had
 one when this was written).
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU device check (issue 14), one command: the `gpu` tests, then benchmarks/device_check.py.
 # Budget: under 8 minutes on one H100/H200 with 16 cores. Results: OUT/gpu_tests.log,
-# OUT/device_check.json, OUT/device_check.md (the README's table), OUT/device_check.log.
+# OUT/device_check.json, OUT/device_check.md (the table for docs/performance.md), OUT/device_check.log.
 #
 # Here, once:  bash ../shared/device/fetch-wheels.sh  (Ray, pydantic, mlxtend, skops... into .whl/)
 # There:       bash benchmarks/device_check.sh "$OUT"   (with .whl carried along)

@@ -308,7 +308,7 @@ def _allowed_values(item: dict[str, Any]) -> str:
 
 
 def config_reference() -> list[tuple[str, str, str]]:
-    """(key, default, description) for every leaf key, for the README's reference table."""
+    """(key, default, description) for every leaf key, for the docs' reference table (docs/guide/configuration.md)."""
     rows = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -326,7 +326,7 @@ def config_reference() -> list[tuple[str, str, str]]:
 
 
 def reference_markdown() -> str:
-    """The README's config reference table, generated from the field descriptions."""
+    """The config reference table of docs/guide/configuration.md, generated from the field descriptions."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     lines += [f"| `{key}` | `{default}` | {description} |" for key, default, description in config_reference()]
     return "\n".join(lines)

@@ -197,7 +197,7 @@ def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ra
 
 
 def test_random_labels_cannot_test_the_claim(ray_instance, tmp_path):
-    """The README's API example on random images with random labels: both sides at chance."""
+    """The README's Python API example on random images with random labels: both sides at chance."""
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(600, 1, 8, 8, generator=generator), torch.randint(0, 10, (600,), generator=generator)
     cfg = build_config({}, TINY + ["data.train_size=300", "data.val_size=100", "data.test_size=null",

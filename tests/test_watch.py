@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FIVE = TINY + ["members=5"]
 
 
-def readme_block(marker: str) -> str:
-    """The README's Python example that contains `marker`: the test runs what users copy."""
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+def docs_block(marker: str) -> str:
+    """The Python example on the docs' "Watching a run" page that contains `marker`: the test runs what
+    users copy."""
+    page = (ROOT / "docs" / "guide" / "watching.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     return next(block for block in blocks if marker in block)
 
 
@@ -47,10 +49,10 @@ class FakeTracker:
 
 @pytest.fixture(scope="module")
 def five_members(ray_instance, tmp_path_factory):
-    """A tiny run of 5 members and the baseline, its events forwarded to a tracker by the README's
+    """A tiny run of 5 members and the baseline, its events forwarded to a tracker by the docs'
     example while the epoch-line view writes to a buffer."""
     namespace = {}
-    exec(readme_block("class TrackerForwarder"), namespace)
+    exec(docs_block("class TrackerForwarder"), namespace)
     tracker, out = FakeTracker(), io.StringIO()
     events = []
 
@@ -63,7 +65,7 @@ def five_members(ray_instance, tmp_path_factory):
     return result, events, tracker, out.getvalue()
 
 
-def test_the_readme_forwarder_sends_every_epoch_to_the_tracker(five_members):
+def test_the_documented_forwarder_sends_every_epoch_to_the_tracker(five_members):
     result, events, tracker, _ = five_members
     names = [f"member_{i:02d}" for i in range(5)] + ["baseline"]
     for name in names:
