@@ -48,21 +48,39 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    kind : "concat" (alias "stack"), "soft-vote" or "hard-vote" (see the module docstring).
-    head : "logistic" (LogisticRegression) or "mlp" (one hidden layer, early stopping).
-    member_widths : each member's number of columns, in order; None means one member
-        spanning all columns.
-    C : inverse L2 strength for either head (the MLP's alpha is 1 / C, the same penalty per sample).
-    max_iter : lbfgs iterations (logistic) or epochs (mlp).
-    random_state : seed of the MLP's initialisation and early-stopping split.
+    kind : {"concat", "stack", "soft-vote", "hard-vote"}, default="concat"
+        concat (alias stack): the members' features side by side into one head; soft-vote /
+        hard-vote: one head per member, then a vote (see the module docstring).
+    head : {"logistic", "mlp"}, default="logistic"
+        LogisticRegression, or an MLP with one hidden layer and early stopping.
+    member_widths : tuple of int or None, default=None
+        Each member's number of columns, in order; None means one member spanning all columns.
+    C : float, default=1.0
+        Inverse L2 strength for either head (the MLP's alpha is 1 / C, the same penalty per sample).
+    max_iter : int, default=200
+        lbfgs iterations (logistic) or epochs (mlp).
+    random_state : int, default=0
+        Seed of the MLP's initialisation and early-stopping split.
 
     Attributes
     ----------
-    classes_ : the class labels seen in fit.
-    member_widths_ : each member's number of columns, resolved.
-    model_ : the fitted Pipeline (concat) or VotingClassifier (soft-vote, hard-vote).
-    n_iter_ : the most iterations any head ran (equal to max_iter: it hit the cap).
-    n_features_in_ : columns seen in fit.
+    classes_ : ndarray
+        The class labels seen in fit.
+    member_widths_ : tuple of int
+        Each member's number of columns, resolved.
+    model_ : Pipeline or VotingClassifier
+        The fitted head: a Pipeline (concat) or a VotingClassifier (soft-vote, hard-vote).
+    n_iter_ : int
+        The most iterations any head ran (equal to max_iter: it hit the cap).
+    n_features_in_ : int
+        Columns seen in fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X, y = np.random.default_rng(0).normal(size=(60, 6)), np.arange(60) % 3
+    >>> EnsembleCombiner(kind="soft-vote", member_widths=(3, 3)).fit(X, y).predict(X[:2]).shape
+    (2,)
     """
 
     def __init__(self, kind: str = "concat", head: str = "logistic", member_widths: tuple[int, ...] | None = None,

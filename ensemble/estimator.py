@@ -49,36 +49,67 @@ _TEMPORARY_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # esti
 class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """An eager parallel autoencoder ensemble with a classifier on the frozen encoders' features.
 
+    Each `fit` is one `ensemble.run` on the arrays it is given: `val_size` of them (stratified) is held
+    out for the members' eager stopping, the rest trains, and no test split is held out.
+
     Parameters
     ----------
-    members : number of autoencoders trained in parallel (config `members`).
-    epochs : most epochs a member trains (`train.epochs`).
-    eager_rule : "plateau", "fixed", "budget" or "none" (`eager.rule`).
-    eager_threshold : plateau: stop once validation loss improves by less than this fraction.
-    eager_epoch : fixed: stop after this many epochs.
-    combiner : "concat" (features side by side into one head), "soft-vote" or "hard-vote" (`combiner.kind`).
-    head : "logistic" or "mlp" (`combiner.head`).
-    autoencoder : None for the built-in CAE of `model.*`, or a zero-argument callable returning an
-        nn.Module with `forward` (reconstruction) and `encode` (features), as `ensemble.run` takes it.
-    val_size : the share (a float in (0, 1)) or number of the fit images held out, stratified, for
-        the members' eager stopping.
-    image_shape : (C, H, W) of each image when X is 2-D (one flattened image per row); None: X is
-        N x H x W, N x C x H x W or N x H x W x C, or 2-D with a square number of columns (one channel).
-    baseline : also train the monolithic baseline, as `ensemble run` does (about doubles fit time).
-    output : directory or URI that keeps each fit's run directory; None: a temporary directory,
-        removed when the estimator is garbage-collected or the interpreter exits.
-    random_state : int seed of splits, initialisation and batch order; None draws one per fit.
-    settings : any other config keys, dotted, e.g. {"train.lr": 0.01, "model.channels": [4, 8]}.
-    verbose : print each member's epochs as they finish.
+    members : int, default=5
+        Number of autoencoders trained in parallel (config `members`).
+    epochs : int, default=20
+        Most epochs a member trains (`train.epochs`).
+    eager_rule : {"plateau", "fixed", "budget", "none"}, default="plateau"
+        When a member stops (`eager.rule`).
+    eager_threshold : float, default=0.2
+        plateau: stop once validation loss improves by less than this fraction.
+    eager_epoch : int, default=3
+        fixed: stop after this many epochs.
+    combiner : {"concat", "soft-vote", "hard-vote"}, default="concat"
+        Features side by side into one head, or one head per member then a vote (`combiner.kind`).
+    head : {"logistic", "mlp"}, default="logistic"
+        The classifier head (`combiner.head`).
+    autoencoder : callable or None, default=None
+        None for the built-in CAE of `model.*`, or a zero-argument callable returning an nn.Module
+        with `forward` (reconstruction) and `encode` (features), as `ensemble.run` takes it.
+    val_size : float or int, default=0.2
+        The share (a float in (0, 1)) or number of the fit images held out, stratified, for the
+        members' eager stopping.
+    image_shape : tuple of (C, H, W) or None, default=None
+        Shape of each image when X is 2-D (one flattened image per row); None: X is N x H x W,
+        N x C x H x W or N x H x W x C, or 2-D with a square number of columns (one channel).
+    baseline : bool, default=False
+        Also train the monolithic baseline, as `ensemble run` does (about doubles fit time).
+    output : str or None, default=None
+        Directory or URI that keeps each fit's run directory; None: a temporary directory, removed
+        when the estimator is garbage-collected or the interpreter exits.
+    random_state : int or None, default=0
+        Seed of splits, initialisation and batch order; None draws one per fit.
+    settings : dict or None, default=None
+        Any other config keys, dotted, e.g. {"train.lr": 0.01, "model.channels": [4, 8]}.
+    verbose : bool, default=False
+        Print each member's epochs as they finish.
 
     Attributes
     ----------
-    classes_ : the label values seen in fit, in the order of `predict_proba`'s columns.
-    n_features_in_ : pixel values per image.
-    image_shape_ : (C, H, W) of the images the members trained on.
-    result_ : the fit's RunResult.
-    report_ : its RunReport (what report.json holds).
-    run_dir_ : its run directory, or the URI under `output`.
+    classes_ : ndarray
+        The label values seen in fit, in the order of `predict_proba`'s columns.
+    n_features_in_ : int
+        Pixel values per image.
+    image_shape_ : tuple of (C, H, W)
+        Shape of the images the members trained on.
+    result_ : RunResult
+        The fit's run: frozen encoders, combiner, report.
+    report_ : RunReport
+        What the fit's report.json holds.
+    run_dir_ : Path or str
+        The fit's run directory, or its URI under `output`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = EagerEnsembleClassifier(members=2, epochs=1).fit(X[:300], y[:300])  # doctest: +SKIP
+    >>> clf.score(X[300:400], y[300:400])  # doctest: +SKIP
     """
 
     def __init__(self, members: int = 5, epochs: int = 20, eager_rule: str = "plateau", eager_threshold: float = 0.2,
