@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ensemble.analysis.saved_run import open_run
 from ensemble.analysis.select import replay_member, rule_label
 from ensemble.config import EagerConfig
+from ensemble.runs.saved_run import open_run
 
 SETTINGS = [EagerConfig(rule="plateau", threshold=t) for t in (0.2, 0.1, 0.05, 0.02)] + \
            [EagerConfig(rule="fixed", epoch=k) for k in (1, 3)] + [EagerConfig(rule="none")]

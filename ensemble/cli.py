@@ -138,7 +138,7 @@ def run_config(args: argparse.Namespace, announce: bool = True):
     if args.resume_if_exists and (args.name is None or args.resume or args.repeats):
         raise InputError("--resume-if-exists needs --name (the run to continue or start) and goes without "
                          "--resume and --repeats.")
-    from ensemble.job.rundir import default_run_name, resume_config, start_or_resume
+    from ensemble.runs.rundir import default_run_name, resume_config, start_or_resume
     if args.resume:
         return resume_config(args.resume), True
     config = resolve_config(args)

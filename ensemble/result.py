@@ -17,10 +17,10 @@ from classifier.persistence import load_combiner
 from ensemble.builders import member_factory
 from ensemble.data import Normalizer
 from ensemble.data.sources import as_images
-from ensemble.job.evaluation import load_autoencoder
-from ensemble.job.rundir import read_finished_run
 from ensemble.report import RunReport
 from ensemble.report.tables import accuracy
+from ensemble.runs.evaluation import load_autoencoder
+from ensemble.runs.rundir import read_finished_run
 from ensemble.storage import download, is_uri
 from workers.errors import InputError
 from workers.layout import COMBINER, NORMALIZATION, write_atomic

@@ -4,13 +4,13 @@ import csv
 
 import pytest
 
-import ensemble.job.evaluation
+import ensemble.runs.evaluation
 from ensemble import cli
 from ensemble.analysis.curves import accuracy_vs_time, curve_points
 from ensemble.config import EnsembleConfig
 from ensemble.data import load_splits
-from ensemble.job.evaluation import fit_and_score, load_autoencoder
 from ensemble.report import EnsembleReport, RunReport
+from ensemble.runs.evaluation import fit_and_score, load_autoencoder
 from tests.tiny import made_up_member as member
 from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG
 from workers.models import CAEFactory
@@ -54,7 +54,7 @@ def test_csv_and_png_agree_with_direct_per_epoch_figures(saved_run, monkeypatch)
     assert float(chosen["test_accuracy"]) == report.baseline.test_accuracy  # the run's own figure, on the curve
 
     # the second time every point comes from the cache: a fit would fail here
-    monkeypatch.setattr(ensemble.job.evaluation, "fit_and_score", lambda *a, **k: pytest.fail("refitted"))
+    monkeypatch.setattr(ensemble.runs.evaluation, "fit_and_score", lambda *a, **k: pytest.fail("refitted"))
     again = accuracy_vs_time(saved_run)
     assert (again.computed, again.cached) == (0, 6)
     assert [r.test_accuracy for r in again.rows] == [r.test_accuracy for r in done.rows]

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ensemble.analysis.saved_run import SavedRun, last_finite_epoch, open_run, used_members
 from ensemble.analysis.timeline import ready_seconds
 from ensemble.config import CombinerConfig
-from ensemble.job.evaluation import Chosen
 from ensemble.report import RunReport
 from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_vs_time_plot
 from ensemble.report.statistics import format_p
+from ensemble.runs.evaluation import Chosen
+from ensemble.runs.saved_run import SavedRun, last_finite_epoch, open_run, used_members
 from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG, write_atomic
 from workers.models import AutoencoderFactory
 

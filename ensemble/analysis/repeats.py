@@ -15,11 +15,11 @@ from pydantic import BaseModel
 
 from ensemble.config import EnsembleConfig
 from ensemble.job.driver import run
-from ensemble.job.rundir import default_run_name
 from ensemble.report import RunReport
 from ensemble.report.comparison import RepeatsComparison, compare_repeats
 from ensemble.report.plots import repeats_plot
 from ensemble.result import RunResult
+from ensemble.runs.rundir import default_run_name
 from ensemble.scheduling.session import ray_session
 from workers.errors import InputError
 from workers.events import Event

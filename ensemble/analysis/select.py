@@ -17,15 +17,15 @@ from typing import Optional, Sequence
 
 from pydantic import BaseModel
 
-from ensemble.analysis.saved_run import SavedRun, config_json, open_run
 from ensemble.analysis.timeline import ready_seconds
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
 from ensemble.eager import member_fixed_epoch, member_rule, select_epoch
-from ensemble.job.evaluation import CombinerScore
 from ensemble.report import BaselineReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
 from ensemble.report.verdict import TestPredictions, verdict
+from ensemble.runs.evaluation import CombinerScore
+from ensemble.runs.saved_run import SavedRun, config_json, open_run
 from workers.errors import InputError
 from workers.history import EpochRecord
 from workers.layout import SELECTIONS

@@ -1,3 +1,3 @@
 """The main job: `driver.run` reads as prepare -> train members -> train baseline -> evaluate ->
-report; `rundir` opens (or reopens) the run directory, `evaluation` scores frozen encoders,
-`progress` prints what happens as it happens."""
+report; the run directory is opened and its checkpoints scored by `ensemble.runs`, and what happens
+is printed as it happens by `console` and `display`."""

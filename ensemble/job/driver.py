@@ -25,15 +25,15 @@ from ensemble.data import Splits, load_splits
 from ensemble.eager import baseline_rule, member_fixed_epoch, member_rule
 from ensemble.job.console import Entry, Watch
 from ensemble.job.display import open_display
-from ensemble.job.evaluation import CombinerScore, load_autoencoder, score_checkpoints
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
 from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
-from ensemble.job.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
+from ensemble.runs.evaluation import CombinerScore, load_autoencoder, score_checkpoints
+from ensemble.runs.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
 from ensemble.scheduling.pool import MemberPool, MemberRun

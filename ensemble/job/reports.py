@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Optional
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits
 from ensemble.eager import select_epoch
-from ensemble.job.evaluation import CombinerScore
 from ensemble.report import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport
+from ensemble.runs.evaluation import CombinerScore
 from ensemble.scheduling.placement import Share
 from ensemble.scheduling.pool import MemberRun
 from workers.history import read_history
