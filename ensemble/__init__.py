@@ -14,8 +14,8 @@ instead of first spending about 4 s importing PyTorch, Ray, scikit-learn and mat
 import importlib
 
 from ensemble.config import EnsembleConfig
+from ensemble.errors import MemberFailed
 from ensemble.report import RunReport
-from ensemble.scheduling.errors import MemberFailed
 from workers.errors import InputError
 
 __version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it from here

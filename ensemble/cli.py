@@ -254,8 +254,8 @@ COMMANDS = {"run": command_run, "select": command_select, "curves": command_curv
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
-    from ensemble.job.supervisor import is_child, paragraph
-    from ensemble.scheduling.signals import stop_on_sigterm
+    from ensemble.errors import paragraph, stop_on_sigterm
+    from ensemble.job.supervisor import is_child
     if args.command == "run" and argv is None and not is_child():
         command = supervise_run  # the command line itself: watch the driver from outside
     else:
@@ -276,8 +276,9 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def report_failure(args: argparse.Namespace, error: BaseException) -> int:
     """One paragraph: the problem, what was kept, the next command; tracebacks only under ENSEMBLE_DEBUG."""
+    from ensemble.errors import paragraph
     from ensemble.job.failures import describe, next_step
-    from ensemble.job.supervisor import mark_reported, paragraph
+    from ensemble.job.supervisor import mark_reported
     code, problem = describe(error, getattr(args, "run_location", None))
     if os.environ.get("ENSEMBLE_DEBUG"):
         traceback.print_exception(error)

@@ -18,8 +18,8 @@ import torch
 
 import ensemble
 from ensemble.config import build_config
+from ensemble.errors import MemberFailed
 from ensemble.job.failures import describe
-from ensemble.scheduling.errors import MemberFailed
 from tests.tiny import TINY, TinyAE
 from workers.checkpoints import list_checkpoints, load_checkpoint
 

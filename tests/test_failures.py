@@ -10,13 +10,12 @@ import ray.exceptions
 import torch
 
 import ensemble
+from ensemble import errors
 from ensemble.config import build_config
+from ensemble.errors import MemberFailed, Terminated
 from ensemble.job import failures
 from ensemble.job.failures import describe, disk_problem, next_step
 from ensemble.job.supervisor import abrupt_end
-from ensemble.scheduling import signals
-from ensemble.scheduling.errors import MemberFailed
-from ensemble.scheduling.signals import Terminated
 from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
 
@@ -24,7 +23,7 @@ from workers.errors import InputError
 def test_signals_map_to_130_and_143(monkeypatch):
     assert describe(KeyboardInterrupt())[0] == 130
     assert describe(Terminated())[0] == 143
-    monkeypatch.setattr(signals, "_received", [signals.signal.SIGTERM])  # Ray re-raised it as a plain Ctrl-C
+    monkeypatch.setattr(errors, "_received", [errors.signal.SIGTERM])  # Ray re-raised it as a plain Ctrl-C
     code, text = describe(KeyboardInterrupt())
     assert code == 143 and "SIGTERM" in text
 

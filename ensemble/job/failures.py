@@ -14,8 +14,7 @@ from typing import Optional
 
 import ray.exceptions
 
-from ensemble.scheduling.errors import MemberFailed, first_line
-from ensemble.scheduling.signals import Terminated, received_sigterm
+from ensemble.errors import MemberFailed, Terminated, first_line, received_sigterm
 from ensemble.storage import is_uri
 from workers.layout import CONFIG_JSON, REPORT_JSON
 

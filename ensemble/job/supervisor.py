@@ -16,9 +16,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Optional
+
+from ensemble.errors import paragraph
 
 CHILD_ENV = "ENSEMBLE_DRIVER_MARKER"  # set in the child: where it marks a failure it reported itself
 EXIT_FAILURE, EXIT_BAD_INPUT = 1, 2
@@ -58,11 +59,6 @@ def watch(argv: list[str], run_location: Optional[str], scheduled: bool) -> int:
     from ensemble.job.failures import next_step  # only now: it imports Ray's exception types
     print(paragraph(f"error: {abrupt_end(code)} {next_step(run_location, scheduled)}"), file=sys.stderr, flush=True)
     return EXIT_FAILURE
-
-
-def paragraph(text: str) -> str:
-    """A message wrapped for a terminal, paths and commands kept whole (no breaks at hyphens)."""
-    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
 
 
 def abrupt_end(code: int) -> str:

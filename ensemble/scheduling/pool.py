@@ -25,7 +25,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import ray
 
-from ensemble.scheduling.errors import MemberFailed
+from ensemble.errors import MemberFailed
 from ensemble.scheduling.handoff import handoff
 from ensemble.scheduling.placement import Share, lent_threads
 from ensemble.scheduling.recovery import should_restart

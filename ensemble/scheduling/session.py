@@ -16,8 +16,8 @@ from typing import Iterator, Optional
 import ray
 
 from ensemble.data import Splits
+from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling.autoscaling import Autoscaler, NodeType, can_launch
-from ensemble.scheduling.signals import stop_on_sigterm
 
 
 @dataclass(frozen=True)

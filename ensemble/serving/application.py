@@ -13,9 +13,9 @@ import ray
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling.placement import Share, infeasible_reason
 from ensemble.scheduling.session import alive_node_resources, connect
-from ensemble.scheduling.signals import stop_on_sigterm
 from ensemble.serving.replica import Autoencoder, EnsembleModel, load_for_serving, ray_serve
 from ensemble.serving.requests import MiB
 from ensemble.storage import is_uri, join_uri, read_text
