@@ -170,7 +170,7 @@ def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ra
     from ensemble.builders import member_seed, train_settings
     from ensemble.data import load_splits
     from ensemble.eager import member_rule
-    from ensemble.scheduling.handoff import handoff
+    from ensemble.scheduling.pool import handoff
     from workers.actor import MemberActor, MemberSpec
     from workers.layout import member_name
     from workers.scratch import machine

@@ -13,7 +13,7 @@ import torch
 import ensemble
 from ensemble.config import build_config
 from ensemble.runs.rundir import resume_config, start_or_resume
-from ensemble.scheduling.recovery import should_restart, too_few_members
+from ensemble.scheduling.pool import should_restart, too_few_members
 from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
 from workers.events import EpochEnded, Lost, Restarted, Started

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemble.scheduling.handoff import handoff
+from ensemble.scheduling.pool import handoff
 from workers.checkpoints import CheckpointError, checkpoint_files, list_checkpoints, load_checkpoint, save_checkpoint
 from workers.layout import HISTORY, OUTCOME
 from workers.scratch import SCRATCH_ENV, Workdir, machine, receive

@@ -7,7 +7,7 @@ member's newest valid checkpoint from the run directory (so a member restarted o
 resumes), and after every epoch the actor sends back what is new there (checkpoints, history,
 outcome) as bytes, which the driver writes into the run directory. No Ray here: the actor and
 the driver call these functions; the bytes travel beside the actor's events. The driver builds
-a member's `Handoff` (`ensemble.scheduling.handoff`).
+a member's `Handoff` (`ensemble.scheduling.pool`).
 """
 
 from __future__ import annotations

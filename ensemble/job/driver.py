@@ -36,8 +36,7 @@ from ensemble.runs.evaluation import CombinerScore, load_autoencoder, score_chec
 from ensemble.runs.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
-from ensemble.scheduling.pool import MemberPool, MemberRun
-from ensemble.scheduling.recovery import too_few_members
+from ensemble.scheduling.pool import MemberPool, MemberRun, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.storage import Mirror, is_uri, open_mirror
 from workers.actor import MemberSpec

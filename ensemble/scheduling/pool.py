@@ -18,23 +18,25 @@ an actor died while starting, a shipment arrived, a member finished, an actor di
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import ray
 
 from ensemble.errors import MemberFailed
-from ensemble.scheduling.handoff import handoff
 from ensemble.scheduling.placement import Share, lent_threads
-from ensemble.scheduling.recovery import should_restart
 from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
+from workers.checkpoints import load_latest_valid, sweep_temporaries
 from workers.events import Done, EpochEnded, Event, Lost, Restarted, Shipment, Started
+from workers.layout import OUTCOME
 from workers.outcome import Outcome
 from workers.packed import auto_members_per_actor
-from workers.scratch import machine, receive
+from workers.scratch import Files, Handoff, checkpoint_entries, machine, receive
 
 EventHandler = Callable[[Event], None]
 
@@ -252,3 +254,37 @@ def time_actor_start(share: Share, spec: MemberSpec, data_ref: ray.ObjectRef) ->
     seconds = time.perf_counter() - started
     ray.kill(actor)  # Ray:
     return seconds
+
+
+# Pure decisions and the driver's side of node-local storage: tested without a cluster.
+
+def should_restart(restarts_so_far: int, max_restarts: int) -> bool:
+    """A member whose actor died is restarted (it resumes from its newest valid checkpoint)
+    until it has used up `max_restarts`."""
+    return restarts_so_far < max_restarts
+
+
+def too_few_members(usable: Sequence[str], lost: dict[str, str], min_members: int) -> str | None:
+    """Why the run cannot go on, or None: fewer usable members than `min_members`."""
+    if len(usable) >= min_members:
+        return None
+    why = "; ".join(f"{name}: {reason}" for name, reason in lost.items()) or "none lost"
+    return (f"only {len(usable)} usable member(s) remain, fewer than min_members={min_members} "
+            f"(lost or excluded: {why}). Checkpoints are kept; fix the cause and run "
+            "`ensemble run --resume RUN_DIR`.")
+
+
+def handoff(member_dir: Path, driver: str) -> Handoff:
+    """Before (re)starting a member: its newest valid checkpoint (or its outcome once finished)
+    and a scratch name unique to this run on any node."""
+    member_dir = Path(member_dir).absolute()
+    key = hashlib.sha256(str(member_dir.parent).encode()).hexdigest()[:10]
+    sweep_temporaries(member_dir)  # a driver killed mid-write left these
+    files: Files = {}
+    if (member_dir / OUTCOME).exists():  # finished: the actor returns the outcome without training
+        files[OUTCOME] = (member_dir / OUTCOME).read_bytes()
+    else:
+        latest, _ = load_latest_valid(member_dir)
+        if latest is not None:
+            files = checkpoint_entries(latest.path)
+    return Handoff(driver, f"{member_dir.parent.name}-{key}/{member_dir.name}", files)
