@@ -23,10 +23,9 @@ import psutil
 import torch
 
 from benchmarks.machine import machine_header
-from ensemble.builders import member_factory, member_seed, train_settings
+from ensemble.builders import member_factory, member_rule, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
 from ensemble.data import load_splits
-from ensemble.eager import member_rule
 from ensemble.scheduling.placement import Share
 from ensemble.scheduling.pool import MemberPool, time_actor_start
 from ensemble.scheduling.session import alive_node_resources, ray_session, share_data

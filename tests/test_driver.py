@@ -167,9 +167,8 @@ def test_members_beyond_the_free_slots_queue_on_warm_actors_and_all_finish(ray_i
 def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ray_instance, tmp_path):
     import ray
 
-    from ensemble.builders import member_seed, train_settings
+    from ensemble.builders import member_rule, member_seed, train_settings
     from ensemble.data import load_splits
-    from ensemble.eager import member_rule
     from ensemble.scheduling.pool import handoff
     from workers.actor import MemberActor, MemberSpec
     from workers.layout import member_name

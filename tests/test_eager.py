@@ -2,8 +2,8 @@ import math
 
 import pytest
 
+from ensemble.builders import baseline_rule, member_rule, select_epoch
 from ensemble.config import BaselineConfig, EagerConfig
-from ensemble.eager import baseline_rule, member_rule, select_epoch
 from workers.history import EpochRecord
 
 NAN = float("nan")

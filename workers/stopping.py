@@ -1,7 +1,7 @@
 """Stop rules: after every epoch a member asks its rule "stop now?"; pure functions of the loss
 history, tested without Ray.
 
-The driver builds a rule from the config (`ensemble.eager`) and ships it to the member's actor
+The driver builds a rule from the config (`ensemble.builders`) and ships it to the member's actor
 with the member, so the rules' types live here, on the member side. `EagerStop` is the
 ensemble's eager rule (stop well before the validation loss bottoms out); `EarlyStopping` is
 the baseline's conventional rule.

@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 from pydantic import BaseModel
 
 from ensemble.analysis.timeline import ready_seconds
+from ensemble.builders import member_fixed_epoch, member_rule, select_epoch
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
-from ensemble.eager import member_fixed_epoch, member_rule, select_epoch
 from ensemble.report import BaselineReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown

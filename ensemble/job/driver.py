@@ -19,10 +19,17 @@ from typing import Callable, Iterator, Optional, Union
 import ray
 
 from classifier.persistence import save_combiner
-from ensemble.builders import baseline_factory, member_factory, member_seed, train_settings
+from ensemble.builders import (
+    baseline_factory,
+    baseline_rule,
+    member_factory,
+    member_fixed_epoch,
+    member_rule,
+    member_seed,
+    train_settings,
+)
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits, load_splits
-from ensemble.eager import baseline_rule, member_fixed_epoch, member_rule
 from ensemble.job.console import Entry, Watch
 from ensemble.job.display import open_display
 from ensemble.job.logs import RunLogs, event_files

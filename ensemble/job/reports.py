@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from ensemble.builders import select_epoch
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits
-from ensemble.eager import select_epoch
 from ensemble.report import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport
 from ensemble.runs.evaluation import CombinerScore
 from ensemble.scheduling.placement import Share
