@@ -26,7 +26,7 @@ _ON_FIRST_USE = {
     "load": "ensemble.result",
     "run": "ensemble.job.driver",
     "serve": "ensemble.serving.application",
-    "Watch": "ensemble.job.console",
+    "Watch": "ensemble.job.progress",
 }
 __all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
            "Watch", "__version__", "load", "run", "serve"]

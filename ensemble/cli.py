@@ -169,7 +169,7 @@ def run_location(config, args: argparse.Namespace) -> Optional[str]:
 def command_run(args: argparse.Namespace) -> int:
     config, resume = run_config(args)
     args.run_location = run_location(config, args)
-    from ensemble.job.console import Watch, aligned
+    from ensemble.job.progress import Watch, aligned
     watch = Watch(view="quiet" if args.quiet else "auto", verbose=args.verbose, dashboard=args.dashboard)
     if args.repeats is not None:
         return _run_repeats(config, args.repeats, watch)
@@ -204,7 +204,7 @@ def _run_repeats(config, repeats: int, watch) -> int:
 
 def command_select(args: argparse.Namespace) -> int:
     from ensemble.analysis.select import reselect
-    from ensemble.job.console import aligned
+    from ensemble.job.progress import aligned
     from ensemble.report import summary_table
     with local_copy(args.run_dir) as run_dir:
         done = reselect(run_dir, args.overrides)

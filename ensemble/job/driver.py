@@ -30,10 +30,9 @@ from ensemble.builders import (
 )
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits, load_splits
-from ensemble.job.console import Entry, Watch
-from ensemble.job.display import open_display
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
+from ensemble.job.progress import Entry, Watch, open_display
 from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.plots import write_plots

@@ -6,18 +6,21 @@ import time
 
 from rich.console import Console
 
-from ensemble.job.console import (
+from ensemble.job.progress import (
     Board,
     Entry,
+    LineView,
+    QuietView,
     Watch,
     aligned,
     epoch_line,
     eta_seconds,
     expected_epochs,
     heartbeat_due,
+    live_table,
+    open_display,
     status_line,
 )
-from ensemble.job.display import LineView, QuietView, live_table, open_display
 from workers.events import Done, EpochEnded, Lost, Restarted, Started
 from workers.history import EpochRecord
 from workers.outcome import Outcome
