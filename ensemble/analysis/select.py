@@ -21,10 +21,10 @@ from ensemble.analysis.timeline import ready_seconds
 from ensemble.builders import member_fixed_epoch, member_rule, select_epoch
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
 from ensemble.report import BaselineReport, MemberReport, RunReport
+from ensemble.report.entries import CombinerScore
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
 from ensemble.report.verdict import TestPredictions, verdict
-from ensemble.runs.evaluation import CombinerScore
 from ensemble.runs.saved_run import SavedRun, config_json, open_run
 from workers.errors import InputError
 from workers.history import EpochRecord

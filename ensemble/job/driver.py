@@ -33,16 +33,23 @@ from ensemble.data import Splits, load_splits
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
 from ensemble.job.progress import Entry, Watch, open_display
-from ensemble.job.reports import baseline_report, dataset_report, ensemble_report, member_report
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
+from ensemble.report.entries import (
+    CombinerScore,
+    MemberRecord,
+    baseline_report,
+    dataset_report,
+    ensemble_report,
+    member_report,
+)
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
-from ensemble.runs.evaluation import CombinerScore, load_autoencoder, score_checkpoints
+from ensemble.runs.evaluation import load_autoencoder, score_checkpoints
 from ensemble.runs.rundir import check_output, create_run_dir, default_run_name, write_config
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
-from ensemble.scheduling.pool import MemberPool, MemberRun, too_few_members
+from ensemble.scheduling.pool import MemberPool, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.storage import Mirror, is_uri, open_mirror
 from workers.actor import MemberSpec
@@ -69,9 +76,9 @@ class Plan:
 @dataclass
 class Phases:
     """What the training phases left: each member's run and the baseline's, with wall-clocks."""
-    members: dict[str, MemberRun]
+    members: dict[str, MemberRecord]
     members_wall: float
-    baseline: Optional[MemberRun]
+    baseline: Optional[MemberRecord]
     baseline_wall: float
     baseline_share: Share
     slots: int
@@ -284,7 +291,8 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
                                       config.combiner, config.seed)
     save_combiner(score.combiner, run_dir / COMBINER)
-    ensemble = ensemble_report(config, phases, score, untrained, members, plan.member_share)
+    ensemble = ensemble_report(config, phases.members_wall, phases.slots, plan.member_share.describe(), score,
+                               untrained, members)
     predictions = None if untrained is None else TestPredictions(
         labels=plan.splits.test_y.tolist(), ensemble=score.test_predictions.tolist(),
         untrained=untrained.test_predictions.tolist())
@@ -297,7 +305,8 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
                                        plan.splits, config.combiner, config.seed)
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
-        baseline = baseline_report(base, phases, base_score, plan.baseline_factory.width)
+        baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
+                                   plan.baseline_factory.width)
         if predictions is not None:
             predictions.baseline = base_score.test_predictions.tolist()
     return Evaluation(members, ensemble, baseline, score, predictions)

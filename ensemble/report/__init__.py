@@ -1,5 +1,6 @@
-"""What a run reports: the models behind report.json (`models`), the verdict on the paper's claim
-(`verdict`), the summary tables (`tables`) and the plots (`plots`)."""
+"""What a run reports: the models behind report.json (`models`), the entries built from what the
+run learnt (`entries`), the verdict on the paper's claim (`verdict`, with `comparison` and
+`statistics` for the paired tests), the summary tables (`tables`) and the plots (`plots`)."""
 
 from ensemble.report.models import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport, RunReport
 from ensemble.report.tables import summary_table

@@ -15,24 +15,12 @@ from classifier.combiner import EnsembleCombiner, fit_combiner
 from classifier.features import member_features
 from ensemble.config import CombinerConfig
 from ensemble.data import Splits
+from ensemble.report.entries import CombinerScore
 from workers.checkpoints import load_weights
 from workers.layout import checkpoint_dir
 from workers.models import AutoencoderFactory, load_matching
 
 Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
-
-
-@dataclass
-class CombinerScore:
-    combiner: EnsembleCombiner
-    test_accuracy: Optional[float]  # None: the run held out no test split (data.test_size=0)
-    test_predictions: np.ndarray
-    feature_seconds: float
-    fit_seconds: float
-
-    @property
-    def seconds(self) -> float:
-        return self.feature_seconds + self.fit_seconds
 
 
 def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int) -> nn.Module:

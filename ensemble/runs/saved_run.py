@@ -16,7 +16,8 @@ from typing import Optional
 from ensemble.builders import baseline_factory, member_factory
 from ensemble.config import CombinerConfig, EnsembleConfig
 from ensemble.data import Splits, load_splits
-from ensemble.runs.evaluation import Chosen, CombinerScore, score_checkpoints
+from ensemble.report.entries import CombinerScore
+from ensemble.runs.evaluation import Chosen, score_checkpoints
 from ensemble.runs.rundir import read_finished_run
 from ensemble.report import MemberReport, RunReport
 from workers.errors import InputError

@@ -21,49 +21,23 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import ray
 
 from ensemble.errors import MemberFailed
+from ensemble.report.entries import MemberRecord
 from ensemble.scheduling.placement import Share, lent_threads
 from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
 from workers.checkpoints import load_latest_valid, sweep_temporaries
-from workers.events import Done, EpochEnded, Event, Lost, Restarted, Shipment, Started
+from workers.events import Event, Lost, Restarted, Shipment
 from workers.layout import OUTCOME
-from workers.outcome import Outcome
 from workers.packed import auto_members_per_actor
 from workers.scratch import Files, Handoff, checkpoint_entries, machine, receive
 
 EventHandler = Callable[[Event], None]
-
-
-@dataclass
-class MemberRun:
-    """What the driver learnt about one member while it trained."""
-    outcome: Optional[Outcome] = None                     # None: lost (its actor died too often)
-    placement: dict = field(default_factory=dict)
-    epoch_spans: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, start, end)
-    restarts: int = 0
-    lost_reason: Optional[str] = None
-    skipped_checkpoints: list[str] = field(default_factory=list)
-
-    def record(self, event: Event, phase_start: float) -> None:
-        """Keep what the report needs from `event` (times relative to the phase's start)."""
-        match event:
-            case Started(placement=placement, skipped_checkpoints=skipped):
-                self.placement = placement
-                self.skipped_checkpoints += [s for s in skipped if s not in self.skipped_checkpoints]
-            case EpochEnded(at=at, record=record):
-                end = at - phase_start
-                self.epoch_spans.append((record.epoch, end - record.seconds, end))
-            case Done(outcome=outcome):
-                self.outcome = outcome
-            case Lost(reason=reason):
-                self.lost_reason = reason
 
 
 class MemberPool:
@@ -77,7 +51,7 @@ class MemberPool:
         self.queue: deque[MemberSpec] = deque()
         self.warming: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}        # warm-up call -> actor
         self.streams: dict = {}                                 # event stream -> (its members' specs, actor)
-        self.runs: dict[str, MemberRun] = {}
+        self.runs: dict[str, MemberRecord] = {}
         self.placements: dict = {}                                           # actor -> where it runs (pid, node)
         self.phase_start = time.time()
         self.spares = 0            # replacements for actors that die before taking a member
@@ -85,10 +59,10 @@ class MemberPool:
         self.idle: list = []       # actors with nothing left to train, kept so their CPUs go to the last members
         self.threads: dict = {}    # actor -> the torch threads it was last told to use
 
-    def train(self, specs: Sequence[MemberSpec]) -> dict[str, MemberRun]:
+    def train(self, specs: Sequence[MemberSpec]) -> dict[str, MemberRecord]:
         """Train every spec to its end (or loss); events reach `on_event` as they happen."""
         self.queue.extend(specs)
-        self.runs = {spec.name: MemberRun() for spec in specs}
+        self.runs = {spec.name: MemberRecord() for spec in specs}
         self.phase_start = time.time()
         self.spares = len(specs)
         self.warm_up_spec = specs[0]
