@@ -53,7 +53,7 @@ def serve_options(**values) -> ServeOptions:
 
 def read_report(run_dir: str):
     """The run's report, or an InputError when `run_dir` is not a finished run (read, not loaded)."""
-    from ensemble import RunReport
+    from ensemble.report import RunReport
     where = join_uri(run_dir, REPORT_JSON) if is_uri(run_dir) else str(Path(run_dir) / REPORT_JSON)
     text = read_text(where) if is_uri(run_dir) else (Path(where).read_text() if Path(where).is_file() else None)
     if text is None:
@@ -67,7 +67,7 @@ def read_report(run_dir: str):
 
 def replica_resources(options: ServeOptions, report) -> tuple[float, float]:
     """CPUs and GPUs per replica: a GPU share when the run trained on GPUs, unless told otherwise."""
-    from ensemble import EnsembleConfig
+    from ensemble.config import EnsembleConfig
     gpus = options.gpus_per_replica
     if gpus is None:
         gpus = EnsembleConfig.model_validate(report.config).resources.gpus_per_member

@@ -51,8 +51,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 def load_for_serving(run_dir: str, autoencoder: Autoencoder = None):
     """The run as `ensemble.load` rebuilds it (a URI is downloaded), on this replica's GPU when Ray gave it
     one. A downloaded copy is removed once loaded: predict() then needs only memory."""
-    import ensemble
-    result = ensemble.load(run_dir, autoencoder=resolve_autoencoder(autoencoder))
+    from ensemble.result import load  # only on a replica: it imports torch and scikit-learn
+    result = load(run_dir, autoencoder=resolve_autoencoder(autoencoder))
     if is_uri(run_dir):
         shutil.rmtree(result.run_dir.parent, ignore_errors=True)
     if ray.is_initialized() and ray.get_gpu_ids():  # Ray: CUDA_VISIBLE_DEVICES holds only our GPU(s)
