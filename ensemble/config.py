@@ -15,6 +15,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from classifier import HEADS, KINDS, combiner_kind
 from workers.errors import InputError
 
 
@@ -163,16 +164,16 @@ class BaselineConfig(Section):
 
 
 class CombinerConfig(Section):
-    kind: Literal["concat", "soft-vote", "hard-vote"] = Field(
+    kind: Literal[KINDS] = Field(
         "concat", description="concat (alias stack): the members' features side by side into one head, not "
                               "scikit-learn's stacking (a meta-learner over members' predictions); soft-vote / "
                               "hard-vote: one head per member, then a vote")
-    head: Literal["logistic", "mlp"] = Field("logistic", description="classifier head")
+    head: Literal[HEADS] = Field("logistic", description="classifier head")
 
     @field_validator("kind", mode="before")
     @classmethod
     def _old_name(cls, value: Any) -> Any:
-        return "concat" if value == "stack" else value  # its earlier name, in older configs and reports
+        return combiner_kind(value)  # its earlier name, in older configs and reports
 
 
 class ResourcesConfig(Section):

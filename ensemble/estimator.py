@@ -41,9 +41,22 @@ PARAMETER_KEYS = {
     "eager_threshold": "eager.threshold", "eager_epoch": "eager.epoch", "combiner": "combiner.kind",
     "head": "combiner.head", "val_size": "data.val_size", "baseline": "baseline.enabled",
 }
+# Where a parameter's default differs from its config key's, and why: fit data is usually small (a
+# fifth for validation, not auto's 1,000), and the baseline would about double each fit's time.
+OWN_DEFAULTS = {"val_size": 0.2, "baseline": False}
 # Keys the estimator sets itself: every image given to fit trains or validates, none is held out for testing.
 FIXED_KEYS = {"data.train_size": None, "data.test_size": 0}
 _TEMPORARY_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # estimator -> finalizer of its temp dir
+
+
+def _default(parameter: str) -> Any:
+    """A parameter's default: its config key's default (one home for both), unless OWN_DEFAULTS says otherwise."""
+    if parameter in OWN_DEFAULTS:
+        return OWN_DEFAULTS[parameter]
+    value: Any = EnsembleConfig()
+    for part in PARAMETER_KEYS[parameter].split("."):
+        value = getattr(value, part)
+    return value
 
 
 class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -112,10 +125,12 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     >>> clf.score(X[300:400], y[300:400])  # doctest: +SKIP
     """
 
-    def __init__(self, members: int = 5, epochs: int = 20, eager_rule: str = "plateau", eager_threshold: float = 0.2,
-                 eager_epoch: int = 3, combiner: str = "concat", head: str = "logistic", autoencoder=None,
-                 val_size: float | int = 0.2, image_shape: Optional[tuple[int, int, int]] = None,
-                 baseline: bool = False, output: Optional[str] = None, random_state: Optional[int] = 0,
+    def __init__(self, members: int = _default("members"), epochs: int = _default("epochs"),
+                 eager_rule: str = _default("eager_rule"), eager_threshold: float = _default("eager_threshold"),
+                 eager_epoch: int = _default("eager_epoch"), combiner: str = _default("combiner"),
+                 head: str = _default("head"), autoencoder=None, val_size: float | int = _default("val_size"),
+                 image_shape: Optional[tuple[int, int, int]] = None, baseline: bool = _default("baseline"),
+                 output: Optional[str] = None, random_state: Optional[int] = EnsembleConfig().seed,
                  settings: Optional[dict[str, Any]] = None, verbose: bool = False):
         self.members = members
         self.epochs = epochs

@@ -11,8 +11,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from classifier import CombinerInputError
-from classifier.combiner import HEADS, KINDS, EnsembleCombiner, fit_combiner
+from classifier import HEADS, KINDS, CombinerInputError
+from classifier.combiner import EnsembleCombiner, fit_combiner
 from classifier.persistence import load_combiner, save_combiner
 
 WIDTHS = (16, 24, 24)  # the 64 pixels of an 8x8 digit, cut into three "members"

@@ -1,11 +1,22 @@
+"""The config tree: defaults, overrides, errors that name the key, the generated key table, and
+one home for every setting (the worker side's and the estimator's defaults agree with the config's)."""
+
+import dataclasses
+import inspect
 import json
 from pathlib import Path
 
 import pydantic
 import pytest
 
+from classifier import HEADS, KINDS, combiner_kind
+from classifier.combiner import EnsembleCombiner
+from ensemble.builders import BUILT_HERE, baseline_rule, member_rule, train_settings
 from ensemble.config import EnsembleConfig, build_config, config_reference
+from ensemble.estimator import OWN_DEFAULTS, PARAMETER_KEYS, EagerEnsembleClassifier
 from workers.errors import InputError
+from workers.stopping import EagerStop, EarlyStopping
+from workers.training import TrainSettings
 
 CONFIG_PAGE = Path(__file__).parent.parent / "docs" / "guide" / "configuration.md"  # the generated key table
 
@@ -132,3 +143,59 @@ def test_model_autoencoder_is_an_import_path(path, ok):
     else:
         with pytest.raises(InputError, match="import path module:QualName"):
             build_config({}, [f"model.autoencoder={path}"])
+
+
+# --- one home for every setting ---
+
+WORKER_SIDE = [(TrainSettings, "train"), (EagerStop, "eager"), (EarlyStopping, "baseline")]
+
+
+@pytest.mark.parametrize("cls, section", WORKER_SIDE, ids=lambda x: getattr(x, "__name__", x))
+def test_every_worker_side_field_comes_from_the_config(cls, section):
+    """A field the config lacks would silently take the worker's own default in every run."""
+    fields = {f.name for f in dataclasses.fields(cls)} - BUILT_HERE[cls]
+    assert fields - set(type(getattr(EnsembleConfig(), section)).model_fields) == set()
+
+
+@pytest.mark.parametrize("cls, section", WORKER_SIDE, ids=lambda x: getattr(x, "__name__", x))
+def test_worker_side_defaults_agree_with_the_config(cls, section):
+    """The worker side keeps defaults for tests and benchmarks that build it directly: they must be the config's."""
+    config_section = getattr(EnsembleConfig(), section)
+    differ = {f.name: (f.default, getattr(config_section, f.name)) for f in dataclasses.fields(cls)
+              if f.name not in BUILT_HERE[cls] and f.default != getattr(config_section, f.name)}
+    assert differ == {}
+    assert EagerStop().max_epochs == EnsembleConfig().train.epochs
+
+
+def test_eager_section_and_eager_rule_hold_the_same_settings():
+    """`eager.*` is the rule's parameters, nothing more: a key the rule does not read would do nothing."""
+    eager_fields = {f.name for f in dataclasses.fields(EagerStop)} - BUILT_HERE[EagerStop]
+    assert eager_fields == set(type(EnsembleConfig().eager).model_fields)
+
+
+def test_builders_carry_every_changed_setting_to_the_worker_side():
+    cfg = build_config({}, ["eager.threshold=0.05", "eager.min_epochs=4", "train.lr=0.01", "train.momentum=0.5",
+                            "baseline.patience=7", "baseline.min_delta=0.1", "baseline.max_epochs=9"])
+    assert member_rule(cfg.eager, 11) == EagerStop(rule="plateau", threshold=0.05, min_epochs=4, max_epochs=11)
+    assert baseline_rule(cfg.baseline) == EarlyStopping(patience=7, min_delta=0.1, max_epochs=9)
+    settings = train_settings(cfg, seed=42)
+    assert (settings.lr, settings.momentum, settings.seed) == (0.01, 0.5, 42)
+
+
+def test_estimator_defaults_are_the_configs_unless_it_says_why_not():
+    defaults = {name: p.default for name, p in inspect.signature(EagerEnsembleClassifier).parameters.items()}
+    config = EnsembleConfig()
+    for name, key in PARAMETER_KEYS.items():
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert defaults[name] == OWN_DEFAULTS.get(name, value), name
+    assert defaults["random_state"] == config.seed
+    assert set(OWN_DEFAULTS) <= set(PARAMETER_KEYS)
+
+
+def test_the_combiners_names_and_old_alias_have_one_home():
+    assert build_config({}, ["combiner.kind=stack"]).combiner.kind == "concat" == combiner_kind("stack")
+    assert EnsembleCombiner(kind="stack")._kind() == "concat"
+    fields = EnsembleConfig.model_fields["combiner"].annotation.model_fields
+    assert (fields["kind"].annotation.__args__, fields["head"].annotation.__args__) == (KINDS, HEADS)
