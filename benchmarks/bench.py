@@ -32,20 +32,20 @@ from ensemble.scheduling.session import alive_node_resources, ray_session, share
 from workers.actor import MemberSpec
 from workers.events import EpochEnded, Event, Started
 from workers.layout import member_name, write_atomic
-from workers.training import TrainSettings, evaluate, make_optimizer, prepare, train_one_epoch
+from workers.training import TrainSettings, apply_fast_paths, make_optimizer, train_one_epoch, validation_loss
 
 
 def plain_member(factory: Callable, train_x, val_x, settings: TrainSettings, epochs: int) -> float:
     """The alternative to one member: the same model, data, batches and thread count in one
     process; no actor, no checkpoints, no progress. Returns seconds."""
     torch.manual_seed(settings.seed)
-    model, (train_x, val_x) = prepare(factory(), (train_x, val_x), settings)
+    model, (train_x, val_x) = apply_fast_paths(factory(), (train_x, val_x), settings)
     optimizer = make_optimizer(model, settings)
     generator = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
     for _ in range(epochs):
         train_one_epoch(model, optimizer, train_x, settings, generator)
-        evaluate(model, val_x, settings.batch_size, settings.precision)
+        validation_loss(model, val_x, settings.batch_size, settings.precision)
     return time.perf_counter() - started
 
 

@@ -2,7 +2,7 @@
 
 Three ways to train k default members (LeNet-like CAE, channels 6-16, 5x5 kernels, batch 100, Adam)
 for one epoch (train + validation), each member on its own bootstrap sample:
-  one after another   `train_one_epoch` + `evaluate` per member, as an actor trains them today;
+  one after another   `train_one_epoch` + `validation_loss` per member, as an actor trains them today;
   torch.func          `workers.packed.packed_epoch`: stacked parameters, functional_call + vmap
                       (what `resources.members_per_actor > 1` runs);
   grouped convs       the same pack with a hand-written forward pass: every member's channels side by
@@ -46,7 +46,7 @@ from workers.models import CAEFactory, ConvAutoencoder
 from workers.packed import Pack, StackedModel, packed_epoch
 from workers.sampling import bootstrap_indices
 from workers.stopping import EagerStop
-from workers.training import MemberRun, TrainSettings, evaluate, train_one_epoch
+from workers.training import MemberRun, TrainSettings, train_one_epoch, validation_loss
 
 SETTINGS = TrainSettings(batch_size=100, lr=1e-3)
 
@@ -84,14 +84,14 @@ def start_members(members: int, train_x: torch.Tensor, val_x: torch.Tensor, dire
 def one_after_another(runs: list[MemberRun]) -> None:
     for run in runs:
         train_one_epoch(run.model, run.optimizer, run.train_x, run.settings, run.generator)
-        evaluate(run.model, run.val_x, run.settings.batch_size)
+        validation_loss(run.model, run.val_x, run.settings.batch_size)
 
 
 def grouped_epoch(runs: list[MemberRun]) -> None:
     pack = Pack(runs)
     pack.model.losses = lambda batches, shared_batch=False: grouped_losses(pack.model, batches, shared_batch)
     pack.train_epoch()
-    pack.evaluate(runs[0].val_x)
+    pack.validation_losses(runs[0].val_x)
     pack.write_back()
 
 

@@ -28,11 +28,11 @@ from workers.training import (
     Began,
     Trained,
     TrainSettings,
-    evaluate,
+    apply_fast_paths,
     make_optimizer,
-    prepare,
     train_member,
     train_one_epoch,
+    validation_loss,
 )
 
 
@@ -102,10 +102,10 @@ class MemberActor:
         paid when the actor starts, not in a member's first epoch. Returns the placement."""
         settings = replace(spec.settings, compile=False)  # compiling a throwaway model would only cost time
         batch = self._on_device(data)[0][:settings.batch_size]  # the one copy of the data, made now
-        model, (batch,) = prepare(spec.factory().to(self.device), (batch,), settings)
+        model, (batch,) = apply_fast_paths(spec.factory().to(self.device), (batch,), settings)
         generator = torch.Generator(device=self.device).manual_seed(0)
         train_one_epoch(model, make_optimizer(model, settings), batch, settings, generator)
-        evaluate(model, batch, settings.batch_size, settings.precision)
+        validation_loss(model, batch, settings.batch_size, settings.precision)
         return self.placement()
 
     def train(self, spec: MemberSpec, data: dict, handoff: Handoff) -> Iterator[Shipment]:

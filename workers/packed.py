@@ -190,8 +190,8 @@ class Pack:
         return [total / size for total in totals]
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor) -> list[float]:
-        """Each member's mean reconstruction loss on the shared validation images, as `evaluate` does."""
+    def validation_losses(self, images: torch.Tensor) -> list[float]:
+        """Each member's mean reconstruction loss on the shared validation images, as `validation_loss` does for one."""
         totals = [0.0] * len(self.runs)
         self.model.template.eval()
         for start in range(0, len(images), self.settings.batch_size):
@@ -280,6 +280,6 @@ def packed_epoch(runs: Sequence[MemberRun]) -> list[tuple[float, float]]:
     """One epoch of these members as a pack: each one's (train loss, validation loss)."""
     pack = Pack(runs)
     train_losses = pack.train_epoch()
-    val_losses = pack.evaluate(runs[0].val_x)
+    val_losses = pack.validation_losses(runs[0].val_x)
     pack.write_back()
     return list(zip(train_losses, val_losses, strict=True))

@@ -44,7 +44,7 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def prepare(model: nn.Module, images: Sequence[torch.Tensor], settings: TrainSettings):
+def apply_fast_paths(model: nn.Module, images: Sequence[torch.Tensor], settings: TrainSettings):
     """The fast paths chosen in the settings, applied once before training."""
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -87,7 +87,7 @@ def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator
 
 
 @torch.no_grad()
-def evaluate(model, images, batch_size: int, precision: str = "fp32") -> float:
+def validation_loss(model, images, batch_size: int, precision: str = "fp32") -> float:
     model.eval()
     total = 0.0
     for start in range(0, len(images), batch_size):
@@ -172,7 +172,7 @@ class MemberRun:
     def start(cls, model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, settings: TrainSettings,
               should_stop: StopRule, member_dir: Path) -> "MemberRun":
         """Apply the fast paths, then resume from the newest valid checkpoint or save the untrained epoch 0."""
-        model, (train_x, val_x) = prepare(model, (train_x, val_x), settings)
+        model, (train_x, val_x) = apply_fast_paths(model, (train_x, val_x), settings)
         optimizer = make_optimizer(model, settings)
         generator = torch.Generator(device=train_x.device)
         generator.manual_seed(settings.seed)
@@ -227,6 +227,6 @@ def train_member(model: nn.Module, train_x: torch.Tensor, val_x: torch.Tensor, s
     while not run.decision.stop:
         epoch_start = time.perf_counter()
         train_loss = train_one_epoch(run.model, run.optimizer, run.train_x, settings, run.generator)
-        val_loss = evaluate(run.model, run.val_x, settings.batch_size, settings.precision)
+        val_loss = validation_loss(run.model, run.val_x, settings.batch_size, settings.precision)
         yield run.end_epoch(train_loss, val_loss, time.perf_counter() - epoch_start)
     yield run.finish()

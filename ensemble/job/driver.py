@@ -102,9 +102,9 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     and encode (features). `dataset`: a torch Dataset of (image, label) or an (images, labels) pair.
     `on_event`: called with every typed event (`workers.events`) as it happens, on the driver, in
     order; it replaces the progress display unless `watch` is given too.
-    `resume`: continue the interrupted run in output/name (see `rundir.resume_config`): finished
+    `resume`: continue the interrupted run in output/name (see `ensemble.runs.rundir.resume_config`): finished
     members are not retrained, unfinished ones continue from their newest valid checkpoint.
-    `watch`: the progress display, Ray's logs and dashboard (`console.Watch`); default: a live table
+    `watch`: the progress display, Ray's logs and dashboard (`progress.Watch`); default: a live table
     on a terminal, epoch lines elsewhere.
     """
     plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume)

@@ -42,7 +42,7 @@ def holds(resources: dict, share: Share) -> bool:
     return resources.get("CPU", 0) >= share.cpus and resources.get("GPU", 0) >= share.gpus
 
 
-def describe(resources: dict) -> str:
+def resource_text(resources: dict) -> str:
     gpus = f", {resources['GPU']:g} GPU" if resources.get("GPU") else ""
     return f"{resources.get('CPU', 0):g} CPU{gpus}"
 
@@ -63,11 +63,11 @@ def capacity(nodes: Sequence[dict], autoscaler: Optional[Autoscaler], share: Sha
                                 "has: if none fits, stop the run and lower the resources).")
     suitable = [t for t in autoscaler.node_types if t.max_workers != 0 and holds(t.resources, share)]
     if not suitable:
-        types = ", ".join(f"{t.name} ({describe(t.resources)})" for t in autoscaler.node_types) or "none"
+        types = ", ".join(f"{t.name} ({resource_text(t.resources)})" for t in autoscaler.node_types) or "none"
         return Capacity("fail", f"{problem} The autoscaler cannot add one either: its node types are {types}.")
     best = suitable[0]
     return Capacity("wait", f"no live node can hold {who} ({share.describe()}) yet; waiting for the autoscaler to "
-                            f"add a '{best.name}' node ({describe(best.resources)}){launching(autoscaler)}.")
+                            f"add a '{best.name}' node ({resource_text(best.resources)}){launching(autoscaler)}.")
 
 
 def launching(autoscaler: Autoscaler) -> str:
