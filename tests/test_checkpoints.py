@@ -1,3 +1,6 @@
+"""Checkpoints: a safe, pickle-free format with a manifest, written atomically; a truncated, deleted,
+tampered or half-written checkpoint is reported and the previous one loads (a SIGKILL test)."""
+
 import pickle
 
 import pytest

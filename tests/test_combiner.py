@@ -1,3 +1,6 @@
+"""The combiner over frozen members' features (concat, soft-vote, hard-vote; logistic or MLP head): fit,
+predict, save and load, scikit-learn's estimator checks, and bad input named."""
+
 import json
 import zipfile
 

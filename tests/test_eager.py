@@ -1,3 +1,6 @@
+"""The stop rules (eager: plateau, fixed, budget, none; the baseline's early stopping) and the choice
+of the checkpoint to freeze: pure functions of a loss history, without Ray."""
+
 import math
 
 import pytest

@@ -1,3 +1,6 @@
+"""Frozen encoders' features: shape, dtype and values, independent of the batch size, computed in eval
+mode without gradients (the training flag restored), stacked per member, bad input named."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,3 +1,6 @@
+"""The CAE family and custom autoencoders: shapes, options, the width multiplier of the baseline,
+checks of a user's class, and rebuilding a class by its recorded name."""
+
 import pytest
 import torch
 from torch import nn

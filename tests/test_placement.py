@@ -1,3 +1,6 @@
+"""Resource decisions as pure functions: infeasible shares named, the baseline's share, CPUs lent by
+idle actors, parallel slots, devices and threads."""
+
 import subprocess
 import sys
 

@@ -132,8 +132,14 @@ def test_test_files_share_helpers_through_helper_modules_not_each_other():
     """A test file that imports another runs that file's fixtures and couples the two; shared helpers
     live in conftest.py or a helper module (tiny.py, boards.py, ...)."""
     crossing = {}
-    for path in sorted((ROOT / "tests").glob("test_*.py")):
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1].startswith("test_"):
                 crossing[path.name] = node.module
     assert crossing == {}
+
+
+def test_every_test_file_says_what_it_tests():
+    bare = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "tests").rglob("*.py"))
+            if ast.get_docstring(ast.parse(path.read_text())) is None]
+    assert bare == []

@@ -1,4 +1,4 @@
-"""RunReport: the model behind report.json (the contract in DESIGN.md), read and written here."""
+"""RunReport: the model behind report.json (the contract in docs/architecture.md), read and written here."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from ensemble.job.failures import describe
 from tests.tiny import TINY, TinyAE
 from workers.checkpoints import list_checkpoints, load_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # members train long enough to be caught mid-run: 4 epochs, every epoch kept
 LONGER = TINY + ["train.epochs=4", "eager.rule=none", "baseline.max_epochs=3", "data.train_size=600",
                  "data.val_size=200", "data.test_size=200"]

@@ -1,6 +1,6 @@
 """How a run that ends early is described: exit codes, one paragraph, what was kept, the next command.
 Pure decisions here; the real signals, Ray deaths, full disks and failing user code are in
-test_failure_paths.py."""
+test_real_failures.py."""
 
 import errno
 import json

@@ -1,4 +1,5 @@
-"""Failures a shared cluster produces: killed members, a killed driver, diverging members, GPUs."""
+"""What a run does about the failures a shared cluster produces: killed members restart and resume, a
+killed driver resumes, diverging members are excluded, each actor sees only its own GPU."""
 
 import json
 import os
@@ -180,7 +181,7 @@ def test_declared_gpus_give_each_actor_only_its_own_device(tmp_path):
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", GPU_PLACEMENT], env=env, capture_output=True, text=True,
-                          timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
+                          timeout=180, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     for share, expected in (("1.0", ["0", "1"]), ("0.5", ["0", "0", "1", "1"])):
