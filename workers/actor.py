@@ -1,7 +1,7 @@
 """The thin Ray shell around `workers.training`: placement, threads, device, progress.
 
-Only the lines marked `# Ray:` touch Ray; everything else is plain code tested without a
-cluster.
+Only `MemberActor`'s few calls into Ray (its decorator, the GPU ids and node id Ray gives it) touch
+Ray; everything it runs is plain code tested without a cluster.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-import ray  # Ray:
+import ray
 import torch
 
 from workers.events import Done, EpochEnded, Shipment, Started
@@ -79,7 +79,7 @@ def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
     return tensor.to(device) if device != "cpu" else tensor
 
 
-# Ray: CPUs and GPUs are set per member with .options(num_cpus=..., num_gpus=...); a second thread
+# CPUs and GPUs are set per member with .options(num_cpus=..., num_gpus=...); a second thread
 # answers `use_threads` while `train` runs
 @ray.remote(max_concurrency=2)
 class MemberActor:
@@ -87,13 +87,13 @@ class MemberActor:
         self.threads_wanted = torch_threads(num_cpus)
         torch.set_num_threads(self.threads_wanted)
         keep_freed_memory()
-        self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())  # Ray:
+        self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
         self._data, self._data_key, self.device_copies = None, None, 0
 
     def placement(self) -> dict:
         return {"device": self.device, "threads": torch.get_num_threads(), "gpu_ids": ray.get_gpu_ids(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
-                "node_id": ray.get_runtime_context().get_node_id(),  # Ray:
+                "node_id": ray.get_runtime_context().get_node_id(),
                 "device_copies": self.device_copies}
 
     def warm_up(self, spec: MemberSpec, data: dict) -> dict:
@@ -149,8 +149,7 @@ class MemberActor:
                     yield Shipment(Done(name, time.time(), step), files)
 
     def _workdir(self, spec: MemberSpec, handoff: Handoff) -> Workdir:
-        return Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))  # Ray:
-
+        return Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))
     def use_threads(self, threads: int) -> None:
         """From the pool, while `train` runs: CPUs its idle actors hold are lent to this member; the
         training thread applies it between epochs (torch's thread count belongs to that thread)."""

@@ -38,6 +38,9 @@ from workers.packed import auto_members_per_actor
 from workers.scratch import Files, Handoff, checkpoint_entries, machine, receive
 
 EventHandler = Callable[[Event], None]
+Actor = ray.actor.ActorHandle
+Stream = ray.ObjectRefGenerator  # a member's events, one per epoch, as the actor yields them
+Work = tuple[MemberSpec, ...]     # the members one actor call trains (one, or a pack)
 
 
 class MemberPool:
@@ -45,87 +48,91 @@ class MemberPool:
 
     def __init__(self, share: Share, data_ref: ray.ObjectRef, on_event: EventHandler, max_restarts: int = 0,
                  lend_idle_cpus: bool = True, members_per_actor: Union[int, str] = 1):
-        self.share, self.data_ref, self.on_event, self.max_restarts = share, data_ref, on_event, max_restarts
-        self.lend_idle_cpus, self.members_per_actor = lend_idle_cpus, members_per_actor
-        self.driver = machine(driver_node_id())
-        self.queue: deque[MemberSpec] = deque()
-        self.warming: dict[ray.ObjectRef, ray.actor.ActorHandle] = {}        # warm-up call -> actor
-        self.streams: dict = {}                                 # event stream -> (its members' specs, actor)
-        self.runs: dict[str, MemberRecord] = {}
-        self.placements: dict = {}                                           # actor -> where it runs (pid, node)
-        self.phase_start = time.time()
-        self.spares = 0            # replacements for actors that die before taking a member
-        self.warm_up_spec: Optional[MemberSpec] = None  # the model an actor warms up on when it starts
-        self.idle: list = []       # actors with nothing left to train, kept so their CPUs go to the last members
-        self.threads: dict = {}    # actor -> the torch threads it was last told to use
+        self._share = share
+        self._data_ref = data_ref
+        self._on_event = on_event
+        self._max_restarts = max_restarts
+        self._lending = lend_idle_cpus
+        self._members_per_actor = members_per_actor
+        self._driver = machine(driver_node_id())
+        self._queue: deque[MemberSpec] = deque()
+        self._warming: dict[ray.ObjectRef, Actor] = {}            # warm-up call -> the actor warming up
+        self._streams: dict[Stream, tuple[Work, Actor]] = {}      # event stream -> its members and actor
+        self._runs: dict[str, MemberRecord] = {}
+        self._placements: dict[Actor, dict] = {}                  # actor -> where it runs (pid, node, device)
+        self._phase_start = time.time()
+        self._spares = 0                                          # replacements for actors dying before any member
+        self._warm_up_spec: Optional[MemberSpec] = None           # the model an actor warms up on when it starts
+        self._idle: list[Actor] = []   # actors with nothing left to train, kept so their CPUs go to the last members
+        self._threads: dict[Actor, int] = {}                      # actor -> torch threads it was last told to use
 
     def train(self, specs: Sequence[MemberSpec]) -> dict[str, MemberRecord]:
         """Train every spec to its end (or loss); events reach `on_event` as they happen."""
-        self.queue.extend(specs)
-        self.runs = {spec.name: MemberRecord() for spec in specs}
-        self.phase_start = time.time()
-        self.spares = len(specs)
-        self.warm_up_spec = specs[0]
+        self._queue.extend(specs)
+        self._runs = {spec.name: MemberRecord() for spec in specs}
+        self._phase_start = time.time()
+        self._spares = len(specs)
+        self._warm_up_spec = specs[0]
         for _ in specs:
             self._request_actor()
         try:
-            while self.streams or self.warming:
-                [ready], _ = ray.wait([*self.warming, *self.streams], num_returns=1)  # Ray:
-                if ready in self.warming:
+            while self._streams or self._warming:
+                [ready], _ = ray.wait([*self._warming, *self._streams], num_returns=1)
+                if ready in self._warming:
                     self._settle_warm_up(ready)
                 else:
                     self._read_stream(ready)
-            if self.queue:
-                raise RuntimeError(f"no actor could start for {', '.join(s.name for s in self.queue)}: every "
+            if self._queue:
+                raise RuntimeError(f"no actor could start for {', '.join(s.name for s in self._queue)}: every "
                                    "actor requested for them died while starting; see the Ray logs of the failed "
                                    "workers.")
         finally:
-            for actor in [*self.warming.values(), *(actor for _, actor in self.streams.values())]:
-                ray.kill(actor)  # Ray:
-            for actor in self.idle:
-                actor.__ray_terminate__.remote()  # Ray: gracefully, so its task events reach the timeline
-        return self.runs
+            for actor in [*self._warming.values(), *(actor for _, actor in self._streams.values())]:
+                ray.kill(actor)
+            for actor in self._idle:
+                actor.__ray_terminate__.remote()  # gracefully, so its task events reach the timeline
+        return self._runs
 
     # --- what can happen, one handler each ---
 
     def on_warmed(self, actor) -> None:
         """An actor is up and warmed: give it the next queued member, or release it. Once the queue
         is empty, the actors still waiting for resources are cancelled."""
-        if not self.queue:
+        if not self._queue:
             self.on_idle(actor)
             return
-        work = tuple(self.queue.popleft() for _ in range(min(self._pack_size(actor), len(self.queue))))
-        handoffs = [handoff(spec.directory, self.driver) for spec in work]
-        # Ray: the call is named after its members, so the dashboard and `ray timeline` show whose work it is
+        work = tuple(self._queue.popleft() for _ in range(min(self._pack_size(actor), len(self._queue))))
+        handoffs = [handoff(spec.directory, self._driver) for spec in work]
+        # the call is named after its members, so the dashboard and `ray timeline` show whose work it is
         if len(work) == 1:
-            stream = actor.train.options(name=work[0].name).remote(work[0], self.data_ref, handoffs[0])
+            stream = actor.train.options(name=work[0].name).remote(work[0], self._data_ref, handoffs[0])
         else:
-            stream = actor.train_pack.options(name="+".join(s.name for s in work)).remote(work, self.data_ref, handoffs)
-        self.streams[stream] = (work, actor)
-        if not self.queue:
-            for waiting in self.warming.values():
-                ray.kill(waiting)  # Ray:
-            self.warming.clear()
+            stream = actor.train_pack.options(name="+".join(s.name for s in work)).remote(work, self._data_ref,
+                                                                                        handoffs)
+        self._streams[stream] = (work, actor)
+        if not self._queue:
+            for waiting in self._warming.values():
+                ray.kill(waiting)
+            self._warming.clear()
 
     def on_idle(self, actor) -> None:
         """Nothing left to give `actor`. On CPUs it is kept until the phase ends and its CPUs are lent to
         the members still training (their actors use more threads); on GPUs, or once nobody trains, it
         exits gracefully, freeing its resources (ray.kill would drop the task events it still holds,
         which the dashboard and `ray timeline` show)."""
-        if self.lend_idle_cpus and self.share.gpus == 0 and self.streams:
-            self.idle.append(actor)
+        if self._lending and self._share.gpus == 0 and self._streams:
+            self._idle.append(actor)
             self._lend_idle_cpus()
         else:
-            actor.__ray_terminate__.remote()  # Ray:
-
+            actor.__ray_terminate__.remote()
     def on_start_failed(self, actor) -> None:
         """An actor died while starting; no member was on it: request another while spares last."""
-        ray.kill(actor)  # Ray:
-        if self.queue and self.spares > 0:
-            self.spares -= 1
+        ray.kill(actor)
+        if self._queue and self._spares > 0:
+            self._spares -= 1
             self._request_actor()
 
-    def on_shipment(self, work: tuple[MemberSpec, ...], shipment: Shipment) -> None:
+    def on_shipment(self, work: Work, shipment: Shipment) -> None:
         """An event arrived: its files go into the run directory first, then it is recorded and reported."""
         spec = next(spec for spec in work if spec.name == shipment.event.name)
         receive(spec.directory, shipment.files)
@@ -135,82 +142,81 @@ class MemberPool:
         """A member's stream ended (after its Done): the actor takes the next member."""
         self.on_warmed(actor)
 
-    def on_actor_died(self, work: tuple[MemberSpec, ...], actor, error: Exception) -> None:
+    def on_actor_died(self, work: Work, actor, error: Exception) -> None:
         """The actor (or its node) died holding `work`: each of its members unfinished restarts from its
         checkpoint, or is lost once its restarts are used up."""
-        ray.kill(actor)  # Ray:
+        ray.kill(actor)
         cause = str(error).strip().splitlines()[0][:200]
-        last_words = worker_log_tail(self.placements.pop(actor, None) or self.runs[work[0].name].placement)
-        for spec in reversed([spec for spec in work if self.runs[spec.name].outcome is None]):
-            run = self.runs[spec.name]
-            if should_restart(run.restarts, self.max_restarts):
+        last_words = worker_log_tail(self._placements.pop(actor, None) or self._runs[work[0].name].placement)
+        for spec in reversed([spec for spec in work if self._runs[spec.name].outcome is None]):
+            run = self._runs[spec.name]
+            if should_restart(run.restarts, self._max_restarts):
                 run.restarts += 1
-                self.queue.appendleft(spec)
+                self._queue.appendleft(spec)
                 self._report(spec.name, Restarted(spec.name, time.time(), run.restarts, cause, last_words))
             else:
                 reason = f"actor died {run.restarts + 1} time(s), restarts used up ({cause})"
                 self._report(spec.name, Lost(spec.name, time.time(), reason, last_words))
-        if self.queue and self.idle:  # a warm actor with nothing to do takes them at once
-            self.on_warmed(self.idle.pop())
+        if self._queue and self._idle:  # a warm actor with nothing to do takes them at once
+            self.on_warmed(self._idle.pop())
             self._lend_idle_cpus()
-        elif self.queue:
+        elif self._queue:
             self._request_actor()
 
     # --- Ray plumbing ---
 
     def _lend_idle_cpus(self) -> None:
-        running = [actor for _, actor in self.streams.values()]
-        threads = lent_threads(self.share, len(running), len(self.idle))
+        running = [actor for _, actor in self._streams.values()]
+        threads = lent_threads(self._share, len(running), len(self._idle))
         for actor in running:
-            if self.threads.get(actor) != threads:
-                actor.use_threads.remote(threads)  # Ray: answered by the actor's second thread
-                self.threads[actor] = threads
+            if self._threads.get(actor) != threads:
+                actor.use_threads.remote(threads)  # answered by the actor's second thread
+                self._threads[actor] = threads
 
     def _request_actor(self) -> None:
-        actor = MemberActor.options(num_cpus=self.share.cpus, num_gpus=self.share.gpus).remote(self.share.cpus)  # Ray:
-        self.warming[actor.warm_up.options(name="warm_up").remote(self.warm_up_spec, self.data_ref)] = actor  # Ray:
-
+        actor = MemberActor.options(num_cpus=self._share.cpus, num_gpus=self._share.gpus).remote(self._share.cpus)
+        self._warming[actor.warm_up.options(name="warm_up").remote(self._warm_up_spec, self._data_ref)] = actor
     def _settle_warm_up(self, ready: ray.ObjectRef) -> None:
-        actor = self.warming.pop(ready)
+        actor = self._warming.pop(ready)
         try:
-            self.placements[actor] = ray.get(ready)  # Ray:
-        except ray.exceptions.RayActorError:  # Ray: died while starting
+            self._placements[actor] = ray.get(ready)
+        except ray.exceptions.RayActorError:  # died while starting
             self.on_start_failed(actor)
             return
-        except ray.exceptions.RayTaskError as error:  # Ray: the model's own code raised on its first batch
-            ray.kill(actor)  # Ray:
-            raise member_failed(self.warm_up_spec.name, None, error) from None
+        except ray.exceptions.RayTaskError as error:  # the model's own code raised on its first batch
+            ray.kill(actor)
+            raise member_failed(self._warm_up_spec.name, None, error) from None
         self.on_warmed(actor)
 
     def _pack_size(self, actor) -> int:
         """Members this actor trains as one computation: the config's number, or for "auto" what was
         measured on the device kind it runs on (see `workers.packed`)."""
-        if self.members_per_actor != "auto":
-            return int(self.members_per_actor)
-        return auto_members_per_actor(self.placements.get(actor, {}).get("device", "cpu"))
+        if self._members_per_actor != "auto":
+            return int(self._members_per_actor)
+        return auto_members_per_actor(self._placements.get(actor, {}).get("device", "cpu"))
 
     def _read_stream(self, stream) -> None:
-        work, actor = self.streams.pop(stream)
+        work, actor = self._streams.pop(stream)
         try:
-            shipment = ray.get(next(stream))  # Ray:
+            shipment = ray.get(next(stream))
         except StopIteration:
             self.on_member_finished(actor)
             return
-        # Ray: the actor died, or its node died holding an event not read yet
+        # the actor died, or its node died holding an event not read yet
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
             self.on_actor_died(work, actor, error)
             return
-        except ray.exceptions.RayTaskError as error:  # Ray: the member's own code (or its disk) raised
-            ray.kill(actor)  # Ray: its stream is no longer tracked, so free its CPUs/GPUs here
-            unfinished = [spec.name for spec in work if self.runs[spec.name].outcome is None] or [work[0].name]
-            epoch = max((e for e, _, _ in self.runs[unfinished[0]].epoch_spans), default=0) + 1
+        except ray.exceptions.RayTaskError as error:  # the member's own code (or its disk) raised
+            ray.kill(actor)  # its stream is no longer tracked, so free its CPUs/GPUs here
+            unfinished = [spec.name for spec in work if self._runs[spec.name].outcome is None] or [work[0].name]
+            epoch = max((e for e, _, _ in self._runs[unfinished[0]].epoch_spans), default=0) + 1
             raise member_failed(" + ".join(unfinished), epoch, error) from None
-        self.streams[stream] = (work, actor)
+        self._streams[stream] = (work, actor)
         self.on_shipment(work, shipment)
 
     def _report(self, name: str, event: Event) -> None:
-        self.runs[name].record(event, self.phase_start)
-        self.on_event(event)
+        self._runs[name].record(event, self._phase_start)
+        self._on_event(event)
 
 
 def member_failed(name: str, epoch: Optional[int], error: ray.exceptions.RayTaskError) -> MemberFailed:
@@ -223,10 +229,10 @@ def member_failed(name: str, epoch: Optional[int], error: ray.exceptions.RayTask
 def time_actor_start(share: Share, spec: MemberSpec, data_ref: ray.ObjectRef) -> float:
     """Seconds for one actor to start and warm up (process, imports, one thrown-away step)."""
     started = time.perf_counter()
-    actor = MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)  # Ray:
-    ray.get(actor.warm_up.remote(spec, data_ref))  # Ray:
+    actor = MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)
+    ray.get(actor.warm_up.remote(spec, data_ref))
     seconds = time.perf_counter() - started
-    ray.kill(actor)  # Ray:
+    ray.kill(actor)
     return seconds
 
 

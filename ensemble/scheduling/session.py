@@ -35,10 +35,10 @@ def connect(num_cpus: int | None = None, log_to_driver: bool = False, dashboard:
     if ray.is_initialized():
         return Session(False, _dashboard_url(None))
     if os.environ.get("RAY_ADDRESS"):
-        context = ray.init(log_to_driver=log_to_driver, logging_level=level)  # Ray:
+        context = ray.init(log_to_driver=log_to_driver, logging_level=level)
         return Session(False, _dashboard_url(context))
     context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), log_to_driver=log_to_driver,
-                       logging_level=level, include_dashboard=dashboard, dashboard_host="127.0.0.1")  # Ray: loopback
+                       logging_level=level, include_dashboard=dashboard, dashboard_host="127.0.0.1")  # loopback
     return Session(True, _dashboard_url(context) if dashboard else None)
 
 
@@ -57,7 +57,7 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool = False, dashbo
 
 
 def _dashboard_url(context) -> Optional[str]:
-    if context is None:  # Ray: already initialised (a run inside `--repeats`, or a user's own ray.init)
+    if context is None:  # already initialised (a run inside `--repeats`, or a user's own ray.init)
         url = ray._private.worker.get_dashboard_url()
     else:
         url = getattr(context, "dashboard_url", None)
@@ -93,13 +93,13 @@ def worker_log_tail(placement: dict, lines: int = 12) -> tuple[str, ...]:
     if pid is None:
         return ()
     text = None
-    node = getattr(ray._private.worker, "_global_node", None)  # Ray: internal; this driver's own session
+    node = getattr(ray._private.worker, "_global_node", None)  # Ray's internal API: this driver's own session
     if node is not None and node_id == driver_node_id():
         found = sorted(Path(node.get_logs_dir_path()).glob(f"worker-*-{pid}.err"))
         text = found[-1].read_text(errors="replace") if found else None
     if text is None:
         try:
-            from ray.util.state import get_log  # Ray:
+            from ray.util.state import get_log
             text = "".join(get_log(node_id=node_id, pid=pid, suffix="err", tail=lines * 4, timeout=5))
         except Exception:  # no dashboard, or the node is gone with its logs
             return ()
@@ -129,7 +129,7 @@ def cluster_autoscaler() -> Optional[Autoscaler]:
 def _autoscaler_report() -> Optional[dict]:
     """The autoscaler's last round, as `ray status` reads it: autoscaler v1 writes it to the GCS
     KV store (a monitor without an autoscaler writes none); v2 answers the GCS's cluster status."""
-    from ray.experimental.internal_kv import _internal_kv_get  # Ray: internal KV
+    from ray.experimental.internal_kv import _internal_kv_get  # Ray's internal KV (no public API holds it)
     try:
         raw = _internal_kv_get("__autoscaling_status")
         report = json.loads(raw).get("autoscaler_report") if raw else None
@@ -139,7 +139,7 @@ def _autoscaler_report() -> Optional[dict]:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
         if not is_autoscaler_v2(fetch_from_server=True):
             return None
-        status = get_cluster_status(ray.get_runtime_context().gcs_address)  # Ray:
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
         return {"active_nodes": {n.ray_node_type_name: 1 for n in status.active_nodes + status.idle_nodes},
                 "pending_launches": {r.ray_node_type_name: r.count for r in status.pending_launches}}
     except Exception:  # an older or newer Ray that keeps these elsewhere: no autoscaler seen
@@ -147,7 +147,7 @@ def _autoscaler_report() -> Optional[dict]:
 
 
 def _published_node_types() -> Optional[list[NodeType]]:
-    import ray._private.state  # Ray: internal, as Ray Data reads it to size its own requests
+    import ray._private.state  # Ray's internal API, as Ray Data reads it to size its own requests
     try:
         config = ray._private.state.state.get_cluster_config()
     except Exception:
@@ -166,7 +166,7 @@ def _monitor_node_types() -> Optional[list[NodeType]]:
     except ImportError:
         return None
     import yaml
-    gcs = ray.get_runtime_context().gcs_address  # Ray:
+    gcs = ray.get_runtime_context().gcs_address
     for process in psutil.process_iter(["cmdline"]):
         args = process.info.get("cmdline") or []
         config = [a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")]

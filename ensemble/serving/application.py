@@ -77,7 +77,7 @@ def replica_resources(options: ServeOptions, report) -> tuple[float, float]:
 def bind(options: ServeOptions, report, autoencoder: Autoencoder = None) -> "ray_serve.Application":
     """The application for `options`: its replicas, their resources and batch size."""
     cpus, gpus = replica_resources(options, report)
-    deployment = EnsembleModel.options(  # Ray: room for a full batch computing and the next one filling
+    deployment = EnsembleModel.options(  # room for a full batch computing and the next one filling
         num_replicas=options.replicas, max_ongoing_requests=max(8, 2 * options.max_batch_size),
         ray_actor_options={"num_cpus": cpus, "num_gpus": gpus})
     return deployment.bind(options.run_dir, autoencoder or options.autoencoder, options.max_batch_size,
@@ -110,7 +110,7 @@ def check_fits(cpus: float, gpus: float) -> None:
 def deploy(options: ServeOptions, report, host: str, port: int, autoencoder: Autoencoder = None):
     check_fits(*replica_resources(options, report))
     application = bind(options, report, autoencoder)
-    ray_serve.start(http_options={"host": host, "port": port})  # Ray: binds where host says, nowhere else
+    ray_serve.start(http_options={"host": host, "port": port})  # binds where host says, nowhere else
     try:
         return ray_serve.run(application, name=APP_NAME, route_prefix="/")
     except RuntimeError as err:  # Serve says only that the deployment failed; the replica says why
@@ -186,7 +186,7 @@ def _stop(started_ray: bool) -> None:
     if not ray.is_initialized():
         return
     if started_ray:
-        ray_serve.shutdown()  # Ray: Serve's controller, proxies and replicas
-        ray.shutdown()  # Ray: and the local instance we started
+        ray_serve.shutdown()  # Serve's controller, proxies and replicas
+        ray.shutdown()  # and the local instance we started
     else:
         ray_serve.delete(APP_NAME)  # a cluster's Serve stays for other applications

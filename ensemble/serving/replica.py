@@ -55,7 +55,7 @@ def load_for_serving(run_dir: str, autoencoder: Autoencoder = None):
     result = load(run_dir, autoencoder=resolve_autoencoder(autoencoder))
     if is_uri(run_dir):
         shutil.rmtree(result.run_dir.parent, ignore_errors=True)
-    if ray.is_initialized() and ray.get_gpu_ids():  # Ray: CUDA_VISIBLE_DEVICES holds only our GPU(s)
+    if ray.is_initialized() and ray.get_gpu_ids():  # CUDA_VISIBLE_DEVICES holds only our GPU(s)
         for autoencoder_module in result.autoencoders:
             autoencoder_module.to("cuda")
     return result
@@ -77,7 +77,7 @@ def resolve_autoencoder(autoencoder: Autoencoder):
 api = FastAPI(title="eager-ensembles", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@ray_serve.deployment(name="EnsembleModel")  # Ray: replicas and resources are set per application in `bind`
+@ray_serve.deployment(name="EnsembleModel")  # replicas and resources are set per application in `bind`
 @ray_serve.ingress(api)
 class EnsembleModel:
     def __init__(self, run_dir: str, autoencoder: Autoencoder, max_batch_size: int, max_body_bytes: int):
@@ -115,7 +115,7 @@ class EnsembleModel:
         labels, probabilities = await self._predict_batch(batch)
         return prediction_body(labels, self.result.classes, probabilities)
 
-    @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_SECONDS)  # Ray: size set in __init__
+    @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_SECONDS)  # size set in __init__
     async def _predict_batch(self, batches: list) -> list:
         # One forward pass for every request queued meanwhile, on this event loop: requests arriving while
         # it computes wait for the next batch. Measured (benchmarks/serve_load.py, 1 CPU a replica): a
