@@ -32,16 +32,44 @@ def save_normalizer(run_dir: Path, normalizer: Normalizer) -> None:
 
 
 class RunResult:
-    """A finished run: its report, and the frozen encoders, combiner and pixel scaling that
-    predict with it. `ensemble.run` returns one, `ensemble.load` rebuilds one from a run directory.
+    """A finished run: its report, and the frozen encoders, combiner and pixel scaling that predict
+    with it. `ensemble.run` returns one, `ensemble.load` rebuilds one from a run directory.
 
     Images are taken in the dataset's own pixel scale and layout (N x C x H x W, N x H x W for one
     channel, or N x H x W x C), as arrays or tensors; labels are the dataset's own values.
 
-    - `predict(images)`: labels; `predict_proba(images)`: N x K probabilities, columns in `classes` order
-    - `score(images, labels)`: accuracy; `transform(images)`: the encoders' features side by side
-    - `report`: the RunReport behind report.json; `run_dir`: the (local) run directory;
-      `stored_at`: the output URI it is mirrored to, if any
+    Parameters
+    ----------
+    report : RunReport
+        The model behind report.json.
+    run_dir : path-like
+        The (local) run directory.
+    autoencoders : sequence of nn.Module
+        The frozen encoders the combiner was fitted on, in `report.ensemble.members_used` order.
+    combiner : EnsembleCombiner
+        The fitted combiner.
+    normalizer : Normalizer
+        The pixel scaling fitted on the run's training images.
+    stored_at : str, default=None
+        The output URI the run directory is mirrored to, if any.
+
+    Attributes
+    ----------
+    classes : ndarray of shape (n_classes,)
+        Each class's label as the dataset gives it: what `predict` returns.
+
+    See Also
+    --------
+    ensemble.load : rebuild a RunResult from a run directory.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> result = ensemble.run(ensemble.EnsembleConfig(members=3))           # doctest: +SKIP
+    >>> result.report.ensemble.test_accuracy, result.report.speedup         # doctest: +SKIP
+    (0.95..., 1.4...)
+    >>> result.predict(images)                                               # doctest: +SKIP
+    array([7, 2, 1, ...])
     """
 
     def __init__(self, report: RunReport, run_dir: Path, autoencoders: Sequence[nn.Module],
@@ -105,10 +133,35 @@ class RunResult:
 
 
 def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) -> RunResult:
-    """Rebuild a finished run from its directory, or from a URI as `--resume` takes it (s3://, gs://;
-    downloaded into a local copy first). The members' autoencoder is rebuilt from the class the run
-    recorded (`model.autoencoder`), or the built-in CAE; pass `autoencoder` when that class cannot be
-    imported here (one defined in a notebook or in a script run as a program) or to override it."""
+    """Rebuild a finished run from its directory, as `predict` needs it.
+
+    Parameters
+    ----------
+    run_dir : str or path-like
+        A run directory, or a URI as `--resume` takes it (s3://, gs://; downloaded into a local copy
+        first).
+    autoencoder : callable, default=None
+        The members' autoencoder factory. None: the class the run recorded (`model.autoencoder`), or
+        the built-in CAE; pass it when that class cannot be imported here (one defined in a notebook
+        or in a script run as a program) or to override it.
+
+    Returns
+    -------
+    RunResult
+        The run's report, frozen encoders, combiner and pixel scaling.
+
+    Raises
+    ------
+    InputError
+        The directory is missing, unfinished, a selection, or damaged; or the class cannot be built.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> again = ensemble.load("runs/run-20260101-120000")                 # doctest: +SKIP
+    >>> again.score(images, labels)                                        # doctest: +SKIP
+    0.95...
+    """
     if not is_uri(run_dir):
         return _load(Path(run_dir), autoencoder)
     local = download(str(run_dir))

@@ -206,3 +206,15 @@ def test_only_fitted_combiners_are_saved(tmp_path):
     with pytest.raises(CombinerInputError, match="saves an EnsembleCombiner"):
         save_combiner(LogisticRegression(), tmp_path / "c.skops")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_docstring_example_runs_as_written():
+    """The public docstring's example (numpydoc, scikit-learn style) is checked, not only read."""
+    import doctest
+
+    import classifier.combiner
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(classifier.combiner.EnsembleCombiner, "EnsembleCombiner", module=classifier.combiner):
+        runner.run(test)
+    results = runner.summarize(verbose=False)
+    assert results.failed == 0 and results.attempted > 0

@@ -116,13 +116,22 @@ def test_the_floor_test_sees_an_import_up():
     assert ensemble_part("ensemble.errors") == "errors" and ensemble_part("ensemble.RunReport") == "__init__"
 
 
+def docstring_lines(node: ast.AST) -> int:
+    """A public function's numpydoc docstring (parameters, returns, an example) is reading, not code."""
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return first.end_lineno - first.lineno + 1
+    return 0
+
+
 def test_every_function_fits_on_a_screen():
+    """At most 60 lines of code (its docstring not counted)."""
     long = []
     for package in MAY_IMPORT:
         for path in modules(package):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    lines = node.end_lineno - node.lineno + 1
+                    lines = node.end_lineno - node.lineno + 1 - docstring_lines(node)
                     if lines > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []

@@ -98,14 +98,51 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         watch: Optional[Watch] = None) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
-    `autoencoder`: zero-argument callable returning an nn.Module with forward (reconstruction)
-    and encode (features). `dataset`: a torch Dataset of (image, label) or an (images, labels) pair.
-    `on_event`: called with every typed event (`workers.events`) as it happens, on the driver, in
-    order; it replaces the progress display unless `watch` is given too.
-    `resume`: continue the interrupted run in output/name (see `ensemble.runs.rundir.resume_config`): finished
-    members are not retrained, unfinished ones continue from their newest valid checkpoint.
-    `watch`: the progress display, Ray's logs and dashboard (`progress.Watch`); default: a live table
-    on a terminal, epoch lines elsewhere.
+    Five steps: prepare (every input checked before Ray starts) -> train members -> train the
+    baseline -> evaluate (freeze each side's chosen checkpoints, fit the combiners) -> report.
+
+    Parameters
+    ----------
+    config : EnsembleConfig, default=None
+        The run's settings; None: the embedded default (`EnsembleConfig()`).
+    autoencoder : callable, default=None
+        A zero-argument callable returning an nn.Module whose `forward(x)` returns the
+        reconstruction and whose `encode(x)` returns the features; None: the built-in CAE.
+    dataset : torch Dataset or (images, labels) pair, default=None
+        A Dataset of (image, label), or a pair of tensors/arrays; None: `config.data`.
+    on_event : callable, default=None
+        Called with every typed event (`workers.events`) as it happens, on the driver, in order;
+        it replaces the progress display unless `watch` is given too.
+    resume : bool, default=False
+        Continue the interrupted run in output/name (see `ensemble.runs.rundir.resume_config`):
+        finished members are not retrained, unfinished ones continue from their newest valid
+        checkpoint.
+    watch : Watch, default=None
+        The progress display, Ray's logs and dashboard (`progress.Watch`); None: a live table on a
+        terminal, epoch lines elsewhere.
+
+    Returns
+    -------
+    RunResult
+        The report (report.json's model) and what `predict` needs.
+
+    Raises
+    ------
+    InputError
+        Bad input (config, data, paths, an autoencoder that cannot be built), before Ray starts.
+    MemberFailed
+        A member's own code raised while it trained.
+
+    See Also
+    --------
+    ensemble.load : rebuild the RunResult from the run directory later.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> cfg = ensemble.EnsembleConfig(members=3)
+    >>> result = ensemble.run(cfg)                                              # doctest: +SKIP
+    >>> print(result.report.verdict)                                            # doctest: +SKIP
     """
     plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume)
     watch = watch or Watch(view="quiet" if on_event else "auto")
