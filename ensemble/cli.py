@@ -1,4 +1,4 @@
-"""`ensemble run|select|curves ...` (also `python -m ensemble`). Exit 0 ok, 2 bad input, 1 runtime failure."""
+"""`ensemble run|select|curves|labels ...` (also `python -m ensemble`). Exit 0 ok, 2 bad input, 1 runtime failure."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_select(commands)
     _add_curves(commands)
+    _add_labels(commands)
     _add_serve(commands)
     for plugin in plugin_commands().values():
         plugin.add_parser(commands)
@@ -91,6 +92,22 @@ def _add_curves(commands) -> None:
         description="Writes accuracy_vs_time.csv and accuracy_vs_time.png into RUN_DIR; every checkpoint set "
                     "evaluated once is cached in accuracy_vs_time_cache.json and not fitted again.")
     curves.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+
+
+def _add_labels(commands) -> None:
+    labels = commands.add_parser(
+        "labels", help="test accuracy against labelled images per class, refitting only the heads",
+        description="For each count of labelled training images per class and each seeded draw, refits only the "
+                    "combiner's heads on the saved checkpoints (the ensemble's, the untrained encoders at epoch 0, "
+                    "the baseline's) and writes RUN_DIR/labels.json and labels.png. No autoencoder trains, no "
+                    "checkpoint is written, report.json is unchanged.")
+    labels.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    labels.add_argument("--per-class", default="1,5,10,30,100", metavar="COUNTS",
+                        help="labelled images per class, comma-separated (default 1,5,10,30,100)")
+    labels.add_argument("--draws", type=int, default=5, help="seeded label draws per count (default 5)")
+    labels.add_argument("--autoencoder", metavar="MODULE:NAME",
+                        help="the autoencoder factory a custom run was trained with (default: the class the run "
+                             "recorded)")
 
 
 def _add_serve(commands) -> None:
@@ -231,6 +248,25 @@ def command_curves(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_labels(args: argparse.Namespace) -> int:
+    from ensemble.analysis.labels import label_curve, labels_table, parse_counts
+    from ensemble.job.console import aligned
+    from ensemble.serving.replica import resolve_autoencoder
+    counts = parse_counts(args.per_class)
+
+    def show(row) -> None:
+        means = ", ".join(f"{side} {row.estimate(side)['mean']:.4f}" for side in row.accuracy)
+        print(f"{row.per_class:>4} per class ({row.labelled:,} labels): {means}", flush=True)
+
+    with local_copy(args.run_dir) as run_dir:
+        curve = label_curve(run_dir, counts, args.draws, resolve_autoencoder(args.autoencoder), on_row=show)
+    print()
+    print(aligned(labels_table(curve)))
+    print(f"\nJSON: {curve.json_path}\nPlot: {curve.png_path} (no checkpoint written; the run's report is unchanged)"
+          + (f"\n(both uploaded to {args.run_dir})" if is_uri(args.run_dir) else ""))
+    return EXIT_OK
+
+
 def command_serve(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port must be between 1 and 65535; got {args.port}.")
@@ -248,7 +284,8 @@ def command_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "serve": command_serve}
+COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "labels": command_labels,
+            "serve": command_serve}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

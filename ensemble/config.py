@@ -70,6 +70,9 @@ class DataConfig(Section):
     normalize: Literal["minmax", "standardize"] = Field(
         "minmax", description="pixel scaling: minmax to [0, 1], or standardize with training mean/std")
     bootstrap: bool = Field(False, description="each member trains on its own bootstrap sample (bagging)")
+    labels_per_class: Optional[int] = Field(
+        None, ge=1, description="labelled training images per class the combiner may use (a stratified, seeded "
+                                "subset; the autoencoders still train on every training image); null: all")
 
     @field_validator("train_size", "val_size", "test_size", mode="before")
     @classmethod

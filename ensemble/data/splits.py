@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ensemble.config import AUTO_COUNTS, DataConfig
+from ensemble.data.labelled import join_unlabelled, labelled_subset, unlabelled_images
 from ensemble.data.normalizer import Normalizer
 from ensemble.data.sources import Labelled, Source, load_source
 from workers.errors import InputError
@@ -36,29 +37,55 @@ class Splits:
     label_values: tuple = ()  # label i as the dataset gives it (ints for built-in sets, the user's own values)
     data: Optional[DataConfig] = None  # the data config with `auto` sizes resolved
     note: Optional[str] = None  # says so when `auto` sizes fell back to fractions
+    unlabelled_x: Optional[torch.Tensor] = None  # normalised images without labels: the autoencoders' only
+    labelled: Optional[torch.Tensor] = None  # indices of the training images the combiner sees (None: all)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
+    @property
+    def autoencoder_x(self) -> torch.Tensor:
+        """What the autoencoders train on: every training image, and the unlabelled ones after them."""
+        return self.train_x if self.unlabelled_x is None else torch.cat([self.train_x, self.unlabelled_x])
 
-def load_splits(cfg: DataConfig, seed: int, dataset=None) -> Splits:
+    @property
+    def labelled_x(self) -> torch.Tensor:
+        """The training images the combiner fits on (data.labels_per_class of each class, or all)."""
+        return self.train_x if self.labelled is None else self.train_x[self.labelled]
+
+    @property
+    def labelled_y(self) -> torch.Tensor:
+        return self.train_y if self.labelled is None else self.train_y[self.labelled]
+
+
+def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None) -> Splits:
     """Load `cfg.name` (or the custom `dataset`, which replaces data.name/root/download), split, normalise.
 
     `dataset`: a torch Dataset of (image, label) pairs, or an (images, labels) pair of tensors
     or arrays. Custom labels may be any sortable values; they become 0..K-1 in sorted order.
+    `unlabelled`: images without labels (the layout of `dataset`'s); with the source's own (an npz's
+    x_unlabelled, a folder's unlabelled/) they join the autoencoders' training images only.
     Sizes set to `auto` are resolved against the data (`resolve_auto`); `Splits.data` holds them.
+    The combiner's labelled subset (data.labels_per_class) is drawn from the training split with `seed`.
     """
     data = load_source(cfg, dataset)
     official = len(data.test.y) if data.test is not None else None
     cfg, note = resolve_auto(cfg, len(data.pool.y), official, data.description)
     train, val, test = _split(data, split_counts(cfg, len(data.pool.y), official, data.description), seed)
     warn_if_constant(train.x, data.description)
+    extra = join_unlabelled(unlabelled_images(data.unlabelled, data.pool.x, f"the unlabelled images of "
+                                              f"{data.description}") if data.unlabelled is not None else None,
+                            unlabelled_images(unlabelled, data.pool.x) if unlabelled is not None else None)
+    labelled = labelled_subset(train.y.numpy(), cfg.labels_per_class, seed, data.classes)
+    # the labelled training split alone sets the scale, so a run read back without its unlabelled
+    # images (a custom run's `ensemble select`) scales every image as the run did
     normalizer = _fit_normalizer(cfg.normalize, train.x, data.pixel_range)
     return Splits(normalizer(train.x), train.y, normalizer(val.x), val.y, normalizer(test.x), test.y,
                   num_classes=len(data.classes), source=data.description, normalizer=normalizer,
                   classes=data.classes, label_values=data.label_values or tuple(range(len(data.classes))),
-                  data=cfg, note=note)
+                  data=cfg, note=note, unlabelled_x=normalizer(extra) if extra is not None else None,
+                  labelled=torch.from_numpy(labelled) if labelled is not None else None)
 
 
 # --- split sizes: pure functions of the config and the number of images ---

@@ -95,7 +95,7 @@ class Evaluation:
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
         dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
-        watch: Optional[Watch] = None) -> RunResult:
+        watch: Optional[Watch] = None, unlabelled=None) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     Five steps: prepare (every input checked before Ray starts) -> train members -> train the
@@ -120,6 +120,9 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     watch : Watch, default=None
         The progress display, Ray's logs and dashboard (`progress.Watch`); None: a live table on a
         terminal, epoch lines elsewhere.
+    unlabelled : array or tensor of images, default=None
+        Images without labels (N x H x W, N x C x H x W or N x H x W x C, as the labelled ones):
+        they join the autoencoders' training images only, never the combiner's or validation.
 
     Returns
     -------
@@ -144,7 +147,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     >>> result = ensemble.run(cfg)                                              # doctest: +SKIP
     >>> print(result.report.verdict)                                            # doctest: +SKIP
     """
-    plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume)
+    plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled)
     watch = watch or Watch(view="quiet" if on_event else "auto")
     with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
         nodes = alive_node_resources()
@@ -167,10 +170,11 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
 
 # --- step 1: prepare ---
 
-def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], dataset, resume: bool) -> Plan:
+def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], dataset, resume: bool,
+            unlabelled=None) -> Plan:
     """Load and split the data, check the autoencoder on one batch, name the run, open an output
     URI: everything that can be wrong with the input fails here, before Ray starts."""
-    splits = load_splits(config.data, config.seed, dataset)
+    splits = load_splits(config.data, config.seed, dataset, unlabelled)
     if splits.note:
         print(splits.note, flush=True)
     config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json

@@ -104,4 +104,6 @@ def baseline_report(base: MemberReport, baseline_wall: float, share: str, score:
 def dataset_report(splits: Splits) -> DatasetReport:
     return DatasetReport(source=splits.source, image_shape=list(splits.image_shape), num_classes=splits.num_classes,
                          classes=list(splits.classes), labels=list(splits.label_values),
-                         train=len(splits.train_y), val=len(splits.val_y), test=len(splits.test_y))
+                         train=len(splits.train_y), val=len(splits.val_y), test=len(splits.test_y),
+                         labelled=len(splits.labelled_y), labels_per_class=splits.data.labels_per_class if splits.data
+                         else None, unlabelled=len(splits.unlabelled_x) if splits.unlabelled_x is not None else 0)

@@ -97,6 +97,10 @@ class DatasetReport(Model):
     train: int
     val: int
     test: int
+    labelled: Optional[int] = Field(None, description="training images the combiner fitted on (null: reports from "
+                                                      "before labels_per_class, when it was every training image)")
+    labels_per_class: Optional[int] = Field(None, description="data.labels_per_class; null: every training image")
+    unlabelled: int = Field(0, description="images without labels the autoencoders trained on besides `train`")
 
 
 class RunReport(Model):

@@ -128,3 +128,19 @@ def repeats_plot(panels: list[tuple[str, dict[str, list[float]]]], path: Path) -
         if "accuracy" in title and series:
             ax.set_ylim(max(0.0, min(min(runs) for runs in series.values()) - 0.05), 1.0)
     save(fig, path)
+
+
+def labels_plot(series: dict[str, list[tuple[int, float, float, float]]], path: Path) -> None:
+    """Test accuracy against labelled images per class, one line per side with its 95% band over
+    draws: {side: [(per_class, mean, low, high)]} (low = high = mean where no interval exists)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"ensemble": "tab:blue", "untrained": "tab:red", "baseline": "black"}
+    for side, points in series.items():
+        counts = [p[0] for p in points]
+        ax.plot(counts, [p[1] for p in points], marker="o", color=colors.get(side), label=side)
+        ax.fill_between(counts, [p[2] for p in points], [p[3] for p in points], color=colors.get(side), alpha=0.2)
+    ax.set_xscale("log")  # counts span orders of magnitude (1 ... 100 per class)
+    ax.set(xlabel="labelled training images per class (log scale)", ylabel="test accuracy",
+           title="Test accuracy against the number of labels (bands: 95% CI over label draws)")
+    ax.legend(fontsize=8)
+    save(fig, path)

@@ -36,12 +36,24 @@ def summary_table(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def labels_caption(d) -> str:
+    """How many labels the combiner used and how many images the autoencoders trained on, when not all."""
+    text = ""
+    if d.labels_per_class is not None:
+        text += (f" The combiners fitted on {d.labelled:,} labelled images ({d.labels_per_class:,} per class) of the "
+                 f"{d.train:,} training images.")
+    if d.unlabelled:
+        text += (f" The autoencoders also trained on {d.unlabelled:,} unlabelled images "
+                 f"({d.train + d.unlabelled:,} in all).")
+    return text
+
+
 def markdown(report: RunReport) -> str:
     d = report.dataset
     return "\n".join([
         f"# Run {report.name}", "",
         f"Data: {d.source}; {d.train} train / {d.val} validation / {d.test} test images of shape "
-        f"{'x'.join(map(str, d.image_shape))}, {d.num_classes} classes.", "",
+        f"{'x'.join(map(str, d.image_shape))}, {d.num_classes} classes.{labels_caption(d)}", "",
         summary_table(report), "",
         "![validation loss](loss_curves.png)", "", "![timeline](timeline.png)", "",
         "![accuracy and wall-clock](accuracy_time.png)", ""])

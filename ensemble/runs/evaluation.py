@@ -47,7 +47,8 @@ def fit_and_score(autoencoders: Sequence[nn.Module], train_x: torch.Tensor, trai
 
 def score_checkpoints(factory: AutoencoderFactory, run_dir: Path, chosen: Chosen, splits: Splits,
                       combiner: CombinerConfig, seed: int) -> CombinerScore:
-    """Freeze the chosen checkpoints, fit `combiner` on their training features, score on test."""
+    """Freeze the chosen checkpoints, fit `combiner` on the labelled training images' features (all, or
+    data.labels_per_class of each class), score on test."""
     autoencoders = [load_autoencoder(factory, Path(run_dir) / name, epoch) for name, epoch in chosen]
-    return fit_and_score(autoencoders, splits.train_x, splits.train_y, splits.test_x, splits.test_y,
+    return fit_and_score(autoencoders, splits.labelled_x, splits.labelled_y, splits.test_x, splits.test_y,
                          combiner.kind, combiner.head, seed)

@@ -55,11 +55,14 @@ class SavedRun:
             raise InputError(f"run {str(self.run_dir)!r} lacks the checkpoint(s) for {', '.join(missing)}; "
                              "choose epochs the run saved (see its report.md).")
 
+    def factory(self, chosen: Chosen) -> AutoencoderFactory:
+        """What builds the chosen checkpoints: the baseline's factory for the baseline, else the members'."""
+        is_baseline = self.report.baseline is not None and all(name == self.report.baseline.name for name, _ in chosen)
+        return self.baseline_factory if is_baseline else self.member_factory
+
     def score(self, chosen: Chosen, combiner: CombinerConfig) -> CombinerScore:
         """Freeze the chosen checkpoints (members' or the baseline's) and fit `combiner` on them."""
-        is_baseline = self.report.baseline is not None and all(name == self.report.baseline.name for name, _ in chosen)
-        factory = self.baseline_factory if is_baseline else self.member_factory
-        return score_checkpoints(factory, self.run_dir, chosen, self.splits(), combiner, self.config.seed)
+        return score_checkpoints(self.factory(chosen), self.run_dir, chosen, self.splits(), combiner, self.config.seed)
 
 
 def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None) -> SavedRun:

@@ -72,10 +72,10 @@ def alive_node_resources() -> list[dict]:
 
 
 def share_data(splits: Splits) -> ray.ObjectRef:
-    """The training and validation images, put into the object store once; every member actor
-    reads them zero-copy."""
+    """The autoencoders' training images (unlabelled ones included) and the validation images, put
+    into the object store once; every member actor reads them zero-copy."""
     key = uuid.uuid4().hex  # lets an actor keep one device copy for every member it trains on this data
-    return ray.put({"key": key, "train_x": splits.train_x.numpy(), "val_x": splits.val_x.numpy()})
+    return ray.put({"key": key, "train_x": splits.autoencoder_x.numpy(), "val_x": splits.val_x.numpy()})
 
 
 def driver_node_id() -> str:
