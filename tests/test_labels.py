@@ -185,6 +185,8 @@ def test_labels_command_on_a_directory_without_a_run_exits_2(tmp_path, capsys):
     assert main(["labels", str(tmp_path), "--per-class", "1,5"]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["labels", str(tmp_path), "--per-class", "0"]) == 2
+    assert main(["labels", str(tmp_path), "--autoencoder", "no_such_module:AE"]) == 2
+    assert "no_such_module:AE cannot be imported" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
@@ -248,3 +250,17 @@ def test_labels_command_rejects_more_labels_than_a_class_has(saved_run, capsys):
     assert main(["labels", str(saved_run), "--per-class", "5,500"]) == 2
     assert "--per-class=500 but class" in capsys.readouterr().err
     assert _files(saved_run) == before
+
+
+@pytest.mark.slow
+def test_labels_command_on_a_custom_autoencoder_without_a_baseline(ray_instance, tmp_path, capsys):
+    import ensemble
+    from ensemble.cli import main
+    from tests.tiny import TINY, TinyAE
+    result = ensemble.run(build_config({}, TINY + [f"output={tmp_path}", "name=custom", "baseline.enabled=false"]),
+                          autoencoder=TinyAE, on_event=lambda e: None)
+    args = ["labels", str(result.run_dir), "--per-class", "2", "--draws", "2", "--autoencoder", "tests.tiny:TinyAE"]
+    assert main(args) == 0
+    assert "ensemble - untrained" in capsys.readouterr().out
+    row = json.loads((result.run_dir / "labels.json").read_text())["rows"][0]
+    assert "baseline" not in row and "ensemble_minus_baseline" not in row and len(row["untrained"]["draws"]) == 2
