@@ -250,7 +250,7 @@ def command_curves(args: argparse.Namespace) -> int:
 
 def command_labels(args: argparse.Namespace) -> int:
     from ensemble.analysis.labels import label_curve, labels_table, parse_counts
-    from ensemble.job.console import aligned
+    from ensemble.job.progress import aligned
     from workers.models import import_autoencoder  # not serving's resolver: that one needs the serve extra
     counts = parse_counts(args.per_class)
     autoencoder = import_autoencoder(args.autoencoder) if args.autoencoder else None

@@ -128,7 +128,7 @@ def test_prepare_rejects_bad_labels_before_ray_starts(tmp_path):
 
 
 def test_report_and_caption_say_how_many_labels_the_combiner_used():
-    from ensemble.job.reports import dataset_report
+    from ensemble.report.entries import dataset_report
     from ensemble.report.tables import labels_caption
     splits = load_splits(DataConfig(train_size=60, val_size=15, test_size=15, labels_per_class=4), 0,
                          dataset=(_images(90), _labels(90)), unlabelled=_images(10))

@@ -20,11 +20,11 @@ import numpy as np
 
 from classifier.combiner import fit_combiner
 from classifier.features import member_features
-from ensemble.analysis.saved_run import SavedRun, open_run, used_members
 from ensemble.data.labelled import labelled_subset
-from ensemble.job.evaluation import Chosen, load_autoencoder
 from ensemble.report.plots import labels_plot
 from ensemble.report.statistics import mean_test, p_text
+from ensemble.runs.evaluation import Chosen, load_autoencoder
+from ensemble.runs.saved_run import SavedRun, open_run, used_members
 from workers.errors import InputError
 from workers.layout import LABELS_JSON, LABELS_PNG, write_atomic
 from workers.models import AutoencoderFactory
