@@ -171,6 +171,7 @@ def test_rows_pair_the_sides_by_draw():
     assert diff["draws"] == pytest.approx([0.10, 0.08, 0.09]) and diff["mean"] == pytest.approx(0.09)
     assert diff["ci95"][0] > 0 and diff["p"] < 0.05  # consistent across draws: the paired test sees it
     assert row.estimate("ensemble")["ci95"][0] < 0.80 < row.estimate("ensemble")["ci95"][1]
+    assert LabelsRow(5, 50, {"ensemble": [0.3, 0.9]}).estimate("ensemble")["ci95"] == [0.0, 1.0]  # t reaches past
     document = row.to_json()
     assert set(document) >= {"ensemble", "untrained", "baseline", "ensemble_minus_baseline",
                              "ensemble_minus_untrained"}

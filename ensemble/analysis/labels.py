@@ -40,9 +40,11 @@ class LabelsRow:
     accuracy: dict[str, list[float]]   # side -> test accuracy on each draw, draw 0 first
 
     def estimate(self, side: str) -> dict:
-        """Mean and 95% t interval over the draws (null with one draw, or when every draw scored the same)."""
+        """Mean and 95% t interval over the draws (null with one draw, or when every draw scored the same),
+        clipped to [0, 1]: with few draws the t interval can reach past what an accuracy can be."""
         mean, ci, _ = mean_test(self.accuracy[side])
-        return {"mean": mean, "ci95": list(ci) if ci else None, "draws": self.accuracy[side]}
+        clipped = [max(ci[0], 0.0), min(ci[1], 1.0)] if ci else None
+        return {"mean": mean, "ci95": clipped, "draws": self.accuracy[side]}
 
     def difference(self, first: str, second: str) -> Optional[dict]:
         """`first` minus `second`, paired by draw: mean, 95% t interval and the t-test's p against 0."""
