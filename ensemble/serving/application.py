@@ -14,11 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ensemble.errors import stop_on_sigterm
+from ensemble.runs.rundir import run_file
 from ensemble.scheduling.placement import Share, infeasible_reason
 from ensemble.scheduling.session import alive_node_resources, connect
 from ensemble.serving.replica import Autoencoder, EnsembleModel, load_for_serving, ray_serve
 from ensemble.serving.requests import MiB
-from ensemble.storage import is_uri, join_uri, read_text
+from ensemble.storage import is_uri, join_uri
 from workers.errors import InputError
 from workers.layout import REPORT_JSON
 
@@ -55,7 +56,7 @@ def read_report(run_dir: str):
     """The run's report, or an InputError when `run_dir` is not a finished run (read, not loaded)."""
     from ensemble.report import RunReport
     where = join_uri(run_dir, REPORT_JSON) if is_uri(run_dir) else str(Path(run_dir) / REPORT_JSON)
-    text = read_text(where) if is_uri(run_dir) else (Path(where).read_text() if Path(where).is_file() else None)
+    text = run_file(run_dir, REPORT_JSON)
     if text is None:
         raise InputError(f"{run_dir!r} is not a finished run (no report.json); give the run directory "
                          "`ensemble run` printed at the end.")
