@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curves(commands)
     _add_labels(commands)
     _add_serve(commands)
+    _add_conventions(commands)
     for plugin in plugin_commands().values():
         plugin.add_parser(commands)
     return parser
@@ -133,6 +134,51 @@ def _add_serve(commands) -> None:
                             "(default: the class the run recorded)")
     serve.add_argument("--print-config", action="store_true",
                        help="print a Ray Serve config for `serve deploy` with these options and exit")
+
+
+def _add_conventions(commands) -> None:
+    """What Ray's and scikit-learn's users expect of a CLI: `--address` where a command connects to
+    Ray, `run --dry-run`, `run --tracker`, and `ensemble config` listing the keys."""
+    for name in ("run", "serve"):
+        commands.choices[name].add_argument(
+            "--address", metavar="ADDRESS",
+            help="the Ray cluster to connect to, as Ray's own --address: auto, HOST:PORT or ray://HOST:PORT "
+                 "(default: RAY_ADDRESS when set, else a local Ray instance this command starts and stops)")
+    run = commands.choices["run"]
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved config and the plan (members, slots, resources, phases) and exit "
+                          "without starting Ray")
+    run.add_argument("--tracker", choices=["mlflow"],
+                     help="also log the run to an experiment tracker: mlflow (MLFLOW_TRACKING_URI says where; "
+                          "needs the mlflow extra)")
+    config = commands.add_parser("config", help="list the config keys with their defaults and meanings",
+                                 description="Every key `--set` and config files take, with its default and "
+                                             "meaning. Unknown keys are errors with the nearest known key.")
+    config.add_argument("--markdown", action="store_true", help="as a Markdown table (the docs' reference)")
+
+
+def command_config(args: argparse.Namespace) -> int:
+    from ensemble.config import reference_markdown, reference_text
+    print(reference_markdown() if args.markdown else reference_text())
+    return EXIT_OK
+
+
+def command_dry_run(args: argparse.Namespace) -> int:
+    """`ensemble run --dry-run`: every check that needs no Ray, then the config and the plan."""
+    from ensemble.job.dry_run import dry_run_text, local_nodes
+    config, _ = run_config(args, announce=False)
+    print(dry_run_text(config, local_nodes(), os.environ.get("RAY_ADDRESS")))
+    return EXIT_OK
+
+
+def use_address(args: argparse.Namespace) -> None:
+    """`--address` means what RAY_ADDRESS means (and a driver child inherits it); `local` is the
+    default already: a local instance this command starts."""
+    address = getattr(args, "address", None)
+    if address and address != "local":
+        os.environ["RAY_ADDRESS"] = address
+    elif address == "local":
+        os.environ.pop("RAY_ADDRESS", None)
 
 
 def resolve_config(args: argparse.Namespace):
@@ -286,7 +332,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "labels": command_labels,
-            "serve": command_serve}
+            "serve": command_serve, "config": command_config}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -294,7 +340,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.formatwarning = _one_line_warning
     from ensemble.errors import paragraph, stop_on_sigterm
     from ensemble.job.supervisor import is_child
-    if args.command == "run" and argv is None and not is_child():
+    use_address(args)
+    if args.command == "run" and args.dry_run:
+        command = command_dry_run  # no driver child, no Ray
+    elif args.command == "run" and argv is None and not is_child():
         command = supervise_run  # the command line itself: watch the driver from outside
     else:
         command = COMMANDS.get(args.command) or plugin_commands()[args.command].main

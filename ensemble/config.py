@@ -6,6 +6,7 @@ ReLU, Adam at 1e-3, batch 100, MSE reconstruction loss.
 
 from __future__ import annotations
 
+import difflib
 import json
 import numbers
 import re
@@ -292,23 +293,58 @@ def describe_validation_error(err: ValidationError, name: Callable[[str], str] =
         # a Union's branches add their kind to the location (literal['auto'], constrained-int): not a key
         key = ".".join(str(part) for part in item["loc"] if str(part).isidentifier())
         unknown = item["type"] == "extra_forbidden"
-        wanted.setdefault(key, []).append("" if unknown else item["msg"].removeprefix("Value error, ")
-                                          + _allowed_values(item))
+        wanted.setdefault(key, []).append("" if unknown else _problem(item))
         given[key] = item.get("input")
     sentences = []
     for key, messages in wanted.items():
         if not key:  # a rule across keys (min_members and members)
             sentences += messages
         elif messages == [""]:
-            sentences.append(f"unknown {name(key)}")
+            sentences.append(f"unknown {name(key)}{did_you_mean(_leaf_keys(key, given[key]))}")
         else:  # a Union's branches each say what they wanted: either would do
             sentences.append(f"{name(key)} has value {given[key]!r}: {' or '.join(messages)}")
     return f"Invalid {what}: " + "; ".join(sentences) + "."
 
 
-def _allowed_values(item: dict[str, Any]) -> str:
+def _problem(item: dict[str, Any]) -> str:
+    """What pydantic says is wrong with one value; a choice lists its allowed values once."""
     expected = (item.get("ctx") or {}).get("expected")
-    return f" (allowed: {expected})" if expected and item["type"] == "literal_error" else ""
+    if expected and item["type"] == "literal_error":
+        return f"allowed: {expected}"
+    return item["msg"].removeprefix("Value error, ")
+
+
+def _leaf_keys(key: str, value: Any) -> list[str]:
+    """The dotted keys an unknown key stood for: `trian: {epochs: 3}` is `trian.epochs`, which
+    is nearer to `train.epochs` than `trian` is to any section."""
+    if isinstance(value, dict) and value:
+        return [leaf for child, inner in value.items() for leaf in _leaf_keys(f"{key}.{child}", inner)]
+    return [key]
+
+
+def known_keys() -> list[str]:
+    """Every dotted key a config may set, leaves first, then the sections (`train`, ...)."""
+    leaves = [key for key, _, _ in config_reference()]
+    return leaves + sorted({key.rsplit(".", 1)[0] for key in leaves if "." in key})
+
+
+def did_you_mean(keys: str | list[str], known: Optional[list[str]] = None) -> str:
+    """" (did you mean 'train.epochs'?)" for a mistyped key (or any of the dotted keys it stood
+    for), by difflib's similarity: to a whole known key, else its last part to a known key's last
+    part (`epochs` alone is `train.epochs`); "" when none is near. One small function, so every
+    place that refuses a key (--set, config files, Python, the estimator's settings) says the same."""
+    known = known_keys() if known is None else known
+    keys = [keys] if isinstance(keys, str) else keys
+    last = {}  # a known key's last part -> the first key ending in it
+    for name in known:
+        last.setdefault(name.rsplit(".", 1)[-1], name)
+    for key in keys:
+        dotted = "." in key  # a dotted key is near a key in a section, not near the section itself
+        close = difflib.get_close_matches(key, [k for k in known if "." in k or not dotted], n=1, cutoff=0.75)
+        close = close or [last[k] for k in difflib.get_close_matches(key.rsplit(".", 1)[-1], last, n=1, cutoff=0.8)]
+        if close:
+            return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 def config_reference() -> list[tuple[str, str, str]]:
@@ -336,5 +372,18 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(reference_markdown())
+def reference_text(width: int = 100) -> str:
+    """`ensemble config`: every key with its default and meaning, grouped by section, for a console."""
+    import textwrap
+    rows = config_reference()
+    key_width = max(len(key) + len(default) + 3 for key, default, _ in rows)
+    lines, section = [], None
+    for key, default, description in rows:
+        head = key.split(".", 1)[0] if "." in key else ""
+        if head != section:
+            lines += ([""] if lines else []) + [f"[{head or 'top level'}]"]
+            section = head
+        left = f"{key} = {default}".ljust(key_width)
+        body = textwrap.wrap(description, max(width - key_width - 2, 30)) or [""]
+        lines += [f"{left}  {body[0]}"] + [" " * (key_width + 2) + more for more in body[1:]]
+    return "\n".join(lines)
