@@ -235,10 +235,10 @@ def command_run(args: argparse.Namespace) -> int:
     from ensemble.job.progress import Watch, aligned
     watch = Watch(view="quiet" if args.quiet else "auto", verbose=args.verbose, dashboard=args.dashboard)
     if args.repeats is not None:
-        return _run_repeats(config, args.repeats, watch)
+        return _run_repeats(config, args.repeats, watch, args.tracker)
     from ensemble.job.driver import run
     from ensemble.report import summary_table
-    result = run(config, resume=resume, watch=watch)
+    result = run(config, resume=resume, watch=watch, tracker=args.tracker)
     print()
     print(aligned(summary_table(result.report)))
     print(f"\nRun directory: {result.stored_at or result.run_dir}"
@@ -256,9 +256,9 @@ def supervise_run(args: argparse.Namespace) -> int:
     return watch(argv, run_location(config, args), scheduled=args.resume_if_exists)
 
 
-def _run_repeats(config, repeats: int, watch) -> int:
+def _run_repeats(config, repeats: int, watch, tracker=None) -> int:
     from ensemble.analysis.repeats import run_repeats
-    done = run_repeats(config, repeats, watch=watch)
+    done = run_repeats(config, repeats, watch=watch, tracker=tracker)
     print()
     print(done.summary.table())
     print(f"\nRun directories: {', '.join(str(r.run_dir) for r in done.results)}\nSummary: {done.summary_dir}")
@@ -341,6 +341,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ensemble.errors import paragraph, stop_on_sigterm
     from ensemble.job.supervisor import is_child
     use_address(args)
+    from ensemble.job.progress import command_line_logging
+    command_line_logging(quiet=getattr(args, "quiet", False))  # the library logs; the command line shows it
     if args.command == "run" and args.dry_run:
         command = command_dry_run  # no driver child, no Ray
     elif args.command == "run" and argv is None and not is_child():

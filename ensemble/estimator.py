@@ -6,9 +6,10 @@
 `fit` is one `ensemble.run` on the arrays it is given: `val_size` of them (stratified) is held
 out for the members' eager stopping, the rest trains, and no test split is held out (the
 report's test accuracies are null: score on your own held-out data). It runs on Ray like any
-run: it joins an initialised Ray (or RAY_ADDRESS), else starts a local instance for the fit
-and stops it afterwards; call `ray.init()` once to share one instance across many fits
-(`cross_val_score`, grid searches).
+run: it joins an initialised Ray (or RAY_ADDRESS), else starts a local instance on the first fit
+and keeps it for the process's later fits (`cross_val_score`, grid searches), since starting Ray
+cost more than training on small data; Ray stops it when the process exits (`ray.shutdown()`
+stops it earlier).
 """
 
 from __future__ import annotations
@@ -151,13 +152,15 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y) -> "EagerEnsembleClassifier":
         """Train the ensemble on X (images) and y (labels of any sortable kind)."""
         from ensemble.job.driver import run
+        from ensemble.scheduling.session import shared_session
         config = self._config()
         labels = _labels(y)
         images = self._images(X, reset=True)
         place, temporary = self._place_run()
         try:
+            shared_session()  # the next fit reuses it: a Ray start per fit cost more than 1 epoch on digits
             result = run(config.model_copy(update=place), autoencoder=self.autoencoder, dataset=(images, labels),
-                         on_event=None if self.verbose else _quiet)
+                         progress="lines" if self.verbose else "quiet")
         except BaseException:
             if temporary is not None:
                 temporary()  # a fit that failed leaves no directory behind
@@ -171,6 +174,9 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.report_ = result.report
         self.classes_ = result.classes
         self.run_dir_ = result.stored_at or result.run_dir
+        used = [m.name for m in result.report.members if m.selected_epoch is not None]  # transform's members
+        self._feature_widths = [(name, part.shape[1]) for name, part in
+                                zip(used, result._member_features(images[:1]), strict=True)]
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -185,7 +191,24 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """The frozen encoders' features side by side: N x (sum of the members' feature widths), float32."""
         check_is_fitted(self)
-        return self.result_.transform(self._images(X))
+        return self.result_.transform(self._images(X)).astype(np.float32, copy=False)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of `transform`'s columns: `member_00_0`, `member_00_1`, ... (each member's features in
+        order, for the members the combiner uses). `input_features` is checked against
+        `n_features_in_` as scikit-learn does, and does not change the names (they are not pixels)."""
+        check_is_fitted(self)
+        from sklearn.utils.validation import _check_feature_names_in
+        _check_feature_names_in(self, input_features, generate_names=False)
+        return np.asarray([f"{name}_{j}" for name, width in self._feature_widths for j in range(width)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True  # N x H x W (and N x C x H x W) images are accepted as they are
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float32"]  # transform always returns float32
+        tags.classifier_tags.multi_class = True
+        return tags
 
     # --- building blocks ---
 
@@ -291,10 +314,6 @@ def _flat_image_shape(columns: int, image_shape) -> tuple[int, int, int]:
         raise InputError(f"image_shape={image_shape!r} must be (C, H, W), positive, with C x H x W = {columns} "
                          "(the columns of X).")
     return shape
-
-
-def _quiet(event) -> None:
-    """No progress lines (verbose=False)."""
 
 
 def temporary_run_dir(estimator: EagerEnsembleClassifier) -> Optional[Path]:

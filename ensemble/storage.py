@@ -11,9 +11,9 @@ of a URI downloads the run into a fresh staging directory first.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from workers.errors import InputError
 from workers.layout import MANIFEST
+
+log = logging.getLogger(__name__)
 
 
 def is_uri(output: str | Path) -> bool:
@@ -135,15 +137,15 @@ class Mirror:
                 self._upload(relative)
             self._pending -= {p for p in self._pending if (self.local / p).exists()}  # the rest arrives later
             if self.failure is not None:
-                print(f"upload to {self.uri} works again; the store has caught up.", file=sys.stderr, flush=True)
+                log.warning("upload to %s works again; the store has caught up.", self.uri)
                 self.failure = None
         except OSError as err:
             if final:
                 raise RuntimeError(f"could not upload the run to {self.uri} ({err}); the complete run is in "
                                    f"{self.local}: copy it there by hand.") from None
             if self.failure is None:
-                print(f"warning: upload to {self.uri} failed ({err}); retrying after the next epoch. "
-                      f"Everything is kept in {self.local}.", file=sys.stderr, flush=True)
+                log.warning("upload to %s failed (%s); retrying after the next epoch. Everything is kept in %s.",
+                            self.uri, err, self.local)
             self.failure = str(err)
 
     def _expand(self, paths: Iterable[str]) -> Iterator[str]:

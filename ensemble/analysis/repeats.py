@@ -133,7 +133,8 @@ class RepeatsResult:
 
 
 def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[AutoencoderFactory] = None,
-                dataset=None, on_event: Optional[Callable[[Event], None]] = None, watch=None) -> RepeatsResult:
+                dataset=None, on_event: Optional[Callable[[Event], None]] = None, watch=None,
+                tracker=None) -> RepeatsResult:
     """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them."""
     if repeats < 1:
         raise InputError(f"--repeats must be at least 1, not {repeats}.")
@@ -148,7 +149,8 @@ def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[Auto
         raise InputError(f"run directories already exist and are not empty: {', '.join(taken)}; choose another "
                          "--name (or --output). Nothing was changed.")
     with ray_session(log_to_driver=bool(watch and watch.verbose), dashboard=bool(watch and watch.dashboard)):
-        results = [run(c, autoencoder, dataset, on_event, watch=watch) for c in configs]  # one Ray start for all
+        results = [run(c, autoencoder, dataset, on_event, watch=watch, tracker=tracker)  # one Ray start for all
+                   for c in configs]
     summary = summarize(base_name, [r.report for r in results], [c.seed for c in configs])
     _write(summary, summary_dir)
     return RepeatsResult(results, summary, summary_dir)

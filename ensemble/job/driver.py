@@ -9,6 +9,7 @@ combiners; `write_report` writes report.json, report.md and the plots.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -32,7 +33,8 @@ from ensemble.config import EnsembleConfig
 from ensemble.data import Splits, load_splits
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
-from ensemble.job.progress import Entry, Watch, open_display
+from ensemble.job.progress import Entry, Watch, open_display, progress_watch
+from ensemble.job.tracking import chained, open_tracker, tracked
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.entries import (
     CombinerScore,
@@ -58,6 +60,8 @@ from workers.events import Event
 from workers.layout import BASELINE, COMBINER, member_name
 from workers.models import AutoencoderFactory, autoencoder_path, check_autoencoder
 from workers.packed import check_packable_settings, check_stackable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ class Evaluation:
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
         dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
-        watch: Optional[Watch] = None, unlabelled=None) -> RunResult:
+        watch: Optional[Watch] = None, unlabelled=None, progress: Optional[str] = None,
+        tracker=None) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     Five steps: prepare (every input checked before Ray starts) -> train members -> train the
@@ -112,17 +117,23 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         A Dataset of (image, label), or a pair of tensors/arrays; None: `config.data`.
     on_event : callable, default=None
         Called with every typed event (`workers.events`) as it happens, on the driver, in order;
-        it replaces the progress display unless `watch` is given too.
+        it replaces the progress display unless `progress` or `watch` asks for one too.
     resume : bool, default=False
         Continue the interrupted run in output/name (see `ensemble.runs.rundir.resume_config`):
         finished members are not retrained, unfinished ones continue from their newest valid
         checkpoint.
     watch : Watch, default=None
-        The progress display, Ray's logs and dashboard (`progress.Watch`); None: a live table on a
-        terminal, epoch lines elsewhere.
+        The progress display, Ray's logs and dashboard (`progress.Watch`); it wins over `progress`.
     unlabelled : array or tensor of images, default=None
         Images without labels (N x H x W, N x C x H x W or N x H x W x C, as the labelled ones):
         they join the autoencoders' training images only, never the combiner's or validation.
+    progress : {"auto", "table", "lines", "quiet"}, default=None
+        The progress display: auto (a live table on a terminal, epoch lines in a notebook, a log
+        or a file), table, lines, or quiet (nothing until the result; warnings still reach the
+        `ensemble` logger). None: auto, or quiet when `on_event` is given.
+    tracker : "mlflow" or tracker object, default=None
+        Log the run to an experiment tracker as it trains (see `ensemble.job.tracking`): one
+        MLflow run with a nested run per member and the baseline.
 
     Returns
     -------
@@ -148,20 +159,22 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     >>> print(result.report.verdict)                                            # doctest: +SKIP
     """
     plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled)
-    watch = watch or Watch(view="quiet" if on_event else "auto")
-    with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
-        nodes = alive_node_resources()
-        room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
-        if room.action == "fail":
-            raise InputError(room.message)
-        run_dir = open_run_dir(plan)
-        with watching(plan, run_dir, nodes, on_event, watch) as (show, notice):
-            announce(session, watch, room.message, notice)
-            data_ref = share_data(plan.splits)
-            phases = train_members(plan, run_dir, data_ref, show, nodes)
-            train_baseline(plan, run_dir, data_ref, show, phases)
-    evaluation = evaluate(plan, run_dir, phases)
-    report = write_report(plan, run_dir, phases, evaluation)
+    watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)
+    with tracked(open_tracker(tracker), plan.config) as track:
+        with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
+            nodes = alive_node_resources()
+            room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
+            if room.action == "fail":
+                raise InputError(room.message)
+            run_dir = open_run_dir(plan)
+            with watching(plan, run_dir, nodes, chained(on_event, track), watch) as (show, notice):
+                announce(session, watch, room.message, notice)
+                data_ref = share_data(plan.splits)
+                phases = train_members(plan, run_dir, data_ref, show, nodes)
+                train_baseline(plan, run_dir, data_ref, show, phases)
+        evaluation = evaluate(plan, run_dir, phases)
+        report = write_report(plan, run_dir, phases, evaluation)
+        track.finish(run_dir, report)
     autoencoders = [load_autoencoder(plan.member_factory, run_dir / name, epoch)
                     for name, epoch in chosen_checkpoints(evaluation.members)]
     return RunResult(report, run_dir, autoencoders, evaluation.score.combiner, plan.splits.normalizer,
@@ -175,8 +188,8 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
     """Load and split the data, check the autoencoder on one batch, name the run, open an output
     URI: everything that can be wrong with the input fails here, before Ray starts."""
     splits = load_splits(config.data, config.seed, dataset, unlabelled)
-    if splits.note:
-        print(splits.note, flush=True)
+    if splits.note:  # the sizes differ from what was asked: worth a warning, not only an info line
+        log.warning(splits.note)
     config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json
     factory = autoencoder or member_factory(config, splits.image_shape)
     built = check_autoencoder(factory, splits.train_x[:2])

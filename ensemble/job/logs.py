@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,6 +24,8 @@ from typing import Optional
 from workers.events import Done, EpochEnded, Event, Started
 from workers.history import EpochRecord
 from workers.layout import HISTORY, OUTCOME, PROGRESS_CSV, TENSORBOARD_PREFIX, checkpoint_dir, write_atomic
+
+log = logging.getLogger(__name__)
 
 PROGRESS_COLUMNS = ("epoch", "train_loss", "val_loss", "seconds", "elapsed")
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "epoch_seconds": "seconds"}  # tag -> column
@@ -108,8 +110,8 @@ class RunLogs:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            print("note: tensorboardX is not installed, so no TensorBoard scalars are written "
-                  "(progress.csv still is); pip install tensorboardX", file=sys.stderr, flush=True)
+            log.warning("tensorboardX is not installed, so no TensorBoard scalars are written "
+                        "(progress.csv still is); pip install tensorboardX")
             return None
         return SummaryWriter
 

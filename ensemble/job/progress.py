@@ -17,6 +17,7 @@ an event handler with `notice(text)` for the rare line that must always show, an
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 import threading
@@ -33,12 +34,59 @@ FINISHED = ("done", "diverged", "lost")
 
 @dataclass(frozen=True)
 class Watch:
-    """How a run shows itself (`ensemble run --quiet/--verbose/--dashboard`)."""
-    view: str = "auto"               # auto: live on a terminal, lines elsewhere; or live, lines, quiet
+    """How a run shows itself (`ensemble run --quiet/--verbose/--dashboard`; `ensemble.run(progress=...)`)."""
+    view: str = "auto"               # auto: live on a terminal, lines elsewhere; or live (alias table), lines, quiet
     verbose: bool = False            # Ray's own logs (every actor's output) reach the console
     dashboard: bool = False          # start Ray's dashboard on 127.0.0.1 and print its URL
     heartbeat_seconds: float = 30.0
     stream: Optional[TextIO] = None  # default: sys.stdout
+
+
+PROGRESS = ("auto", "table", "lines", "quiet")  # ensemble.run(progress=...): the views by their public names
+
+
+def progress_watch(progress: Optional[str], quiet_by_default: bool) -> Watch:
+    """The Watch for `ensemble.run(progress=...)`: auto (the live table on a terminal, epoch lines in
+    a notebook, a log or a file), table, lines or quiet. None: auto, or quiet when the caller gave
+    its own `on_event` (it shows progress itself)."""
+    if progress is None:
+        return Watch(view="quiet" if quiet_by_default else "auto")
+    if progress not in PROGRESS:
+        from workers.errors import InputError
+        raise InputError(f"progress={progress!r} is not a view; allowed: {', '.join(map(repr, PROGRESS))}.")
+    return Watch(view="live" if progress == "table" else progress)
+
+
+def choose_view(view: str, is_terminal: bool, is_jupyter: bool) -> str:
+    """The view that draws: `auto` is the live table on a terminal and lines elsewhere. A notebook
+    gets lines even when the table is asked for: its cell output is not a terminal that can redraw in
+    place, and rich's notebook rendering needs ipywidgets, which this package does not require."""
+    if view in ("live", "table"):
+        return "lines" if is_jupyter else "live"
+    if view == "auto":
+        return "live" if is_terminal and not is_jupyter else "lines"
+    return view
+
+
+class CommandLineLog(logging.Formatter):
+    """The command line's rendering of the library's log records (logger `ensemble`): info as plain
+    lines, warnings and worse with their level, as the CLI's own messages read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def command_line_logging(quiet: bool = False) -> None:
+    """Show the `ensemble` logger's records on stderr (info too, unless `quiet`); once per process."""
+    logger = logging.getLogger("ensemble")
+    if any(isinstance(h.formatter, CommandLineLog) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CommandLineLog("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False  # a root handler a user's or Ray's setup installed would print it twice
 
 
 @dataclass
@@ -383,9 +431,8 @@ def open_display(watch: Watch, entries: Sequence[Entry], started: Optional[float
     from rich.console import Console
     stream = watch.stream or sys.stdout
     board = Board(entries, started)
-    view = watch.view
-    if view == "auto":
-        view = "live" if Console(file=stream).is_terminal else "lines"
+    console = Console(file=stream)
+    view = choose_view(watch.view, console.is_terminal, console.is_jupyter)
     if view == "live":
         return LiveView(board, stream)
     if view == "lines":

@@ -42,6 +42,14 @@ def connect(num_cpus: int | None = None, log_to_driver: bool = False, dashboard:
     return Session(True, _dashboard_url(context) if dashboard else None)
 
 
+def shared_session() -> None:
+    """Ray for the rest of this process: joined or started now (see `connect`) and left running, so
+    that the next runs (an estimator's fits in a cross-validation) do not start it again. Ray stops
+    a local instance it started when the process exits."""
+    if not ray.is_initialized():
+        connect()
+
+
 @contextmanager
 def ray_session(num_cpus: int | None = None, log_to_driver: bool = False, dashboard: bool = False) -> Iterator[Session]:
     """Ray for the length of a `with` (see `connect`); shut down afterwards only if this started it.

@@ -1,0 +1,181 @@
+"""Experiment trackers: a run logged to MLflow as it trains (`ensemble run --tracker mlflow`,
+`ensemble.run(..., tracker="mlflow")`).
+
+A tracker is an `on_event` callback (`workers.events`) with three more hooks: `start(config)`
+before the members start, `finish(run_dir, report)` once report.json is written, and
+`fail(error)` when the run ends without a report. The MLflow tracker makes one MLflow run per
+ensemble run (params: the config, flattened to dotted keys; metrics: the test accuracies,
+wall-clocks and speedup; artifacts: report.json, report.md, config.json and the plots) and one
+nested run per member and for the baseline (metrics per epoch: train_loss, val_loss,
+epoch_seconds, at step = epoch). A member restarted after its actor died keeps its nested run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from workers.errors import InputError
+from workers.events import Done, EpochEnded, Event, Lost, Started
+from workers.layout import CONFIG_JSON, REPORT_JSON
+
+TRACKERS = ("mlflow",)
+ARTIFACT_PATTERNS = (REPORT_JSON, "report.md", CONFIG_JSON, "*.png")
+
+
+class NoTracker:
+    """What a run without a tracker calls: nothing happens."""
+
+    def start(self, config) -> None:
+        pass
+
+    def __call__(self, event: Event) -> None:
+        pass
+
+    def finish(self, run_dir: Path, report) -> None:
+        pass
+
+    def fail(self, error: BaseException) -> None:
+        pass
+
+
+def open_tracker(tracker: Any) -> Any:
+    """`tracker` as an object with start/__call__/finish/fail: None (no tracker), "mlflow", or a
+    tracker object of the caller's own. Checked before Ray starts: a missing package is an InputError."""
+    if tracker is None:
+        return NoTracker()
+    if tracker == "mlflow":
+        return MlflowTracker()
+    if all(callable(getattr(tracker, hook, None)) for hook in ("start", "__call__", "finish", "fail")):
+        return tracker
+    raise InputError(f"tracker={tracker!r} is not a tracker; allowed: {', '.join(map(repr, TRACKERS))}, None, or "
+                     "an object with start(config), __call__(event), finish(run_dir, report) and fail(error).")
+
+
+@contextmanager
+def tracked(tracker: Any, config) -> Iterator[Any]:
+    """The tracker for the length of a run: started now, told of a failure if the run raises."""
+    tracker.start(config)
+    try:
+        yield tracker
+    except BaseException as error:
+        tracker.fail(error)
+        raise
+
+
+def chained(*handlers: Optional[Callable[[Event], None]]) -> Optional[Callable[[Event], None]]:
+    """One event handler that calls each given one in order (None when none is given)."""
+    given = [h for h in handlers if h is not None and not isinstance(h, NoTracker)]
+    if not given:
+        return None
+    if len(given) == 1:
+        return given[0]
+
+    def both(event: Event) -> None:
+        for handler in given:
+            handler(event)
+    return both
+
+
+def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
+    """The config as MLflow params: dotted keys, values as JSON text (lists and null readable)."""
+    params = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            params.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            params[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return params
+
+
+def epoch_metrics(event: EpochEnded) -> dict[str, float]:
+    """One epoch's metrics; a non-finite loss (a diverged member) is left out, not logged as NaN."""
+    record = event.record
+    values = {"train_loss": record.train_loss, "val_loss": record.val_loss, "epoch_seconds": record.seconds}
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def summary_metrics(report) -> dict[str, float]:
+    """The ensemble run's own metrics, from its report."""
+    values = {"ensemble_test_accuracy": report.ensemble.test_accuracy,
+              "ensemble_wall_seconds": report.ensemble.wall_seconds, "speedup": report.speedup}
+    if report.baseline is not None:
+        values.update(baseline_test_accuracy=report.baseline.test_accuracy,
+                      baseline_wall_seconds=report.baseline.wall_seconds)
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+class MlflowTracker:
+    """Logs to the MLflow tracking server or store MLFLOW_TRACKING_URI names (MLflow's default
+    otherwise), in the experiment MLFLOW_EXPERIMENT_NAME or MLFLOW_EXPERIMENT_ID names (else Default)."""
+
+    def __init__(self, tracking_uri: Optional[str] = None, experiment: Optional[str] = None):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise InputError("tracker 'mlflow' needs MLflow: pip install 'eager-ensembles[mlflow]'.") from None
+        self.client = MlflowClient(tracking_uri)
+        self.experiment = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        self.parent: Optional[str] = None
+        self.members: dict[str, str] = {}  # member name -> its nested run's id
+
+    def _experiment_id(self) -> str:
+        if self.experiment is None:
+            return os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
+        found = self.client.get_experiment_by_name(self.experiment)
+        return found.experiment_id if found is not None else self.client.create_experiment(self.experiment)
+
+    def start(self, config) -> None:
+        from mlflow.entities import Param
+        self.experiment_id = self._experiment_id()
+        run = self.client.create_run(self.experiment_id, run_name=config.name, tags={"eager_ensembles.role": "run"})
+        self.parent = run.info.run_id
+        params = flat_params(json.loads(config.model_dump_json()))
+        self.client.log_batch(self.parent, params=[Param(k, v) for k, v in params.items()])
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case Started() if event.name not in self.members:
+                run = self.client.create_run(self.experiment_id, run_name=event.name, tags={
+                    "mlflow.parentRunId": self.parent, "eager_ensembles.role": event.name})
+                self.members[event.name] = run.info.run_id
+            case EpochEnded():
+                self._metrics(self.members[event.name], epoch_metrics(event), event.record.epoch, event.at)
+            case Done(outcome=outcome):
+                run_id = self.members[event.name]
+                self.client.set_tag(run_id, "stop_reason", outcome.stop_reason)
+                self.client.set_terminated(run_id, "FINISHED" if outcome.status == "done" else "FAILED")
+            case Lost(reason=reason):
+                self.client.set_tag(self.members[event.name], "lost", reason)
+                self.client.set_terminated(self.members.pop(event.name), "FAILED")
+
+    def _metrics(self, run_id: str, values: dict[str, float], step: int, at: float) -> None:
+        from mlflow.entities import Metric
+        stamp = int(at * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
+
+    def finish(self, run_dir: Path, report) -> None:
+        import time
+        now = time.time()
+        for member in [*report.members, *([report.baseline] if report.baseline is not None else [])]:
+            values = {"test_accuracy": getattr(member, "test_accuracy", None), "selected_epoch": member.selected_epoch}
+            if member.name in self.members:
+                self._metrics(self.members[member.name], {k: v for k, v in values.items() if v is not None}, 0, now)
+        self._metrics(self.parent, summary_metrics(report), 0, now)
+        for pattern in ARTIFACT_PATTERNS:
+            for path in sorted(Path(run_dir).glob(pattern)):
+                self.client.log_artifact(self.parent, str(path))
+        self.client.set_terminated(self.parent, "FINISHED")
+
+    def fail(self, error: BaseException) -> None:
+        """Every run still open ends FAILED (KILLED on Ctrl-C), so the UI does not show them running."""
+        if self.parent is None:
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        for run_id in [*self.members.values(), self.parent]:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status)
