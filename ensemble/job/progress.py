@@ -77,15 +77,23 @@ class CommandLineLog(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
+class CurrentStderr(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when a record comes (a redirected or captured one too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def command_line_logging(quiet: bool = False) -> None:
     """Show the `ensemble` logger's records on stderr (info too, unless `quiet`); once per process."""
     logger = logging.getLogger("ensemble")
-    if any(isinstance(h.formatter, CommandLineLog) for h in logger.handlers):
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if any(isinstance(h, CurrentStderr) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderr()
     handler.setFormatter(CommandLineLog("%(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False  # a root handler a user's or Ray's setup installed would print it twice
 
 

@@ -1,0 +1,127 @@
+"""Experiment trackers: the MLflow tracker writes one MLflow run per ensemble run with a nested run
+per member and the baseline, per-epoch metrics, the config as params and the report as artifacts.
+
+The fast tests drive the real MLflow client against its local file store with the typed events a
+run sends (no Ray); the slow test runs `ensemble run --tracker mlflow` and reads the store back."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ensemble.config import build_config
+from ensemble.job.tracking import NoTracker, chained, epoch_metrics, flat_params, open_tracker, tracked
+from workers.errors import InputError
+from workers.events import Done, EpochEnded, Lost, Started
+from workers.history import EpochRecord
+from workers.outcome import Outcome
+from workers.stopping import Decision
+
+mlflow = pytest.importorskip("mlflow")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """MLflow's local file store in tmp_path (MLflow 3 asks for an explicit opt-in to it)."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    return mlflow.MlflowClient(f"file:{tmp_path / 'mlruns'}")
+
+
+def epochs(name, losses, start=100.0):
+    return [EpochEnded(name, start + i, EpochRecord(i + 1, train, val, 0.5 + i), Decision(False, "running"))
+            for i, (train, val) in enumerate(losses)]
+
+
+def runs_by_name(client):
+    return {run.info.run_name: run for run in client.search_runs(["0"])}
+
+
+def test_flat_params_and_epoch_metrics_are_plain():
+    assert flat_params({"members": 3, "train": {"lr": 0.01, "grad_clip": None}, "model": {"channels": [6, 16]},
+                        "name": "r"}) == {"members": "3", "train.lr": "0.01", "train.grad_clip": "null",
+                                          "model.channels": "[6, 16]", "name": "r"}
+    nan = EpochEnded("m", 1.0, EpochRecord(1, float("nan"), 0.2, 1.5), Decision(True, "diverged", True))
+    assert epoch_metrics(nan) == {"val_loss": 0.2, "epoch_seconds": 1.5}  # a NaN loss is left out
+
+
+def test_unknown_trackers_are_input_errors_naming_the_allowed_ones():
+    with pytest.raises(InputError, match=r"tracker='wandb' is not a tracker; allowed: 'mlflow'"):
+        open_tracker("wandb")
+    assert isinstance(open_tracker(None), NoTracker)
+    assert chained(None, NoTracker()) is None
+    seen = []
+    both = chained(seen.append, lambda e: seen.append(("again", e)))
+    both("x")
+    assert seen == ["x", ("again", "x")]
+
+
+def test_events_make_nested_member_runs_with_per_epoch_metrics(store, tmp_path):
+    config = build_config({}, ["members=2", "name=tracked", "train.lr=0.01"])
+    tracker = open_tracker("mlflow")
+    tracker.start(config)
+    done = Outcome([], "plateau: gain 1% < 20%", False, 2.0)
+    for event in [Started("member_00", 99.0, {}), Started("member_01", 99.0, {}),
+                  *epochs("member_00", [(0.5, 0.4), (0.3, 0.35)]), *epochs("member_01", [(0.6, 0.5)]),
+                  Done("member_00", 103.0, done), Lost("member_01", 104.0, "restarts used up"),
+                  Started("baseline", 105.0, {}), *epochs("baseline", [(0.4, 0.3)]), Done("baseline", 107.0, done)]:
+        tracker(event)
+    runs = runs_by_name(store)
+    assert set(runs) == {"tracked", "member_00", "member_01", "baseline"}
+    parent = runs["tracked"].info.run_id
+    assert all(runs[n].data.tags["mlflow.parentRunId"] == parent for n in ("member_00", "member_01", "baseline"))
+    assert runs["tracked"].data.params["members"] == "2" and runs["tracked"].data.params["train.lr"] == "0.01"
+    val = store.get_metric_history(runs["member_00"].info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in sorted(val, key=lambda m: m.step)] == [(1, 0.4), (2, 0.35)]
+    assert len(store.get_metric_history(runs["member_00"].info.run_id, "epoch_seconds")) == 2
+    assert runs["member_00"].info.status == "FINISHED" and runs["member_01"].info.status == "FAILED"
+    assert runs["member_00"].data.tags["stop_reason"].startswith("plateau")
+    assert runs["tracked"].info.status == "RUNNING"  # until finish() or fail()
+
+
+def test_a_failed_run_closes_every_open_mlflow_run(store):
+    config = build_config({}, ["members=1", "name=broken"])
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracked(open_tracker("mlflow"), config) as tracker:
+            tracker(Started("member_00", 1.0, {}))
+            raise RuntimeError("boom")
+    assert {run.info.run_name: run.info.status for run in store.search_runs(["0"])} == {
+        "broken": "FAILED", "member_00": "FAILED"}
+
+
+@pytest.mark.slow
+def test_ensemble_run_tracker_mlflow_fills_a_file_store(tmp_path):
+    store_uri = f"file:{tmp_path / 'mlruns'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": store_uri, "MLFLOW_ALLOW_FILE_STORE": "true",
+           "MLFLOW_EXPERIMENT_NAME": "tiny"}
+    command = [sys.executable, "-m", "ensemble", "run", "--tracker", "mlflow", "--quiet", "--name", "tiny",
+               "--output", str(tmp_path / "runs"), "--set", "members=2", "--set", "train.epochs=2",
+               "--set", "eager.rule=none", "--set", "data.name=digits", "--set", "data.train_size=200",
+               "--set", "data.val_size=100", "--set", "data.test_size=100", "--set", "baseline.max_epochs=1",
+               "--set", "model.channels=[4]", "--set", "resources.cpus_per_member=1"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    client = mlflow.MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"tiny", "member_00", "member_01", "baseline"}
+    parent = runs["tiny"]
+    assert parent.info.status == "FINISHED" and parent.data.params["members"] == "2"
+    report = json.loads((tmp_path / "runs" / "tiny" / "report.json").read_text())
+    assert parent.data.metrics["ensemble_test_accuracy"] == pytest.approx(report["ensemble"]["test_accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.json", "report.md", "config.json"} <= artifacts and any(a.endswith(".png") for a in artifacts)
+    for name, trained in [("member_00", 2), ("member_01", 2), ("baseline", 1)]:
+        run = runs[name]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+        for metric in ("train_loss", "val_loss", "epoch_seconds"):
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert sorted(m.step for m in history) == list(range(1, trained + 1)), (name, metric)
+        saved = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / name / "history.jsonl").open()]
+        logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+        assert logged == pytest.approx({row["epoch"]: row["val_loss"] for row in saved})
