@@ -70,6 +70,39 @@ def test_bad_data_is_an_input_error_before_anything_runs(X, y, message):
 
 # --- scikit-learn's own checks ---
 
+def test_tags_say_what_fit_and_transform_do():
+    from sklearn.utils import get_tags
+    tags = get_tags(EagerEnsembleClassifier())
+    assert tags.transformer_tags.preserves_dtype == ["float32"]  # transform returns float32 whatever comes in
+    assert tags.input_tags.three_d_array and tags.input_tags.two_d_array and not tags.input_tags.allow_nan
+    assert tags.estimator_type == "classifier" and tags.classifier_tags.multi_class
+
+
+FITS_TWICE = """
+import sys, ray
+from sklearn.datasets import load_digits
+from ensemble import EagerEnsembleClassifier
+X, y = load_digits(return_X_y=True)
+clf = EagerEnsembleClassifier(members=2, epochs=1, eager_rule="none", settings={"model.channels": [4]})
+clf.fit(X[:200], y[:200])
+first = ray.is_initialized() and ray.get_runtime_context().get_node_id()
+clf.fit(X[:200], y[:200])
+print("SAME" if first and first == ray.get_runtime_context().get_node_id() else "NEW", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_fits_in_one_process_share_one_ray_instance(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", FITS_TWICE], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "SAME"  # the second fit found the first fit's Ray still up
+
 # The checks that train (iris: 4 columns = 2x2 images); they need Ray, so they run in the slow test below.
 TRAINING_CHECKS = ("check_n_features_in_after_fitting", "check_positive_only_tag_during_fit")
 NOT_IMAGES = "its X (2-10 columns a row) is not images, so fit refuses it; tested on real images in this file"
@@ -118,7 +151,11 @@ def test_a_fitted_estimator_predicts_transforms_and_reports(ray_instance, digits
     assert np.array_equal(clf.classes_[probabilities.argmax(axis=1)], labels)
     assert pipeline.score(X[300:], y[300:]) == pytest.approx(np.mean(labels == y[300:]))
     features = clf.transform(MinMaxScaler().fit(X[:300]).transform(X[300:]))
-    assert features.shape == (100, 2 * 4 * 4 * 4) and features.dtype == np.float32
+    assert features.shape == (100, 2 * 4 * 4 * 4) and features.dtype == np.float32  # float64 in, as the tags say
+    names = pipeline.get_feature_names_out()
+    assert names.shape == (features.shape[1],) and names[0] == "member_00_0" and names[-1] == "member_01_63"
+    with pytest.raises(ValueError, match="input_features should have length equal to number of features"):
+        clf.get_feature_names_out(["a", "b"])
 
     # every image trained or validated: no test split held out, so no test accuracy to report
     report = clf.report_
