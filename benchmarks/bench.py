@@ -22,6 +22,7 @@ from typing import Callable
 import psutil
 import torch
 
+from benchmarks.fit_overhead import fit_overhead, fit_overhead_line
 from benchmarks.machine import machine_header
 from ensemble.builders import member_factory, member_rule, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
@@ -306,14 +307,16 @@ def table(result: dict) -> str:
 
 
 def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
-         small_counts: tuple[int, ...] = (5, 20)) -> dict:
+         small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3) -> dict:
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)
     result = run_bench(config, repeats, epochs, output / "scratch", small_counts=small_counts)
     if with_default_run:
         result["default"] = default_run_share(result, output)
+    result["estimator_fit"] = fit_overhead(estimator_fits)
     write_atomic(output / "bench.json", json.dumps(result, indent=2))
     print(table(result))
+    print(fit_overhead_line(result["estimator_fit"]))
     print(f"\nJSON: {output / 'bench.json'}")
     return result

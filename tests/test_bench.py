@@ -14,7 +14,7 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     try:
         result = main(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
                        "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path, with_default_run=False,
-                      small_counts=(4,))
+                      small_counts=(4,), estimator_fits=2)
     finally:
         ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     names = [c["name"] for c in result["comparisons"]]
@@ -29,6 +29,9 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     assert "Machine:" in printed and all(c["name"] in printed for c in result["comparisons"])
     assert "Ceiling end to end" in printed and result["end_to_end_bound"]["best_s"] > 0
     assert all(len(c["ours_s"]) == len(c["alternative_s"]) == 1 for c in result["comparisons"])
+    fits = result["estimator_fit"]  # the estimator's per-fit overhead: 2 fits sharing one Ray start
+    assert len(fits["fits"]) == 2 and fits["ray_start_s"] > 0 and fits["ratio"] > 1
+    assert fits["later_fit_s"] == fits["fits"][1]["fit_s"]
 
 
 def test_the_end_to_end_ceiling_is_one_start_plus_the_members_spread_over_the_slots():
