@@ -95,7 +95,8 @@ def test_a_failed_run_closes_every_open_mlflow_run(store):
 
 
 @pytest.mark.slow
-def test_ensemble_run_tracker_mlflow_fills_a_file_store(tmp_path):
+def test_ensemble_run_tracker_mlflow_fills_a_file_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for the client below that reads the store back
     store_uri = f"file:{tmp_path / 'mlruns'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": store_uri, "MLFLOW_ALLOW_FILE_STORE": "true",
            "MLFLOW_EXPERIMENT_NAME": "tiny"}
