@@ -158,9 +158,10 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     >>> result = ensemble.run(cfg)                                              # doctest: +SKIP
     >>> print(result.report.verdict)                                            # doctest: +SKIP
     """
+    watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)  # bad names fail first
+    tracker = open_tracker(tracker)
     plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled)
-    watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)
-    with tracked(open_tracker(tracker), plan.config) as track:
+    with tracked(tracker, plan.config) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
             nodes = alive_node_resources()
             room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
