@@ -4,8 +4,12 @@
 fitted `fits` times in one process: the first fit pays Ray's start, the later ones share it. Each
 fit's wall-clock is set against its training seconds: the longest member's epochs (members train
 in parallel) plus the combiner's fit. Target: a later fit at most 2x its training seconds.
-Measured 2026-12-05 on a 2-core Xeon loaded by other jobs, 3 fits each, side by side:
-a fit took 9.0-11.3 s before the fits shared Ray, 3.3-6.1 s after.
+Measured 2026-12-05 on a 2-core Intel Xeon loaded by other jobs, 3 fits in a process each way,
+back to back under one lock (training: 0.08-0.17 s of member epochs + a 0.3-2.8 s combiner fit):
+before the fits shared Ray, 9.0-11.3 s and 7.5-14.1 s a fit (two sessions); after, 3.3-6.5 s
+(the first fit includes Ray's start). A later fit is still 6.4-7.7x its training seconds, not
+2x: about 2.1-3.0 s of every fit is its member actors' start (a fresh process importing PyTorch
+and warming up), which a fit pays again because the actors end with each run.
 """
 
 from __future__ import annotations
