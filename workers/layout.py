@@ -29,6 +29,7 @@ NORMALIZATION = "normalization.json"
 TEST_PREDICTIONS = "test_predictions.json"  # each side's class indices on the test images
 PLOTS = ("loss_curves.png", "timeline.png", "accuracy_time.png")
 BASELINE = "baseline"
+WRITER_LOCK = ".writer.lock"  # names the one command writing the run (ensemble.job.runlock); a dot: never uploaded
 
 # --- a member's (or the baseline's) directory ---
 HISTORY = "history.jsonl"

@@ -25,6 +25,7 @@ from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_vs_time_plot
 from ensemble.report.statistics import format_p
 from ensemble.runs.evaluation import Chosen
+from ensemble.runs.runlock import run_lock
 from ensemble.runs.saved_run import SavedRun, last_finite_epoch, open_run, used_members
 from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG, write_atomic
 from workers.models import AutoencoderFactory
@@ -84,6 +85,11 @@ def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFacto
 
     `on_point(row, cached)` is called as each point is ready (fits take seconds each)."""
     saved = open_run(run_dir, autoencoder, dataset)
+    with run_lock(saved.run_dir):  # one writer of the cache, the CSV and the plot
+        return _accuracy_vs_time(saved, on_point)
+
+
+def _accuracy_vs_time(saved: SavedRun, on_point: Optional[Callable[[CurveRow, bool], None]]) -> Curves:
     points = curve_points(saved.report)
     saved.require_checkpoints(sorted({c for p in points for c in p.checkpoints}))
     cache = _read_cache(saved.run_dir)

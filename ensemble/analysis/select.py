@@ -25,6 +25,7 @@ from ensemble.report.entries import CombinerScore
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
 from ensemble.report.verdict import TestPredictions, verdict
+from ensemble.runs.runlock import run_lock
 from ensemble.runs.saved_run import SavedRun, config_json, open_run
 from workers.errors import InputError
 from workers.history import EpochRecord
@@ -187,6 +188,11 @@ def reselect(run_dir: str | Path, overrides: Sequence[str] = (), autoencoder: Op
     `run_dir/selections/<name>/`, replacing an earlier selection of the same name.
     """
     saved = open_run(run_dir, autoencoder, dataset)
+    with run_lock(saved.run_dir):  # one writer: two selections at once would mix their files
+        return _reselect(saved, overrides)
+
+
+def _reselect(saved: SavedRun, overrides: Sequence[str]) -> SelectionResult:
     original = saved.report
     config = selection_config(saved.config, overrides)
     members = [replay_member(m, config.eager, config.train.epochs) for m in original.members]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,12 +49,13 @@ from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
 from ensemble.runs.evaluation import load_autoencoder, score_checkpoints
-from ensemble.runs.rundir import check_output, create_run_dir, default_run_name, write_config
+from ensemble.runs.rundir import check_output, create_run_dir, default_run_name, holds_files, write_config
+from ensemble.runs.runlock import run_lock
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
 from ensemble.scheduling.pool import MemberPool, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
-from ensemble.storage import Mirror, is_uri, open_mirror
+from ensemble.storage import Mirror, is_uri, occupied, open_mirror
 from workers.actor import MemberSpec
 from workers.errors import InputError
 from workers.events import Event
@@ -161,13 +163,14 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)  # bad names fail first
     tracker = open_tracker(tracker)
     plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled)
-    with tracked(tracker, plan.config) as track:
+    # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
+    with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
             nodes = alive_node_resources()
             room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
             if room.action == "fail":
                 raise InputError(room.message)
-            run_dir = open_run_dir(plan)
+            open_run_dir(plan, run_dir)
             with watching(plan, run_dir, nodes, chained(on_event, track), watch) as (show, notice):
                 announce(session, watch, room.message, notice)
                 data_ref = share_data(plan.splits)
@@ -224,8 +227,10 @@ def pack_size(config: EnsembleConfig, factory: AutoencoderFactory, splits: Split
     return wanted
 
 
-def open_run_dir(plan: Plan) -> Path:
-    """The run directory, with config.json (a new run) and normalization.json written."""
+@contextmanager
+def writing(plan: Plan) -> Iterator[Path]:
+    """The run directory (created for a new run) with its writer's lock held (`runlock`) for the
+    length of a `with`. A new directory that got nothing but the lock is removed again on failure."""
     config = plan.config
     if plan.mirror is not None:
         run_dir = plan.mirror.local
@@ -233,12 +238,26 @@ def open_run_dir(plan: Plan) -> Path:
         run_dir = Path(config.output) / config.name
     else:
         run_dir = create_run_dir(config.output, config.name)
+    new = not plan.resume and plan.mirror is None
+    try:
+        with run_lock(run_dir):
+            if new and holds_files(run_dir):  # another command created it between our check and our lock
+                raise occupied(str(run_dir))
+            yield run_dir
+    except BaseException:
+        if new and not holds_files(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def open_run_dir(plan: Plan, run_dir: Path) -> None:
+    """config.json (a new run) and normalization.json, written into the locked run directory."""
+    config = plan.config
     if not plan.resume:
         write_config(run_dir, config)
     save_normalizer(run_dir, plan.splits.normalizer)
     if plan.mirror is not None:
         plan.mirror.push()
-    return run_dir
 
 
 @contextmanager

@@ -15,18 +15,23 @@ from ensemble.config import EnsembleConfig, build_config
 from ensemble.report import RunReport
 from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
 from workers.errors import InputError
-from workers.layout import CONFIG_JSON, REPORT_JSON, write_atomic
+from workers.layout import CONFIG_JSON, REPORT_JSON, WRITER_LOCK, write_atomic
 
 
 def default_run_name() -> str:
     return datetime.now().strftime("run-%Y%m%d-%H%M%S")
 
 
+def holds_files(run_dir: Path) -> bool:
+    """Whether a directory holds anything but a writer's lock (a new run being set up by another command)."""
+    return run_dir.is_dir() and any(p.name != WRITER_LOCK for p in run_dir.iterdir())
+
+
 def check_output(output: str | Path, name: str) -> None:
     """Before anything starts: the run directory must not hold a run yet, and its nearest existing
     parent must be a directory this process can write in."""
     run_dir = Path(output) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if holds_files(run_dir):
         raise occupied(str(run_dir))
     existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
     if not existing.is_dir():
@@ -39,7 +44,7 @@ def check_output(output: str | Path, name: str) -> None:
 def create_run_dir(output: str | Path, name: str) -> Path:
     """A new, empty run directory; an existing one is never overwritten (its results are kept)."""
     run_dir = Path(output) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if holds_files(run_dir):
         raise occupied(str(run_dir))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

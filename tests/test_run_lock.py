@@ -1,0 +1,131 @@
+"""One writer per run directory (issue 23, point 1): the lock file, its holder, its release.
+
+Two `ensemble run --resume` of one run started a second apart used to both train and both write:
+the report was whichever finished last and progress.csv lost rows. The pure decisions run without
+Ray; the end-to-end test drives the command line as a user does (marked slow: it trains).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ensemble.config import build_config
+from ensemble.runs.rundir import write_config
+from ensemble.runs.runlock import Holder, acquire, is_stale, read_holder, release, run_lock
+from tests.tiny import TINY
+from workers.errors import InputError
+from workers.layout import WRITER_LOCK
+
+HOST = socket.gethostname()
+
+
+def gone_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def write_lock(run_dir, pid, host=HOST):
+    (run_dir / WRITER_LOCK).write_text(json.dumps({"host": host, "pid": pid, "started": time.time(),
+                                                   "command": "ensemble run --resume elsewhere"}))
+
+
+def test_only_a_dead_holder_on_this_host_is_stale():
+    assert is_stale(Holder(HOST, 123, 0.0), HOST, alive=lambda pid: False)
+    assert not is_stale(Holder(HOST, 123, 0.0), HOST, alive=lambda pid: True)
+    assert not is_stale(Holder("other-node", 123, 0.0), HOST, alive=lambda pid: False)  # cannot be checked
+
+
+def test_a_live_holder_refuses_a_second_writer_and_a_dead_one_is_taken_over(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        write_lock(tmp_path, sleeper.pid)
+        with pytest.raises(InputError, match=f"pid {sleeper.pid} on host"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    write_lock(tmp_path, gone_pid())
+    said = []
+    with run_lock(tmp_path, notice=said.append) as me:
+        assert read_holder(tmp_path / WRITER_LOCK) == me
+    assert "took over the lock" in said[0] and "no longer running" in said[0]
+    assert not (tmp_path / WRITER_LOCK).exists()  # released
+
+
+def test_release_leaves_a_lock_that_another_process_took_over(tmp_path):
+    mine, theirs = Holder(HOST, os.getpid(), 1.0), Holder(HOST, os.getpid(), 2.0)
+    acquire(tmp_path, mine, print)
+    (tmp_path / WRITER_LOCK).write_text(json.dumps(theirs.__dict__))
+    release(tmp_path, mine)
+    assert read_holder(tmp_path / WRITER_LOCK) == theirs
+
+
+def cli(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "ensemble", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={k: v for k, v in os.environ.items()
+                                                                      if k != "RAY_ADDRESS"})
+
+
+def collect(process) -> list[str]:
+    """The process's output lines, read as they come (a thread: the test waits on lines)."""
+    lines = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    return lines
+
+
+def wait_for(condition, lines, seconds=240):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "".join(lines)
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_one_writer_per_run_from_the_command_line(tmp_path):
+    """A stale lock is taken over with a line saying so; a second `--resume` meanwhile exits 2 naming the
+    first; SIGTERM releases the lock; `select` on the finished run is refused while another holds it."""
+    run_dir = tmp_path / "job"
+    run_dir.mkdir()
+    overrides = TINY + ["train.epochs=8", "eager.rule=none", "baseline.enabled=false", f"output={tmp_path}", "name=job"]
+    write_config(run_dir, build_config({}, overrides))  # an interrupted run: config written, nothing trained
+    write_lock(run_dir, gone_pid())  # left by a driver that was SIGKILLed
+    first = cli("run", "--resume", str(run_dir), cwd=tmp_path)
+    lines = collect(first)
+    try:
+        wait_for(lambda: any(" epoch   1/8 " in line for line in lines), lines)
+        assert any("took over the lock" in line for line in lines), "".join(lines)
+        holder = read_holder(run_dir / WRITER_LOCK)
+        second = subprocess.run([sys.executable, "-m", "ensemble", "run", "--resume", str(run_dir)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {holder.pid} on host {HOST!r}" in second.stderr and "Traceback" not in second.stderr
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 143, "".join(lines)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert not (run_dir / WRITER_LOCK).exists(), "".join(lines)  # released on SIGTERM
+    again = subprocess.run([sys.executable, "-m", "ensemble", "run", "--resume", str(run_dir), "--quiet"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert not (run_dir / WRITER_LOCK).exists()
+    sleeper = subprocess.Popen(["sleep", "120"])
+    try:
+        write_lock(run_dir, sleeper.pid)
+        select = subprocess.run([sys.executable, "-m", "ensemble", "select", str(run_dir), "--set", "eager.epoch=1"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert select.returncode == 2 and f"pid {sleeper.pid}" in select.stderr, select.stderr
+    assert not (run_dir / "selections").exists()
