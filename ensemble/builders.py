@@ -22,11 +22,12 @@ from workers.stopping import EagerStop, EarlyStopping
 from workers.training import TrainSettings
 
 
-def member_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> AutoencoderFactory:
-    """The members' autoencoder: the class `model.autoencoder` names (imported), else the built-in
+def member_factory(config: EnsembleConfig, image_shape: Sequence[int], trust_code: bool = False) -> AutoencoderFactory:
+    """The members' autoencoder: the class `model.autoencoder` names (imported if `trust_code`, or
+    if this process imported its module already: see `workers.models.trusts`), else the built-in
     CAE of `model.*` for images of `image_shape` (C, H, W)."""
     if config.model.autoencoder is not None:
-        return import_autoencoder(config.model.autoencoder)
+        return import_autoencoder(config.model.autoencoder, trust_code)
     return cae_factory(config, image_shape)
 
 

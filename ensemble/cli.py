@@ -61,6 +61,7 @@ def _add_run(commands) -> None:
     run.add_argument("--resume-if-exists", action="store_true",
                      help="with --name: if that run directory holds an interrupted run, continue it with its "
                           "saved config instead of failing; else start it (for jobs that a scheduler retries)")
+    add_trust(run, "a resumed run")
     run.add_argument("--repeats", metavar="K", type=int,
                      help="K runs with seeds seed, seed+1, ... (directories NAME-r0, NAME-r1, ...) and a summary "
                           "of mean and standard deviation in NAME-summary/")
@@ -74,6 +75,12 @@ def _add_run(commands) -> None:
                           "(on a cluster: print the cluster's)")
 
 
+def add_trust(command, what: str = "the run") -> None:
+    command.add_argument("--trust-code", action="store_true",
+                         help=f"import the autoencoder module {what} recorded (model.autoencoder); without it, only a "
+                              "module this process imported already (a run directory may come from elsewhere)")
+
+
 def _add_select(commands) -> None:
     select = commands.add_parser(
         "select", help="re-select checkpoints of a finished run by another rule and refit, without training",
@@ -82,6 +89,7 @@ def _add_select(commands) -> None:
                     "files are not changed. Only eager.* and combiner.* may be set; a rule's parameter alone "
                     "names its rule (--set eager.epoch=2 means the fixed epoch 2).")
     select.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    add_trust(select)
     select.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="e.g. --set eager.rule=plateau --set eager.threshold=0.05, or --set eager.epoch=2, "
                              "or --set combiner.kind=soft-vote (repeatable)")
@@ -93,6 +101,7 @@ def _add_curves(commands) -> None:
         description="Writes accuracy_vs_time.csv and accuracy_vs_time.png into RUN_DIR; every checkpoint set "
                     "evaluated once is cached in accuracy_vs_time_cache.json and not fitted again.")
     curves.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    add_trust(curves)
 
 
 def _add_labels(commands) -> None:
@@ -132,6 +141,7 @@ def _add_serve(commands) -> None:
     serve.add_argument("--autoencoder", metavar="MODULE:NAME",
                        help="the autoencoder factory a custom run was trained with, importable on every node "
                             "(default: the class the run recorded)")
+    add_trust(serve)
     serve.add_argument("--print-config", action="store_true",
                        help="print a Ray Serve config for `serve deploy` with these options and exit")
 
@@ -238,7 +248,7 @@ def command_run(args: argparse.Namespace) -> int:
         return _run_repeats(config, args.repeats, watch, args.tracker)
     from ensemble.job.driver import run
     from ensemble.report import summary_table
-    result = run(config, resume=resume, watch=watch, tracker=args.tracker)
+    result = run(config, resume=resume, watch=watch, tracker=args.tracker, trust_code=args.trust_code)
     print()
     print(aligned(summary_table(result.report)))
     print(f"\nRun directory: {result.stored_at or result.run_dir}"
@@ -270,7 +280,7 @@ def command_select(args: argparse.Namespace) -> int:
     from ensemble.job.progress import aligned
     from ensemble.report import summary_table
     with local_copy(args.run_dir) as run_dir:
-        done = reselect(run_dir, args.overrides)
+        done = reselect(run_dir, args.overrides, trust_code=args.trust_code)
     print(aligned(summary_table(done.report)))
     print(f"\nSelection: {done.directory} (no training; the run's own report is unchanged)"
           + (f"; uploaded to {args.run_dir}" if is_uri(args.run_dir) else ""))
@@ -285,7 +295,7 @@ def command_curves(args: argparse.Namespace) -> int:
               + (" (cached)" if cached else ""), flush=True)
 
     with local_copy(args.run_dir) as run_dir:
-        done = accuracy_vs_time(run_dir, on_point=show)
+        done = accuracy_vs_time(run_dir, on_point=show, trust_code=args.trust_code)
     if done.equal_time:
         print(f"\n{done.equal_time}")
     print(f"\n{done.computed} point(s) fitted now, {done.cached} read from the cache.\n"
@@ -321,7 +331,8 @@ def command_serve(args: argparse.Namespace) -> int:
     from ensemble.serving.requests import MiB
     options = serve_options(run_dir=args.run_dir, replicas=args.replicas, max_batch_size=args.max_batch_size,
                             max_body_bytes=int(args.max_body_mib * MiB), cpus_per_replica=args.cpus_per_replica,
-                            gpus_per_replica=args.gpus_per_replica, autoencoder=args.autoencoder)
+                            gpus_per_replica=args.gpus_per_replica, autoencoder=args.autoencoder,
+                            trust_code=args.trust_code)
     if args.print_config:
         read_report(options.run_dir)
         print(deploy_config(options, args.host, args.port), end="")

@@ -132,7 +132,8 @@ class RunResult:
                 f"speedup {self.report.speedup})")
 
 
-def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) -> RunResult:
+def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, trust_code: bool = False
+         ) -> RunResult:
     """Rebuild a finished run from its directory, as `predict` needs it.
 
     Parameters
@@ -144,6 +145,10 @@ def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) 
         The members' autoencoder factory. None: the class the run recorded (`model.autoencoder`), or
         the built-in CAE; pass it when that class cannot be imported here (one defined in a notebook
         or in a script run as a program) or to override it.
+    trust_code : bool, default=False
+        Import the module of the class the run recorded even if this process has not imported it yet.
+        A run directory may come from elsewhere, and importing a module runs its code; without this,
+        such a run is an InputError naming the module.
 
     Returns
     -------
@@ -163,19 +168,20 @@ def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None) 
     0.95...
     """
     if not is_uri(run_dir):
-        return _load(Path(run_dir), autoencoder)
+        return _load(Path(run_dir), autoencoder, trust_code)
     local = download(str(run_dir))
     try:
-        return _load(local, autoencoder, stored_at=str(run_dir))
+        return _load(local, autoencoder, trust_code, stored_at=str(run_dir))
     except BaseException:
         shutil.rmtree(local.parent, ignore_errors=True)  # a failed load leaves nothing behind
         raise
 
 
-def _load(run_dir: Path, autoencoder: Optional[AutoencoderFactory], stored_at: Optional[str] = None) -> RunResult:
+def _load(run_dir: Path, autoencoder: Optional[AutoencoderFactory], trust_code: bool,
+          stored_at: Optional[str] = None) -> RunResult:
     report, config = read_finished_run(run_dir)
     shape = report.dataset.image_shape
-    factory = autoencoder or member_factory(config, shape)
+    factory = autoencoder or member_factory(config, shape, trust_code)
     try:
         check_autoencoder(factory, torch.zeros(2, *shape))  # a class that cannot be built fails here, by name
     except InputError as err:

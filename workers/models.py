@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 import pkgutil
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -121,9 +122,26 @@ def autoencoder_path(factory: AutoencoderFactory, built: nn.Module) -> str:
     return f"{named.__module__}:{named.__qualname__}"
 
 
-def import_autoencoder(path: str) -> type[nn.Module]:
-    """The nn.Module class at `module:QualName`, imported. Only classes are rebuilt by name: a
-    run directory may come from elsewhere, and calling whatever function a file names is not safe."""
+def trusts(path: str, trust_code: bool) -> bool:
+    """Whether the module of `module:QualName` may be imported for a run read back: the caller said so
+    (`trust_code`), or its own process imported that module already (so no new code runs)."""
+    return trust_code or path.partition(":")[0] in sys.modules
+
+
+def untrusted(path: str) -> InputError:
+    module = path.partition(":")[0]
+    return InputError(
+        f"the run names its autoencoder {path}, and importing the module {module!r} would run that module's code; "
+        "a run directory may come from elsewhere, so it is not imported unless you trust it. Pass the class "
+        f"itself (autoencoder=...), import {module} in your own process first, or trust the run's code: "
+        "trust_code=True in Python, --trust-code on the command line.")
+
+
+def import_autoencoder(path: str, trust_code: bool = False) -> type[nn.Module]:
+    """The nn.Module class at `module:QualName`, imported only when `trusts` allows. Only classes are
+    rebuilt by name: a run directory may come from elsewhere, and calling whatever a file names is not safe."""
+    if not trusts(path, trust_code):
+        raise untrusted(path)
     name = path.rpartition(":")[2]
     try:
         found = pkgutil.resolve_name(path)

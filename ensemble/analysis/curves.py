@@ -80,11 +80,11 @@ def cache_key(checkpoints: Chosen, combiner: CombinerConfig, seed: int) -> str:
 
 
 def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
-                     on_point: Optional[Callable[[CurveRow, bool], None]] = None) -> Curves:
+                     on_point: Optional[Callable[[CurveRow, bool], None]] = None, trust_code: bool = False) -> Curves:
     """Evaluate (or read from the cache) every point, then write the CSV and the PNG.
 
     `on_point(row, cached)` is called as each point is ready (fits take seconds each)."""
-    saved = open_run(run_dir, autoencoder, dataset)
+    saved = open_run(run_dir, autoencoder, dataset, trust_code)
     with run_lock(saved.run_dir):  # one writer of the cache, the CSV and the plot
         return _accuracy_vs_time(saved, on_point)
 

@@ -181,13 +181,13 @@ class SelectionResult:
 
 
 def reselect(run_dir: str | Path, overrides: Sequence[str] = (), autoencoder: Optional[AutoencoderFactory] = None,
-             dataset=None) -> SelectionResult:
+             dataset=None, trust_code: bool = False) -> SelectionResult:
     """Re-select every member's checkpoint under `overrides` (eager.*, combiner.*), refit, report.
 
     Nothing trains and the run's own files are not touched; the selection is written to
     `run_dir/selections/<name>/`, replacing an earlier selection of the same name.
     """
-    saved = open_run(run_dir, autoencoder, dataset)
+    saved = open_run(run_dir, autoencoder, dataset, trust_code)
     with run_lock(saved.run_dir):  # one writer: two selections at once would mix their files
         return _reselect(saved, overrides)
 

@@ -102,7 +102,7 @@ class Evaluation:
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
         dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
         watch: Optional[Watch] = None, unlabelled=None, progress: Optional[str] = None,
-        tracker=None) -> RunResult:
+        tracker=None, trust_code: bool = False) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     Five steps: prepare (every input checked before Ray starts) -> train members -> train the
@@ -136,6 +136,9 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     tracker : "mlflow" or tracker object, default=None
         Log the run to an experiment tracker as it trains (see `ensemble.job.tracking`): one
         MLflow run with a nested run per member and the baseline.
+    trust_code : bool, default=False
+        Whether a resumed run may import the module its config.json names as `model.autoencoder`
+        (a run directory may come from elsewhere); a new run's config is the caller's own, and trusted.
 
     Returns
     -------
@@ -162,7 +165,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     """
     watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)  # bad names fail first
     tracker = open_tracker(tracker)
-    plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled)
+    plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled, trust_code)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
     with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
@@ -188,14 +191,14 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
 # --- step 1: prepare ---
 
 def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], dataset, resume: bool,
-            unlabelled=None) -> Plan:
+            unlabelled=None, trust_code: bool = False) -> Plan:
     """Load and split the data, check the autoencoder on one batch, name the run, open an output
     URI: everything that can be wrong with the input fails here, before Ray starts."""
     splits = load_splits(config.data, config.seed, dataset, unlabelled)
     if splits.note:  # the sizes differ from what was asked: worth a warning, not only an info line
         log.warning(splits.note)
     config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json
-    factory = autoencoder or member_factory(config, splits.image_shape)
+    factory = autoencoder or member_factory(config, splits.image_shape, trust_code or not resume)
     built = check_autoencoder(factory, splits.train_x[:2])
     if autoencoder is not None:  # recorded, so load() and `ensemble select` can rebuild it by name
         model = config.model.model_copy(update={"autoencoder": autoencoder_path(autoencoder, built)})

@@ -65,8 +65,10 @@ class SavedRun:
         return score_checkpoints(self.factory(chosen), self.run_dir, chosen, self.splits(), combiner, self.config.seed)
 
 
-def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None) -> SavedRun:
-    """A finished run directory, validated; pass the `autoencoder` and `dataset` a custom run used."""
+def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
+             trust_code: bool = False) -> SavedRun:
+    """A finished run directory, validated; pass the `autoencoder` and `dataset` a custom run used
+    (or `trust_code=True` to import the class the run recorded: see `workers.models.trusts`)."""
     run_dir = Path(run_dir)
     report, config = read_finished_run(run_dir)
     if report.dataset.test == 0:
@@ -79,7 +81,8 @@ def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = No
     baseline = None
     if report.baseline is not None:  # the width it was trained with, as the report recorded it
         baseline = dataclasses.replace(baseline_factory(config, shape), width=report.baseline.width)
-    return SavedRun(run_dir, report, config, autoencoder or member_factory(config, shape), baseline, dataset)
+    return SavedRun(run_dir, report, config, autoencoder or member_factory(config, shape, trust_code), baseline,
+                    dataset)
 
 
 def last_finite_epoch(member: MemberReport) -> int:

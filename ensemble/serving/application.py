@@ -22,6 +22,7 @@ from ensemble.serving.requests import MiB
 from ensemble.storage import is_uri, join_uri
 from workers.errors import InputError
 from workers.layout import REPORT_JSON
+from workers.models import trusts, untrusted
 
 APP_NAME = "ensemble"
 IMPORT_PATH = "ensemble.serving.application:app"
@@ -37,6 +38,8 @@ class ServeOptions(BaseModel):
     cpus_per_replica: float = Field(1.0, gt=0)
     gpus_per_replica: Optional[float] = Field(None, ge=0, description="null: the run's resources.gpus_per_member")
     autoencoder: Optional[str] = Field(None, description="module:name of a custom run's autoencoder factory")
+    trust_code: bool = Field(False, description="import the autoencoder module the run recorded (run dirs may "
+                                                "come from elsewhere: only when you trust the run)")
 
     @field_validator("run_dir")
     @classmethod
@@ -82,7 +85,7 @@ def bind(options: ServeOptions, report, autoencoder: Autoencoder = None) -> "ray
         num_replicas=options.replicas, max_ongoing_requests=max(8, 2 * options.max_batch_size),
         ray_actor_options={"num_cpus": cpus, "num_gpus": gpus})
     return deployment.bind(options.run_dir, autoencoder or options.autoencoder, options.max_batch_size,
-                           options.max_body_bytes)
+                           options.max_body_bytes, options.trust_code)
 
 
 def app(args: ServeOptions) -> "ray_serve.Application":
@@ -95,9 +98,13 @@ def checked_run(options: ServeOptions, autoencoder: Autoencoder = None):
     """Refuse what is not a finished run before anything starts: a local run is loaded once (checkpoints
     and autoencoder checked too); of a URI, only report.json is read here."""
     if is_uri(options.run_dir):
-        return read_report(options.run_dir)
+        report = read_report(options.run_dir)
+        recorded = report.config.get("model", {}).get("autoencoder")
+        if recorded and not (autoencoder or options.autoencoder or trusts(recorded, options.trust_code)):
+            raise untrusted(recorded)  # the replicas would import it: refuse here, before anything starts
+        return report
     read_report(options.run_dir)
-    return load_for_serving(options.run_dir, autoencoder or options.autoencoder).report
+    return load_for_serving(options.run_dir, autoencoder or options.autoencoder, options.trust_code).report
 
 
 def check_fits(cpus: float, gpus: float) -> None:
@@ -128,15 +135,19 @@ def replica_error() -> str:
 
 def serve(run_dir: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
           max_batch_size: int = 16, max_body_bytes: int = 32 * MiB, cpus_per_replica: float = 1.0,
-          gpus_per_replica: Optional[float] = None, autoencoder: Autoencoder = None):
+          gpus_per_replica: Optional[float] = None, autoencoder: Autoencoder = None, trust_code: bool = False):
     """Serve a finished run over HTTP on Ray Serve and return the deployment handle (also callable:
     `handle.classify.remote(images).result()`). Uses the initialised Ray, else RAY_ADDRESS, else starts
-    a local Ray that lives until `ray.shutdown()`; `ray.serve.shutdown()` stops serving."""
+    a local Ray that lives until `ray.shutdown()`; `ray.serve.shutdown()` stops serving. `trust_code`:
+    import the autoencoder module the run recorded (also allowed when this process imported it already)."""
     options = serve_options(run_dir=str(run_dir), replicas=replicas, max_batch_size=max_batch_size,
                             max_body_bytes=max_body_bytes, cpus_per_replica=cpus_per_replica,
                             gpus_per_replica=gpus_per_replica,
-                            autoencoder=autoencoder if isinstance(autoencoder, str) else None)
+                            autoencoder=autoencoder if isinstance(autoencoder, str) else None, trust_code=trust_code)
     report = checked_run(options, autoencoder)
+    recorded = report.config.get("model", {}).get("autoencoder")
+    if recorded and trusts(recorded, trust_code):  # the caller's process vouches: so do its replicas
+        options = options.model_copy(update={"trust_code": True})
     connect()
     return deploy(options, report, host, port, autoencoder)
 

@@ -48,11 +48,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def load_for_serving(run_dir: str, autoencoder: Autoencoder = None):
+def load_for_serving(run_dir: str, autoencoder: Autoencoder = None, trust_code: bool = False):
     """The run as `ensemble.load` rebuilds it (a URI is downloaded), on this replica's GPU when Ray gave it
     one. A downloaded copy is removed once loaded: predict() then needs only memory."""
     from ensemble.result import load  # only on a replica: it imports torch and scikit-learn
-    result = load(run_dir, autoencoder=resolve_autoencoder(autoencoder))
+    result = load(run_dir, autoencoder=resolve_autoencoder(autoencoder), trust_code=trust_code)
     if is_uri(run_dir):
         shutil.rmtree(result.run_dir.parent, ignore_errors=True)
     if ray.is_initialized() and ray.get_gpu_ids():  # CUDA_VISIBLE_DEVICES holds only our GPU(s)
@@ -80,8 +80,9 @@ api = FastAPI(title="eager-ensembles", docs_url=None, redoc_url=None, openapi_ur
 @ray_serve.deployment(name="EnsembleModel")  # replicas and resources are set per application in `bind`
 @ray_serve.ingress(api)
 class EnsembleModel:
-    def __init__(self, run_dir: str, autoencoder: Autoencoder, max_batch_size: int, max_body_bytes: int):
-        self.result = load_for_serving(run_dir, autoencoder)
+    def __init__(self, run_dir: str, autoencoder: Autoencoder, max_batch_size: int, max_body_bytes: int,
+                 trust_code: bool = False):
+        self.result = load_for_serving(run_dir, autoencoder, trust_code)
         self.image_shape = tuple(self.result.report.dataset.image_shape)
         self.max_body_bytes = max_body_bytes
         self.card = model_card(self.result.report, run_dir)
