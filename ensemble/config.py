@@ -195,6 +195,9 @@ class ResourcesConfig(Section):
                        "was 2.3x slower; 1 on GPUs until a GPU measurement says otherwise)")
 
 
+NAME_MAX_BYTES = 255  # the longest file name ext4, XFS, APFS and NTFS take (bytes of UTF-8)
+
+
 class EnsembleConfig(Section):
     name: Optional[str] = Field(None, description="run name; null: a time stamp")
     seed: int = Field(0, description="seed for splits, initialisation and batch order")
@@ -213,8 +216,15 @@ class EnsembleConfig(Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: Optional[str]) -> Optional[str]:
+        """Any name a file system takes as one directory name (non-ASCII included); what none takes
+        is refused here, before anything starts, with the reason."""
         if value is not None and (not value or "/" in value or value in (".", "..")):
             raise ValueError("name must be a non-empty directory name without '/'")
+        if value is not None and "\0" in value:
+            raise ValueError("name must not contain a NUL character (no file system takes it)")
+        if value is not None and len(value.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+            raise ValueError(f"name is {len(value.encode('utf-8', 'surrogateescape'))} bytes in UTF-8; a directory "
+                             f"name may have at most {NAME_MAX_BYTES} (choose a shorter --name)")
         return value
 
     @model_validator(mode="after")

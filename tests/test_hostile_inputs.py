@@ -25,6 +25,11 @@ def cli(*args, cwd, timeout=300):
                           env=env, timeout=timeout)
 
 
+def said(done) -> str:
+    """What a command printed, its paragraphs unwrapped (messages wrap at 100 columns)."""
+    return " ".join((done.stdout + done.stderr).split())
+
+
 def python(code: str, *args, cwd):
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
@@ -54,15 +59,45 @@ def test_a_run_naming_a_module_does_not_import_it_unless_trusted(saved_run, tmp_
     (tmp_path / "evil.py").write_text(EVIL)  # in the current directory: importable by name
     loaded = python("import ensemble\ntry:\n    ensemble.load('run')\nexcept ensemble.InputError as err:\n"
                     "    print(err)\n", cwd=tmp_path)
-    assert "'evil'" in loaded.stdout and "trust_code=True" in loaded.stdout, loaded.stdout + loaded.stderr
+    assert "'evil'" in said(loaded) and "trust_code=True" in said(loaded), loaded.stdout + loaded.stderr
     for command in (["select", "run", "--set", "eager.epoch=1"], ["curves", "run"], ["serve", "run"]):
         done = cli(*command, cwd=tmp_path)
-        assert done.returncode == 2 and "--trust-code" in done.stderr and "'evil'" in done.stderr, done.stderr
+        assert done.returncode == 2 and "--trust-code" in said(done) and "'evil'" in said(done), done.stderr
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     shutil.copy(run / "config.json", interrupted / "config.json")
     done = cli("run", "--resume", str(interrupted), cwd=tmp_path)
-    assert done.returncode == 2 and "--trust-code" in done.stderr, done.stderr
+    assert done.returncode == 2 and "--trust-code" in said(done), done.stderr
     assert not (tmp_path / "pwned").exists()  # nothing ran
     trusted = cli("select", "run", "--set", "eager.epoch=1", "--trust-code", cwd=tmp_path)
-    assert (tmp_path / "pwned").exists() and "evil:Evil" in trusted.stderr  # imported when asked (it has no Evil)
+    assert (tmp_path / "pwned").exists() and "evil:Evil" in said(trusted)  # imported when asked (it has no Evil)
+
+
+# --- 3: any name the file system takes runs; a name it cannot take is exit 2 with the reason ---
+
+TINY_SETS = [a for o in ["members=2", "train.epochs=1", "data.name=digits", "data.train_size=150", "data.val_size=60",
+                         "data.test_size=150", "model.channels=[4, 8]", "baseline.enabled=false"]
+             for a in ("--set", o)]
+
+
+@pytest.mark.slow
+def test_a_non_ascii_run_name_trains_to_the_end(tmp_path):
+    done = cli("run", "--output", str(tmp_path), "--name", "ü-läuft", *TINY_SETS, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ü-läuft" / "report.json").is_file()
+    assert "UnicodeEncodeError" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("how, reason", [
+    (["--name", "x" * 300], "300 bytes in UTF-8; a directory name may have at most 255"),
+    (["--name", "ü" * 128], "256 bytes in UTF-8"),
+    (["--config", "nul.json"], "must not contain a NUL character"),
+    (["--name", "taken"], "a file named"),
+])
+def test_a_name_no_file_system_takes_exits_2_with_the_reason(tmp_path, how, reason):
+    (tmp_path / "nul.json").write_text(json.dumps({"name": "a\0b"}))
+    (tmp_path / "taken").write_text("a file, not a run")
+    done = cli("run", "--output", str(tmp_path), *how, *TINY_SETS, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and reason in said(done), done.stderr
+    assert "Traceback" not in done.stderr and "same command again" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nul.json", "taken"]  # nothing written

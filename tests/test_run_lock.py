@@ -7,6 +7,7 @@ Ray; the end-to-end test drives the command line as a user does (marked slow: it
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,11 @@ def test_release_leaves_a_lock_that_another_process_took_over(tmp_path):
     assert read_holder(tmp_path / WRITER_LOCK) == theirs
 
 
+def unwrapped(text: str) -> str:
+    """A message's paragraph on one line (the CLI wraps it at 100 columns)."""
+    return " ".join(text.split())
+
+
 def cli(*args, cwd):
     return subprocess.Popen([sys.executable, "-m", "ensemble", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={k: v for k, v in os.environ.items()
@@ -93,32 +99,36 @@ def wait_for(condition, lines, seconds=240):
 @pytest.mark.slow
 def test_one_writer_per_run_from_the_command_line(tmp_path):
     """A stale lock is taken over with a line saying so; a second `--resume` meanwhile exits 2 naming the
-    first; SIGTERM releases the lock; `select` on the finished run is refused while another holds it."""
+    first, before Ray starts; SIGTERM to the first releases the lock."""
     run_dir = tmp_path / "job"
     run_dir.mkdir()
-    overrides = TINY + ["train.epochs=8", "eager.rule=none", "baseline.enabled=false", f"output={tmp_path}", "name=job"]
+    overrides = TINY + ["train.epochs=5000", "eager.rule=none", "baseline.enabled=false", f"output={tmp_path}",
+                        "name=job"]  # epochs enough to be still training when the second command comes
     write_config(run_dir, build_config({}, overrides))  # an interrupted run: config written, nothing trained
     write_lock(run_dir, gone_pid())  # left by a driver that was SIGKILLed
     first = cli("run", "--resume", str(run_dir), cwd=tmp_path)
     lines = collect(first)
     try:
-        wait_for(lambda: any(" epoch   1/8 " in line for line in lines), lines)
+        wait_for(lambda: any(" epoch   2/5000 " in line for line in lines), lines)
         assert any("took over the lock" in line for line in lines), "".join(lines)
         holder = read_holder(run_dir / WRITER_LOCK)
         second = subprocess.run([sys.executable, "-m", "ensemble", "run", "--resume", str(run_dir)], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
-        assert f"pid {holder.pid} on host {HOST!r}" in second.stderr and "Traceback" not in second.stderr
+        assert f"pid {holder.pid} on host {HOST!r}" in unwrapped(second.stderr) and "Traceback" not in second.stderr
+        assert first.poll() is None  # the first still trains, undisturbed
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 143, "".join(lines)
     finally:
         if first.poll() is None:
             first.kill()
     assert not (run_dir / WRITER_LOCK).exists(), "".join(lines)  # released on SIGTERM
-    again = subprocess.run([sys.executable, "-m", "ensemble", "run", "--resume", str(run_dir), "--quiet"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert not (run_dir / WRITER_LOCK).exists()
+
+
+@pytest.mark.slow
+def test_select_waits_for_no_one_and_refuses_while_another_writes(saved_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved_run, run_dir)
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
         write_lock(run_dir, sleeper.pid)
@@ -127,5 +137,10 @@ def test_one_writer_per_run_from_the_command_line(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert select.returncode == 2 and f"pid {sleeper.pid}" in select.stderr, select.stderr
+    assert select.returncode == 2 and f"pid {sleeper.pid} on host" in unwrapped(select.stderr), select.stderr
     assert not (run_dir / "selections").exists()
+    (run_dir / WRITER_LOCK).unlink()
+    done = subprocess.run([sys.executable, "-m", "ensemble", "select", str(run_dir), "--set", "eager.epoch=1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and (run_dir / "selections").is_dir(), done.stderr
+    assert not (run_dir / WRITER_LOCK).exists()

@@ -25,6 +25,12 @@ GAUGES = {  # EpochRecord field -> (gauge name, description)
 PREFIX = "ensemble_member_"
 
 
+def ascii_tag(value: str) -> str:
+    """A tag value Ray's metrics take: Ray encodes tags as ASCII (a run named "ü" failed every epoch
+    with UnicodeEncodeError), so other characters are written as Python escapes ("\\xfc")."""
+    return value.encode("ascii", "backslashreplace").decode("ascii")
+
+
 class RunMetrics:
     """Called with every event of the run named `run`; sets the gauges from each `EpochEnded`."""
 
@@ -36,7 +42,7 @@ class RunMetrics:
     def __call__(self, event: Event) -> None:
         if not isinstance(event, EpochEnded):
             return
-        tags = {"run": self.run, "member": event.name}
+        tags = {"run": ascii_tag(self.run), "member": ascii_tag(event.name)}
         for field, gauge in self.gauges.items():
             value = getattr(event.record, field)
             if math.isfinite(value):  # a diverged loss stays at its last finite value

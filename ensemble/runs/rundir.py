@@ -33,6 +33,14 @@ def check_output(output: str | Path, name: str) -> None:
     run_dir = Path(output) / name
     if holds_files(run_dir):
         raise occupied(str(run_dir))
+    for path in (run_dir, *run_dir.parents):
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"output {str(output)!r} goes through the symbolic link {str(path)!r}, which points at "
+                             f"{os.readlink(path)!r}, which does not exist; create that directory or choose another "
+                             "--output.")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"a file named {str(run_dir)!r} is already there, so no run directory of that name can be "
+                         "made; choose another --name (or --output).")
     existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
     if not existing.is_dir():
         raise InputError(f"output {str(output)!r} cannot hold run directories: {str(existing)!r} is a file.")
