@@ -9,6 +9,7 @@ Tests that train or serve are marked slow.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,37 @@ def test_a_name_no_file_system_takes_exits_2_with_the_reason(tmp_path, how, reas
     assert done.returncode == 2 and reason in said(done), done.stderr
     assert "Traceback" not in done.stderr and "same command again" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nul.json", "taken"]  # nothing written
+
+
+# --- 4: SIGTERM stops `ensemble serve` as Ctrl-C does ---
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_cleanly_and_every_ray_process_it_started(saved_run, tmp_path):
+    import psutil
+    import requests
+
+    from tests.conftest import free_port
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen([sys.executable, "-m", "ensemble", "serve", str(saved_run), "--port", str(port),
+                                "--cpus-per-replica", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, start_new_session=True)
+    output = []
+    try:
+        while not any("Serving run 'saved' at http://127.0.0.1:" in line for line in output):
+            line = process.stdout.readline()
+            assert line, "".join(output)  # the server exited before it was ready
+            output.append(line)
+        started = psutil.Process(process.pid).children(recursive=True)  # Ray's processes and the replica
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        process.send_signal(signal.SIGTERM)  # `kill PID`, a container runtime, `ray job stop`: the process only
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    output.append(rest)
+    assert process.returncode == 0 and "Stopped" in rest, "".join(output)
+    assert "Traceback" not in "".join(output)
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]

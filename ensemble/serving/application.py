@@ -181,6 +181,9 @@ def serve_until_stopped(options: ServeOptions, host: str, port: int, on_ready: C
     try:
         with stop_on_sigterm():  # SIGTERM arrives as a KeyboardInterrupt, like Ctrl-C
             started = connect()
+        # again once Ray is up: ray.init installs its own SIGTERM handler, which aborted the server (SIGABRT)
+        # and left Ray's agents running
+        with stop_on_sigterm():
             if started and not port_free(host, port):
                 raise InputError(f"port {port} on {host} is in use; choose another --port.")
             deploy(options, report, host, port)
