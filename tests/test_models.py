@@ -107,7 +107,12 @@ def test_an_importable_class_is_rebuilt_by_name():
 ])
 def test_what_cannot_be_rebuilt_by_name_is_an_input_error_naming_it(path, message):
     with pytest.raises(InputError, match=message):
-        import_autoencoder(path)
+        import_autoencoder(path, trust_code=True)  # trusted: what importing it gives
+
+
+def test_a_module_not_imported_yet_is_imported_only_when_trusted():
+    with pytest.raises(InputError, match=r"module 'no_such_module_xyz' would run .* --trust-code"):
+        import_autoencoder("no_such_module_xyz:AE")
 
 
 def test_weights_of_another_architecture_name_the_mismatch():
