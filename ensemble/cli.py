@@ -211,13 +211,19 @@ def run_config(args: argparse.Namespace, announce: bool = True):
     if args.resume_if_exists and (args.name is None or args.resume or args.repeats):
         raise InputError("--resume-if-exists needs --name (the run to continue or start) and goes without "
                          "--resume and --repeats.")
-    from ensemble.runs.rundir import default_run_name, resume_config, start_or_resume
+    from ensemble.runs.rundir import default_run_name, differing_keys, resume_config, start_or_resume
     if args.resume:
         return resume_config(args.resume), True
     config = resolve_config(args)
     resume = False
     if args.resume_if_exists:
+        requested = config
         config, resume = start_or_resume(config)
+        changed = differing_keys(requested, config, [o.partition("=")[0].strip() for o in args.overrides])
+        if resume and changed:  # silently ignored before: the run went on with its saved values
+            raise InputError(f"--resume-if-exists continues the interrupted run {config.name!r} with its saved "
+                             f"config, but --set asks for other values: {', '.join(changed)}. Drop those --set "
+                             "options to continue it, or choose another --name to start a run with them.")
         if announce:
             print(f"Continuing the interrupted run {config.name!r} with its saved config." if resume
                   else f"Starting run {config.name!r}.", flush=True)
@@ -377,13 +383,13 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def report_failure(args: argparse.Namespace, error: BaseException) -> int:
     """One paragraph: the problem, what was kept, the next command; tracebacks only under ENSEMBLE_DEBUG."""
     from ensemble.errors import paragraph
-    from ensemble.job.failures import describe, next_step
+    from ensemble.job.failures import NeedsNewRun, describe, next_step
     from ensemble.job.supervisor import mark_reported
     code, problem = describe(error, getattr(args, "run_location", None))
     if os.environ.get("ENSEMBLE_DEBUG"):
         traceback.print_exception(error)
         print(getattr(error, "remote_traceback", ""), file=sys.stderr)
-    if args.command == "run":
+    if args.command == "run" and not isinstance(error, NeedsNewRun):
         problem += " " + next_step(getattr(args, "run_location", None), args.resume_if_exists)
     else:
         problem += " (Set ENSEMBLE_DEBUG=1 for the traceback.)"

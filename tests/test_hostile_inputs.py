@@ -136,3 +136,53 @@ def test_sigterm_stops_the_server_cleanly_and_every_ray_process_it_started(saved
     assert "Traceback" not in "".join(output)
     _, alive = psutil.wait_procs(started, timeout=10)
     assert alive == [], [p.cmdline() for p in alive]
+
+
+# --- 5: advice that does not loop ---
+
+def interrupted_run(tmp_path: Path, overrides=(), name="job") -> Path:
+    """A run directory as an interrupted run leaves it: config.json, and member_00's first checkpoint."""
+    import torch
+
+    from ensemble.builders import cae_factory
+    from ensemble.config import build_config
+    from ensemble.runs.rundir import write_config
+    from workers.checkpoints import save_checkpoint
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    config = build_config({}, [o for o in TINY_SETS if o != "--set"] + list(overrides)
+                          + [f"output={tmp_path}", f"name={name}"])
+    write_config(run_dir, config)
+    weights = cae_factory(config, (1, 8, 8))().state_dict()
+    save_checkpoint(run_dir / "member_00", 1, weights, {"step": torch.tensor(1)}, {})
+    return run_dir
+
+
+@pytest.mark.slow
+def test_every_member_diverging_points_to_a_new_run_not_to_resume(tmp_path):
+    done = cli("run", "--output", str(tmp_path), "--name", "nan", *TINY_SETS, "--set", "train.lr=1e12",
+               "--set", "train.optimizer=sgd", "--set", "eager.rule=none", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "start a new run with a lower rate, e.g. --set train.lr=1e+11" in said(done), done.stderr
+    assert "Continue it with" not in said(done) and "Traceback" not in done.stderr
+
+
+def test_resuming_after_the_model_settings_changed_exits_2_naming_the_parameters(tmp_path):
+    run_dir = interrupted_run(tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"]["channels"] = [6, 8]  # edited after the run started
+    (run_dir / "config.json").write_text(json.dumps(config))
+    done = cli("run", "--resume", str(run_dir), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "config.json' does not fit the run's checkpoints: member_00/checkpoint_000001" in said(done)
+    assert "of another shape: encoder.0.weight (saved (4, 1, 5, 5), model (6, 1, 5, 5))" in said(done), done.stderr
+    assert "Traceback" not in done.stderr and "--resume" not in said(done).split("checkpoint_000001", 1)[1]
+
+
+def test_resume_if_exists_refuses_set_values_the_run_does_not_have(tmp_path):
+    interrupted_run(tmp_path, ["train.lr=0.001"])
+    done = cli("run", "--output", str(tmp_path), "--name", "job", "--resume-if-exists", *TINY_SETS,
+               "--set", "train.lr=0.5", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "train.lr=0.5 (the run has 0.001)" in said(done) and "Traceback" not in done.stderr
+    assert not (tmp_path / "job" / "member_01").exists()  # nothing trained

@@ -7,6 +7,7 @@ Ray; the end-to-end test drives the command line as a user does (marked slow: it
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -100,9 +101,10 @@ def wait_for(condition, lines, seconds=240):
 def test_one_writer_per_run_from_the_command_line(tmp_path):
     """A stale lock is taken over with a line saying so; a second `--resume` meanwhile exits 2 naming the
     first, before Ray starts; SIGTERM to the first releases the lock."""
-    run_dir = tmp_path / "job"
-    run_dir.mkdir()
-    overrides = TINY + ["train.epochs=5000", "eager.rule=none", "baseline.enabled=false", f"output={tmp_path}",
+    output = tmp_path / "my runs $(touch pwned)"  # the printed resume command must keep this one path
+    run_dir = output / "job"
+    run_dir.mkdir(parents=True)
+    overrides = TINY + ["train.epochs=5000", "eager.rule=none", "baseline.enabled=false", f"output={output}",
                         "name=job"]  # epochs enough to be still training when the second command comes
     write_config(run_dir, build_config({}, overrides))  # an interrupted run: config written, nothing trained
     write_lock(run_dir, gone_pid())  # left by a driver that was SIGKILLed
@@ -123,6 +125,8 @@ def test_one_writer_per_run_from_the_command_line(tmp_path):
         if first.poll() is None:
             first.kill()
     assert not (run_dir / WRITER_LOCK).exists(), "".join(lines)  # released on SIGTERM
+    advice = unwrapped("".join(lines)).split("Continue it with: ", 1)[1].split(" (finished members")[0]
+    assert shlex.split(advice) == ["ensemble", "run", "--resume", str(run_dir)]  # shell-quoted
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
@@ -137,6 +138,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
                               "it is truncated, corrupted or not one of ours.") from None
     return Checkpoint(int(manifest["epoch"]), path, weights, state, manifest.get("meta", {}))
+
+
+def saved_shapes(path: Path) -> Optional[dict[str, tuple]]:
+    """Each saved tensor's shape, read from the weights file's header (no tensor is loaded); None when
+    the file cannot be read (the loader skips such a checkpoint for an older one)."""
+    try:
+        with safe_open(str(Path(path) / WEIGHTS), "pt") as weights:
+            return {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    except Exception:  # safetensors raises its own error types, and OSError for a missing file
+        return None
 
 
 def load_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

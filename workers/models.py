@@ -155,17 +155,26 @@ def import_autoencoder(path: str, trust_code: bool = False) -> type[nn.Module]:
     return found
 
 
+def weight_differences(own: dict[str, tuple], saved: dict[str, tuple]) -> list[str]:
+    """How saved weights' names and shapes differ from a model's (both as name -> shape), one phrase
+    per kind naming the first keys; empty when they fit."""
+    differences = {
+        "missing": [key for key in own if key not in saved],
+        "unexpected": [key for key in saved if key not in own],
+        "of another shape": [f"{key} (saved {saved[key]}, model {own[key]})"
+                             for key in own if key in saved and saved[key] != own[key]]}
+    return [f"{what}: {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
+            for what, keys in differences.items() if keys]
+
+
+def shapes_of(weights: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    return {key: tuple(value.shape) for key, value in weights.items()}
+
+
 def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> nn.Module:
     """`model.load_state_dict(weights)`, or an InputError naming the keys and shapes that differ
     (instead of PyTorch's RuntimeError), for weights saved by another architecture."""
-    own = model.state_dict()
-    differences = {
-        "missing": [key for key in own if key not in weights],
-        "unexpected": [key for key in weights if key not in own],
-        "of another shape": [f"{key} (saved {tuple(weights[key].shape)}, model {tuple(own[key].shape)})"
-                             for key in own if key in weights and weights[key].shape != own[key].shape]}
-    found = [f"{what}: {', '.join(keys[:3])}{f' and {len(keys) - 3} more' if len(keys) > 3 else ''}"
-             for what, keys in differences.items() if keys]
+    found = weight_differences(shapes_of(model.state_dict()), shapes_of(weights))
     if found:
         raise InputError(f"the weights in {source} do not fit {type(model).__name__} (parameters {'; '.join(found)}). "
                          "Load the run with the autoencoder it was trained with (autoencoder=...).")

@@ -32,6 +32,7 @@ from ensemble.builders import (
 )
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits, load_splits
+from ensemble.job.failures import diverged
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
 from ensemble.job.progress import Entry, Watch, open_display, progress_watch
@@ -49,7 +50,14 @@ from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
 from ensemble.runs.evaluation import load_autoencoder, score_checkpoints
-from ensemble.runs.rundir import check_output, create_run_dir, default_run_name, holds_files, write_config
+from ensemble.runs.rundir import (
+    check_checkpoints_fit,
+    check_output,
+    create_run_dir,
+    default_run_name,
+    holds_files,
+    write_config,
+)
 from ensemble.runs.runlock import run_lock
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
@@ -208,9 +216,12 @@ def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], d
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
     if mirror is None and not resume:
         check_output(config.output, config.name)  # checked again when the directory is created
+    baseline = baseline_factory(config, splits.image_shape)
+    if resume:  # the checkpoints must fit config.json's model: checked here, before Ray starts
+        check_checkpoints_fit(mirror.local if mirror else Path(config.output) / config.name,
+                              {**{member_name(i): factory for i in range(config.members)}, BASELINE: baseline})
     share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
-    return Plan(config, splits, factory, baseline_factory(config, splits.image_shape), share, resume, mirror,
-                pack_size(config, factory, splits))
+    return Plan(config, splits, factory, baseline, share, resume, mirror, pack_size(config, factory, splits))
 
 
 def pack_size(config: EnsembleConfig, factory: AutoencoderFactory, splits: Splits) -> Union[int, str]:
@@ -355,8 +366,7 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     members = [member_report(i, member_name(i), phases.members[member_name(i)], fixed, run_dir / member_name(i))
                for i in range(config.members)]
     if all(m.status == "diverged" for m in members):
-        raise RuntimeError("every member diverged (non-finite loss), so there is nothing to combine; "
-                           "lower train.lr or set train.grad_clip.")
+        raise diverged("every member", config.train.lr)
     chosen = chosen_checkpoints(members)
     problem = too_few_members([name for name, _ in chosen],
                               {m.name: m.stop_reason for m in members if m.selected_epoch is None}, config.min_members)
@@ -376,9 +386,10 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     baseline = None
     if phases.baseline is not None:
         base = member_report(-1, BASELINE, phases.baseline, None, run_dir / BASELINE)
+        if base.selected_epoch is None and base.status == "diverged":
+            raise diverged("the baseline", config.train.lr)
         if base.selected_epoch is None:
-            raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}); lower train.lr or "
-                               "set train.grad_clip if it diverged, then `ensemble run --resume RUN_DIR`.")
+            raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}).")
         base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
                                        plan.splits, config.combiner, config.seed)
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)

@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 a failure during the run, 2 bad input (before anything sta
 from __future__ import annotations
 
 import errno
+import shlex
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -19,6 +20,17 @@ from ensemble.storage import is_uri
 from workers.layout import CONFIG_JSON, REPORT_JSON
 
 EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
+class NeedsNewRun(RuntimeError):
+    """A failure that resuming would repeat (the run diverged at its own train.lr, which --resume keeps):
+    its message says what to change in a new run, and no resume command is offered."""
+
+
+def diverged(what: str, lr: float) -> NeedsNewRun:
+    return NeedsNewRun(f"{what} diverged (non-finite loss) at train.lr={lr:g}. --resume keeps the run's train.lr and "
+                       f"would diverge again: start a new run with a lower rate, e.g. --set train.lr={lr / 10:g} "
+                       "(or set train.grad_clip)")
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
@@ -33,6 +45,8 @@ def describe(error: BaseException, run_location: Optional[str] = None) -> tuple[
     if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
         where = f" by {error.name}" if isinstance(error, MemberFailed) else ""
         return EXIT_FAILURE, disk_problem(cause, where, run_location)
+    if isinstance(error, NeedsNewRun):
+        return EXIT_FAILURE, f"The run failed: {error}."
     if isinstance(error, MemberFailed):
         return EXIT_FAILURE, (f"{error}. This is the autoencoder's own code failing (or its data); fix it, or set "
                               "ENSEMBLE_DEBUG=1 to see the member's traceback.")
@@ -74,12 +88,13 @@ def next_step(run_dir: Optional[str], scheduled: bool = False) -> str:
     """What was kept and the command that continues the run (or starts it again, if nothing was saved)."""
     if run_dir is None:
         return "Nothing was written."
+    command = f"ensemble run --resume {shlex.quote(run_dir)}"  # pasted into a shell: spaces, $(...) stay a path
     local = not is_uri(run_dir)
     if local and (Path(run_dir) / REPORT_JSON).is_file():
         return f"The run had finished; its results are in {run_dir}."
     if local and not (Path(run_dir) / CONFIG_JSON).is_file():
         return "The run had not written anything yet; run the same command again."
-    again = ("Run the same command again (it has --resume-if-exists) or `ensemble run --resume "
-             f"{run_dir}`" if scheduled else f"Continue it with: ensemble run --resume {run_dir}")
+    again = (f"Run the same command again (it has --resume-if-exists) or `{command}`" if scheduled
+             else f"Continue it with: {command}")
     return (f"Every checkpoint written so far is kept in {run_dir}. {again} (finished members are not "
             "trained again; the others continue from their newest checkpoint).")

@@ -85,6 +85,41 @@ def resume_config(run_dir: str | Path) -> EnsembleConfig:
     return build_config(json.loads(config_text), [f"output={output}", f"name={name}"])
 
 
+def check_checkpoints_fit(run_dir: Path, factories: dict) -> None:
+    """Before a resume starts Ray: the newest checkpoint of each member (name -> its autoencoder
+    factory) must fit the model that config.json builds. Edited model settings otherwise failed in every
+    member's first epoch with PyTorch's state_dict error, blamed on the user's code, with --resume
+    advised again."""
+    from workers.checkpoints import list_checkpoints, saved_shapes  # torch: only once a resume gets here
+    from workers.models import shapes_of, weight_differences
+    built: dict[int, dict[str, tuple]] = {}
+    for name, factory in factories.items():
+        checkpoints = list_checkpoints(Path(run_dir) / name)
+        saved = saved_shapes(checkpoints[-1][1]) if checkpoints else None
+        if saved is None:
+            continue
+        own = built.setdefault(id(factory), shapes_of(factory().state_dict()))
+        found = weight_differences(own, saved)
+        if found:
+            raise InputError(
+                f"{str(Path(run_dir) / CONFIG_JSON)!r} does not fit the run's checkpoints: {name}/"
+                f"{checkpoints[-1][1].name} has parameters {'; '.join(found)}. Its model settings (model.*, "
+                "baseline.width) were changed after the run started, and a resumed run keeps the architecture it "
+                "trained: restore them, or start a new run with the new settings.")
+
+
+def differing_keys(requested: EnsembleConfig, saved: EnsembleConfig, keys: list[str]) -> list[str]:
+    """The dotted `keys` (given with --set) whose requested value differs from the saved run's, each as
+    `key=requested (the run has saved)`; `name` and `output` say where the run is, not what it does."""
+    def value(config: EnsembleConfig, key: str):
+        node = config.model_dump(mode="json")
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+    return [f"{key}={value(requested, key)!r} (the run has {value(saved, key)!r})" for key in dict.fromkeys(keys)
+            if key not in ("name", "output") and value(requested, key) != value(saved, key)]
+
+
 def start_or_resume(config: EnsembleConfig) -> tuple[EnsembleConfig, bool]:
     """For a job a scheduler may retry: the saved config and True if output/name holds an
     interrupted run, else `config` and False (a new run). A finished run there is an error,
