@@ -186,3 +186,67 @@ def test_resume_if_exists_refuses_set_values_the_run_does_not_have(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "train.lr=0.5 (the run has 0.001)" in said(done) and "Traceback" not in done.stderr
     assert not (tmp_path / "job" / "member_01").exists()  # nothing trained
+
+
+# --- 6: damaged inputs are exit 2 naming the file, not exit 1 with a traceback ---
+
+def npz_bytes(tmp_path: Path) -> bytes:
+    import numpy as np
+    np.savez(tmp_path / "good.npz", x=np.zeros((20, 8, 8)), y=np.arange(20) % 2)
+    return (tmp_path / "good.npz").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage after a zip header"])
+def test_a_damaged_npz_exits_2_naming_it(tmp_path, damage):
+    data = npz_bytes(tmp_path)
+    (tmp_path / "bad.npz").write_bytes(data[:len(data) // 2] if damage == "truncated"
+                                       else b"PK\x03\x04" + os.urandom(500))
+    done = cli("run", "--output", str(tmp_path / "runs"), "--set", "data.name=npz", "--set",
+               f"data.root={tmp_path / 'bad.npz'}", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "bad.npz" in said(done), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, problem", [('{"members": 2, "train": {"ep', "is not valid JSON"),
+                                           ("[1, 2, 3]", "not a list"),
+                                           ('{"members": 2, "bogus": 1}', "unknown config key 'bogus'")])
+def test_a_damaged_config_json_on_resume_exits_2_naming_it(tmp_path, text, problem):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "config.json").write_text(text)
+    done = cli("run", "--resume", str(tmp_path / "job"), cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and f"{tmp_path / 'job' / 'config.json'}'" in said(done), done.stderr
+    assert problem in said(done) and "Traceback" not in done.stderr and "same command again" not in said(done)
+
+
+def test_an_output_through_a_dangling_symlink_exits_2_naming_the_link(tmp_path):
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    done = cli("run", "--output", str(tmp_path / "runs"), "--name", "x", *TINY_SETS, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"symbolic link '{tmp_path / 'runs'}', which points at '{tmp_path / 'gone'}', which does not exist" \
+        in said(done)
+
+
+@pytest.mark.slow
+def test_damaged_weights_and_a_report_with_an_unknown_key_exit_2_naming_the_file(saved_run, tmp_path):
+    import hashlib
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    report = json.loads((run / "report.json").read_text())
+    chosen = run / "member_00" / f"checkpoint_{report['members'][0]['selected_epoch']:06d}"
+    (chosen / "model.safetensors").write_bytes(os.urandom(4096))
+    manifest = json.loads((chosen / "manifest.json").read_text())  # re-hashed: the bytes pass the checksum
+    manifest["files"]["model.safetensors"] = hashlib.sha256((chosen / "model.safetensors").read_bytes()).hexdigest()
+    (chosen / "manifest.json").write_text(json.dumps(manifest))
+    loaded = python("import ensemble\ntry:\n    ensemble.load('run')\nexcept ensemble.InputError as err:\n"
+                    "    print('InputError:', err)\n", cwd=tmp_path)
+    assert "InputError:" in loaded.stdout and chosen.name in loaded.stdout, loaded.stdout + loaded.stderr
+    for command in (["select", "run", "--set", "eager.epoch=1"], ["serve", "run"]):
+        done = cli(*command, cwd=tmp_path)
+        assert done.returncode == 2 and chosen.name in said(done) and "Traceback" not in done.stderr, done.stderr
+    shutil.rmtree(run)
+    shutil.copytree(saved_run, run)
+    report["config"]["bogus_key"] = 1
+    (run / "report.json").write_text(json.dumps(report))
+    done = cli("select", "run", "--set", "eager.epoch=1", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown config key 'bogus_key'" in said(done), done.stderr
+    assert "report.json" in said(done)

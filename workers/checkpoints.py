@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
@@ -134,7 +134,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
         state = torch.load(path / STATE, map_location=map_location, weights_only=True)
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
                               "it is truncated, corrupted or not one of ours.") from None
     return Checkpoint(int(manifest["epoch"]), path, weights, state, manifest.get("meta", {}))

@@ -14,6 +14,8 @@ need them.
 from __future__ import annotations
 
 import functools
+import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,7 +295,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
     """Images 'x', labels 'y' and, when present, images without labels 'x_unlabelled'."""
     try:
         archive = np.load(path, allow_pickle=False)  # no pickle: loading data must not run code
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # garbage bytes, a truncated archive
         raise InputError(f"data.root={str(path)!r} is not a readable .npz file: {err}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError(f"data.root={str(path)!r} holds a single array; save an .npz with arrays 'x' and 'y' "
@@ -307,6 +309,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
             return archive["x"], archive["y"], archive[UNLABELLED_NPZ] if UNLABELLED_NPZ in archive.files else None
         except ValueError as err:  # object arrays need pickle, which stays off
             raise InputError(f"npz file {str(path)!r}: {err}") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member of the archive
+            raise InputError(f"npz file {str(path)!r} is damaged ({type(err).__name__}: {err}).") from None
 
 
 def _stack_samples(dataset) -> tuple[torch.Tensor, list]:

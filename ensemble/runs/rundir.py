@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from ensemble.config import EnsembleConfig, build_config
+from ensemble.config import EnsembleConfig, build_config, describe_validation_error
 from ensemble.report import RunReport
 from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
 from workers.errors import InputError
@@ -82,7 +82,19 @@ def resume_config(run_dir: str | Path) -> EnsembleConfig:
     if run_file(run_dir, REPORT_JSON) is not None:
         raise InputError(f"the run in {str(run_dir)!r} already finished ({REPORT_JSON} exists); nothing to resume.")
     output, name = split_uri(str(run_dir)) if is_uri(run_dir) else (Path(run_dir).parent, Path(run_dir).name)
-    return build_config(json.loads(config_text), [f"output={output}", f"name={name}"])
+    where = join_uri(str(run_dir), CONFIG_JSON) if is_uri(run_dir) else str(Path(run_dir) / CONFIG_JSON)
+    try:
+        raw = json.loads(config_text)
+    except ValueError as err:
+        raise InputError(f"{where!r} is not valid JSON ({err}): the run's config is damaged (truncated?). Restore "
+                         "it, or start a new run.") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{where!r} must hold the run's config, a JSON object of keys, not a {type(raw).__name__}; "
+                         "restore it, or start a new run.")
+    try:
+        return build_config(raw, [f"output={output}", f"name={name}"])
+    except InputError as err:
+        raise InputError(f"{where!r} is not a config this version can resume: {err}") from None
 
 
 def check_checkpoints_fit(run_dir: Path, factories: dict) -> None:
@@ -140,10 +152,14 @@ def read_finished_run(run_dir: Path) -> tuple[RunReport, EnsembleConfig]:
                          "`ensemble run` printed at the end, or continue an interrupted run with --resume.")
     try:
         report = RunReport.read(run_dir)
-        config = EnsembleConfig.model_validate(report.config)
     except (OSError, ValueError, ValidationError) as err:
         raise InputError(f"{str(run_dir / REPORT_JSON)!r} cannot be read as a run report: "
                          f"{str(err).splitlines()[0]}") from None
+    try:
+        config = EnsembleConfig.model_validate(report.config)
+    except ValidationError as err:  # name the key: "1 validation error for EnsembleConfig" said nothing
+        raise InputError(f"{str(run_dir / REPORT_JSON)!r} holds a config this version cannot use: "
+                         f"{describe_validation_error(err)}") from None
     if "selection" in (report.model_extra or {}):
         raise InputError(f"{str(run_dir)!r} is a selection made by `ensemble select`, not a run; give the run "
                          f"directory it was made from ({str(run_dir.parent.parent)!r}).")
