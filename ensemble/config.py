@@ -242,15 +242,54 @@ class EnsembleConfig(Section):
         return build_config(self.model_dump(mode="json"), overrides)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; more than this is not one
+MAX_VALUES = 100_000  # values a config may hold with its aliases (*name) written out
+
+
+class LimitedLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses an alias bomb before building it: nine levels of ten aliases each
+    are 10^9 values once copied out, which ran 25 s into a MemoryError. The composed document is a
+    graph whose aliases are shared nodes; its size with every alias written out is counted first."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        if expanded_size(node, {}, set()) > MAX_VALUES:
+            raise yaml.YAMLError(f"it holds more than {MAX_VALUES:,} values once its aliases (*name) are written "
+                                 "out; a config is far smaller (is it an alias bomb?)")
+        return self.construct_document(node)
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` holds with every alias written out (each shared node counted once per use)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:  # an alias inside its own anchor: a structure without end
+        raise yaml.YAMLError("an alias refers to the value that contains it (a recursive structure)")
+    open_nodes.add(key)
+    children = ([part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode)
+                else node.value if isinstance(node, yaml.SequenceNode) else [])
+    sizes[key] = 1 + sum(expanded_size(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(key)
+    return sizes[key]
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {str(path)!r} does not exist or is not a file.")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InputError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes, more than a config can be "
+                         f"({MAX_CONFIG_BYTES:,}); is it the right file?")
     try:
         text = path.read_text()
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=LimitedLoader)
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise InputError(f"config file {str(path)!r} is not valid YAML or JSON: {err}") from None
+    except RecursionError:
+        raise InputError(f"config file {str(path)!r} is nested too deeply to be a config.") from None
     if raw is None:  # an empty file is more likely the wrong file than a wish for the defaults
         raise InputError(f"config file {str(path)!r} is empty; drop --config to run with the defaults, or put the "
                          "keys to change in it (for example `members: 8`).")

@@ -126,6 +126,9 @@ def test_sigterm_stops_the_server_cleanly_and_every_ray_process_it_started(saved
             output.append(line)
         started = psutil.Process(process.pid).children(recursive=True)  # Ray's processes and the replica
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        deep = requests.post(f"http://127.0.0.1:{port}/predict", data=b'{"images": ' + b"[" * 100_000 + b"]" * 100_000
+                             + b"}", headers={"Content-Type": "application/json"}, timeout=30)
+        assert deep.status_code == 400 and "nested too deeply" in deep.text, deep.text  # not a 500
         process.send_signal(signal.SIGTERM)  # `kill PID`, a container runtime, `ray job stop`: the process only
         rest, _ = process.communicate(timeout=60)
     finally:
@@ -250,3 +253,29 @@ def test_damaged_weights_and_a_report_with_an_unknown_key_exit_2_naming_the_file
     done = cli("select", "run", "--set", "eager.epoch=1", cwd=tmp_path)
     assert done.returncode == 2 and "unknown config key 'bogus_key'" in said(done), done.stderr
     assert "report.json" in said(done)
+
+
+# --- 7: resource limits on untrusted input ---
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values written out
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    (tmp_path / "loop.yaml").write_text("members: &m [1, *m]\n")
+    (tmp_path / "huge.yaml").write_text("# padding\n" * 200_000 + "members: 2\n")
+    for name, reason in [("bomb.yaml", "more than 100,000 values once its aliases"),
+                         ("loop.yaml", "recursive structure"), ("huge.yaml", "more than a config can be")]:
+        done = cli("run", "--config", str(tmp_path / name), cwd=tmp_path, timeout=60)  # was 25 s to MemoryError
+        assert done.returncode == 2 and reason in said(done) and name in said(done), done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_nan_labels_are_an_input_error(tmp_path):
+    import numpy as np
+    labels = (np.arange(200) % 2).astype(float)
+    labels[[3, 50]] = np.nan
+    np.savez(tmp_path / "nan.npz", x=np.random.default_rng(0).random((200, 8, 8)), y=labels)
+    done = cli("run", "--output", str(tmp_path / "runs"), "--set", "data.name=npz", "--set",
+               f"data.root={tmp_path / 'nan.npz'}", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "2 of 200 labels are missing (NaN or None)" in said(done), done.stderr
+    assert "nan.npz" in said(done) and not (tmp_path / "runs").exists()

@@ -345,9 +345,22 @@ def _from_arrays(x, y, what: str) -> tuple[Labelled, tuple]:
                          f"{y.shape}.")
     if len(x) == 0:
         raise InputError(f"{what} holds no images.")
+    missing = labels_missing(y)
+    if missing:  # NaN would become a class of its own, which predict() returned as None
+        raise InputError(f"{what}: {missing} of {len(y):,} labels are missing (NaN or None); every image needs "
+                         "a label (drop the unlabelled ones, or pass them as unlabelled=).")
     classes, labels = np.unique(y, return_inverse=True)
     pool = Labelled(x, torch.from_numpy(labels.reshape(-1)).long())
     return pool, tuple(c.item() if isinstance(c, np.generic) else c for c in classes)
+
+
+def labels_missing(y: np.ndarray) -> int:
+    """How many labels are NaN or None (a float or object label array may hold them)."""
+    if y.dtype.kind == "f" or y.dtype.kind == "c":
+        return int(np.isnan(y).sum())
+    if y.dtype == object:
+        return sum(1 for value in y if value is None or (isinstance(value, float) and value != value))
+    return 0
 
 
 def as_images(x, what: str) -> torch.Tensor:

@@ -62,6 +62,9 @@ def _json_images(body: bytes) -> np.ndarray:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RequestError(400, f"malformed JSON body: {err}.") from None
+    except RecursionError:  # a body nested thousands of levels deep: the client's error, not a 500
+        raise RequestError(400, "the JSON body is nested too deeply; images are at most 4 levels deep "
+                                "(N x C x H x W).") from None
     if not isinstance(payload, dict) or "images" not in payload:
         raise RequestError(400, 'the JSON body must be an object with an "images" key: {"images": [...]}.')
     try:
