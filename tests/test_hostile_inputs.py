@@ -76,17 +76,26 @@ def test_a_run_naming_a_module_does_not_import_it_unless_trusted(saved_run, tmp_
 
 # --- 3: any name the file system takes runs; a name it cannot take is exit 2 with the reason ---
 
-TINY_SETS = [a for o in ["members=2", "train.epochs=1", "data.name=digits", "data.train_size=150", "data.val_size=60",
-                         "data.test_size=150", "model.channels=[4, 8]", "baseline.enabled=false"]
-             for a in ("--set", o)]
+TINY_OPTIONS = ["members=2", "train.epochs=1", "data.name=digits", "data.train_size=150", "data.val_size=60",
+                "data.test_size=150", "model.channels=[4, 8]", "baseline.enabled=false"]
+
+
+def sets(options) -> list[str]:
+    return [a for o in options for a in ("--set", o)]
+
+
+TINY_SETS = sets(TINY_OPTIONS)
 
 
 @pytest.mark.slow
 def test_a_non_ascii_run_name_trains_to_the_end(tmp_path):
-    done = cli("run", "--output", str(tmp_path), "--name", "ü-läuft", *TINY_SETS, "--quiet", cwd=tmp_path)
+    auto_sizes = sets(o for o in TINY_OPTIONS if not o.startswith(("data.train_size", "data.val_size", "data.test_")))
+    done = cli("run", "--output", str(tmp_path), "--name", "ü-läuft", *auto_sizes, "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ü-läuft" / "report.json").is_file()
     assert "UnicodeEncodeError" not in done.stdout + done.stderr
+    notice = [line for line in done.stdout.splitlines() if "too few for the default split sizes" in line]
+    assert notice and all(len(line) <= 120 for line in notice), notice  # point 8: the README's 120 columns
 
 
 @pytest.mark.parametrize("how, reason", [
@@ -129,6 +138,8 @@ def test_sigterm_stops_the_server_cleanly_and_every_ray_process_it_started(saved
         deep = requests.post(f"http://127.0.0.1:{port}/predict", data=b'{"images": ' + b"[" * 100_000 + b"]" * 100_000
                              + b"}", headers={"Content-Type": "application/json"}, timeout=30)
         assert deep.status_code == 400 and "nested too deeply" in deep.text, deep.text  # not a 500
+        card = requests.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        assert json.loads(card)["run"] == "saved" and str(saved_run) not in card  # its name, not where it lives
         process.send_signal(signal.SIGTERM)  # `kill PID`, a container runtime, `ray job stop`: the process only
         rest, _ = process.communicate(timeout=60)
     finally:
@@ -153,7 +164,7 @@ def interrupted_run(tmp_path: Path, overrides=(), name="job") -> Path:
     from workers.checkpoints import save_checkpoint
     run_dir = tmp_path / name
     run_dir.mkdir()
-    config = build_config({}, [o for o in TINY_SETS if o != "--set"] + list(overrides)
+    config = build_config({}, TINY_OPTIONS + list(overrides)
                           + [f"output={tmp_path}", f"name={name}"])
     write_config(run_dir, config)
     weights = cae_factory(config, (1, 8, 8))().state_dict()

@@ -149,8 +149,8 @@ def test_model_card_names_data_members_accuracy_verdict_and_the_untrained_refere
     report = Obj(name="r1", verdict="Supports the claim: ...", config={"combiner": {"kind": "stack"}}, baseline=None,
                  dataset=Obj(source="digits", image_shape=[1, 8, 8], classes=["0", "1"], labels=[0, 1], test=150),
                  ensemble=Obj(members_used=[0, 2], test_accuracy=0.9, untrained_test_accuracy=0.85))
-    card = model_card(report, "/runs/r1")
+    card = model_card(report)
     assert card["members"] == 2 and card["test_accuracy"] == 0.9 and card["untrained_encoders_test_accuracy"] == 0.85
     assert card["verdict"].startswith("Supports") and card["dataset"]["image_shape"] == [1, 8, 8]
-    assert card["baseline_test_accuracy"] is None and "POST /predict" in card["usage"]
+    assert card["baseline_test_accuracy"] is None and "POST /predict" in card["usage"] and card["run"] == "r1"
     json.dumps(card)

@@ -114,9 +114,10 @@ def resolve_auto(cfg: DataConfig, pool: int, official_test: Optional[int], descr
     counts = split_counts(resolved, pool, official_test, description)
     train = counts.train if counts.train is not None else pool - counts.val - (counts.test or 0)
     test = counts.test if counts.test is not None else (official_test or pool - train - counts.val)
-    note = (f"{pool:,} images are too few for the default split sizes (3,000 train + 1,000 validation and a test "
-            f"split), so {' and '.join(f'data.{key}={fractions[key]}' for key in auto)} are used instead: "
-            f"{train:,} train / {counts.val:,} validation / {test:,} test images.")
+    # at most 120 characters, as the README promises of every line a run prints (pool < 10,000 here)
+    note = (f"{pool:,} images are too few for the default split sizes: "
+            f"{', '.join(f'{key}={fractions[key]}' for key in auto)} give "
+            f"{train:,}/{counts.val:,}/{test:,} train/val/test")
     return resolved, note
 
 

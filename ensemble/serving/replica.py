@@ -85,7 +85,7 @@ class EnsembleModel:
         self.result = load_for_serving(run_dir, autoencoder, trust_code)
         self.image_shape = tuple(self.result.report.dataset.image_shape)
         self.max_body_bytes = max_body_bytes
-        self.card = model_card(self.result.report, run_dir)
+        self.card = model_card(self.result.report)
         self._predict_batch.set_max_batch_size(max_batch_size)
 
     @api.get("/healthz")

@@ -143,11 +143,12 @@ def error_body(err: RequestError) -> dict[str, str]:
     return {"error": str(err)}
 
 
-def model_card(report, run: str) -> dict[str, Any]:
-    """What `GET /` shows: enough for a user to know what they are calling and how good it is."""
+def model_card(report) -> dict[str, Any]:
+    """What `GET /` shows: enough for a user to know what they are calling and how good it is. The
+    run is named, not located: its directory's path on the server is none of a client's business."""
     ensemble, dataset = report.ensemble, report.dataset
     return {
-        "model": f"eager ensemble {report.name!r}", "run": run,
+        "model": f"eager ensemble {report.name!r}", "run": report.name,
         "dataset": {"source": dataset.source, "image_shape": dataset.image_shape,
                     "classes": dataset.classes, "labels": dataset.labels, "test_images": dataset.test},
         "members": len(ensemble.members_used), "combiner": report.config.get("combiner", {}).get("kind"),
