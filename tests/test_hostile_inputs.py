@@ -254,7 +254,8 @@ def test_damaged_weights_and_a_report_with_an_unknown_key_exit_2_naming_the_file
     loaded = python("import ensemble\ntry:\n    ensemble.load('run')\nexcept ensemble.InputError as err:\n"
                     "    print('InputError:', err)\n", cwd=tmp_path)
     assert "InputError:" in loaded.stdout and chosen.name in loaded.stdout, loaded.stdout + loaded.stderr
-    for command in (["select", "run", "--set", "eager.epoch=1"], ["serve", "run"]):
+    epoch = report["members"][0]["selected_epoch"]
+    for command in (["select", "run", "--set", f"eager.epoch={epoch}"], ["serve", "run"]):
         done = cli(*command, cwd=tmp_path)
         assert done.returncode == 2 and chosen.name in said(done) and "Traceback" not in done.stderr, done.stderr
     shutil.rmtree(run)
