@@ -122,14 +122,15 @@ def check_checkpoints_fit(run_dir: Path, factories: dict) -> None:
 
 def differing_keys(requested: EnsembleConfig, saved: EnsembleConfig, keys: list[str]) -> list[str]:
     """The dotted `keys` (given with --set) whose requested value differs from the saved run's, each as
-    `key=requested (the run has saved)`; `name` and `output` say where the run is, not what it does."""
+    `key=requested (the run has saved)`; `name` and `output` say where the run is, not what it does, and
+    "auto" asks for what the run resolved (config.json holds the resolved sizes)."""
     def value(config: EnsembleConfig, key: str):
         node = config.model_dump(mode="json")
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return node
     return [f"{key}={value(requested, key)!r} (the run has {value(saved, key)!r})" for key in dict.fromkeys(keys)
-            if key not in ("name", "output") and value(requested, key) != value(saved, key)]
+            if key not in ("name", "output") and value(requested, key) not in ("auto", value(saved, key))]
 
 
 def start_or_resume(config: EnsembleConfig) -> tuple[EnsembleConfig, bool]:
