@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -14,10 +15,12 @@ import torch
 import ensemble
 from ensemble.config import build_config
 from ensemble.runs.rundir import resume_config, start_or_resume
+from ensemble.runs.runlock import pid_alive, read_holder
 from ensemble.scheduling.pool import should_restart, too_few_members
 from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
 from workers.events import EpochEnded, Lost, Restarted, Started
+from workers.layout import WRITER_LOCK
 
 THREE_EPOCHS = TINY + ["train.epochs=3", "eager.rule=fixed", "eager.epoch=3", "baseline.max_epochs=3"]
 
@@ -147,6 +150,11 @@ def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_pat
             break
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    # the driver itself (a child of the killed process) gets SIGTERM as its parent dies, and holds the
+    # run's lock until it has stopped: a resume meanwhile would be a second writer, so wait for it
+    lock, deadline = tmp_path / "cut" / WRITER_LOCK, time.time() + 120
+    while (holder := read_holder(lock)) is not None and pid_alive(holder.pid) and time.time() < deadline:
+        time.sleep(0.2)
     assert not (tmp_path / "cut" / "report.json").exists()
     with pytest.raises(InputError, match="already finished"):
         resume_config(tmp_path / "whole")
