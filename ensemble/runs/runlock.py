@@ -39,7 +39,15 @@ class Holder:
 
 
 def current_holder() -> Holder:
-    return Holder(socket.gethostname(), os.getpid(), time.time(), " ".join(["ensemble", *sys.argv[1:]])[:200])
+    return Holder(socket.gethostname(), os.getpid(), time.time(), command_line())
+
+
+def command_line() -> str:
+    """This process's command, as a person would recognise it: `ensemble run ...` for the CLI (also
+    `python -m ensemble`), else the program's name (`pytest`, `train.py`) and its arguments."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    return " ".join([name, *sys.argv[1:]])[:200]
 
 
 def holder_text(holder: Holder) -> str:
