@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-# The two top-level packages `ensemble` imports besides itself; they are installed beside it.
-OWN_PACKAGES = ("workers", "classifier")
+# The two top-level packages `ensemble` imports besides itself, each with files that tell it apart from
+# a user's package of the same name. Installed, they sit beside `ensemble/`; shipped to a Ray job as
+# `py_modules`, each lands in a directory of its own, so the files decide there.
+OWN_PACKAGES = {"workers": ("py.typed", "errors.py", "events.py", "checkpoints.py"),
+                "classifier": ("py.typed", "combiner.py", "features.py")}
 
 
 def where_it_resolves(name: str) -> Optional[Path]:
@@ -40,6 +43,8 @@ def shadowing_message(name: str, found: Path, home: Path) -> Optional[str]:
     ours = home / name / "__init__.py"
     if found.resolve() == ours.resolve():
         return None
+    if found.name == "__init__.py" and all((found.parent / marker).is_file() for marker in OWN_PACKAGES[name]):
+        return None  # our package, from another directory of the path (py_modules, a second checkout)
     culprit = found.parent if found.name == "__init__.py" else found  # a package: name its directory
     return (f"{culprit} shadows the '{name}' package that eager-ensembles installs, so `import ensemble` "
             f"cannot work: rename that {'directory' if culprit.is_dir() else 'file'} (or move it off the "

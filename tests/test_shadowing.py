@@ -3,6 +3,7 @@
 in one line, instead of "No module named 'workers.errors'; 'workers' is not a package"."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,13 @@ def test_without_a_shadowing_file_the_script_imports_ensemble(tmp_path):
     assert Path(done.stdout.strip()) == ROOT / "workers" / "__init__.py"
 
 
-def test_our_own_packages_pass_the_check():
+def test_our_own_packages_pass_the_check(tmp_path):
     assert shadowing_message("workers", ROOT / "workers" / "__init__.py", ROOT) is None
+    # shipped on its own (a Ray job's py_modules): another directory, but our package by its files
+    shipped = shutil.copytree(ROOT / "classifier", tmp_path / "pkg_1" / "classifier")
+    assert shadowing_message("classifier", shipped / "__init__.py", ROOT) is None
+    (tmp_path / "mine" / "classifier").mkdir(parents=True)
+    (tmp_path / "mine" / "classifier" / "__init__.py").write_text("")
+    assert "rename that directory" in shadowing_message("classifier", tmp_path / "mine" / "classifier" / "__init__.py",
+                                                        ROOT)
     assert "rename that file" in shadowing_message("classifier", ROOT / "elsewhere" / "classifier.py", ROOT)
