@@ -130,3 +130,17 @@ def test_the_repository_has_its_license_changelog_and_citation():
     (paper,) = citation["references"]
     assert paper["title"] == "Eager Training of Autoencoders in Parallel"
     assert [a["family-names"] for a in paper["authors"]] == ["Bhargava", "Surana"]
+
+
+def test_ensemble_bench_is_our_own_command_even_beside_an_old_installs_entry_point(monkeypatch):
+    """Installs from before the move still carry `bench = benchmarks.command` in their entry points;
+    `ensemble bench` is registered by the CLI itself, and the stale entry is skipped, not added twice."""
+    from ensemble import cli
+    stale = importlib.metadata.EntryPoint("bench", "benchmarks.command", "eager_ensembles.commands")
+    monkeypatch.setattr(cli.importlib.metadata, "entry_points", lambda group: [stale])
+    assert cli.plugin_commands() == {}
+    args = cli.build_parser().parse_args(["bench", "--repeats", "2"])
+    assert args.command == "bench" and args.repeats == 2
+    assert cli.COMMANDS["bench"].__module__ == "ensemble.bench.command"
+    assert "benchmarks" not in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert "eager_ensembles.commands" not in PYPROJECT["project"].get("entry-points", {})
