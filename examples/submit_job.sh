@@ -10,7 +10,8 @@
 #
 # With RAY_ADDRESS set, no head is started: the job goes to that cluster's dashboard address (for a
 # remote cluster, through `ray dashboard deploy/cluster.yaml` or `kubectl port-forward`; deploy/submit.sh
-# is the same submission with the repository's runtime_env.yaml). The run directory goes to ./runs/
+# also checks the token and the address). Ray uploads the repository as the job's working dir, less
+# what deploy/runtime_env.yaml excludes (runs, data, secrets). The run directory goes to ./runs/
 # (an absolute path: the job runs in a copy of the repository that Ray uploads), unless --output says.
 set -euo pipefail
 
@@ -40,8 +41,16 @@ PY
         --dashboard-agent-grpc-port="$grpc" --metrics-export-port="$metrics" \
         --runtime-env-agent-port="$runtime_env" --temp-dir="$temp_dir" --disable-usage-stats >/dev/null 2>&1 &
     head_pid=$!
+    disown "$head_pid"  # its end is ours to report, not the shell's
     # Not `ray stop`: that would stop every Ray instance of this user on the machine.
-    trap 'kill -TERM -- "-$head_pid" 2>/dev/null; sleep 3; kill -KILL -- "-$head_pid" 2>/dev/null; rm -rf "$temp_dir"' EXIT
+    stop_head() {
+        kill -TERM -- "-$head_pid" 2>/dev/null
+        for _ in 1 2 3 4 5; do kill -0 "$head_pid" 2>/dev/null || break; sleep 1; done
+        kill -KILL -- "-$head_pid" 2>/dev/null
+        rm -rf "$temp_dir"
+        echo "stopped the Ray head"
+    }
+    trap stop_head EXIT
     export RAY_ADDRESS="http://127.0.0.1:$dashboard"
     echo "started a Ray head at $RAY_ADDRESS (token authentication on)"
     for _ in $(seq 45); do ray job list --address "$RAY_ADDRESS" >/dev/null 2>&1 && break; sleep 2; done
@@ -51,8 +60,7 @@ fi
 log="$(mktemp)"
 for _ in $(seq 20); do  # the head's job agent may still be starting: Ray answers "No available agent"
     status=0
-    ray job submit --address "$RAY_ADDRESS" --working-dir "$root" \
-        --runtime-env-json '{"excludes": [".git", ".venv", "runs"]}' \
+    ray job submit --address "$RAY_ADDRESS" --working-dir "$root" --runtime-env "$root/deploy/runtime_env.yaml" \
         -- python -m ensemble run "${args[@]}" 2>&1 | tee "$log" || status=$?
     grep -q "No available agent" "$log" || break
     sleep 3

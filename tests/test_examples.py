@@ -93,6 +93,7 @@ def test_submit_job_runs_the_main_job_on_a_local_head_and_stops_it(tmp_path):
         pytest.skip("the `ray` command is not installed")
     done = run_example(tmp_path, "submit_job.sh", "--tiny", "--name", "job")
     assert "token authentication on" in done.stdout and "succeeded" in done.stdout
+    assert done.stdout.rstrip().endswith("stopped the Ray head")
     report = json.loads((tmp_path / "runs" / "job" / "report.json").read_text())
     assert len(report["members"]) == 2 and report["ensemble"]["test_accuracy"] is not None
     address = re.search(r"started a Ray head at (http://127\.0\.0\.1:\d+)", done.stdout).group(1)

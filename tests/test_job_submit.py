@@ -78,7 +78,7 @@ def test_main_job_runs_under_ray_job_submit(local_head, tmp_path):
     output = tmp_path / "out"
     sets = [a for o in TINY for a in ("--set", o)]
     done = submit(local_head, "--working-dir", ".", "--runtime-env-json",
-                  json.dumps({"excludes": [".git", ".venv", "runs"]}), "--",
+                  json.dumps({"excludes": [".git", ".venv", "/runs"]}), "--",
                   "python", "-m", "ensemble", "run", "--output", str(output), "--name", "job", *sets)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr
