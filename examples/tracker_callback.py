@@ -6,13 +6,9 @@
 `on_event` is called on the driver, in order, with every typed event of `workers.events`:
 `Started`, one `EpochEnded` per epoch, `Done`, and `Restarted` / `Lost` when an actor dies. Here
 the tracker is a small JSON-lines file with MLflow's method names (`log_metric(key, value, step)`,
-`set_tag`), so the example needs nothing else installed. With MLflow:
-
-    import mlflow
-    with mlflow.start_run():
-        ensemble.run(cfg, on_event=TrackerForwarder(mlflow), watch=ensemble.Watch())
-
-and with Weights & Biases, call `wandb.log({key: value}, step=step)` in `log_metric` instead.
+`set_tag`), so the example needs nothing else installed. For MLflow itself there is a built-in
+tracker, `ensemble.run(cfg, tracker="mlflow")` (the mlflow extra); this protocol is for the others:
+with Weights & Biases, call `wandb.log({key: value}, step=step)` in `log_metric` instead.
 """
 
 import argparse
@@ -75,8 +71,8 @@ def main() -> None:
                                   "data.val_size=60", "data.test_size=150", "model.channels=[4, 8]",
                                   "baseline.max_epochs=2"])
     tracker = JsonlTracker(args.log)
-    # watch=: keep the progress display too (given on_event alone, a run prints only notices).
-    result = ensemble.run(cfg, on_event=TrackerForwarder(tracker), watch=ensemble.Watch())
+    # progress="auto": keep the progress display too (given on_event alone, a run is quiet).
+    result = ensemble.run(cfg, on_event=TrackerForwarder(tracker), progress="auto")
 
     entries = [json.loads(line) for line in args.log.read_text().splitlines()]
     metrics = [e for e in entries if e["kind"] == "metric"]
