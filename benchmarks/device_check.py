@@ -31,7 +31,7 @@ from pathlib import Path
 import ray
 import torch
 
-from benchmarks.machine import machine_header
+from ensemble.bench.machine import machine_header
 from ensemble.builders import member_factory, member_seed, train_settings
 from ensemble.config import build_config
 from ensemble.data import load_splits

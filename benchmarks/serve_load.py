@@ -42,7 +42,7 @@ import ray
 import requests
 
 import ensemble
-from benchmarks.machine import machine_header
+from ensemble.bench.machine import machine_header
 
 POOL = 4096  # distinct images the requests are cut from
 

@@ -13,10 +13,14 @@ instead of first spending about 4 s importing PyTorch, Ray, scikit-learn and mat
 
 import importlib
 
-from ensemble.config import EnsembleConfig
-from ensemble.errors import MemberFailed
-from ensemble.report import RunReport
-from workers.errors import InputError
+from ensemble.shadowing import check_own_packages
+
+check_own_packages()  # before the imports below: a user's workers.py or classifier.py gets one clear line
+
+from ensemble.config import EnsembleConfig  # noqa: E402
+from ensemble.errors import MemberFailed  # noqa: E402
+from ensemble.report import RunReport  # noqa: E402
+from workers.errors import InputError  # noqa: E402
 
 __version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it from here
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ensemble import __version__
+from ensemble.bench import command as bench_command
 from ensemble.storage import is_uri, local_copy
 from workers.errors import InputError
 
@@ -28,17 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_labels(commands)
     _add_serve(commands)
     _add_conventions(commands)
+    bench_command.add_parser(commands)
     for plugin in plugin_commands().values():
         plugin.add_parser(commands)
     return parser
 
 
 def plugin_commands() -> dict:
-    """Commands that packages above `ensemble` add (`ensemble bench` from benchmarks/) through the
-    `eager_ensembles.commands` entry points: `ensemble` never imports them itself, so the packages
-    keep pointing one way. Each is a light module with `add_parser(commands)` and `main(args)`."""
+    """Commands that other installed packages add through the `eager_ensembles.commands` entry points:
+    `ensemble` never imports them itself, so the packages keep pointing one way. Each is a light module
+    with `add_parser(commands)` and `main(args)`. A name we define ourselves wins (an old install's
+    entry point for `bench`, which once lived in benchmarks/, is skipped rather than added twice)."""
     found = {}
     for entry in importlib.metadata.entry_points(group="eager_ensembles.commands"):
+        if entry.name in COMMANDS:
+            continue
         try:
             found[entry.name] = entry.load()
         except ImportError:  # a plugin whose package is not installed here: its command is absent
@@ -349,7 +354,7 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "labels": command_labels,
-            "serve": command_serve, "config": command_config}
+            "serve": command_serve, "config": command_config, "bench": bench_command.main}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from benchmarks.bench import end_to_end_bound, main, table, time_to_accuracy
 from ensemble.analysis.curves import CurveRow
+from ensemble.bench.bench import end_to_end_bound, main, table, time_to_accuracy
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -204,8 +205,8 @@ def test_runtime_env_is_one_ray_accepts():
 
 def test_runtime_env_excludes_leave_only_the_code(tmp_path):
     from ray._private.runtime_env.packaging import _zip_files  # the packer `ray job submit` uses
-    kept = ["pyproject.toml", "ensemble/data.py", "ensemble/cli.py", "workers/actor.py",
-            "classifier/combiner.py", "deploy/runtime_env.yaml", "tests/test_deploy.py"]
+    kept = ["pyproject.toml", "ensemble/data.py", "ensemble/cli.py", "workers/actor.py", "ensemble/runs/rundir.py",
+            "ensemble/data/splits.py", "classifier/combiner.py", "deploy/runtime_env.yaml", "tests/test_deploy.py"]
     dropped = [".git/HEAD", ".venv/bin/python", "venv/lib/site.py", ".env", "runs/r1/report.json",
                "runs/r1/member_00/checkpoint_000001/model.safetensors", "data/mnist/train-images-idx3-ubyte",
                "ensemble/__pycache__/cli.cpython-311.pyc", "auth_token", ".pytest_cache/v/x",
@@ -218,6 +219,11 @@ def test_runtime_env_excludes_leave_only_the_code(tmp_path):
     _zip_files(str(checkout), load(RUNTIME_ENV)["excludes"], str(package), include_gitignore=False)
     uploaded = {n for n in zipfile.ZipFile(package).namelist() if not n.endswith("/")}
     assert uploaded == set(kept)
+    # With the repository's .gitignore, as Ray reads it by default: no pattern may drop code (an
+    # unanchored `runs/` once dropped ensemble/runs/, and the job ran an installed copy instead).
+    shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
+    _zip_files(str(checkout), load(RUNTIME_ENV)["excludes"], str(package), include_gitignore=True)
+    assert set(kept) <= set(zipfile.ZipFile(package).namelist())
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,20 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_ports
 from tests.tiny import TINY
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_PORT = "8365"  # not the default, so a user's own head on 8265 is never touched
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture()
@@ -88,7 +78,7 @@ def test_main_job_runs_under_ray_job_submit(local_head, tmp_path):
     output = tmp_path / "out"
     sets = [a for o in TINY for a in ("--set", o)]
     done = submit(local_head, "--working-dir", ".", "--runtime-env-json",
-                  json.dumps({"excludes": [".git", ".venv", "runs"]}), "--",
+                  json.dumps({"excludes": [".git", ".venv", "/runs"]}), "--",
                   "python", "-m", "ensemble", "run", "--output", str(output), "--name", "job", *sets)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr

@@ -16,14 +16,14 @@ MAX_FUNCTION_LINES = 60
 # below, never a higher floor. A part is a subpackage or a top-level module of `ensemble`;
 # `__init__` is the public API (`import ensemble`), so nothing inside the package imports it.
 FLOORS = [
-    {"config", "storage", "errors"},         # settings, output URIs, how a run ends early
+    {"config", "storage", "errors", "shadowing"},  # settings, output URIs, how a run ends early, shadowed packages
     {"data", "builders", "report"},          # the data, config -> worker-side objects, report.json
     {"runs"},                                # a run directory opened, read back and scored
     {"scheduling"},                          # the only Ray scheduling code: actors, session, placement
     {"result", "serving"},                   # RunResult / load(), `ensemble serve`
     {"job"},                                 # the main job: driver, progress, logs, failures
     {"analysis", "estimator"},               # select, curves, repeats; the scikit-learn estimator
-    {"cli", "__main__", "__init__"},         # the command line and the public API
+    {"cli", "__main__", "__init__", "bench"},  # the command line, the public API, `ensemble bench` (runs it)
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from classifier.combiner import EnsembleCombiner, fit_combiner
+from classifier.combiner import fit_combiner
 from classifier.features import member_features
 from ensemble.config import CombinerConfig
 from ensemble.data import Splits

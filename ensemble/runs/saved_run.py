@@ -16,10 +16,10 @@ from typing import Optional
 from ensemble.builders import baseline_factory, member_factory
 from ensemble.config import CombinerConfig, EnsembleConfig
 from ensemble.data import Splits, load_splits
+from ensemble.report import MemberReport, RunReport
 from ensemble.report.entries import CombinerScore
 from ensemble.runs.evaluation import Chosen, score_checkpoints
 from ensemble.runs.rundir import read_finished_run
-from ensemble.report import MemberReport, RunReport
 from workers.errors import InputError
 from workers.layout import MANIFEST, checkpoint_dir
 from workers.models import AutoencoderFactory

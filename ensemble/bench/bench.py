@@ -22,8 +22,8 @@ from typing import Callable
 import psutil
 import torch
 
-from benchmarks.fit_overhead import fit_overhead, fit_overhead_line
-from benchmarks.machine import machine_header
+from ensemble.bench.fit_overhead import fit_overhead, fit_overhead_line
+from ensemble.bench.machine import machine_header
 from ensemble.builders import member_factory, member_rule, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
 from ensemble.data import load_splits

@@ -1,5 +1,5 @@
-"""`ensemble bench`, plugged into the CLI (entry point `eager_ensembles.commands`). Light on
-purpose: the CLI loads this module to build its parser; the benchmark loads only when run."""
+"""`ensemble bench`'s parser and entry. Light on purpose: the CLI loads this module to build its
+parser for every command; the benchmark itself (bench.py, PyTorch, Ray) loads only when run."""
 
 from __future__ import annotations
 
@@ -30,6 +30,6 @@ def main(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("psutil") is None:
         raise InputError("ensemble bench measures per-process memory with psutil, which is not installed; install "
                          "the bench extra: pip install 'eager-ensembles[bench]'.")
-    from benchmarks.bench import main as bench
+    from ensemble.bench.bench import main as bench
     bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run)
     return 0
