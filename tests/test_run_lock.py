@@ -148,3 +148,19 @@ def test_select_waits_for_no_one_and_refuses_while_another_writes(saved_run, tmp
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and (run_dir / "selections").is_dir(), done.stderr
     assert not (run_dir / WRITER_LOCK).exists()
+
+
+@pytest.mark.slow
+def test_labels_refuses_while_another_writes(saved_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(saved_run, run_dir)
+    sleeper = subprocess.Popen(["sleep", "120"])
+    try:
+        write_lock(run_dir, sleeper.pid)
+        labels = subprocess.run([sys.executable, "-m", "ensemble", "labels", str(run_dir), "--per-class", "1",
+                                 "--draws", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert labels.returncode == 2 and f"pid {sleeper.pid} on host" in unwrapped(labels.stderr), labels.stderr
+    assert not (run_dir / "labels.json").exists()

@@ -24,6 +24,7 @@ from ensemble.data.labelled import labelled_subset
 from ensemble.report.plots import labels_plot
 from ensemble.report.statistics import mean_test, p_text
 from ensemble.runs.evaluation import Chosen, load_autoencoder
+from ensemble.runs.runlock import run_lock
 from ensemble.runs.saved_run import SavedRun, open_run, used_members
 from workers.errors import InputError
 from workers.layout import LABELS_JSON, LABELS_PNG, write_atomic
@@ -94,14 +95,20 @@ def side_checkpoints(saved: SavedRun) -> dict[str, Chosen]:
 
 def label_curve(run_dir: str | Path, per_class: Sequence[int], draws: int = 5,
                 autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
-                on_row: Optional[Callable[[LabelsRow], None]] = None) -> LabelCurve:
+                on_row: Optional[Callable[[LabelsRow], None]] = None, trust_code: bool = False) -> LabelCurve:
     """Fit the heads on every count's draws, then write labels.json and labels.png into `run_dir`.
 
     Every input (counts larger than the smallest class, missing checkpoints) is checked before any fit.
     `on_row(row)` is called as each count is done."""
     if draws < 1:
         raise InputError(f"--draws must be at least 1; got {draws}.")
-    saved = open_run(run_dir, autoencoder, dataset)
+    saved = open_run(run_dir, autoencoder, dataset, trust_code)
+    with run_lock(saved.run_dir):  # one writer of labels.json and labels.png
+        return _label_curve(saved, per_class, draws, on_row)
+
+
+def _label_curve(saved: SavedRun, per_class: Sequence[int], draws: int,
+                 on_row: Optional[Callable[[LabelsRow], None]]) -> LabelCurve:
     sides = side_checkpoints(saved)
     saved.require_checkpoints(sorted({c for chosen in sides.values() for c in chosen}))
     splits, seed = saved.splits(), saved.config.seed
