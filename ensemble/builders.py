@@ -3,20 +3,20 @@ autoencoder factories, the train settings, each member's seed and the stop rules
 of the checkpoint to freeze. Pure functions, tested without Ray.
 
 A member's actor asks its rule (`workers.stopping`) after every epoch; the driver builds that
-rule here from the config, and later asks `select_epoch` which saved checkpoint to freeze. The
+rule here from the config, and later asks `select_epoch` which saved checkpoint to freeze (a pure
+function that lives in `workers.encoding`, so a finished member's actor picks the same epoch). The
 baseline uses conventional early stopping and the same selection of the best epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from pydantic import BaseModel
 
 from ensemble.config import BaselineConfig, EagerConfig, EnsembleConfig
-from workers.history import EpochRecord
+from workers.encoding import EncodeRequest, Selection, select_epoch  # noqa: F401  (here for the driver's callers)
 from workers.models import AutoencoderFactory, CAEFactory, baseline_width, import_autoencoder
 from workers.stopping import EagerStop, EarlyStopping
 from workers.training import TrainSettings
@@ -76,24 +76,11 @@ def baseline_rule(cfg: BaselineConfig) -> EarlyStopping:
     return from_section(EarlyStopping, cfg)
 
 
-@dataclass(frozen=True)
-class Selection:
-    epoch: Optional[int]  # None: no usable checkpoint (diverged in its first epoch)
-    reason: str
-
-
-def select_epoch(history: Sequence[EpochRecord], fixed_epoch: Optional[int] = None) -> Selection:
-    """The checkpoint to freeze: a fixed epoch when asked, else the lowest finite validation loss."""
-    finite = [r for r in history if r.finite]
-    if fixed_epoch is not None:
-        if any(r.epoch == fixed_epoch for r in finite):
-            return Selection(fixed_epoch, f"fixed epoch {fixed_epoch}")
-        return Selection(None, f"epoch {fixed_epoch} was not trained (or diverged)")
-    if not finite:
-        return Selection(None, "no finite epoch: diverged in its first epoch")
-    best = min(finite, key=lambda r: (r.val_loss, r.epoch))
-    return Selection(best.epoch, f"lowest validation loss {best.val_loss:.4g} at epoch {best.epoch}")
-
-
 def member_fixed_epoch(cfg: EagerConfig) -> Optional[int]:
     return cfg.epoch if cfg.rule == "fixed" else None
+
+
+def member_encoding(cfg: EagerConfig, reference: bool) -> EncodeRequest:
+    """What each member's actor encodes when it finishes: the checkpoint `select_epoch` picks under
+    this rule, and epoch 0 when the run scores the untrained reference (it has a test split)."""
+    return EncodeRequest(fixed_epoch=member_fixed_epoch(cfg), reference=reference)

@@ -17,6 +17,7 @@ import numpy as np
 import ray
 import torch
 
+from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode
 from workers.events import Done, EpochEnded, Shipment, Started
 from workers.models import AutoencoderFactory
 from workers.outcome import Outcome
@@ -45,6 +46,7 @@ class MemberSpec:
     settings: TrainSettings
     should_stop: StopRule
     bootstrap_seed: Optional[int] = None
+    encoding: Optional[EncodeRequest] = None  # what to encode when it finishes (None: the driver encodes)
 
 
 def torch_threads(num_cpus: float) -> int:
@@ -118,7 +120,7 @@ class MemberActor:
         torch.manual_seed(spec.settings.seed)
         model = spec.factory().to(self.device)
         steps = train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path)
-        yield from self._shipments([spec], [workdir], ((0, step) for step in steps))
+        yield from self._shipments([spec], [workdir], ((0, step) for step in steps), data)
 
     def train_pack(self, specs: Sequence[MemberSpec], data: dict, handoffs: Sequence[Handoff]) -> Iterator[Shipment]:
         """`train` for several members as one batched computation (`workers.packed`): each member's own
@@ -129,9 +131,10 @@ class MemberActor:
             torch.manual_seed(spec.settings.seed)  # each member's own initialisation, as alone
             members.append(PackMember(spec.factory().to(self.device), self._member_data(spec, data)[0],
                                       spec.settings, spec.should_stop, workdir.path))
-        yield from self._shipments(specs, workdirs, train_pack(members, self._on_device(data)[1]))
+        yield from self._shipments(specs, workdirs, train_pack(members, self._on_device(data)[1]), data)
 
-    def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps) -> Iterator[Shipment]:
+    def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps,
+                   data: dict) -> Iterator[Shipment]:
         """Each (member index, training step) as the event the driver gets, with its node's new files."""
         placements = [{**self.placement(), "directory": str(workdir.path)} for workdir in workdirs]
         for index, step in steps:
@@ -144,9 +147,24 @@ class MemberActor:
                 case Trained(record, decision):
                     yield Shipment(EpochEnded(name, time.time(), record, decision, ran_with), workdir.news())
                 case Outcome():
+                    features = self._encode(specs[index], workdir, step, data)  # before close() frees the disk
                     files = workdir.news()
                     workdir.close()
-                    yield Shipment(Done(name, time.time(), step), files)
+                    yield Shipment(Done(name, time.time(), step), files, features)
+
+    def _encode(self, spec: MemberSpec, workdir: Workdir, outcome: Outcome, data: dict) -> EncodedEpochs:
+        """The finished member's features for the combiner, from its own checkpoints on this node's disk.
+        Best effort: anything that fails here is left to the driver, which encodes the member itself and
+        reports a bad checkpoint in its own words, as before."""
+        if spec.encoding is None or "head_rows" not in data:
+            return {}
+        rows = torch.as_tensor(data["head_rows"], device=self.device)  # the training images the combiner fits on
+        splits = {"train": self._on_device(data)[0][rows], "test": as_tensor(data["test_x"], self.device)}
+        try:
+            return encode_checkpoints(spec.factory, workdir.path, epochs_to_encode(spec.encoding, outcome.history),
+                                      splits, self.device)
+        except Exception:  # noqa: BLE001 (the driver redoes it and raises the real error if it still fails)
+            return {}
 
     def _workdir(self, spec: MemberSpec, handoff: Handoff) -> Workdir:
         return Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))

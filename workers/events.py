@@ -18,11 +18,14 @@ the run. New fields only ever come with defaults, so a callback written today ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from workers.history import EpochRecord
 from workers.outcome import Outcome
 from workers.stopping import Decision
+
+if TYPE_CHECKING:  # the events stay importable without torch
+    from workers.encoding import EncodedEpochs
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ Event = Union[Started, EpochEnded, Done, Restarted, Lost]
 @dataclass(frozen=True)
 class Shipment:
     """What an actor sends per event: the event, and the files its node wrote that the driver
-    must put into the run directory (empty on the driver's own machine; see `workers.scratch`)."""
+    must put into the run directory (empty on the driver's own machine; see `workers.scratch`).
+    With `Done`, the finished member's features for the combiner (`workers.encoding`), by epoch."""
     event: Event
     files: dict[str, bytes] = field(default_factory=dict)
+    features: EncodedEpochs = field(default_factory=dict)

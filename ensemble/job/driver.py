@@ -24,6 +24,7 @@ from classifier.persistence import save_combiner
 from ensemble.builders import (
     baseline_factory,
     baseline_rule,
+    member_encoding,
     member_factory,
     member_fixed_epoch,
     member_rule,
@@ -65,6 +66,7 @@ from ensemble.scheduling.pool import MemberPool, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.storage import Mirror, is_uri, occupied, open_mirror
 from workers.actor import MemberSpec
+from workers.encoding import EncodedEpochs, EncodeRequest
 from workers.errors import InputError
 from workers.events import Event
 from workers.layout import BASELINE, COMBINER, member_name
@@ -331,7 +333,8 @@ def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, node
     specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factory,
                         train_settings(config, member_seed(config.seed, i)),
                         member_rule(config.eager, config.train.epochs),
-                        member_seed(config.seed, i) if config.data.bootstrap else None)
+                        member_seed(config.seed, i) if config.data.bootstrap else None,
+                        member_encoding(config.eager, reference=len(plan.splits.test_y) > 0))
              for i in range(config.members)]
     started = time.perf_counter()
     runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts,
@@ -350,7 +353,8 @@ def train_baseline(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, pha
     if not config.baseline.enabled:
         return
     spec = MemberSpec(BASELINE, str(run_dir / BASELINE), plan.baseline_factory,
-                      train_settings(config, member_seed(config.seed, -1)), baseline_rule(config.baseline))
+                      train_settings(config, member_seed(config.seed, -1)), baseline_rule(config.baseline),
+                      encoding=EncodeRequest(reference=False))
     started = time.perf_counter()
     pool = MemberPool(phases.baseline_share, data_ref, show, config.resources.max_restarts)
     phases.baseline = pool.train([spec])[BASELINE]
@@ -372,11 +376,14 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
                               {m.name: m.stop_reason for m in members if m.selected_epoch is None}, config.min_members)
     if problem:
         raise RuntimeError(problem)
-    score = score_checkpoints(plan.member_factory, run_dir, chosen, plan.splits, config.combiner, config.seed)
+    encoded = sent_features(phases.members)
+    score = score_checkpoints(plan.member_factory, run_dir, chosen, plan.splits, config.combiner, config.seed,
+                              encoded)
     untrained = None  # the same combiner on the untrained encoders, when there is a test split to score it on
     if len(plan.splits.test_y):
         untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
-                                      config.combiner, config.seed)
+                                      config.combiner, config.seed, encoded)
+    encoded.clear()  # the features are in the fitted combiners' scores now; free them before the baseline
     save_combiner(score.combiner, run_dir / COMBINER)
     ensemble = ensemble_report(config, phases.members_wall, phases.slots, plan.member_share.describe(), score,
                                untrained, members)
@@ -391,13 +398,23 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         if base.selected_epoch is None:
             raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}).")
         base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
-                                       plan.splits, config.combiner, config.seed)
+                                       plan.splits, config.combiner, config.seed,
+                                       sent_features({BASELINE: phases.baseline}))
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
                                    plan.baseline_factory.width)
         if predictions is not None:
             predictions.baseline = base_score.test_predictions.tolist()
     return Evaluation(members, ensemble, baseline, score, predictions)
+
+
+def sent_features(runs: dict[str, MemberRecord]) -> dict[str, EncodedEpochs]:
+    """The features each member's actor sent when it finished, taken out of its run record: the driver
+    keeps one reference, so they are freed as soon as the combiners are fitted."""
+    encoded = {}
+    for name, member in runs.items():
+        encoded[name], member.features = member.features, {}
+    return encoded
 
 
 def chosen_checkpoints(members: list[MemberReport]) -> list[tuple[str, int]]:

@@ -15,6 +15,7 @@ from ensemble.builders import select_epoch
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits
 from ensemble.report.models import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport
+from workers.encoding import EncodedEpochs
 from workers.events import Done, EpochEnded, Event, Lost, Started
 from workers.history import read_history
 from workers.layout import HISTORY
@@ -30,6 +31,7 @@ class MemberRecord:
     restarts: int = 0
     lost_reason: Optional[str] = None
     skipped_checkpoints: list[str] = field(default_factory=list)
+    features: EncodedEpochs = field(default_factory=dict)  # what its actor encoded when it finished, by epoch
 
     def record(self, event: Event, phase_start: float) -> None:
         """Keep what the report needs from `event` (times relative to the phase's start)."""

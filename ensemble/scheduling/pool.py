@@ -136,6 +136,8 @@ class MemberPool:
         """An event arrived: its files go into the run directory first, then it is recorded and reported."""
         spec = next(spec for spec in work if spec.name == shipment.event.name)
         receive(spec.directory, shipment.files)
+        if shipment.features:
+            self._runs[spec.name].features = shipment.features
         self._report(spec.name, shipment.event)
 
     def on_member_finished(self, actor) -> None:

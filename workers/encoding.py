@@ -1,0 +1,114 @@
+"""A finished member encodes its own splits: frozen encoder -> float32 features, on the member's device.
+
+When a member finishes, its actor already holds the model's code, the data and a device, so it
+loads the checkpoint its selection rule picks (and epoch 0, the untrained reference) and sends
+the features back with its `Done`; the driver only stacks them and fits the combiner. Without
+this the driver encoded every member alone after the last one ended, a tail that grows with N.
+
+The arithmetic is `encode`, the one loop `classifier.features` also runs, so features computed
+here and on the driver are the same float32 numbers for the same weights on the same device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.checkpoints import load_weights
+from workers.history import EpochRecord
+from workers.layout import checkpoint_dir
+from workers.models import AutoencoderFactory, load_matching
+
+SplitFeatures = dict[str, np.ndarray]  # split name ("train", "test") -> (rows, width) float32
+EncodedEpochs = dict[int, SplitFeatures]  # checkpoint epoch -> its features
+
+
+@dataclass(frozen=True)
+class Selection:
+    epoch: Optional[int]  # None: no usable checkpoint (diverged in its first epoch)
+    reason: str
+
+
+def select_epoch(history: Sequence[EpochRecord], fixed_epoch: Optional[int] = None) -> Selection:
+    """The checkpoint to freeze: a fixed epoch when asked, else the lowest finite validation loss.
+    Here, on the member side, so a finished member's actor picks the same epoch the driver will."""
+    finite = [r for r in history if r.finite]
+    if fixed_epoch is not None:
+        if any(r.epoch == fixed_epoch for r in finite):
+            return Selection(fixed_epoch, f"fixed epoch {fixed_epoch}")
+        return Selection(None, f"epoch {fixed_epoch} was not trained (or diverged)")
+    if not finite:
+        return Selection(None, "no finite epoch: diverged in its first epoch")
+    best = min(finite, key=lambda r: (r.val_loss, r.epoch))
+    return Selection(best.epoch, f"lowest validation loss {best.val_loss:.4g} at epoch {best.epoch}")
+
+
+@dataclass(frozen=True)
+class EncodeRequest:
+    """What a member's actor encodes once the member finishes (shipped with its spec)."""
+    fixed_epoch: Optional[int] = None  # the eager rule's fixed epoch (eager.rule=fixed), else the best epoch
+    reference: bool = True             # also epoch 0, for the combiner on the untrained encoders
+
+
+def epochs_to_encode(request: EncodeRequest, history: Sequence[EpochRecord]) -> list[int]:
+    """The selected epoch (then epoch 0 when the reference is asked); none when nothing is selected,
+    because the driver then excludes the member."""
+    selected = select_epoch(history, request.fixed_epoch).epoch
+    if selected is None:
+        return []
+    return [selected] + ([0] if request.reference and selected != 0 else [])
+
+
+def frozen_autoencoder(factory: AutoencoderFactory, member_dir: str | Path, epoch: int,
+                       device: str | torch.device = "cpu") -> nn.Module:
+    """A frozen (eval, no grad) autoencoder with the weights of one saved epoch, on `device`."""
+    path = checkpoint_dir(member_dir, epoch)
+    model = load_matching(factory(), load_weights(path), str(path))
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the module computes: its first parameter's device and dtype (CPU float32 if it has none)."""
+    parameter = next(module.parameters(), None)
+    if parameter is None:
+        return torch.device("cpu"), torch.float32
+    return parameter.device, parameter.dtype
+
+
+def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """`encoder.encode` over non-empty `images` in eval mode without autograd: an (N, d) float32 array,
+    each row the flattened encoding, filled batch by batch (memory bounded by one batch on the
+    device). The module's training flag is restored afterwards."""
+    device, dtype = _device_and_dtype(encoder)
+    was_training = encoder.training
+    encoder.eval()  # dropout off, batch norm on its running statistics
+    try:
+        with torch.no_grad():
+            features: np.ndarray | None = None
+            for start in range(0, len(images), batch_size):
+                batch = images[start:start + batch_size].to(device=device, dtype=dtype)
+                encoded = encoder.encode(batch).reshape(len(batch), -1)
+                if features is None:
+                    features = np.empty((len(images), encoded.shape[1]), dtype=np.float32)
+                features[start:start + len(batch)] = encoded.to(device="cpu", dtype=torch.float32).numpy()
+    finally:
+        encoder.train(was_training)
+    return features
+
+
+def encode_checkpoints(factory: AutoencoderFactory, member_dir: str | Path, epochs: Sequence[int],
+                       splits: Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> EncodedEpochs:
+    """Each saved epoch's features for every non-empty split; an epoch whose checkpoint is missing is
+    left out (the driver then encodes it itself, or names the missing checkpoint)."""
+    encoded: EncodedEpochs = {}
+    for epoch in epochs:
+        if not checkpoint_dir(member_dir, epoch).is_dir():
+            continue
+        model = frozen_autoencoder(factory, member_dir, epoch, device)
+        encoded[epoch] = {name: encode(model, images) for name, images in splits.items() if len(images)}
+    return encoded
