@@ -6,6 +6,8 @@ import pytest
 
 from ensemble.analysis.curves import CurveRow
 from ensemble.bench.bench import end_to_end_bound, main, table, time_to_accuracy
+from ensemble.bench.tail import BEFORE_40_S, tail_table, tail_verdict
+from tests.tiny import TINY
 
 
 @pytest.mark.slow
@@ -14,7 +16,7 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     try:
         result = main(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
                        "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path, with_default_run=False,
-                      small_counts=(4,), estimator_fits=2)
+                      small_counts=(4,), estimator_fits=2, tail_members=(2,), tail_settings=TINY)
     finally:
         ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     names = [c["name"] for c in result["comparisons"]]
@@ -32,6 +34,23 @@ def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     fits = result["estimator_fit"]  # the estimator's per-fit overhead: 2 fits sharing one Ray start
     assert len(fits["fits"]) == 2 and fits["ray_start_s"] > 0 and fits["ratio"] > 1
     assert fits["later_fit_s"] == fits["fits"][1]["fit_s"]
+    [tail] = result["tail"]  # one run of 2 members: its tail, the driver's memory, its accuracy
+    assert tail["members"] == 2 and 0 < tail["tail_s"] < tail["wall_s"] and tail["test_accuracy"] > 0.5
+    assert tail["feature_s"] < 0.5  # the members' actors encoded; the driver only stacked
+    assert tail["driver_peak_rss_mib"] >= tail["driver_tail_peak_rss_mib"] > 0
+
+
+def test_the_tail_table_states_the_target_and_the_growth():
+    rows = [{"members": n, "tail_s": s, "feature_s": 0.1, "fit_s": s / 2, "wall_s": 10 * s, "test_accuracy": 0.9,
+             "driver_peak_rss_mib": 900.0, "driver_tail_peak_rss_mib": 800.0} for n, s in ((5, 3.0), (20, 6.0),
+                                                                                          (40, 11.0))]
+    verdict = tail_verdict(rows)
+    assert verdict["share_of_before_40"] == pytest.approx(11.0 / BEFORE_40_S) and verdict["share_met"]
+    assert verdict["growth_20_to_40"] == pytest.approx(11.0 / 6.0) and verdict["growth_met"]
+    printed = tail_table(rows)
+    assert "| 40 | 11.0 |" in printed and "met" in printed and "MISSED" not in printed
+    rows[2]["tail_s"] = 13.0  # more than twice N=20's tail: growth worse than linear
+    assert not tail_verdict(rows)["growth_met"] and "MISSED" in tail_table(rows)
 
 
 def test_the_end_to_end_ceiling_is_one_start_plus_the_members_spread_over_the_slots():

@@ -24,6 +24,7 @@ import torch
 
 from ensemble.bench.fit_overhead import fit_overhead, fit_overhead_line
 from ensemble.bench.machine import machine_header
+from ensemble.bench.tail import measure_tail, tail_table
 from ensemble.builders import member_factory, member_rule, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
 from ensemble.data import load_splits
@@ -307,16 +308,24 @@ def table(result: dict) -> str:
 
 
 def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
-         small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3) -> dict:
+         small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3, tail_members: tuple[int, ...] = (),
+         tail_only: bool = False, tail_settings: tuple[str, ...] = ()) -> dict:
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)
-    result = run_bench(config, repeats, epochs, output / "scratch", small_counts=small_counts)
-    if with_default_run:
-        result["default"] = default_run_share(result, output)
-    result["estimator_fit"] = fit_overhead(estimator_fits)
+    result = {"machine": machine_header()}
+    if not tail_only:
+        result = run_bench(config, repeats, epochs, output / "scratch", small_counts=small_counts)
+        if with_default_run:
+            result["default"] = default_run_share(result, output)
+        result["estimator_fit"] = fit_overhead(estimator_fits)
+    if tail_members:
+        result["tail"] = [measure_tail(n, output / "tail", tail_settings) for n in tail_members]
     write_atomic(output / "bench.json", json.dumps(result, indent=2))
-    print(table(result))
-    print(fit_overhead_line(result["estimator_fit"]))
+    if not tail_only:
+        print(table(result))
+        print(fit_overhead_line(result["estimator_fit"]))
+    if tail_members:
+        print(f"\n{tail_table(result['tail'])}")
     print(f"\nJSON: {output / 'bench.json'}")
     return result

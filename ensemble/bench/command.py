@@ -22,6 +22,10 @@ def add_parser(commands) -> None:
     bench.add_argument("--output", metavar="DIR", default="runs/bench", help="where bench.json goes")
     bench.add_argument("--no-default-run", action="store_true",
                        help="skip the default run (start-up share, time to accuracy, combiner cost)")
+    bench.add_argument("--tail-members", metavar="N", type=int, nargs="*", default=[5, 20, 40],
+                       help="widths whose tail (last member's end -> report written) and driver memory are "
+                            "measured, one run each (default 5 20 40; none: skip)")
+    bench.add_argument("--tail-only", action="store_true", help="measure only the tail (about 3 minutes on 2 cores)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,6 +34,9 @@ def main(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("psutil") is None:
         raise InputError("ensemble bench measures per-process memory with psutil, which is not installed; install "
                          "the bench extra: pip install 'eager-ensembles[bench]'.")
+    if any(n < 1 for n in args.tail_members):
+        raise InputError(f"--tail-members must be at least 1; got {args.tail_members}.")
     from ensemble.bench.bench import main as bench
-    bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run)
+    bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run,
+          tail_members=tuple(args.tail_members), tail_only=args.tail_only)
     return 0
