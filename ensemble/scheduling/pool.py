@@ -24,6 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+import numpy as np
 import ray
 
 from ensemble.errors import MemberFailed
@@ -137,7 +138,10 @@ class MemberPool:
         spec = next(spec for spec in work if spec.name == shipment.event.name)
         receive(spec.directory, shipment.files)
         if shipment.features:
-            self._runs[spec.name].features = shipment.features
+            # copied out of the object store: the arrays outlive this Ray session (the combiner is fitted
+            # after it ends) and the store is not kept full of pinned features while members still train
+            self._runs[spec.name].features = {epoch: {split: np.array(array) for split, array in splits.items()}
+                                              for epoch, splits in shipment.features.items()}
         self._report(spec.name, shipment.event)
 
     def on_member_finished(self, actor) -> None:
