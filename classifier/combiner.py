@@ -102,7 +102,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise CombinerInputError(f"labels hold one class ({classes[0]!r}); a classifier needs at least two.")
         self.member_widths_ = self._resolved_widths(X.shape[1])
-        self.model_ = self._build_model().fit(X, y)
+        self.model_ = self._fit_concat(X, y) if self._kind() == "concat" else self._build_model().fit(X, y)
         self.classes_ = self.model_.classes_
         heads = [self.model_[-1]] if self._kind() == "concat" else [member[-1] for member in self.model_.estimators_]
         self.n_iter_ = max(int(np.max(head.n_iter_)) for head in heads)
@@ -164,6 +164,12 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         return MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN_UNITS,), alpha=1.0 / self.C, early_stopping=True,
                              max_iter=self.max_iter, random_state=self.random_state)
 
+    def _fit_concat(self, X: np.ndarray, y: np.ndarray) -> Pipeline:
+        """The concat pipeline (what `_build_model` builds), with its scaler fitted one member's block of
+        columns at a time (`block_scaler`): the same fitted pipeline, bitwise, in less time."""
+        scaler = block_scaler(X, self.member_widths_)
+        return Pipeline([("scale", scaler), ("head", self._head().fit(scaler.transform(X), y))])
+
     def _build_model(self):
         if self._kind() == "concat":
             return Pipeline([("scale", StandardScaler()), ("head", self._head())])
@@ -187,6 +193,27 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, ensure_all_finite=False, dtype=FEATURE_DTYPES)
         _check_finite(X)
         return X
+
+
+def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
+    """A StandardScaler on all of X's columns, fitted one block of `widths` columns at a time.
+
+    A column's mean and variance depend on that column alone, so the statistics are bitwise those of
+    one fit on the whole matrix; but scikit-learn computes them on a float64 copy of what it is given,
+    and one block's copy (3,000 x 784) is made and freed five times faster than the whole matrix's
+    (40 members: 1.4 s against 6.9 s on 2 cores, benchmarks/fit_scaling.py), the largest part of the
+    concat head's fit at that width."""
+    parts, start = [], 0
+    for width in widths:
+        parts.append(StandardScaler().fit(X[:, start:start + width]))
+        start += width
+    scaler = StandardScaler()
+    scaler.mean_ = np.concatenate([part.mean_ for part in parts])
+    scaler.var_ = np.concatenate([part.var_ for part in parts])
+    scaler.scale_ = np.concatenate([part.scale_ for part in parts])
+    scaler.n_samples_seen_ = parts[0].n_samples_seen_  # finite features: the same count for every column
+    scaler.n_features_in_ = X.shape[1]
+    return scaler
 
 
 def _check_finite(X: np.ndarray) -> None:

@@ -10,7 +10,7 @@ import sklearn
 import skops.io as sio
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -218,3 +218,18 @@ def test_the_docstring_example_runs_as_written():
         runner.run(test)
     results = runner.summarize(verbose=False)
     assert results.failed == 0 and results.attempted > 0
+
+
+def test_concat_scaler_fitted_block_by_block_is_bitwise_the_whole_matrix_fit():
+    rng = np.random.default_rng(3)
+    widths = (16, 24, 8)
+    X = np.maximum(0, rng.normal(1.0, 3.0, size=(200, sum(widths)))).astype(np.float32)
+    X[:, 5] = 0.0  # a dead unit (ReLU): its scale is 1, as scikit-learn makes it
+    y = rng.integers(0, 3, size=200)
+    ours = EnsembleCombiner(kind="concat", member_widths=widths).fit(X, y)
+    whole = Pipeline([("scale", StandardScaler()), ("head", LogisticRegression(C=1.0, max_iter=200))]).fit(X, y)
+    for name in ("mean_", "var_", "scale_"):
+        assert np.array_equal(getattr(ours.model_[0], name), getattr(whole[0], name))
+    assert ours.model_[0].n_samples_seen_ == 200 and ours.model_[0].n_features_in_ == 48
+    assert np.array_equal(ours.model_[-1].coef_, whole[-1].coef_)
+    assert np.array_equal(ours.predict_proba(X), whole.predict_proba(X))
