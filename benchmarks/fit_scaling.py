@@ -4,13 +4,16 @@ Features: the default run's data (mnist-5k: 3,000 train / 1,000 test images afte
 N default members' encoders (784 features each), untrained (each member's own seed, what the untrained
 reference fits on) or, with --run, the selected checkpoints of a finished run's members, repeated
 with their epoch-0 encoders when N is larger than the run. The head is the default combiner's
-(concat: StandardScaler + LogisticRegression, C=1) with the solver under test:
+(concat: StandardScaler + LogisticRegression, C=1), fitted three ways:
 
-- lbfgs      the default (max_iter 200, tol 1e-4), on float32 standardized features
-- saga       stochastic average gradient on the same standardized features (max_iter 30)
+- whole      the scaler fitted on the whole stacked matrix, then lbfgs (max_iter 200, tol 1e-4):
+             the combiner before issue 26
+- blocks     `fit_combiner` now: stacking, the scaler fitted one member's columns at a time
+             (`classifier.combiner.block_scaler`), then the same lbfgs
+- saga       stochastic average gradient on the same standardized features (max_iter 30, tol 1e-3)
 
 Paired accuracy differences come with an exact McNemar p-value and a 95% bootstrap CI.
-Run: python benchmarks/fit_scaling.py --members 5 20 40 80 [--run RUN_DIR] [--solvers lbfgs saga]
+Run: python benchmarks/fit_scaling.py --members 5 20 40 80 [--run RUN_DIR] [--solvers whole blocks saga]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from classifier.combiner import fit_combiner
 from classifier.features import member_features
 from ensemble.builders import member_factory, member_seed
 from ensemble.config import build_config
@@ -50,12 +54,15 @@ def encoders(members: int, run: Path | None, config, image_shape) -> list[torch.
     return built
 
 
-def head(solver: str) -> Pipeline:
-    if solver == "lbfgs":
+def fit(solver: str, per_member: list[np.ndarray], labels: np.ndarray):
+    """A fitted concat head (anything with predict and a last step with n_iter_), from the members' features."""
+    if solver == "blocks":
+        return fit_combiner("concat", "logistic", per_member, labels)[0].model_
+    if solver == "whole":
         model = LogisticRegression(C=1.0, max_iter=200)
     else:
         model = LogisticRegression(C=1.0, solver="saga", max_iter=30, tol=1e-3, random_state=0)
-    return Pipeline([("scale", StandardScaler()), ("head", model)])
+    return Pipeline([("scale", StandardScaler()), ("head", model)]).fit(np.hstack(per_member), labels)
 
 
 def paired(a: np.ndarray, b: np.ndarray, labels: np.ndarray, draws: int = 2000) -> dict:
@@ -77,16 +84,16 @@ def measure(counts: Sequence[int], solvers: Sequence[str], run: Path | None) -> 
     for n in counts:
         models = encoders(n, run, config, splits.image_shape)
         started = time.perf_counter()
-        train = np.hstack(member_features(models, splits.train_x))
+        train = member_features(models, splits.train_x)
         test = np.hstack(member_features(models, splits.test_x))
         feature_s = time.perf_counter() - started
         predictions = {}
         for solver in solvers:
             started = time.perf_counter()
-            fitted = head(solver).fit(train, splits.train_y.numpy())
+            fitted = fit(solver, train, splits.train_y.numpy())
             fit_s = time.perf_counter() - started
             predictions[solver] = fitted.predict(test)
-            rows.append({"members": n, "columns": train.shape[1], "solver": solver, "fit_s": fit_s,
+            rows.append({"members": n, "columns": test.shape[1], "solver": solver, "fit_s": fit_s,
                          "n_iter": int(np.max(fitted[-1].n_iter_)), "feature_s": feature_s,
                          "test_accuracy": float(np.mean(predictions[solver] == splits.test_y.numpy()))})
             if solver != solvers[0]:
@@ -99,7 +106,7 @@ def measure(counts: Sequence[int], solvers: Sequence[str], run: Path | None) -> 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[5, 20, 40, 80])
-    parser.add_argument("--solvers", nargs="+", default=["lbfgs", "saga"], choices=["lbfgs", "saga"])
+    parser.add_argument("--solvers", nargs="+", default=["whole", "blocks"], choices=["whole", "blocks", "saga"])
     parser.add_argument("--run", type=Path, default=None, help="a finished run whose checkpoints to encode")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
