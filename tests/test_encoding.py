@@ -4,11 +4,11 @@ the driver's, and the driver encodes only what did not arrive. No Ray."""
 import numpy as np
 import torch
 
-import ensemble.job.evaluation as evaluation
+import ensemble.runs.evaluation as evaluation
 from classifier.features import member_features
+from ensemble.builders import member_encoding
 from ensemble.config import CombinerConfig, build_config
 from ensemble.data import load_splits
-from ensemble.eager import member_encoding
 from tests.tiny import TINY, TinyAE
 from workers.checkpoints import save_checkpoint
 from workers.encoding import EncodeRequest, encode_checkpoints, epochs_to_encode

@@ -27,7 +27,7 @@ WIDE = textwrap.dedent("""
     from pathlib import Path
     import ray
     from ray.cluster_utils import Cluster
-    import ensemble, ensemble.job.evaluation as evaluation, ensemble.scheduling.pool as pool
+    import ensemble, ensemble.runs.evaluation as evaluation, ensemble.scheduling.pool as pool
     from ensemble.config import build_config
     from tests.tiny import TINY
     from workers.events import Done, EpochEnded, Started
