@@ -29,14 +29,17 @@ def test_remote_member_is_seeded_from_the_run_directory_and_sends_back_only_news
     run_member = tmp_path / "runs" / "r" / "member_00"
     for epoch in (0, 1, 2):
         save(run_member, epoch)
+    (run_member / "checkpoint_000001" / "state.pt").write_bytes(b"damaged")
     monkeypatch.setenv(SCRATCH_ENV, str(tmp_path / "node-disk"))
     given = handoff(run_member, driver=machine("driver-node"))
-    assert sorted(given.files) == ["checkpoint_000002/manifest.json", "checkpoint_000002/model.safetensors",
-                                   "checkpoint_000002/state.pt"]  # the newest valid checkpoint only
+    # the newest valid checkpoint to train on, and the earlier valid ones its rule may select and the
+    # untrained reference needs when the member finishes and encodes them; the damaged one stays behind
+    assert sorted(given.files) == [f"checkpoint_00000{e}/{name}" for e in (0, 2)
+                                   for name in ("manifest.json", "model.safetensors", "state.pt")]
 
     work = Workdir(run_member, given, here=machine("other-node"))
     assert work.remote and work.path.is_relative_to(tmp_path / "node-disk") and work.path.name == "member_00"
-    assert [e for e, _ in list_checkpoints(work.path)] == [2]
+    assert [e for e, _ in list_checkpoints(work.path)] == [0, 2]
     assert work.news() == {}  # what the driver seeded is not sent back
     save(work.path, 3)
     (work.path / HISTORY).write_text("{}\n")

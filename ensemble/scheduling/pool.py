@@ -32,7 +32,7 @@ from ensemble.report.entries import MemberRecord
 from ensemble.scheduling.placement import Share, lent_threads
 from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
-from workers.checkpoints import load_latest_valid, sweep_temporaries
+from workers.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_latest_valid, sweep_temporaries
 from workers.events import Event, Lost, Restarted, Shipment
 from workers.layout import OUTCOME
 from workers.packed import auto_members_per_actor
@@ -272,5 +272,21 @@ def handoff(member_dir: Path, driver: str) -> Handoff:
     else:
         latest, _ = load_latest_valid(member_dir)
         if latest is not None:
-            files = checkpoint_entries(latest.path)
+            files = {**earlier_checkpoints(member_dir, latest.epoch), **checkpoint_entries(latest.path)}
     return Handoff(driver, f"{member_dir.parent.name}-{key}/{member_dir.name}", files)
+
+
+def earlier_checkpoints(member_dir: Path, latest: int) -> Files:
+    """The valid checkpoints before `latest`: a member restarted on another node trains on from `latest`,
+    but when it finishes it encodes the checkpoint its rule selects, which may be older, and epoch 0 for
+    the untrained reference (`workers.encoding`). A damaged one stays behind: the driver encodes from
+    the run directory what the actor could not, and names the damage as before."""
+    files: Files = {}
+    for epoch, path in list_checkpoints(member_dir):
+        if epoch < latest:
+            try:
+                load_checkpoint(path)
+            except CheckpointError:
+                continue
+            files.update(checkpoint_entries(path))
+    return files
