@@ -43,11 +43,11 @@ WIDE = textwrap.dedent("""
                                          for epoch, splits in shipment.features.items()}
         real(self, work, shipment)
     pool.MemberPool.on_shipment = on_shipment
-    encoded_on_driver = []  # checkpoints the driver had to encode itself
-    def load_autoencoder(factory, member_dir, epoch, real=evaluation.load_autoencoder):
-        encoded_on_driver.append(f"{Path(member_dir).name}@{epoch}")
-        return real(factory, member_dir, epoch)
-    evaluation.load_autoencoder = load_autoencoder
+    encoded_on_driver = []  # image sets the driver had to encode itself (a checkpoint whose features did not come)
+    def encoder_features(autoencoder, images, real=evaluation.encoder_features):
+        encoded_on_driver.append(len(images))
+        return real(autoencoder, images)
+    evaluation.encoder_features = encoder_features
 
     def figures(report):
         return {"members": [{"name": m.name, "selected_epoch": m.selected_epoch, "restarts": m.restarts,
