@@ -67,10 +67,11 @@ WIDE = textwrap.dedent("""
     workers = {name: cluster.add_node(num_cpus=2, env_vars=disk("node-" + name)) for name in "abc"}
     ray.init(address=cluster.address, log_to_driver=False)
     nodes = {name: node.node_id for name, node in workers.items()}
-    where, done, removed = {}, [], []
+    where, started_on, done, removed = {}, set(), [], []  # member -> its node now; every node a member started on
     def on_event(event):
         if isinstance(event, Started):
             where[event.name] = event.placement["node_id"]
+            started_on.add(event.placement["node_id"])
         if isinstance(event, Done):
             done.append(event.name)
         if (isinstance(event, EpochEnded) and not removed and len(done) >= 4
@@ -81,7 +82,7 @@ WIDE = textwrap.dedent("""
     print(json.dumps({"single": single, "wide": figures(result.report), "sent": sent, "single_sent": single_sent,
                       "encoded_on_driver": encoded_on_driver, "single_on_driver": single_on_driver,
                       "removed_during": removed, "nodes": nodes, "run_dir": str(result.run_dir),
-                      "ran_on": sorted({node for node in where.values()})}))
+                      "ran_on": sorted(started_on)}))
     ray.shutdown()
     cluster.shutdown()
 """).replace("{MEMBERS}", str(MEMBERS))
