@@ -161,6 +161,13 @@ def test_bad_per_member_settings_are_input_errors_naming_the_key(sets, match):
         build_config({}, sets)
 
 
+def test_members_that_differ_never_train_packed(tmp_path):
+    sets = ["members=2", "model.overrides=[{activation: tanh}, {}]", "name=packed"]  # same parameter shapes
+    assert prepare(tiny(tmp_path, *sets, "resources.members_per_actor=auto"), None, None, False).members_per_actor == 1
+    with pytest.raises(InputError, match="members that differ .* cannot train packed"):
+        prepare(tiny(tmp_path, *sets, "resources.members_per_actor=2"), None, None, False)
+
+
 def test_a_list_of_classes_of_the_wrong_length_is_refused_before_ray(tmp_path):
     with pytest.raises(InputError, match=r"autoencoder= lists 3 autoencoder\(s\) but members=2"):
         ensemble.run(tiny(tmp_path, "name=x"), autoencoder=[TinyAE] * 3, dataset=digits_arrays())

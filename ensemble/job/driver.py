@@ -295,13 +295,18 @@ def recorded_members(config: EnsembleConfig, autoencoder: Autoencoders, factorie
 def pack_size(config: EnsembleConfig, factories: list[AutoencoderFactory], splits: Splits) -> Union[int, str]:
     """`resources.members_per_actor`, checked before anything starts: members asked to train packed must
     be stackable with these settings (an InputError otherwise); with "auto", members that cannot be
-    packed (a custom autoencoder with buffers, say) simply train alone."""
+    packed (a custom autoencoder with buffers, say) simply train alone. Members that differ never
+    pack: a pack runs its first member's forward pass for all (a CAE with another activation has
+    the same parameter shapes, so the stacking check alone would not see it)."""
     wanted = config.resources.members_per_actor
     if wanted == 1 or config.members == 1:
         return 1
     try:
+        if any(factory != factories[0] for factory in factories):
+            raise InputError("members that differ (model.overrides, or a list of autoencoders) cannot train "
+                             "packed; set resources.members_per_actor=1 to train each member on its own.")
         check_packable_settings(train_settings(config, config.seed))
-        check_stackable([factory() for factory in factories[:1] * 2 + factories[1:]], splits.train_x[:2])
+        check_stackable([factories[0](), factories[0]()], splits.train_x[:2])
     except InputError:
         if wanted == "auto":
             return 1
