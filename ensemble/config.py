@@ -160,7 +160,7 @@ class ModelConfig(Section):
                 ModelConfig.model_validate(changes)
             except ValidationError as err:
                 raise ValueError(describe_validation_error(
-                    err, f"key model.overrides[{index}].{{}}".format, f"member {index}'s model")) from None
+                    err, f"key model.overrides[{index}].{{}}".format, f"member {index}'s model").rstrip(".")) from None
         return value
 
     @field_validator("channels")
