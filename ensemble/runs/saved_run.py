@@ -36,10 +36,6 @@ class SavedRun:
     trust_code: bool = False  # import a baseline.autoencoder the run recorded (see workers.models.trusts)
     _splits: Optional[Splits] = field(default=None, repr=False)
 
-    @property
-    def member_factory(self) -> AutoencoderFactory:
-        return self.member_factories[0]
-
     def baseline_factory(self) -> AutoencoderFactory:
         """The baseline's model as the run built it: widened to the width the report recorded."""
         base, shape = self.report.baseline, self.report.dataset.image_shape
