@@ -333,14 +333,16 @@ def test_select_curves_load_and_serving_work_on_an_arrays_run_in_a_fresh_process
     assert select.returncode == 0, select.stderr
     selected = json.loads((arrays_run.run_dir / "selections" / "fixed-1_soft-vote" / "report.json").read_text())
     assert selected["ensemble"]["diversity"]["members"] == [0, 1]
-    curves = in_fresh_process("-m", "ensemble", "curves", run_dir)  # the recorded class, imported
+    untrusted = in_fresh_process("-m", "ensemble", "curves", run_dir)  # the recorded class: not imported unasked
+    assert untrusted.returncode == 2 and "--trust-code" in untrusted.stderr
+    curves = in_fresh_process("-m", "ensemble", "curves", run_dir, "--trust-code")
     assert curves.returncode == 0, curves.stderr
     assert (arrays_run.run_dir / "accuracy_vs_time.csv").is_file()
     images, _ = digits_arrays()
     expected = arrays_run.predict(images[:20]).tolist()
     code = ("import sys, json, numpy as np, ensemble; from ensemble.serving.replica import load_for_serving; "
             "from sklearn.datasets import load_digits; x = load_digits().data.astype(np.uint8).reshape(-1, 8, 8)[:20]; "
-            "print(json.dumps([ensemble.load(sys.argv[1]).predict(x).tolist(), "
+            "print(json.dumps([ensemble.load(sys.argv[1], trust_code=True).predict(x).tolist(), "
             "load_for_serving(sys.argv[1], 'tests.tiny:TinyAE').predict(x).tolist()]))")
     loaded = in_fresh_process("-c", code, run_dir)
     assert loaded.returncode == 0, loaded.stderr
@@ -356,7 +358,7 @@ def test_resume_continues_an_arrays_run_in_a_fresh_process(arrays_run, tmp_path)
     shutil.copytree(arrays_run.run_dir, run_dir)
     for name in ("report.json", "report.md"):
         (run_dir / name).unlink()
-    resumed = in_fresh_process("-m", "ensemble", "run", "--resume", str(run_dir), "--quiet")
+    resumed = in_fresh_process("-m", "ensemble", "run", "--resume", str(run_dir), "--quiet", "--trust-code")
     assert resumed.returncode == 0, resumed.stderr
     again = json.loads((run_dir / "report.json").read_text())
     assert again["ensemble"]["test_accuracy"] == arrays_run.report.ensemble.test_accuracy
@@ -397,7 +399,7 @@ def test_members_of_different_classes_train_report_and_load(ray_instance, tmp_pa
     assert ensemble.load(result.run_dir).predict(images[:10]).tolist() == expected
     code = ("import sys, json, numpy as np; from ensemble.serving.replica import load_for_serving; "
             "from sklearn.datasets import load_digits; x = load_digits().data.astype(np.uint8).reshape(-1, 8, 8)[:10]; "
-            "print(json.dumps(load_for_serving(sys.argv[1], None).predict(x).tolist()))")
+            "print(json.dumps(load_for_serving(sys.argv[1], None, trust_code=True).predict(x).tolist()))")
     served = in_fresh_process("-c", code, str(result.run_dir))
     assert served.returncode == 0, served.stderr
     assert json.loads(served.stdout.strip().splitlines()[-1]) == expected
