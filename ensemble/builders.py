@@ -1,6 +1,7 @@
-"""What the config builds for the worker side, each in one place: the members' and the baseline's
-autoencoder factories, the train settings, each member's seed and the stop rules; and the choice
-of the checkpoint to freeze. Pure functions, tested without Ray.
+"""What the config builds for the worker side, each in one place: each member's and the baseline's
+autoencoder factories (members may differ; the baseline is theirs made wider, or one the user
+names), the train settings, each member's seed and the stop rules; and the choice of the
+checkpoint to freeze. Pure functions, tested without Ray.
 
 A member's actor asks its rule (`workers.stopping`) after every epoch; the driver builds that
 rule here from the config, and later asks `select_epoch` which saved checkpoint to freeze (a pure
@@ -11,24 +12,72 @@ baseline uses conventional early stopping and the same selection of the best epo
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from pydantic import BaseModel
 
-from ensemble.config import BaselineConfig, EagerConfig, EnsembleConfig
+from ensemble.config import BaselineConfig, EagerConfig, EnsembleConfig, ModelConfig
 from workers.encoding import EncodeRequest, Selection, select_epoch  # noqa: F401  (here for the driver's callers)
-from workers.models import AutoencoderFactory, CAEFactory, baseline_width, import_autoencoder
+from workers.errors import InputError
+from workers.models import (
+    AutoencoderFactory,
+    CAEFactory,
+    Widened,
+    accepts_width,
+    baseline_width,
+    import_autoencoder,
+    matched_width,
+    trainable_parameters,
+)
 from workers.stopping import EagerStop, EarlyStopping
 from workers.training import TrainSettings
 
+Autoencoders = Union[AutoencoderFactory, Sequence[AutoencoderFactory], None]  # run(autoencoder=...)
+
+
+def member_model(config: EnsembleConfig, index: int) -> ModelConfig:
+    """Member `index`'s model.* keys: model.*, its entry of a list of autoencoders, and its
+    model.overrides dict laid over them."""
+    m = config.model
+    keys = m.model_dump(exclude={"overrides"})
+    if isinstance(m.autoencoder, list):
+        keys["autoencoder"] = m.autoencoder[index]
+    keys.update(m.overrides[index] if m.overrides else {})
+    return ModelConfig.model_validate(keys)
+
+
+def members_differ(config: EnsembleConfig) -> bool:
+    """Whether the members' architectures may differ (per-member overrides or a list of classes)."""
+    models = [member_model(config, i) for i in range(config.members)]
+    return any(model != models[0] for model in models)
+
+
+def model_factory(model: ModelConfig, image_shape: Sequence[int], trust_code: bool = False) -> AutoencoderFactory:
+    """One member's autoencoder: the class `autoencoder` names (imported if `trust_code`, or if this
+    process imported its module already: `workers.models.trusts`), else the built-in CAE of its keys
+    for images of `image_shape` (C, H, W)."""
+    if model.autoencoder is not None:
+        return import_autoencoder(model.autoencoder, trust_code)
+    return CAEFactory(tuple(image_shape), model.channels, model.kernel_size, model.activation, model.pooling)
+
+
+def member_factories(config: EnsembleConfig, image_shape: Sequence[int], autoencoder: Autoencoders = None,
+                     trust_code: bool = False) -> list[AutoencoderFactory]:
+    """One factory per member: `autoencoder` as given from Python (one for all, or a list of one per
+    member), else what the config names for each member."""
+    if autoencoder is None:
+        return [model_factory(member_model(config, i), image_shape, trust_code) for i in range(config.members)]
+    if isinstance(autoencoder, (list, tuple)):
+        if len(autoencoder) != config.members:
+            raise InputError(f"autoencoder= lists {len(autoencoder)} autoencoder(s) but members={config.members}; "
+                             "give one per member, or one for all.")
+        return list(autoencoder)
+    return [autoencoder] * config.members
+
 
 def member_factory(config: EnsembleConfig, image_shape: Sequence[int], trust_code: bool = False) -> AutoencoderFactory:
-    """The members' autoencoder: the class `model.autoencoder` names (imported if `trust_code`, or
-    if this process imported its module already: see `workers.models.trusts`), else the built-in
-    CAE of `model.*` for images of `image_shape` (C, H, W)."""
-    if config.model.autoencoder is not None:
-        return import_autoencoder(config.model.autoencoder, trust_code)
-    return cae_factory(config, image_shape)
+    """The first member's autoencoder (all members', unless they differ)."""
+    return member_factories(config, image_shape, None, trust_code)[0]
 
 
 def cae_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactory:
@@ -37,11 +86,38 @@ def cae_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactor
     return CAEFactory(tuple(image_shape), m.channels, m.kernel_size, m.activation, m.pooling)
 
 
-def baseline_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactory:
-    """The monolithic baseline: the built-in CAE, `baseline.width` times as wide (also when the
-    members are a custom autoencoder)."""
-    width = baseline_width(config.members, config.baseline.width)
-    return dataclasses.replace(cae_factory(config, image_shape), width=width)
+def baseline_factory(config: EnsembleConfig, image_shape: Sequence[int], members: Sequence[AutoencoderFactory],
+                     own: Optional[AutoencoderFactory] = None, trust_code: bool = False) -> AutoencoderFactory:
+    """The monolithic baseline, never a silent swap to another architecture: `own` (run's
+    baseline_autoencoder=) or the class `baseline.autoencoder` names, else the members' architecture
+    made wider (model.* for the built-in CAE, else the first member's class, which must take `width`).
+    Its width: `baseline.width`, else sqrt(members) for identical members, else the width whose
+    trainable parameters come closest to the members' total."""
+    if own is not None:
+        return own
+    if config.baseline.autoencoder is not None:
+        return import_autoencoder(config.baseline.autoencoder, trust_code)
+    first = members[0]
+    custom = not isinstance(first, CAEFactory)
+    if custom and not accepts_width(first):
+        raise InputError(
+            f"the baseline must be the members' own architecture made wider or a model you name, but "
+            f"{getattr(first, '__qualname__', type(first).__name__)} takes no `width` keyword. Give its constructor "
+            "a `width: float = 1.0` multiplier of its channels (the baseline is built with width=baseline.width), or "
+            "name the baseline's model: baseline.autoencoder=module:QualName (run(..., baseline_autoencoder=Cls) "
+            "from Python), or train none: baseline.enabled=false.")
+    widen = (lambda width: Widened(first, width)) if custom else (
+        lambda width: dataclasses.replace(cae_factory(config, image_shape), width=width))
+    width = config.baseline.width
+    if width is None and len(set(map(_identity, members))) > 1:  # members differ: match the total
+        total = sum(trainable_parameters(factory()) for factory in members)
+        width = matched_width(lambda w: trainable_parameters(widen(w)()), total)
+    return widen(baseline_width(config.members, width))
+
+
+def _identity(factory: AutoencoderFactory):
+    """What makes two members' architectures the same (a CAE's settings, a custom factory itself)."""
+    return factory if isinstance(factory, CAEFactory) else id(factory)
 
 
 def member_seed(seed: int, index: int) -> int:

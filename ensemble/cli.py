@@ -98,6 +98,29 @@ def _add_select(commands) -> None:
     select.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                         help="e.g. --set eager.rule=plateau --set eager.threshold=0.05, or --set eager.epoch=2, "
                              "or --set combiner.kind=soft-vote (repeatable)")
+    _add_autoencoder_options(select)
+
+
+def _add_autoencoder_options(command) -> None:
+    """The classes a custom run was trained with, when they are not the ones it recorded (or not importable)."""
+    command.add_argument("--autoencoder", metavar="MODULE:NAME",
+                         help="the members' autoencoder class a custom run was trained with (default: the class the "
+                              "run recorded); comma-separated, one per member, for members that differ")
+    command.add_argument("--baseline-autoencoder", metavar="MODULE:NAME",
+                         help="the baseline's own model class, when the run named one (baseline.autoencoder)")
+
+
+def autoencoder_options(args: argparse.Namespace) -> dict:
+    """--autoencoder and --baseline-autoencoder as the classes they name: the caller names them, so they are
+    trusted (InputError when one cannot be imported)."""
+    from workers.models import import_autoencoder
+    found = {}
+    if args.autoencoder:
+        classes = [import_autoencoder(path.strip(), trust_code=True) for path in args.autoencoder.split(",")]
+        found["autoencoder"] = classes[0] if len(classes) == 1 else classes
+    if args.baseline_autoencoder:
+        found["baseline_autoencoder"] = import_autoencoder(args.baseline_autoencoder, trust_code=True)
+    return found
 
 
 def _add_curves(commands) -> None:
@@ -107,6 +130,7 @@ def _add_curves(commands) -> None:
                     "evaluated once is cached in accuracy_vs_time_cache.json and not fitted again.")
     curves.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     add_trust(curves)
+    _add_autoencoder_options(curves)
 
 
 def _add_labels(commands) -> None:
@@ -292,7 +316,7 @@ def command_select(args: argparse.Namespace) -> int:
     from ensemble.job.progress import aligned
     from ensemble.report import summary_table
     with local_copy(args.run_dir) as run_dir:
-        done = reselect(run_dir, args.overrides, trust_code=args.trust_code)
+        done = reselect(run_dir, args.overrides, trust_code=args.trust_code, **autoencoder_options(args))
     print(aligned(summary_table(done.report)))
     print(f"\nSelection: {done.directory} (no training; the run's own report is unchanged)"
           + (f"; uploaded to {args.run_dir}" if is_uri(args.run_dir) else ""))
@@ -307,7 +331,7 @@ def command_curves(args: argparse.Namespace) -> int:
               + (" (cached)" if cached else ""), flush=True)
 
     with local_copy(args.run_dir) as run_dir:
-        done = accuracy_vs_time(run_dir, on_point=show, trust_code=args.trust_code)
+        done = accuracy_vs_time(run_dir, on_point=show, trust_code=args.trust_code, **autoencoder_options(args))
     if done.equal_time:
         print(f"\n{done.equal_time}")
     print(f"\n{done.computed} point(s) fitted now, {done.cached} read from the cache.\n"

@@ -20,7 +20,20 @@ from classifier import HEADS, KINDS, combiner_kind
 from workers.errors import InputError
 
 
-class Section(BaseModel):
+class _RaisesInputError(type(BaseModel)):
+    """`EnsembleConfig(members=3, train={"epochs": 2})` from Python: bad keys or values are an InputError
+    naming them, as from a file, not pydantic's ValidationError. Only a direct call comes here:
+    `model_validate` (files, --set) has its own handler in `build_config`."""
+
+    def __call__(cls, *args: Any, **keys: Any):
+        try:
+            return super().__call__(*args, **keys)
+        except ValidationError as err:
+            prefix = SECTION_KEYS.get(cls.__name__, "")
+            raise InputError(describe_validation_error(err, lambda key: f"config key {prefix + key!r}")) from None
+
+
+class Section(BaseModel, metaclass=_RaisesInputError):
     # no inf or nan anywhere: train.lr=.inf would only fail after every member diverged
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -53,8 +66,9 @@ AUTO_COUNTS = {"train_size": 3000, "val_size": 1000}  # the paper's small settin
 
 
 class DataConfig(Section):
-    name: Literal["mnist-5k", "digits", "mnist", "cifar10", "folder", "npz"] = Field(
-        "mnist-5k", description="dataset: embedded mnist-5k or digits, or mnist/cifar10/folder/npz from data.root")
+    name: Literal["mnist-5k", "digits", "mnist", "cifar10", "folder", "npz", "arrays"] = Field(
+        "mnist-5k", description="dataset: embedded mnist-5k or digits, or mnist/cifar10/folder/npz from data.root; "
+                                "arrays: in-memory data given from Python (run(dataset=...) records it)")
     root: Optional[str] = Field(
         None, description="directory (mnist, cifar10, folder) or .npz file (npz) holding the data")
     download: bool = Field(
@@ -74,6 +88,9 @@ class DataConfig(Section):
     labels_per_class: Optional[int] = Field(
         None, ge=1, description="labelled training images per class the combiner may use (a stratified, seeded "
                                 "subset; the autoencoders still train on every training image); null: all")
+    save_splits: bool = Field(
+        True, description="data.name=arrays: save the splits drawn to splits.npz in the run directory, so select, "
+                           "curves and --resume work in a fresh process; false for large data (then pass it again)")
 
     @field_validator("train_size", "val_size", "test_size", mode="before")
     @classmethod
@@ -104,10 +121,14 @@ class ModelConfig(Section):
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = Field(
         "relu", description="hidden activation")
     pooling: Literal["max", "avg"] = Field("max", description="2x2 down-sampling after each encoder stage")
-    autoencoder: Optional[str] = Field(
+    autoencoder: Optional[Union[str, list[str]]] = Field(
         None,
         description="the members' autoencoder: null for the CAE of model.*, or module:QualName of an nn.Module class "
-                    "built with no arguments (run(autoencoder=...) records it; load() rebuilds it from here)")
+                    "built with no arguments, or a list of one per member (run(autoencoder=...) records it; load() "
+                    "rebuilds it from here)")
+    overrides: Optional[list[dict[str, Any]]] = Field(
+        None, description="members that differ: one dict of model.* keys per member (length = members), each "
+                          "laid over model.*, e.g. [{channels: [4, 8]}, {kernel_size: 3}, {}]")
 
     @field_validator("kernel_size")
     @classmethod
@@ -118,9 +139,28 @@ class ModelConfig(Section):
 
     @field_validator("autoencoder")
     @classmethod
-    def _import_path(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[\w.<>]+", value):
-            raise ValueError("autoencoder must be an import path module:QualName, for example mypkg.models:MyAE")
+    def _import_path(cls, value: Optional[Union[str, list[str]]]) -> Optional[Union[str, list[str]]]:
+        for path in [value] if isinstance(value, str) else value or []:
+            check_import_path(path, "autoencoder")
+        if isinstance(value, list) and not value:
+            raise ValueError("a list of autoencoders needs one module:QualName per member; null for the built-in CAE")
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _member_models(cls, value: Optional[list[dict[str, Any]]]) -> Optional[list[dict[str, Any]]]:
+        """Each member's dict holds model.* keys only, each valid laid over the defaults."""
+        allowed = sorted(set(cls.model_fields) - {"overrides"})
+        for index, changes in enumerate(value or []):
+            for key in changes:
+                if key not in allowed:
+                    raise ValueError(f"model.overrides[{index}] has the unknown key {key!r}{did_you_mean(key, allowed)}"
+                                     f"; a member's dict takes model.* keys: {', '.join(allowed)}")
+            try:
+                ModelConfig.model_validate(changes)
+            except ValidationError as err:
+                raise ValueError(describe_validation_error(
+                    err, f"key model.overrides[{index}].{{}}".format, f"member {index}'s model").rstrip(".")) from None
         return value
 
     @field_validator("channels")
@@ -164,7 +204,16 @@ class BaselineConfig(Section):
     max_epochs: int = Field(20, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
         None, gt=0,
-        description="channel multiplier of the baseline CAE; null: sqrt(members), about the ensemble's parameter count")
+        description="width multiplier of the baseline (the members' architecture made wider; a custom class takes it "
+                    "as its `width` keyword); null: sqrt(members), or matched on total parameters when members differ")
+    autoencoder: Optional[str] = Field(
+        None, description="the baseline's own model, module:QualName of an nn.Module class built with no arguments "
+                          "(run(baseline_autoencoder=...) records it); null: the members' architecture, widened")
+
+    @field_validator("autoencoder")
+    @classmethod
+    def _import_path(cls, value: Optional[str]) -> Optional[str]:
+        return value if value is None else check_import_path(value, "autoencoder")
 
 
 class CombinerConfig(Section):
@@ -234,9 +283,32 @@ class EnsembleConfig(Section):
                              "never go on, so lower min_members or raise members")
         return self
 
+    @model_validator(mode="after")
+    def _one_model_per_member(self) -> "EnsembleConfig":
+        """Per-member lists must name every member, no more and no fewer."""
+        lists = {"model.overrides": self.model.overrides, "model.autoencoder": self.model.autoencoder}
+        for key, value in lists.items():
+            if isinstance(value, list) and len(value) != self.members:
+                raise ValueError(f"{key} lists {len(value)} member(s) but members={self.members}; give one entry per "
+                                 "member ({} for a member that keeps model.*)" if key == "model.overrides" else
+                                 f"{key} lists {len(value)} autoencoder(s) but members={self.members}; give one "
+                                 "module:QualName per member")
+        return self
+
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "EnsembleConfig":
         return build_config(read_config_file(path), overrides)
+
+    @classmethod
+    def from_dict(cls, keys: dict[str, Any], overrides: list[str] = ()) -> "EnsembleConfig":
+        """A config from nested dicts as a YAML file holds them (`{"members": 3, "train": {"epochs": 2}}`);
+        dotted keys (`{"train.epochs": 2}`) are accepted too. Bad keys or values: an InputError naming them."""
+        if not isinstance(keys, dict):
+            raise InputError(f"a config must be a dict of keys, not {type(keys).__name__}.")
+        raw: dict[str, Any] = {}
+        for key, value in keys.items():
+            set_key(raw, str(key), value, f"config key {key!r}")
+        return build_config(raw, overrides)
 
     def with_overrides(self, overrides: list[str]) -> "EnsembleConfig":
         return build_config(self.model_dump(mode="json"), overrides)
@@ -274,6 +346,34 @@ def expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) 
     sizes[key] = 1 + sum(expanded_size(child, sizes, open_nodes) for child in children)
     open_nodes.discard(key)
     return sizes[key]
+
+
+SECTION_KEYS = {"DataConfig": "data.", "ModelConfig": "model.", "TrainConfig": "train.", "EagerConfig": "eager.",
+                "BaselineConfig": "baseline.", "CombinerConfig": "combiner.", "ResourcesConfig": "resources."}
+
+
+CAE_KEYS = ("channels", "kernel_size", "activation", "pooling")  # model.* keys only the built-in CAE reads
+
+
+def recorded_config(config: EnsembleConfig) -> dict[str, Any]:
+    """The config as config.json and report.json record it: only keys that took part in the run (no
+    data.root for in-memory arrays, no CAE settings when every member is a custom class)."""
+    raw = json.loads(config.model_dump_json())
+    if config.data.name == "arrays":
+        for key in ("root", "download"):
+            raw["data"].pop(key)
+    overrides = config.model.overrides or []
+    custom = config.model.autoencoder is not None and all(o.get("autoencoder", "") is not None for o in overrides)
+    if custom:
+        for key in CAE_KEYS:
+            raw["model"].pop(key)
+    return raw
+
+
+def check_import_path(path: Any, key: str) -> str:
+    if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[\w.<>]+", path):
+        raise ValueError(f"{key} must be an import path module:QualName, for example mypkg.models:MyAE")
+    return path
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -324,13 +424,33 @@ def set_key(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
 
 
 def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConfig:
-    raw = json.loads(json.dumps(raw))  # deep copy; also rejects non-JSON values early
+    try:
+        raw = json.loads(json.dumps(raw))  # deep copy; also rejects non-JSON values early
+    except (TypeError, ValueError):
+        raise InputError(_not_json(raw)) from None
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
         return EnsembleConfig.model_validate(raw)
     except ValidationError as err:
         raise InputError(describe_validation_error(err)) from None
+
+
+def _not_json(raw: Any, key: str = "") -> str:
+    """Names the first value a config cannot hold (a class, an object): configs are plain data."""
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, (list, tuple)) else None
+    for name, value in items or []:
+        found = _not_json(value, f"{key}.{name}" if key else str(name))
+        if found:
+            return found
+    if items is not None or raw is None or isinstance(raw, (str, bool, int)):
+        return ""
+    if isinstance(raw, float) and raw == raw and abs(raw) != float("inf"):
+        return ""
+    hint = (" Pass a class as run(autoencoder=...) or baseline_autoencoder=..., or name it module:QualName."
+            if "autoencoder" in key else "")
+    return (f"config key {key!r} has value {raw!r}, which a config cannot hold: give numbers, strings, booleans, "
+            f"lists, dicts or null.{hint}")
 
 
 def describe_validation_error(err: ValidationError, name: Callable[[str], str] = "config key {!r}".format,

@@ -14,7 +14,7 @@ from torch import nn
 from classifier.combiner import EnsembleCombiner
 from classifier.features import member_features
 from classifier.persistence import load_combiner
-from ensemble.builders import member_factory
+from ensemble.builders import Autoencoders, member_factories
 from ensemble.data import Normalizer
 from ensemble.data.sources import as_images
 from ensemble.report import RunReport
@@ -132,8 +132,7 @@ class RunResult:
                 f"speedup {self.report.speedup})")
 
 
-def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, trust_code: bool = False
-         ) -> RunResult:
+def load(run_dir: str | Path, autoencoder: Autoencoders = None, trust_code: bool = False) -> RunResult:
     """Rebuild a finished run from its directory, as `predict` needs it.
 
     Parameters
@@ -141,10 +140,11 @@ def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, 
     run_dir : str or path-like
         A run directory, or a URI as `--resume` takes it (s3://, gs://; downloaded into a local copy
         first).
-    autoencoder : callable, default=None
-        The members' autoencoder factory. None: the class the run recorded (`model.autoencoder`), or
-        the built-in CAE; pass it when that class cannot be imported here (one defined in a notebook
-        or in a script run as a program) or to override it.
+    autoencoder : callable or list of callables, default=None
+        The members' autoencoder factory, or one per member for members that differ. None: the
+        class(es) the run recorded (`model.autoencoder`), or the built-in CAE of each member's
+        `model.*`; pass it when a class cannot be imported here (one defined in a notebook or in a
+        script run as a program) or to override it. Each member is rebuilt with its own architecture.
     trust_code : bool, default=False
         Import the module of the class the run recorded even if this process has not imported it yet.
         A run directory may come from elsewhere, and importing a module runs its code; without this,
@@ -177,20 +177,26 @@ def load(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, 
         raise
 
 
-def _load(run_dir: Path, autoencoder: Optional[AutoencoderFactory], trust_code: bool,
-          stored_at: Optional[str] = None) -> RunResult:
+def checked_factories(config, shape, autoencoder, trust_code: bool = False) -> list[AutoencoderFactory]:
+    """Each member's factory (its own architecture when members differ), each built once on a blank
+    batch: a class that cannot be built fails here, by name."""
+    factories = member_factories(config, shape, autoencoder, trust_code)
+    for factory in {id(f): f for f in factories}.values():
+        try:
+            check_autoencoder(factory, torch.zeros(2, *shape))
+        except InputError as err:
+            if autoencoder is not None or config.model.autoencoder is None:
+                raise
+            raise InputError(f"{err} The run was trained with model.autoencoder={config.model.autoencoder}; pass "
+                             "the factory it was trained with: ensemble.load(run_dir, autoencoder=...).") from None
+    return factories
+
+
+def _load(run_dir: Path, autoencoder: Autoencoders, trust_code: bool, stored_at: Optional[str] = None) -> RunResult:
     report, config = read_finished_run(run_dir)
-    shape = report.dataset.image_shape
-    factory = autoencoder or member_factory(config, shape, trust_code)
-    try:
-        check_autoencoder(factory, torch.zeros(2, *shape))  # a class that cannot be built fails here, by name
-    except InputError as err:
-        if autoencoder is not None or config.model.autoencoder is None:
-            raise
-        raise InputError(f"{err} The run was trained with model.autoencoder={config.model.autoencoder}; pass the "
-                         "factory it was trained with: ensemble.load(run_dir, autoencoder=...).") from None
+    factories = checked_factories(config, report.dataset.image_shape, autoencoder, trust_code)
     members = {m.index: m for m in report.members}
-    autoencoders = [load_autoencoder(factory, run_dir / members[i].name, members[i].selected_epoch)
+    autoencoders = [load_autoencoder(factories[i], run_dir / members[i].name, members[i].selected_epoch)
                     for i in report.ensemble.members_used]
     try:
         normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZATION).read_text()))

@@ -58,7 +58,7 @@ def test_the_estimators_settings_get_did_you_mean_too():
 @pytest.mark.parametrize("override, allowed", [
     ("eager.rule=sometimes", "'plateau', 'fixed', 'budget' or 'none'"),
     ("combiner.kind=stacking", "'concat', 'soft-vote' or 'hard-vote'"),
-    ("data.name=imagenet", "'mnist-5k', 'digits', 'mnist', 'cifar10', 'folder' or 'npz'"),
+    ("data.name=imagenet", "'mnist-5k', 'digits', 'mnist', 'cifar10', 'folder', 'npz' or 'arrays'"),
 ])
 def test_each_error_lists_its_allowed_values_once(override, allowed):
     with pytest.raises(InputError) as err:

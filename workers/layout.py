@@ -26,6 +26,7 @@ CONFIG_JSON = "config.json"
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 COMBINER = "combiner.skops"
 NORMALIZATION = "normalization.json"
+SPLITS = "splits.npz"  # in-memory data's splits as drawn (data.save_splits), for analysis in a fresh process
 TEST_PREDICTIONS = "test_predictions.json"  # each side's class indices on the test images
 PLOTS = ("loss_curves.png", "timeline.png", "accuracy_time.png")
 BASELINE = "baseline"

@@ -85,6 +85,54 @@ def baseline_width(members: int, width: float | None) -> float:
     return width if width is not None else math.sqrt(members)
 
 
+@dataclass(frozen=True)
+class Widened:
+    """A custom autoencoder class made wider: `factory(width=width)`, picklable for Ray."""
+    factory: AutoencoderFactory
+    width: float
+
+    def __call__(self) -> nn.Module:
+        return self.factory(width=self.width)
+
+
+def accepts_width(factory: AutoencoderFactory) -> bool:
+    """Whether the factory takes a `width` keyword (or **keywords), as the built-in CAE does."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # some builtins and C callables have no signature
+        return False
+    return any(p.name == "width" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.kind == p.VAR_KEYWORD
+               for p in parameters)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def matched_width(parameters: Callable[[float], int], target: int, low: float = 0.05, high: float = 64.0,
+                  steps: int = 40) -> float:
+    """The width whose parameter count comes closest to `target`, by bisection: parameters grow with
+    width (about quadratically for convolutions), in steps where channel counts round."""
+    if parameters(high) <= target:
+        return high
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (middle, high) if parameters(middle) < target else (low, middle)
+    return min((low, high), key=lambda width: abs(parameters(width) - target))
+
+
+def architecture(factory: AutoencoderFactory, built: nn.Module) -> dict:
+    """What a member or the baseline is, for the report: `module:QualName`, its width, its trainable
+    parameters, and the built-in CAE's settings."""
+    inner = factory.factory if isinstance(factory, Widened) else factory
+    record = {"class": autoencoder_path(inner, built), "width": float(getattr(factory, "width", 1.0)),
+              "parameters": trainable_parameters(built)}
+    if isinstance(factory, CAEFactory):
+        record["settings"] = {"channels": list(factory.channels), "kernel_size": factory.kernel_size,
+                              "activation": factory.activation, "pooling": factory.pooling}
+    return record
+
+
 def check_autoencoder(factory: AutoencoderFactory, sample: torch.Tensor) -> nn.Module:
     """Build one module and run one batch through it, so a wrong shape fails before any training."""
     name = getattr(factory, "__name__", type(factory).__name__)

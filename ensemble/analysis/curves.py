@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ensemble.analysis.timeline import ready_seconds
+from ensemble.builders import Autoencoders
 from ensemble.config import CombinerConfig
 from ensemble.report import RunReport
 from ensemble.report.comparison import compare
@@ -79,12 +80,13 @@ def cache_key(checkpoints: Chosen, combiner: CombinerConfig, seed: int) -> str:
     return f"{combiner.kind}/{combiner.head}/seed{seed}:" + ",".join(f"{name}@{epoch}" for name, epoch in checkpoints)
 
 
-def accuracy_vs_time(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
-                     on_point: Optional[Callable[[CurveRow, bool], None]] = None, trust_code: bool = False) -> Curves:
+def accuracy_vs_time(run_dir: str | Path, autoencoder: Autoencoders = None, dataset=None,
+                     on_point: Optional[Callable[[CurveRow, bool], None]] = None, trust_code: bool = False,
+                     baseline_autoencoder: Optional[AutoencoderFactory] = None) -> Curves:
     """Evaluate (or read from the cache) every point, then write the CSV and the PNG.
 
     `on_point(row, cached)` is called as each point is ready (fits take seconds each)."""
-    saved = open_run(run_dir, autoencoder, dataset, trust_code)
+    saved = open_run(run_dir, autoencoder, dataset, trust_code, baseline_autoencoder)
     with run_lock(saved.run_dir):  # one writer of the cache, the CSV and the plot
         return _accuracy_vs_time(saved, on_point)
 

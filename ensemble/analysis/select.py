@@ -18,13 +18,14 @@ from typing import Optional, Sequence
 from pydantic import BaseModel
 
 from ensemble.analysis.timeline import ready_seconds
-from ensemble.builders import member_fixed_epoch, member_rule, select_epoch
+from ensemble.builders import Autoencoders, member_fixed_epoch, member_rule, select_epoch
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
 from ensemble.report import BaselineReport, MemberReport, RunReport
-from ensemble.report.entries import CombinerScore
+from ensemble.report.entries import CombinerScore, total_parameters, with_diversity
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
 from ensemble.report.verdict import TestPredictions, verdict
+from ensemble.runs.evaluation import member_predictions
 from ensemble.runs.runlock import run_lock
 from ensemble.runs.saved_run import SavedRun, config_json, open_run
 from workers.errors import InputError
@@ -180,14 +181,15 @@ class SelectionResult:
     directory: Path
 
 
-def reselect(run_dir: str | Path, overrides: Sequence[str] = (), autoencoder: Optional[AutoencoderFactory] = None,
-             dataset=None, trust_code: bool = False) -> SelectionResult:
+def reselect(run_dir: str | Path, overrides: Sequence[str] = (), autoencoder: Autoencoders = None,
+             dataset=None, trust_code: bool = False, baseline_autoencoder: Optional[AutoencoderFactory] = None
+             ) -> SelectionResult:
     """Re-select every member's checkpoint under `overrides` (eager.*, combiner.*), refit, report.
 
     Nothing trains and the run's own files are not touched; the selection is written to
     `run_dir/selections/<name>/`, replacing an earlier selection of the same name.
     """
-    saved = open_run(run_dir, autoencoder, dataset, trust_code)
+    saved = open_run(run_dir, autoencoder, dataset, trust_code, baseline_autoencoder)
     with run_lock(saved.run_dir):  # one writer: two selections at once would mix their files
         return _reselect(saved, overrides)
 
@@ -204,10 +206,14 @@ def _reselect(saved: SavedRun, overrides: Sequence[str]) -> SelectionResult:
     fitted = _refit(saved, config, used)
     train_wall = replayed_train_wall(original, members)
     score = fitted.score
+    members, diversity = with_diversity(members, [m.name for m in used], member_predictions(
+        score, saved.splits().labelled_y, config.combiner, config.seed), score.test_predictions,
+        saved.splits().test_y.tolist())
     ensemble = original.ensemble.model_copy(update=dict(
         test_accuracy=score.test_accuracy, wall_seconds=train_wall + score.seconds, train_wall_seconds=train_wall,
         combiner_seconds=score.seconds, feature_seconds=score.feature_seconds, fit_seconds=score.fit_seconds,
-        untrained_test_accuracy=fitted.untrained_accuracy, members_used=[m.index for m in used]))
+        untrained_test_accuracy=fitted.untrained_accuracy, members_used=[m.index for m in used],
+        parameters=total_parameters(used), diversity=diversity))
     baseline, name = fitted.baseline, selection_name(config)
     comparison, text = verdict(fitted.predictions, ensemble.wall_seconds, baseline.wall_seconds if baseline else None)
     member_seconds = sum(m.train_seconds for m in members)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -17,8 +18,10 @@ import torch
 from ensemble.config import AUTO_COUNTS, DataConfig
 from ensemble.data.labelled import join_unlabelled, labelled_subset, unlabelled_images
 from ensemble.data.normalizer import Normalizer
+from ensemble.data.records import ARRAYS, data_record, read_splits
 from ensemble.data.sources import Labelled, Source, load_source
 from workers.errors import InputError
+from workers.layout import SPLITS
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Splits:
     note: Optional[str] = None  # says so when `auto` sizes fell back to fractions
     unlabelled_x: Optional[torch.Tensor] = None  # normalised images without labels: the autoencoders' only
     labelled: Optional[torch.Tensor] = None  # indices of the training images the combiner sees (None: all)
+    record: Optional[dict] = None  # what data this is: name, shape, dtype, class counts, sha256 (data.records)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -59,7 +63,8 @@ class Splits:
         return self.train_y if self.labelled is None else self.train_y[self.labelled]
 
 
-def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None) -> Splits:
+def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None, run_dir: Optional[Path] = None
+                ) -> Splits:
     """Load `cfg.name` (or the custom `dataset`, which replaces data.name/root/download), split, normalise.
 
     `dataset`: a torch Dataset of (image, label) pairs, or an (images, labels) pair of tensors
@@ -68,7 +73,10 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None) -> Sp
     x_unlabelled, a folder's unlabelled/) they join the autoencoders' training images only.
     Sizes set to `auto` are resolved against the data (`resolve_auto`); `Splits.data` holds them.
     The combiner's labelled subset (data.labels_per_class) is drawn from the training split with `seed`.
+    data.name=arrays without `dataset`: the splits the run in `run_dir` saved (`saved_splits`).
     """
+    if dataset is None and cfg.name == ARRAYS:
+        return saved_splits(cfg, run_dir)
     data = load_source(cfg, dataset)
     official = len(data.test.y) if data.test is not None else None
     cfg, note = resolve_auto(cfg, len(data.pool.y), official, data.description)
@@ -85,7 +93,20 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None) -> Sp
                   num_classes=len(data.classes), source=data.description, normalizer=normalizer,
                   classes=data.classes, label_values=data.label_values or tuple(range(len(data.classes))),
                   data=cfg, note=note, unlabelled_x=normalizer(extra) if extra is not None else None,
-                  labelled=torch.from_numpy(labelled) if labelled is not None else None)
+                  labelled=torch.from_numpy(labelled) if labelled is not None else None,
+                  record=data_record(data, ARRAYS if dataset is not None else cfg.name))
+
+
+def saved_splits(cfg: DataConfig, run_dir: Optional[Path]) -> Splits:
+    """The splits a run on in-memory arrays drew, as it saved them; an InputError asking for the data
+    when it saved none (data.save_splits=false, or a run from before splits were saved)."""
+    saved = read_splits(run_dir, cfg) if run_dir is not None else None
+    if saved is None:
+        where = f"run {str(run_dir)!r}" if run_dir is not None else "this config"
+        raise InputError(f"{where} trained on in-memory arrays (data.name=arrays) and no {SPLITS} holds the splits "
+                         "it drew (data.save_splits=false, or there is no run directory); pass the same data again "
+                         "from Python: dataset=(images, labels).")
+    return Splits(**saved)
 
 
 # --- split sizes: pure functions of the config and the number of images ---

@@ -8,13 +8,12 @@ combiners; `write_report` writes report.json, report.md and the plots.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
@@ -22,17 +21,19 @@ import ray
 
 from classifier.persistence import save_combiner
 from ensemble.builders import (
+    Autoencoders,
     baseline_factory,
     baseline_rule,
     member_encoding,
-    member_factory,
+    member_factories,
     member_fixed_epoch,
     member_rule,
     member_seed,
     train_settings,
 )
-from ensemble.config import EnsembleConfig
+from ensemble.config import EnsembleConfig, recorded_config
 from ensemble.data import Splits, load_splits
+from ensemble.data.records import ARRAYS, save_splits
 from ensemble.job.failures import diverged
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
@@ -46,11 +47,12 @@ from ensemble.report.entries import (
     dataset_report,
     ensemble_report,
     member_report,
+    with_diversity,
 )
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
-from ensemble.runs.evaluation import load_autoencoder, score_checkpoints
+from ensemble.runs.evaluation import load_autoencoder, member_predictions, score_checkpoints
 from ensemble.runs.rundir import (
     check_checkpoints_fit,
     check_output,
@@ -70,7 +72,7 @@ from workers.encoding import EncodedEpochs, EncodeRequest
 from workers.errors import InputError
 from workers.events import Event
 from workers.layout import BASELINE, COMBINER, member_name
-from workers.models import AutoencoderFactory, autoencoder_path, check_autoencoder
+from workers.models import AutoencoderFactory, architecture, autoencoder_path, check_autoencoder
 from workers.packed import check_packable_settings, check_stackable
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,18 @@ class Plan:
     """What `prepare` decided, every input checked, before anything starts."""
     config: EnsembleConfig            # with its run name
     splits: Splits
-    member_factory: AutoencoderFactory
-    baseline_factory: AutoencoderFactory
+    member_factories: list[AutoencoderFactory]  # one per member (members may differ)
+    baseline_factory: Optional[AutoencoderFactory]  # None: baseline.enabled=false
     member_share: Share
     resume: bool
     mirror: Optional[Mirror] = None   # the output URI's mirror, when output is one
     members_per_actor: Union[int, str] = 1  # as configured, checked: members that cannot be packed give 1
+    architectures: dict[str, dict] = field(default_factory=dict)  # by member directory name, baseline too
+
+    def factories(self) -> dict[str, AutoencoderFactory]:
+        """Each member directory's autoencoder factory, the baseline's too."""
+        named = {member_name(i): factory for i, factory in enumerate(self.member_factories)}
+        return named | ({BASELINE: self.baseline_factory} if self.baseline_factory is not None else {})
 
 
 @dataclass
@@ -109,10 +117,11 @@ class Evaluation:
     predictions: Optional[TestPredictions]  # each side's on the same test images (None: no test split)
 
 
-def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[AutoencoderFactory] = None,
+def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = None,
         dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
         watch: Optional[Watch] = None, unlabelled=None, progress: Optional[str] = None,
-        tracker=None, trust_code: bool = False) -> RunResult:
+        tracker=None, trust_code: bool = False, baseline_autoencoder: Optional[AutoencoderFactory] = None,
+        **keys) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     Five steps: prepare (every input checked before Ray starts) -> train members -> train the
@@ -121,10 +130,11 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     Parameters
     ----------
     config : EnsembleConfig, default=None
-        The run's settings; None: the embedded default (`EnsembleConfig()`).
-    autoencoder : callable, default=None
+        The run's settings; None: the embedded default (`EnsembleConfig()`), or the `keys`.
+    autoencoder : callable or list of callables, default=None
         A zero-argument callable returning an nn.Module whose `forward(x)` returns the
-        reconstruction and whose `encode(x)` returns the features; None: the built-in CAE.
+        reconstruction and whose `encode(x)` returns the features, or a list of one per member
+        (members that differ); None: the built-in CAE.
     dataset : torch Dataset or (images, labels) pair, default=None
         A Dataset of (image, label), or a pair of tensors/arrays; None: `config.data`.
     on_event : callable, default=None
@@ -149,6 +159,12 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     trust_code : bool, default=False
         Whether a resumed run may import the module its config.json names as `model.autoencoder`
         (a run directory may come from elsewhere); a new run's config is the caller's own, and trusted.
+    baseline_autoencoder : callable, default=None
+        The monolithic baseline's own model; None: the members' architecture made wider (a custom
+        class must take a `width` keyword for that, or the run is refused before Ray starts).
+    **keys
+        Config keys as a config file holds them, `run(members=3, train={"epochs": 2})`; laid over
+        `config` when one is given. A bad key or value is an InputError naming it.
 
     Returns
     -------
@@ -175,7 +191,8 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
     """
     watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)  # bad names fail first
     tracker = open_tracker(tracker)
-    plan = prepare(config or EnsembleConfig(), autoencoder, dataset, resume, unlabelled, trust_code)
+    plan = prepare(with_keys(config, keys), autoencoder, dataset, resume, unlabelled, trust_code,
+                   baseline_autoencoder)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
     with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
@@ -192,7 +209,8 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
         evaluation = evaluate(plan, run_dir, phases)
         report = write_report(plan, run_dir, phases, evaluation)
         track.finish(run_dir, report)
-    autoencoders = [load_autoencoder(plan.member_factory, run_dir / name, epoch)
+    factories = plan.factories()
+    autoencoders = [load_autoencoder(factories[name], run_dir / name, epoch)
                     for name, epoch in chosen_checkpoints(evaluation.members)]
     return RunResult(report, run_dir, autoencoders, evaluation.score.combiner, plan.splits.normalizer,
                      plan.mirror.uri if plan.mirror is not None else None)
@@ -200,42 +218,97 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Optional[Autoencod
 
 # --- step 1: prepare ---
 
-def prepare(config: EnsembleConfig, autoencoder: Optional[AutoencoderFactory], dataset, resume: bool,
-            unlabelled=None, trust_code: bool = False) -> Plan:
-    """Load and split the data, check the autoencoder on one batch, name the run, open an output
+def with_keys(config: Optional[EnsembleConfig], keys: dict) -> EnsembleConfig:
+    """`run(members=3, train={"epochs": 2})`: the keys as a config, laid over `config` when one is given."""
+    if not keys:
+        return config or EnsembleConfig()
+    base = config.model_dump(mode="json") if config is not None else {}
+    return EnsembleConfig.from_dict(merged(base, keys))
+
+
+def merged(base: dict, keys: dict) -> dict:
+    """`keys` laid over `base`, section by section."""
+    out = dict(base)
+    for key, value in keys.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: bool, unlabelled=None,
+            trust_code: bool = False, baseline_autoencoder: Optional[AutoencoderFactory] = None) -> Plan:
+    """Load and split the data, check the autoencoders on one batch, name the run, open an output
     URI: everything that can be wrong with the input fails here, before Ray starts."""
-    splits = load_splits(config.data, config.seed, dataset, unlabelled)
+    if dataset is not None:  # the record names what ran: in-memory arrays, not a dataset it did not use
+        config = config.model_copy(update={"data": config.data.model_copy(
+            update={"name": ARRAYS, "root": None, "download": False})})
+    run_dir = Path(config.output) / config.name if resume and config.name else None
+    splits = load_splits(config.data, config.seed, dataset, unlabelled, run_dir)
     if splits.note:  # the sizes differ from what was asked: worth a warning, not only an info line
         log.warning(splits.note)
-    config = config.model_copy(update={"data": splits.data})  # `auto` sizes as resolved, for config.json
-    factory = autoencoder or member_factory(config, splits.image_shape, trust_code or not resume)
-    built = check_autoencoder(factory, splits.train_x[:2])
-    if autoencoder is not None:  # recorded, so load() and `ensemble select` can rebuild it by name
-        model = config.model.model_copy(update={"autoencoder": autoencoder_path(autoencoder, built)})
-        config = config.model_copy(update={"model": model})
+    config = config.model_copy(update={"data": splits.data or config.data})  # `auto` sizes as resolved
+    config, factories, base, architectures = build_models(config, splits, autoencoder, baseline_autoencoder,
+                                                          trust_code or not resume)
     if not resume:
         config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
     if mirror is None and not resume:
         check_output(config.output, config.name)  # checked again when the directory is created
-    baseline = baseline_factory(config, splits.image_shape)
     if resume:  # the checkpoints must fit config.json's model: checked here, before Ray starts
+        built = {member_name(i): factory for i, factory in enumerate(factories)}
         check_checkpoints_fit(mirror.local if mirror else Path(config.output) / config.name,
-                              {**{member_name(i): factory for i in range(config.members)}, BASELINE: baseline})
+                              built | ({BASELINE: base} if base is not None else {}))
     share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
-    return Plan(config, splits, factory, baseline, share, resume, mirror, pack_size(config, factory, splits))
+    return Plan(config, splits, factories, base, share, resume, mirror, pack_size(config, factories, splits),
+                architectures)
 
 
-def pack_size(config: EnsembleConfig, factory: AutoencoderFactory, splits: Splits) -> Union[int, str]:
+def build_models(config: EnsembleConfig, splits: Splits, autoencoder: Autoencoders,
+                 baseline_autoencoder: Optional[AutoencoderFactory], trust_code: bool
+                 ) -> tuple[EnsembleConfig, list[AutoencoderFactory], Optional[AutoencoderFactory], dict[str, dict]]:
+    """Each member's factory and the baseline's (None: baseline.enabled=false), each built once on a
+    batch; the config with the classes given from Python recorded; each side's architecture record."""
+    factories = member_factories(config, splits.image_shape, autoencoder, trust_code)
+    built = [check_autoencoder(factory, splits.train_x[:2]) for factory in factories]
+    config = recorded_members(config, autoencoder, factories, built)
+    base = None
+    if config.baseline.enabled:
+        base = baseline_factory(config, splits.image_shape, factories, baseline_autoencoder, trust_code)
+        built.append(check_autoencoder(base, splits.train_x[:2]))
+        if baseline_autoencoder is not None:  # recorded by name, as the members' class is
+            baseline = config.baseline.model_copy(update={"autoencoder": autoencoder_path(base, built[-1])})
+            config = config.model_copy(update={"baseline": baseline})
+    names = [member_name(i) for i in range(config.members)] + [BASELINE] * (base is not None)
+    architectures = {name: architecture(factory, model)
+                     for name, factory, model in zip(names, [*factories, base], built, strict=False)}
+    return config, factories, base, architectures
+
+
+def recorded_members(config: EnsembleConfig, autoencoder: Autoencoders, factories: list[AutoencoderFactory],
+                     built: list) -> EnsembleConfig:
+    """The classes given from Python, recorded by name (module:QualName), so load() and `ensemble select`
+    can rebuild them: one name, or one per member when they differ."""
+    if autoencoder is None:
+        return config
+    paths = [autoencoder_path(factory, module) for factory, module in zip(factories, built, strict=True)]
+    model = config.model.model_copy(update={"autoencoder": paths[0] if len(set(paths)) == 1 else paths})
+    return config.model_copy(update={"model": model})
+
+
+def pack_size(config: EnsembleConfig, factories: list[AutoencoderFactory], splits: Splits) -> Union[int, str]:
     """`resources.members_per_actor`, checked before anything starts: members asked to train packed must
     be stackable with these settings (an InputError otherwise); with "auto", members that cannot be
-    packed (a custom autoencoder with buffers, say) simply train alone."""
+    packed (a custom autoencoder with buffers, say) simply train alone. Members that differ never
+    pack: a pack runs its first member's forward pass for all (a CAE with another activation has
+    the same parameter shapes, so the stacking check alone would not see it)."""
     wanted = config.resources.members_per_actor
     if wanted == 1 or config.members == 1:
         return 1
     try:
+        if any(factory != factories[0] for factory in factories):
+            raise InputError("members that differ (model.overrides, or a list of autoencoders) cannot train "
+                             "packed; set resources.members_per_actor=1 to train each member on its own.")
         check_packable_settings(train_settings(config, config.seed))
-        check_stackable([factory(), factory()], splits.train_x[:2])
+        check_stackable([factories[0](), factories[0]()], splits.train_x[:2])
     except InputError:
         if wanted == "auto":
             return 1
@@ -272,6 +345,8 @@ def open_run_dir(plan: Plan, run_dir: Path) -> None:
     if not plan.resume:
         write_config(run_dir, config)
     save_normalizer(run_dir, plan.splits.normalizer)
+    if config.data.name == ARRAYS and config.data.save_splits and not plan.resume:
+        save_splits(run_dir, plan.splits)  # what select, curves and --resume need in a fresh process
     if plan.mirror is not None:
         plan.mirror.push()
 
@@ -330,7 +405,7 @@ def announce(session: Session, watch: Watch, waiting: str, notice: Callable[[str
 def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, nodes: list[dict]) -> Phases:
     """Every member in parallel; Ray queues what does not fit."""
     config = plan.config
-    specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factory,
+    specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factories[i],
                         train_settings(config, member_seed(config.seed, i)),
                         member_rule(config.eager, config.train.epochs),
                         member_seed(config.seed, i) if config.data.bootstrap else None,
@@ -367,8 +442,8 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     """Select each member's checkpoint, freeze the encoders, fit the combiners, score on test."""
     config = plan.config
     fixed = member_fixed_epoch(config.eager)
-    members = [member_report(i, member_name(i), phases.members[member_name(i)], fixed, run_dir / member_name(i))
-               for i in range(config.members)]
+    members = [member_report(i, member_name(i), phases.members[member_name(i)], fixed, run_dir / member_name(i),
+                             plan.architectures.get(member_name(i))) for i in range(config.members)]
     if all(m.status == "diverged" for m in members):
         raise diverged("every member", config.train.lr)
     chosen = chosen_checkpoints(members)
@@ -376,23 +451,27 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
                               {m.name: m.stop_reason for m in members if m.selected_epoch is None}, config.min_members)
     if problem:
         raise RuntimeError(problem)
+    factories = plan.factories()
     encoded = sent_features(phases.members)
-    score = score_checkpoints(plan.member_factory, run_dir, chosen, plan.splits, config.combiner, config.seed,
-                              encoded)
+    score = score_checkpoints(factories, run_dir, chosen, plan.splits, config.combiner, config.seed, encoded)
     untrained = None  # the same combiner on the untrained encoders, when there is a test split to score it on
     if len(plan.splits.test_y):
-        untrained = score_checkpoints(plan.member_factory, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
+        untrained = score_checkpoints(factories, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
                                       config.combiner, config.seed, encoded)
     encoded.clear()  # the features are in the fitted combiners' scores now; free them before the baseline
     save_combiner(score.combiner, run_dir / COMBINER)
+    members, diversity = with_diversity(
+        members, [name for name, _ in chosen], member_predictions(score, plan.splits.labelled_y, config.combiner,
+                                                                  config.seed),
+        score.test_predictions, plan.splits.test_y.tolist())
     ensemble = ensemble_report(config, phases.members_wall, phases.slots, plan.member_share.describe(), score,
-                               untrained, members)
+                               untrained, members, diversity)
     predictions = None if untrained is None else TestPredictions(
         labels=plan.splits.test_y.tolist(), ensemble=score.test_predictions.tolist(),
         untrained=untrained.test_predictions.tolist())
     baseline = None
     if phases.baseline is not None:
-        base = member_report(-1, BASELINE, phases.baseline, None, run_dir / BASELINE)
+        base = member_report(-1, BASELINE, phases.baseline, None, run_dir / BASELINE, plan.architectures.get(BASELINE))
         if base.selected_epoch is None and base.status == "diverged":
             raise diverged("the baseline", config.train.lr)
         if base.selected_epoch is None:
@@ -402,7 +481,7 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
                                        sent_features({BASELINE: phases.baseline}))
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
-                                   plan.baseline_factory.width)
+                                   getattr(plan.baseline_factory, "width", 1.0))
         if predictions is not None:
             predictions.baseline = base_score.test_predictions.tolist()
     return Evaluation(members, ensemble, baseline, score, predictions)
@@ -436,7 +515,7 @@ def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluati
         name=run_dir.name, members=evaluation.members, baseline=baseline, ensemble=ensemble,
         speedup=(baseline.wall_seconds / ensemble.wall_seconds) if baseline else None,
         verdict=text, comparison=comparison, dataset=dataset_report(plan.splits),
-        config=json.loads(plan.config.model_dump_json()))
+        config=recorded_config(plan.config))
     write_plots(report, run_dir)
     report.write(run_dir)
     if plan.mirror is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from classifier.combiner import EnsembleCombiner
 from ensemble.builders import select_epoch
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits
+from ensemble.report.diversity import Diversity, diversity
 from ensemble.report.models import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport
 from workers.encoding import EncodedEpochs
 from workers.events import Done, EpochEnded, Event, Lost, Started
@@ -56,6 +57,9 @@ class CombinerScore:
     test_predictions: np.ndarray
     feature_seconds: float
     fit_seconds: float
+    # each member's features, kept for its own head (`runs.evaluation.member_predictions`); not timed here
+    train_features: Optional[list[np.ndarray]] = field(default=None, repr=False)
+    test_features: Optional[list[np.ndarray]] = field(default=None, repr=False)
 
     @property
     def seconds(self) -> float:
@@ -63,12 +67,12 @@ class CombinerScore:
 
 
 def member_report(index: int, name: str, run: MemberRecord, fixed_epoch: Optional[int],
-                  member_dir: Path) -> MemberReport:
+                  member_dir: Path, architecture: Optional[dict] = None) -> MemberReport:
     """A member's (or, with index -1, the baseline's) entry: what it trained and which epoch is frozen."""
     kind = "baseline" if index < 0 else "member"
     timeline = [EpochSpan(epoch=e, start=s, end=f) for e, s, f in run.epoch_spans]
     common = dict(index=index, name=name, kind=kind, timeline=timeline, placement=run.placement,
-                  restarts=run.restarts, skipped_checkpoints=run.skipped_checkpoints)
+                  restarts=run.restarts, skipped_checkpoints=run.skipped_checkpoints, architecture=architecture)
     if run.outcome is None:  # lost: what it trained is on disk, but it is not used
         history = read_history(member_dir / HISTORY)
         return MemberReport(
@@ -84,9 +88,11 @@ def member_report(index: int, name: str, run: MemberRecord, fixed_epoch: Optiona
 
 
 def ensemble_report(config: EnsembleConfig, members_wall: float, slots: int, share: str, score: CombinerScore,
-                    untrained: Optional[CombinerScore], members: list[MemberReport]) -> EnsembleReport:
+                    untrained: Optional[CombinerScore], members: list[MemberReport],
+                    diversity: Optional[Diversity] = None) -> EnsembleReport:
     """The ensemble's entry: `members_wall` seconds of training in `slots` parallel slots of `share` each."""
     return EnsembleReport(
+        parameters=total_parameters([m for m in members if m.selected_epoch is not None]), diversity=diversity,
         test_accuracy=score.test_accuracy, wall_seconds=members_wall + score.seconds,
         train_wall_seconds=members_wall, combiner_seconds=score.seconds,
         feature_seconds=score.feature_seconds, fit_seconds=score.fit_seconds,
@@ -98,9 +104,14 @@ def ensemble_report(config: EnsembleConfig, members_wall: float, slots: int, sha
 def baseline_report(base: MemberReport, baseline_wall: float, share: str, score: CombinerScore,
                     width: float) -> BaselineReport:
     return BaselineReport(
-        **base.model_dump(), test_accuracy=score.test_accuracy,
+        **base.model_dump(exclude={"test_accuracy"}), test_accuracy=score.test_accuracy,
         wall_seconds=baseline_wall + score.seconds, train_wall_seconds=baseline_wall,
         combiner_seconds=score.seconds, resources=share, width=width)
+
+
+def total_parameters(members: Sequence[MemberReport]) -> Optional[int]:
+    counts = [(m.architecture or {}).get("parameters") for m in members]
+    return sum(counts) if counts and None not in counts else None
 
 
 def dataset_report(splits: Splits) -> DatasetReport:
@@ -108,4 +119,19 @@ def dataset_report(splits: Splits) -> DatasetReport:
                          classes=list(splits.classes), labels=list(splits.label_values),
                          train=len(splits.train_y), val=len(splits.val_y), test=len(splits.test_y),
                          labelled=len(splits.labelled_y), labels_per_class=splits.data.labels_per_class if splits.data
-                         else None, unlabelled=len(splits.unlabelled_x) if splits.unlabelled_x is not None else 0)
+                         else None, unlabelled=len(splits.unlabelled_x) if splits.unlabelled_x is not None else 0,
+                         **(splits.record or {}))
+
+
+def with_diversity(members: list[MemberReport], used: Sequence[str], member_predictions: Sequence[np.ndarray],
+                   ensemble_predictions: np.ndarray, labels: Sequence[int]
+                   ) -> tuple[list[MemberReport], Optional[Diversity]]:
+    """Each used member's own test accuracy, and the ensemble's diversity; unchanged without a test split."""
+    if not member_predictions or not len(labels):
+        return members, None
+    own = dict(zip(used, member_predictions, strict=True))
+    labels = np.asarray(labels)
+    members = [m.model_copy(update={"test_accuracy": float(np.mean(own[m.name] == labels)) if m.name in own
+                                    else None}) for m in members]
+    indices = {m.name: m.index for m in members}
+    return members, diversity([indices[name] for name in used], member_predictions, ensemble_predictions, labels)

@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ensemble.report.comparison import Comparison
+from ensemble.report.diversity import Diversity
 from ensemble.report.tables import markdown
 from workers.layout import REPORT_JSON, REPORT_MD, write_atomic
 
@@ -48,6 +49,11 @@ class MemberReport(Model):
     placement: dict[str, Any] = {}
     restarts: int = 0
     skipped_checkpoints: list[str] = Field([], description="corrupt checkpoints passed over when it resumed")
+    architecture: Optional[dict[str, Any]] = Field(
+        None, description="class (module:QualName), width, trainable parameters, and the built-in CAE's settings")
+    test_accuracy: Optional[float] = Field(
+        None, description="members: the same head kind fitted on this member's features alone; " + "null when the "
+                          "run held out no test split")
 
     @model_validator(mode="before")
     @classmethod
@@ -86,6 +92,10 @@ class EnsembleReport(Model):
     members_used: list[int]
     resources: str
     parallel_slots: int
+    parameters: Optional[int] = Field(None, description="trainable parameters of the members used, summed")
+    diversity: Optional[Diversity] = Field(
+        None, description="mean pairwise disagreement of the members' own heads, the matrix, and the ensemble "
+                          "against its best member (null: no test split, or a report from before it existed)")
 
 
 class DatasetReport(Model):
@@ -101,6 +111,11 @@ class DatasetReport(Model):
                                                       "before labels_per_class, when it was every training image)")
     labels_per_class: Optional[int] = Field(None, description="data.labels_per_class; null: every training image")
     unlabelled: int = Field(0, description="images without labels the autoencoders trained on besides `train`")
+    name: Optional[str] = Field(None, description="data.name, or arrays for data given from Python")
+    shape: Optional[list[int]] = Field(None, description="every image the data holds, N x C x H x W")
+    dtype: Optional[str] = None
+    class_counts: Optional[dict[str, int]] = Field(None, description="images per class, by label value")
+    sha256: Optional[str] = Field(None, description="of the images' bytes and the labels: the same data, the same hash")
 
 
 class RunReport(Model):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,12 @@ from workers.encoding import EncodedEpochs, SplitFeatures, frozen_autoencoder
 from workers.models import AutoencoderFactory
 
 Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
+Factories = Union[AutoencoderFactory, Mapping[str, AutoencoderFactory]]  # one for all, or by directory name
+
+
+def factory_for(factories: Factories, name: str) -> AutoencoderFactory:
+    """The autoencoder factory of one member directory (members may differ)."""
+    return factories[name] if isinstance(factories, Mapping) else factories
 
 
 def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int) -> nn.Module:
@@ -46,13 +52,15 @@ def score_features(train_features: Sequence[np.ndarray], test_features: Optional
     """Fit the combiner on the members' training features; score it on their test features (if any)."""
     combiner, fit_seconds = fit_combiner(kind, head, train_features, train_y.numpy(), random_state=seed)
     if test_features is None:
-        return CombinerScore(combiner, None, np.empty(0, dtype=np.int64), feature_seconds, fit_seconds)
+        return CombinerScore(combiner, None, np.empty(0, dtype=np.int64), feature_seconds, fit_seconds,
+                             train_features)
     predictions = combiner.predict_members(test_features)
     accuracy = float(np.mean(predictions == test_y.numpy()))
-    return CombinerScore(combiner, accuracy, predictions, feature_seconds, fit_seconds)
+    return CombinerScore(combiner, accuracy, predictions, feature_seconds, fit_seconds, train_features,
+                         test_features)
 
 
-def score_checkpoints(factory: AutoencoderFactory, run_dir: Path, chosen: Chosen, splits: Splits,
+def score_checkpoints(factories: Factories, run_dir: Path, chosen: Chosen, splits: Splits,
                       combiner: CombinerConfig, seed: int,
                       encoded: Optional[Mapping[str, EncodedEpochs]] = None) -> CombinerScore:
     """Freeze the chosen checkpoints, fit `combiner` on the labelled training images' features (all, or
@@ -61,8 +69,8 @@ def score_checkpoints(factory: AutoencoderFactory, run_dir: Path, chosen: Chosen
     `encoded`: features the members' actors already computed (member name -> epoch -> split); a
     chosen checkpoint found there is not encoded again, the rest are encoded here, the same way."""
     started = time.perf_counter()
-    per_member = [checkpoint_features(factory, Path(run_dir) / name, epoch, splits, (encoded or {}).get(name, {}))
-                  for name, epoch in chosen]
+    per_member = [checkpoint_features(factory_for(factories, name), Path(run_dir) / name, epoch, splits,
+                                      (encoded or {}).get(name, {})) for name, epoch in chosen]
     test = [features["test"] for features in per_member] if len(splits.test_y) else None
     return score_features([features["train"] for features in per_member], test, splits.labelled_y, splits.test_y,
                           combiner.kind, combiner.head, seed, time.perf_counter() - started)
@@ -79,3 +87,16 @@ def checkpoint_features(factory: AutoencoderFactory, member_dir: Path, epoch: in
     autoencoder = load_autoencoder(factory, member_dir, epoch)
     return {"train": encoder_features(autoencoder, splits.labelled_x),
             **({"test": encoder_features(autoencoder, splits.test_x)} if "test" in wanted else {})}
+
+
+def member_predictions(score: CombinerScore, train_y: torch.Tensor, combiner: CombinerConfig,
+                       seed: int) -> list[np.ndarray]:
+    """Each member alone: the same head kind fitted on that member's training features only, its
+    predictions on the test images (for `members[i].test_accuracy` and the diversity figures)."""
+    if score.test_features is None:
+        return []
+    predictions = []
+    for train, test in zip(score.train_features, score.test_features, strict=True):
+        alone, _ = fit_combiner(combiner.kind, combiner.head, [train], train_y.numpy(), random_state=seed)
+        predictions.append(alone.predict_members([test]))
+    return predictions

@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from ensemble.config import EnsembleConfig, build_config, describe_validation_error
+from ensemble.config import EnsembleConfig, build_config, describe_validation_error, recorded_config
 from ensemble.report import RunReport
 from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
 from workers.errors import InputError
@@ -62,7 +62,7 @@ def create_run_dir(output: str | Path, name: str) -> Path:
 
 
 def write_config(run_dir: Path, config: EnsembleConfig) -> None:
-    write_atomic(run_dir / CONFIG_JSON, config.model_dump_json(indent=2))
+    write_atomic(run_dir / CONFIG_JSON, json.dumps(recorded_config(config), indent=2))
 
 
 def run_file(run_dir: str | Path, name: str) -> Optional[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ensemble.builders import baseline_factory, member_factory
+from ensemble.builders import Autoencoders, baseline_factory, cae_factory, member_factories
 from ensemble.config import CombinerConfig, EnsembleConfig
 from ensemble.data import Splits, load_splits
 from ensemble.report import MemberReport, RunReport
@@ -30,15 +30,25 @@ class SavedRun:
     run_dir: Path
     report: RunReport
     config: EnsembleConfig
-    member_factory: AutoencoderFactory
-    baseline_factory: Optional[AutoencoderFactory]
+    member_factories: list[AutoencoderFactory]  # one per member, each its own architecture
+    baseline_autoencoder: Optional[AutoencoderFactory] = None  # the baseline's own model, when passed
     dataset: object = None  # the custom dataset a Python-API run was given, if any
+    trust_code: bool = False  # import a baseline.autoencoder the run recorded (see workers.models.trusts)
     _splits: Optional[Splits] = field(default=None, repr=False)
+
+    def baseline_factory(self) -> AutoencoderFactory:
+        """The baseline's model as the run built it: widened to the width the report recorded."""
+        base, shape = self.report.baseline, self.report.dataset.image_shape
+        if base is not None and base.architecture is None:  # a report from when the baseline was always the CAE
+            return dataclasses.replace(cae_factory(self.config, shape), width=base.width)
+        config = self.config.model_copy(update={"baseline": self.config.baseline.model_copy(
+            update={"width": base.width if base is not None else None})})
+        return baseline_factory(config, shape, self.member_factories, self.baseline_autoencoder, self.trust_code)
 
     def splits(self) -> Splits:
         """The run's splits, loaded once (seconds for mnist-5k) and checked against the report."""
         if self._splits is None:
-            splits = load_splits(self.config.data, self.config.seed, self.dataset)
+            splits = load_splits(self.config.data, self.config.seed, self.dataset, run_dir=self.run_dir)
             saved = self.report.dataset
             found = (len(splits.train_y), len(splits.val_y), len(splits.test_y), splits.num_classes)
             if found != (saved.train, saved.val, saved.test, saved.num_classes):
@@ -55,34 +65,34 @@ class SavedRun:
             raise InputError(f"run {str(self.run_dir)!r} lacks the checkpoint(s) for {', '.join(missing)}; "
                              "choose epochs the run saved (see its report.md).")
 
-    def factory(self, chosen: Chosen) -> AutoencoderFactory:
-        """What builds the chosen checkpoints: the baseline's factory for the baseline, else the members'."""
-        is_baseline = self.report.baseline is not None and all(name == self.report.baseline.name for name, _ in chosen)
-        return self.baseline_factory if is_baseline else self.member_factory
+    def factories(self, chosen: Chosen) -> dict[str, AutoencoderFactory]:
+        """What builds each chosen checkpoint: the baseline's factory for the baseline, each member's own
+        (members may differ)."""
+        base, index = self.report.baseline, {m.name: m.index for m in self.report.members}
+        return {name: self.baseline_factory() if base is not None and name == base.name
+                else self.member_factories[index[name]] for name, _ in chosen}
 
     def score(self, chosen: Chosen, combiner: CombinerConfig) -> CombinerScore:
         """Freeze the chosen checkpoints (members' or the baseline's) and fit `combiner` on them."""
-        return score_checkpoints(self.factory(chosen), self.run_dir, chosen, self.splits(), combiner, self.config.seed)
+        return score_checkpoints(self.factories(chosen), self.run_dir, chosen, self.splits(), combiner,
+                                 self.config.seed)
 
 
-def open_run(run_dir: str | Path, autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
-             trust_code: bool = False) -> SavedRun:
+def open_run(run_dir: str | Path, autoencoder: Autoencoders = None, dataset=None, trust_code: bool = False,
+             baseline_autoencoder: Optional[AutoencoderFactory] = None) -> SavedRun:
     """A finished run directory, validated; pass the `autoencoder` and `dataset` a custom run used
-    (or `trust_code=True` to import the class the run recorded: see `workers.models.trusts`)."""
+    when they cannot be rebuilt here (a run on arrays keeps its splits unless data.save_splits=false),
+    or `trust_code=True` to import the classes the run recorded (see `workers.models.trusts`)."""
     run_dir = Path(run_dir)
     report, config = read_finished_run(run_dir)
     if report.dataset.test == 0:
         raise InputError(f"run {report.name!r} held out no test split (data.test_size=0), so there is no test "
                          "accuracy to compare checkpoints by.")
-    if report.dataset.source.startswith("custom dataset") and dataset is None:
+    if report.dataset.source.startswith("custom dataset") and dataset is None and report.dataset.name is None:
         raise InputError(f"run {report.name!r} was trained on a custom dataset, which the run directory does not "
                          "hold; analyse it from Python and pass the same dataset (and autoencoder).")
-    shape = report.dataset.image_shape
-    baseline = None
-    if report.baseline is not None:  # the width it was trained with, as the report recorded it
-        baseline = dataclasses.replace(baseline_factory(config, shape), width=report.baseline.width)
-    return SavedRun(run_dir, report, config, autoencoder or member_factory(config, shape, trust_code), baseline,
-                    dataset)
+    factories = member_factories(config, report.dataset.image_shape, autoencoder, trust_code)
+    return SavedRun(run_dir, report, config, factories, baseline_autoencoder, dataset, trust_code)
 
 
 def last_finite_epoch(member: MemberReport) -> int:

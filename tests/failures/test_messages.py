@@ -106,7 +106,8 @@ def test_members_that_cannot_be_packed_are_refused_before_ray_starts(tmp_path):
             super().__init__()
             self.enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12), torch.nn.BatchNorm1d(12))
 
-    cfg = build_config({}, TINY + [f"output={tmp_path}", "name=bn", "resources.members_per_actor=2"])
+    cfg = build_config({}, TINY + [f"output={tmp_path}", "name=bn", "resources.members_per_actor=2",
+                                   "baseline.enabled=false"])
     with pytest.raises(InputError, match="members_per_actor=1"):
         ensemble.run(cfg, autoencoder=WithBatchNorm)
     with pytest.raises(InputError, match="train.compile"):

@@ -167,7 +167,8 @@ class FailsInEpochTwo(TinyAE):
 
 
 def test_user_code_failing_in_epoch_2_names_member_epoch_and_exception(ray_instance, tmp_path):
-    cfg = build_config({}, TINY + ["train.epochs=3", "eager.rule=none", f"output={tmp_path}", "name=user"])
+    cfg = build_config({}, TINY + ["train.epochs=3", "eager.rule=none", "baseline.enabled=false", f"output={tmp_path}",
+                                   "name=user"])
     started = time.perf_counter()
     with pytest.raises(MemberFailed) as caught:
         ensemble.run(cfg, autoencoder=FailsInEpochTwo, on_event=lambda e: None)
