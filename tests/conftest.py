@@ -103,3 +103,14 @@ def bucket():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    """For "refused before Ray starts": `ray.init` fails the test. (`ray.is_initialized()` cannot tell,
+    since an earlier test of the same session may hold a Ray instance.)"""
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started")
+    monkeypatch.setattr(ray, "init", refuse)

@@ -182,14 +182,9 @@ def test_a_notebook_gets_epoch_lines_not_a_live_table(monkeypatch):
 
 @pytest.mark.parametrize("kwargs, message", [({"progress": "loud"}, "progress='loud' is not a view"),
                                              ({"tracker": "wandb"}, "tracker='wandb' is not a tracker")])
-def test_run_refuses_a_bad_progress_or_tracker_before_loading_anything(kwargs, message, tmp_path, monkeypatch):
-    import ray
-
+def test_run_refuses_a_bad_progress_or_tracker_before_loading_anything(kwargs, message, tmp_path,
+                                                                       ray_must_not_start):
     import ensemble
-
-    def no_ray(*args, **kwargs):
-        raise AssertionError("run started Ray")
-    monkeypatch.setattr(ray, "init", no_ray)  # another test of this session may hold a Ray instance already
     config = ensemble.EnsembleConfig(output=str(tmp_path), data={"name": "npz", "root": str(tmp_path / "none.npz")})
     with pytest.raises(InputError, match=message):  # not the missing data file: these are checked first
         ensemble.run(config, **kwargs)

@@ -83,7 +83,7 @@ def test_a_class_with_width_is_widened_into_the_baseline_with_the_members_parame
     assert wide["enc.1.weight"].shape == (24, 64) and member["enc.1.weight"].shape == (12, 64)
 
 
-def test_a_class_without_width_or_a_named_baseline_is_refused_naming_the_ways_out(tmp_path):
+def test_a_class_without_width_or_a_named_baseline_is_refused_naming_the_ways_out(tmp_path, ray_must_not_start):
     images, labels = digits_arrays()
     with pytest.raises(InputError) as caught:
         ensemble.run(tiny(tmp_path, "name=refused"), autoencoder=NoWidthAE, dataset=(images, labels))
@@ -91,8 +91,7 @@ def test_a_class_without_width_or_a_named_baseline_is_refused_naming_the_ways_ou
     for way_out in ("`width` keyword", "baseline.autoencoder=module:QualName", "baseline_autoencoder=Cls",
                     "baseline.enabled=false"):
         assert way_out in message
-    import ray
-    assert not ray.is_initialized() and not (tmp_path / "refused").exists()  # refused before Ray and any file
+    assert not (tmp_path / "refused").exists()  # refused before Ray (the fixture) and any file
 
 
 def test_a_named_baseline_is_used_as_given_and_recorded_by_name(tmp_path):
@@ -246,13 +245,11 @@ def test_config_from_python_takes_dicts_and_names_bad_keys():
         TrainConfig(lr=-1)
 
 
-def test_run_takes_config_keys_and_refuses_bad_ones_before_ray(tmp_path):
+def test_run_takes_config_keys_and_refuses_bad_ones_before_ray(tmp_path, ray_must_not_start):
     with pytest.raises(InputError, match="unknown config key 'membres' .did you mean 'members'"):
         ensemble.run(membres=3)
     with pytest.raises(InputError, match="config key 'train.epochs' has value 0"):
         ensemble.run(tiny(tmp_path), train={"epochs": 0})
-    import ray
-    assert not ray.is_initialized()
 
 
 def test_select_and_curves_take_autoencoder_options():

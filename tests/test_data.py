@@ -268,7 +268,8 @@ def test_auto_falls_back_to_fractions_with_one_line_saying_so():
     resolved, note = resolve_auto(DataConfig(), 400, None)
     assert (resolved.train_size, resolved.val_size) == (0.6, 0.2)
     assert note.count("\n") == 0 and "240/80/80 train/val/test" in note and "too few" in note
-    assert len(note) <= 120  # as every line a run prints
+    widest = resolve_auto(DataConfig(), 4_000, None)[1]  # the largest pool that still falls back
+    assert all(len("warning: " + n) <= 120 for n in (note, widest))  # as every line a run prints, with the prefix
     assert resolve_auto(DataConfig(), 5000, None) == (DataConfig(train_size=3000, val_size=1000), None)
     assert resolve_auto(DataConfig(train_size=10, val_size=5), 400, None) == (DataConfig(train_size=10, val_size=5),
                                                                               None)

@@ -94,7 +94,8 @@ def test_a_non_ascii_run_name_trains_to_the_end(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ü-läuft" / "report.json").is_file()
     assert "UnicodeEncodeError" not in done.stdout + done.stderr
-    notice = [line for line in done.stdout.splitlines() if "too few for the default split sizes" in line]
+    said_lines = (done.stdout + done.stderr).splitlines()  # the notice is logged (stderr) since logging came
+    notice = [line for line in said_lines if "too few for the default split sizes" in line]
     assert notice and all(len(line) <= 120 for line in notice), notice  # point 8: the README's 120 columns
 
 

@@ -115,14 +115,8 @@ def test_folder_unlabelled_subfolder_is_not_a_class(tmp_path):
     assert len(splits.unlabelled_x) == 7 and len(splits.autoencoder_x) == 23
 
 
-def test_prepare_rejects_bad_labels_before_ray_starts(tmp_path, monkeypatch):
-    import ray
-
+def test_prepare_rejects_bad_labels_before_ray_starts(tmp_path, ray_must_not_start):
     from ensemble.job.driver import prepare
-
-    def no_ray(*args, **kwargs):
-        raise AssertionError("prepare started Ray")
-    monkeypatch.setattr(ray, "init", no_ray)  # another test of this session may hold a Ray instance already
     config = build_config({}, ["data.name=digits", "data.labels_per_class=500", f"output={tmp_path}"])
     with pytest.raises(InputError, match="labels_per_class=500"):
         prepare(config, None, None, resume=False)

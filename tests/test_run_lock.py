@@ -154,6 +154,8 @@ def test_select_waits_for_no_one_and_refuses_while_another_writes(saved_run, tmp
 def test_labels_refuses_while_another_writes(saved_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(saved_run, run_dir)
+    for earlier in ("labels.json", "labels.png"):  # another test may have run `labels` on the shared run
+        (run_dir / earlier).unlink(missing_ok=True)
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
         write_lock(run_dir, sleeper.pid)

@@ -135,9 +135,10 @@ def resolve_auto(cfg: DataConfig, pool: int, official_test: Optional[int], descr
     counts = split_counts(resolved, pool, official_test, description)
     train = counts.train if counts.train is not None else pool - counts.val - (counts.test or 0)
     test = counts.test if counts.test is not None else (official_test or pool - train - counts.val)
-    # at most 120 characters, as the README promises of every line a run prints (pool < 10,000 here)
-    note = (f"{pool:,} images are too few for the default split sizes: "
-            f"{', '.join(f'{key}={fractions[key]}' for key in auto)} give "
+    # at most 111 characters (pool < 10,000 here): with the log's "warning: " it stays within the 120
+    # columns the docs promise of every line a run prints
+    sizes = ", ".join(f"{key.removesuffix('_size')} {fractions[key]}" for key in auto)
+    note = (f"{pool:,} images are too few for the default split sizes: {sizes} -> "
             f"{train:,}/{counts.val:,}/{test:,} train/val/test")
     return resolved, note
 
