@@ -144,10 +144,8 @@ def _add_labels(commands) -> None:
     labels.add_argument("--per-class", default="1,5,10,30,100", metavar="COUNTS",
                         help="labelled images per class, comma-separated (default 1,5,10,30,100)")
     labels.add_argument("--draws", type=int, default=5, help="seeded label draws per count (default 5)")
-    labels.add_argument("--autoencoder", metavar="MODULE:CLASS",
-                        help="the autoencoder class a custom run was trained with (default: the class the run "
-                             "recorded)")
     add_trust(labels)
+    _add_autoencoder_options(labels)
 
 
 def _add_serve(commands) -> None:
@@ -343,17 +341,15 @@ def command_curves(args: argparse.Namespace) -> int:
 def command_labels(args: argparse.Namespace) -> int:
     from ensemble.analysis.labels import label_curve, labels_table, parse_counts
     from ensemble.job.progress import aligned
-    from workers.models import import_autoencoder  # not serving's resolver: that one needs the serve extra
     counts = parse_counts(args.per_class)
-    # a class the caller names on the command line is trusted, as serve's --autoencoder is
-    autoencoder = import_autoencoder(args.autoencoder, trust_code=True) if args.autoencoder else None
 
     def show(row) -> None:
         means = ", ".join(f"{side} {row.estimate(side)['mean']:.4f}" for side in row.accuracy)
         print(f"{row.per_class:>4} per class ({row.labelled:,} labels): {means}", flush=True)
 
     with local_copy(args.run_dir) as run_dir:
-        curve = label_curve(run_dir, counts, args.draws, autoencoder, on_row=show, trust_code=args.trust_code)
+        curve = label_curve(run_dir, counts, args.draws, on_row=show, trust_code=args.trust_code,
+                            **autoencoder_options(args))
     print()
     print(aligned(labels_table(curve)))
     print(f"\nJSON: {curve.json_path}\nPlot: {curve.png_path} (no checkpoint written; the run's report is unchanged)"

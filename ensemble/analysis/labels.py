@@ -20,6 +20,7 @@ import numpy as np
 
 from classifier.combiner import fit_combiner
 from classifier.features import member_features
+from ensemble.builders import Autoencoders
 from ensemble.data.labelled import labelled_subset
 from ensemble.report.plots import labels_plot
 from ensemble.report.statistics import mean_test, p_text
@@ -94,15 +95,16 @@ def side_checkpoints(saved: SavedRun) -> dict[str, Chosen]:
 
 
 def label_curve(run_dir: str | Path, per_class: Sequence[int], draws: int = 5,
-                autoencoder: Optional[AutoencoderFactory] = None, dataset=None,
-                on_row: Optional[Callable[[LabelsRow], None]] = None, trust_code: bool = False) -> LabelCurve:
+                autoencoder: Autoencoders = None, dataset=None,
+                on_row: Optional[Callable[[LabelsRow], None]] = None, trust_code: bool = False,
+                baseline_autoencoder: Optional[AutoencoderFactory] = None) -> LabelCurve:
     """Fit the heads on every count's draws, then write labels.json and labels.png into `run_dir`.
 
     Every input (counts larger than the smallest class, missing checkpoints) is checked before any fit.
     `on_row(row)` is called as each count is done."""
     if draws < 1:
         raise InputError(f"--draws must be at least 1; got {draws}.")
-    saved = open_run(run_dir, autoencoder, dataset, trust_code)
+    saved = open_run(run_dir, autoencoder, dataset, trust_code, baseline_autoencoder)
     with run_lock(saved.run_dir):  # one writer of labels.json and labels.png
         return _label_curve(saved, per_class, draws, on_row)
 
