@@ -39,6 +39,12 @@ def member_features(autoencoders: Sequence[nn.Module], images, batch_size: int =
 
 def stack_features(per_member: Sequence[np.ndarray]) -> tuple[np.ndarray, tuple[int, ...]]:
     """Side by side: the (N, sum d_i) matrix a combiner fits on, and each member's width d_i."""
+    widths = member_widths(per_member)
+    return np.hstack(per_member), widths
+
+
+def member_widths(per_member: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """Each member's width d_i, once the arrays are checked to be 2-D blocks of the same rows."""
     if len(per_member) == 0:
         raise CombinerInputError("no member features to stack (zero members).")
     shapes = [np.shape(features) for features in per_member]
@@ -48,4 +54,4 @@ def stack_features(per_member: Sequence[np.ndarray]) -> tuple[np.ndarray, tuple[
     if len(rows) > 1:
         raise CombinerInputError(f"members' feature row counts differ: {[shape[0] for shape in shapes]}; "
                                  "every member must encode the same images.")
-    return np.hstack(per_member), tuple(shape[1] for shape in shapes)
+    return tuple(shape[1] for shape in shapes)

@@ -12,11 +12,13 @@ baseline uses conventional early stopping and the same selection of the best epo
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Optional, Sequence, Union
 
 from pydantic import BaseModel
 
-from ensemble.config import BaselineConfig, EagerConfig, EnsembleConfig, ModelConfig
+from classifier.combiner import own_head_predictions
+from ensemble.config import BaselineConfig, CombinerConfig, EagerConfig, EnsembleConfig, ModelConfig
 from workers.encoding import EncodeRequest, Selection, select_epoch  # noqa: F401  (here for the driver's callers)
 from workers.errors import InputError
 from workers.models import (
@@ -156,7 +158,10 @@ def member_fixed_epoch(cfg: EagerConfig) -> Optional[int]:
     return cfg.epoch if cfg.rule == "fixed" else None
 
 
-def member_encoding(cfg: EagerConfig, reference: bool) -> EncodeRequest:
+def member_encoding(cfg: EagerConfig, reference: bool, combiner: Optional[CombinerConfig] = None,
+                    seed: int = 0) -> EncodeRequest:
     """What each member's actor encodes when it finishes: the checkpoint `select_epoch` picks under
-    this rule, and epoch 0 when the run scores the untrained reference (it has a test split)."""
-    return EncodeRequest(fixed_epoch=member_fixed_epoch(cfg), reference=reference)
+    this rule, and epoch 0 when the run scores the untrained reference (it has a test split); with
+    a test split and a `combiner`, it also fits the member's own head on the selected features."""
+    own_head = partial(own_head_predictions, combiner.kind, combiner.head, seed) if reference and combiner else None
+    return EncodeRequest(fixed_epoch=member_fixed_epoch(cfg), reference=reference, own_head=own_head)

@@ -233,3 +233,35 @@ def test_concat_scaler_fitted_block_by_block_is_bitwise_the_whole_matrix_fit():
     assert ours.model_[0].n_samples_seen_ == 200 and ours.model_[0].n_features_in_ == 48
     assert np.array_equal(ours.model_[-1].coef_, whole[-1].coef_)
     assert np.array_equal(ours.predict_proba(X), whole.predict_proba(X))
+
+
+def test_fitting_on_the_members_blocks_is_bitwise_fitting_on_the_stacked_matrix(digits):
+    """fit_combiner scales each member's block straight into the head's matrix (`fit_members`): the
+    combiner is the one `fit` gives on the stacked features, for every kind, whatever the dtypes."""
+    per_member, y = digits
+    for kind in KINDS:
+        blocks, _ = fit_combiner(kind, "logistic", per_member, y)
+        stacked = EnsembleCombiner(kind=kind, member_widths=WIDTHS).fit(np.hstack(per_member), y)
+        assert blocks.member_widths == blocks.member_widths_ == WIDTHS and blocks.n_features_in_ == 64
+        heads = [blocks.model_[-1]] if kind == "concat" else [m[-1] for m in blocks.model_.estimators_]
+        others = [stacked.model_[-1]] if kind == "concat" else [m[-1] for m in stacked.model_.estimators_]
+        assert all(np.array_equal(a.coef_, b.coef_) for a, b in zip(heads, others, strict=True))
+        assert np.array_equal(blocks.predict_members(per_member), stacked.predict_members(per_member))
+    mixed = [per_member[0].astype(np.float64), *per_member[1:]]  # stacking would make all float64
+    ours = EnsembleCombiner().fit_members(mixed, y)
+    whole = EnsembleCombiner(member_widths=WIDTHS).fit(np.hstack(mixed), y)
+    assert ours.model_[0].mean_.dtype == np.float64 and np.array_equal(ours.model_[-1].coef_, whole.model_[-1].coef_)
+
+
+def test_bad_member_blocks_are_named_as_the_stacked_matrix_would_be(digits):
+    per_member, y = digits
+    poisoned = [block.copy() for block in per_member]
+    poisoned[2][9, 3], poisoned[0][4, 0] = np.nan, np.inf
+    with pytest.raises(CombinerInputError, match="NaN or inf in 2 row.*first at row 4"):
+        EnsembleCombiner().fit_members(poisoned, y)
+    with pytest.raises(CombinerInputError, match="features have 300 rows but labels have 299"):
+        EnsembleCombiner().fit_members(per_member, y[:-1])
+    with pytest.raises(CombinerInputError, match=r"member_widths \(40, 24\) disagree with the members' feature"):
+        EnsembleCombiner(member_widths=(40, 24)).fit_members(per_member, y)
+    with pytest.raises(CombinerInputError, match="zero members"):
+        EnsembleCombiner().fit_members([], y)

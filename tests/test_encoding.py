@@ -11,7 +11,7 @@ from ensemble.config import CombinerConfig, build_config
 from ensemble.data import load_splits
 from tests.tiny import TINY, TinyAE
 from workers.checkpoints import save_checkpoint
-from workers.encoding import EncodeRequest, encode_checkpoints, epochs_to_encode
+from workers.encoding import OWN_HEAD, EncodeRequest, encode_checkpoints, epochs_to_encode, with_own_head
 from workers.history import EpochRecord
 
 
@@ -60,3 +60,36 @@ def test_the_actors_features_are_the_drivers_and_the_driver_then_loads_nothing(t
     mixed = evaluation.score_checkpoints(TinyAE, tmp_path, chosen, splits, combiner, 0, sent)
     assert [(p.name, epoch) for p, epoch in loaded] == [("member_01", 1)]
     assert np.array_equal(mixed.test_predictions, here.test_predictions)
+
+
+def test_each_members_own_head_comes_from_its_actor_and_the_driver_fits_only_what_did_not(tmp_path, monkeypatch):
+    """The actor fits the member's own head on its selected epoch's features (the driver's diversity
+    figures); the driver fits a head only for a member whose predictions did not come."""
+    config = build_config({}, TINY)
+    splits = load_splits(config.data, 0)
+    names, chosen, combiner = ("member_00", "member_01"), [("member_00", 1), ("member_01", 1)], CombinerConfig()
+    request, losses = member_encoding(config.eager, True, combiner, seed=0), history(2.0)
+    images, labels = {"train": splits.labelled_x, "test": splits.test_x}, splits.labelled_y.numpy()
+    sent = {}
+    for name in names:
+        saved_member(tmp_path / name, [0, 1])
+        encoded = encode_checkpoints(TinyAE, tmp_path / name, epochs_to_encode(request, losses), images)
+        assert with_own_head(encoded, EncodeRequest(), losses, labels) == encoded  # no head asked: nothing added
+        assert with_own_head(encoded, request, losses, None) == encoded  # no labels came: nothing added
+        sent[name] = with_own_head(encoded, request, losses, labels)
+        assert OWN_HEAD in sent[name][1] and OWN_HEAD not in sent[name][0]  # the selected epoch's head only
+        assert sent[name][1][OWN_HEAD].shape == (len(splits.test_y),)
+
+    here = evaluation.score_run(TinyAE, tmp_path, chosen, splits, combiner, 0)  # the driver fits every head
+    fitted = []
+    real = evaluation.own_head_predictions
+    monkeypatch.setattr(evaluation, "own_head_predictions", lambda *args: fitted.append(args) or real(*args))
+    shipped = evaluation.score_run(TinyAE, tmp_path, chosen, splits, combiner, 0, sent)
+    assert fitted == []
+    assert all(np.array_equal(a, b) for a, b in zip(shipped.alone, here.alone, strict=True))
+    assert np.array_equal(shipped.ensemble.test_predictions, here.ensemble.test_predictions)
+    assert shipped.untrained.test_accuracy == here.untrained.test_accuracy
+
+    del sent["member_01"][1][OWN_HEAD]  # its actor could not fit it: the driver fits that one, in member order
+    mixed = evaluation.score_run(TinyAE, tmp_path, chosen, splits, combiner, 0, sent)
+    assert len(fitted) == 1 and all(np.array_equal(a, b) for a, b in zip(mixed.alone, here.alone, strict=True))

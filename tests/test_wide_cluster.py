@@ -1,5 +1,6 @@
-"""A wide run on three nodes with their own disks: every member's features reach the driver from
-its actor, a node lost mid-run costs no epoch, and the figures are the single-node run's."""
+"""A wide run on three nodes with their own disks: every member's features and its own head's
+predictions reach the driver from its actor, a node lost mid-run costs no epoch, and the figures are
+the single-node run's."""
 
 import json
 import os
@@ -48,18 +49,24 @@ WIDE = textwrap.dedent("""
         encoded_on_driver.append(len(images))
         return real(autoencoder, images)
     evaluation.encoder_features = encoder_features
+    heads_on_driver = []  # members' own heads the driver had to fit itself (an actor that did not send one)
+    def own_head_predictions(*args, real=evaluation.own_head_predictions):
+        heads_on_driver.append(1)
+        return real(*args)
+    evaluation.own_head_predictions = own_head_predictions
 
     def figures(report):
         return {"members": [{"name": m.name, "selected_epoch": m.selected_epoch, "restarts": m.restarts,
                              "epochs": [h.epoch for h in m.history], "val_losses": [h.val_loss for h in m.history]}
                             for m in report.members],
-                "accuracy": report.ensemble.test_accuracy, "untrained": report.ensemble.untrained_test_accuracy}
+                "accuracy": report.ensemble.test_accuracy, "untrained": report.ensemble.untrained_test_accuracy,
+                "member_accuracies": [m.test_accuracy for m in report.members]}
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     single = figures(ensemble.run(build_config({}, SETS + ["name=single"]), on_event=lambda e: None).report)
     ray.shutdown()
-    single_sent, single_on_driver = dict(sent), list(encoded_on_driver)
-    sent.clear(), encoded_on_driver.clear()
+    single_sent, single_on_driver, single_heads = dict(sent), list(encoded_on_driver), len(heads_on_driver)
+    sent.clear(), encoded_on_driver.clear(), heads_on_driver.clear()
 
     disk = lambda name: {"ENSEMBLE_SCRATCH": str(root / name)}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
@@ -81,6 +88,7 @@ WIDE = textwrap.dedent("""
     result = ensemble.run(build_config({}, SETS + ["name=wide"]), on_event=on_event)
     print(json.dumps({"single": single, "wide": figures(result.report), "sent": sent, "single_sent": single_sent,
                       "encoded_on_driver": encoded_on_driver, "single_on_driver": single_on_driver,
+                      "heads_on_driver": len(heads_on_driver), "single_heads": single_heads,
                       "removed_during": removed, "nodes": nodes, "run_dir": str(result.run_dir),
                       "ran_on": sorted(started_on)}))
     ray.shutdown()
@@ -113,7 +121,9 @@ def test_24_members_on_three_nodes_send_their_features_and_lose_no_epoch_when_a_
             epochs = sent[member["name"]]
             assert sorted(epochs) == sorted({"0", str(member["selected_epoch"])})
             assert all(splits["train"][0] == 150 and splits["test"][0] == 150 for splits in epochs.values())
+            assert epochs[str(member["selected_epoch"])]["own_head"] == [150]  # its own head's test predictions
     assert out["encoded_on_driver"] == [] and out["single_on_driver"] == []
+    assert out["heads_on_driver"] == 0 and out["single_heads"] == 0  # every member's own head came from its actor
 
     # node a went mid-run with members on it: they restarted elsewhere and no epoch is missing
     assert out["removed_during"] and out["ran_on"] == sorted(out["nodes"].values())
@@ -128,4 +138,5 @@ def test_24_members_on_three_nodes_send_their_features_and_lose_no_epoch_when_a_
         assert (one["name"], one["selected_epoch"]) == (many["name"], many["selected_epoch"])
         assert many["val_losses"] == pytest.approx(one["val_losses"], rel=1e-6)
     assert wide["accuracy"] == single["accuracy"] and wide["untrained"] == single["untrained"]
+    assert wide["member_accuracies"] == single["member_accuracies"]
     assert wide["accuracy"] > 0.5  # 10 classes: chance is 0.1

@@ -17,7 +17,7 @@ import numpy as np
 import ray
 import torch
 
-from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode
+from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode, with_own_head
 from workers.events import Done, EpochEnded, Shipment, Started
 from workers.models import AutoencoderFactory
 from workers.outcome import Outcome
@@ -161,8 +161,9 @@ class MemberActor:
         rows = torch.as_tensor(data["head_rows"], device=self.device)  # the training images the combiner fits on
         splits = {"train": self._on_device(data)[0][rows], "test": as_tensor(data["test_x"], self.device)}
         try:
-            return encode_checkpoints(spec.factory, workdir.path, epochs_to_encode(spec.encoding, outcome.history),
-                                      splits, self.device)
+            encoded = encode_checkpoints(spec.factory, workdir.path, epochs_to_encode(spec.encoding, outcome.history),
+                                         splits, self.device)
+            return with_own_head(encoded, spec.encoding, outcome.history, data.get("head_y"))
         except Exception:  # noqa: BLE001 (the driver redoes it and raises the real error if it still fails)
             return {}
 

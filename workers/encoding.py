@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,9 @@ from workers.history import EpochRecord
 from workers.layout import checkpoint_dir
 from workers.models import AutoencoderFactory, load_matching
 
-SplitFeatures = dict[str, np.ndarray]  # split name ("train", "test") -> (rows, width) float32
+SplitFeatures = dict[str, np.ndarray]  # split name ("train", "test") -> (rows, width) float32; and OWN_HEAD
+OWN_HEAD = "own_head"  # the selected epoch's entry: the member's own head's test predictions, when it fitted one
+OwnHead = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (train features, labels, test features)
 EncodedEpochs = dict[int, SplitFeatures]  # checkpoint epoch -> its features
 
 
@@ -53,6 +55,9 @@ class EncodeRequest:
     """What a member's actor encodes once the member finishes (shipped with its spec)."""
     fixed_epoch: Optional[int] = None  # the eager rule's fixed epoch (eager.rule=fixed), else the best epoch
     reference: bool = True             # also epoch 0, for the combiner on the untrained encoders
+    # the member's own head on the selected epoch's features -> its test predictions (members[i].test_accuracy,
+    # the diversity figures), fitted here so the driver does not fit N heads after the last member ends
+    own_head: Optional[OwnHead] = None
 
 
 def epochs_to_encode(request: EncodeRequest, history: Sequence[EpochRecord]) -> list[int]:
@@ -112,3 +117,14 @@ def encode_checkpoints(factory: AutoencoderFactory, member_dir: str | Path, epoc
         model = frozen_autoencoder(factory, member_dir, epoch, device)
         encoded[epoch] = {name: encode(model, images) for name, images in splits.items() if len(images)}
     return encoded
+
+
+def with_own_head(encoded: EncodedEpochs, request: EncodeRequest, history: Sequence[EpochRecord],
+                  labels: Optional[np.ndarray]) -> EncodedEpochs:
+    """`encoded` with the selected epoch's own-head predictions (`OWN_HEAD`) added, when the request
+    names a head, the labels came and the selected epoch's train and test features are there."""
+    selected = select_epoch(history, request.fixed_epoch).epoch
+    features = encoded.get(selected, {})
+    if request.own_head is None or labels is None or not {"train", "test"} <= features.keys():
+        return encoded
+    return {**encoded, selected: {**features, OWN_HEAD: request.own_head(features["train"], labels, features["test"])}}

@@ -52,7 +52,7 @@ from ensemble.report.entries import (
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict
 from ensemble.result import RunResult, save_normalizer
-from ensemble.runs.evaluation import load_autoencoder, member_predictions, score_checkpoints
+from ensemble.runs.evaluation import load_autoencoder, score_checkpoints, score_run
 from ensemble.runs.rundir import (
     check_checkpoints_fit,
     check_output,
@@ -409,7 +409,7 @@ def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, node
                         train_settings(config, member_seed(config.seed, i)),
                         member_rule(config.eager, config.train.epochs),
                         member_seed(config.seed, i) if config.data.bootstrap else None,
-                        member_encoding(config.eager, reference=len(plan.splits.test_y) > 0))
+                        member_encoding(config.eager, len(plan.splits.test_y) > 0, config.combiner, config.seed))
              for i in range(config.members)]
     started = time.perf_counter()
     runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts,
@@ -453,17 +453,12 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         raise RuntimeError(problem)
     factories = plan.factories()
     encoded = sent_features(phases.members)
-    score = score_checkpoints(factories, run_dir, chosen, plan.splits, config.combiner, config.seed, encoded)
-    untrained = None  # the same combiner on the untrained encoders, when there is a test split to score it on
-    if len(plan.splits.test_y):
-        untrained = score_checkpoints(factories, run_dir, [(name, 0) for name, _ in chosen], plan.splits,
-                                      config.combiner, config.seed, encoded)
+    scores = score_run(factories, run_dir, chosen, plan.splits, config.combiner, config.seed, encoded)
+    score, untrained = scores.ensemble, scores.untrained  # untrained: None without a test split
     encoded.clear()  # the features are in the fitted combiners' scores now; free them before the baseline
     save_combiner(score.combiner, run_dir / COMBINER)
-    members, diversity = with_diversity(
-        members, [name for name, _ in chosen], member_predictions(score, plan.splits.labelled_y, config.combiner,
-                                                                  config.seed),
-        score.test_predictions, plan.splits.test_y.tolist())
+    members, diversity = with_diversity(members, [name for name, _ in chosen], scores.alone,
+                                        score.test_predictions, plan.splits.test_y.tolist())
     ensemble = ensemble_report(config, phases.members_wall, phases.slots, plan.member_share.describe(), score,
                                untrained, members, diversity)
     predictions = None if untrained is None else TestPredictions(

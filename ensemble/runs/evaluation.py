@@ -8,6 +8,8 @@ could not encode) is encoded here with the same code.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -15,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.combiner import fit_combiner
+from classifier.combiner import fit_combiner, own_head_predictions
 from classifier.features import encoder_features, member_features
+from classifier.side_by_side import side_by_side
 from ensemble.config import CombinerConfig
 from ensemble.data import Splits
 from ensemble.report.entries import CombinerScore
-from workers.encoding import EncodedEpochs, SplitFeatures, frozen_autoencoder
+from workers.encoding import OWN_HEAD, EncodedEpochs, SplitFeatures, frozen_autoencoder
 from workers.models import AutoencoderFactory
 
 Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
@@ -68,12 +71,51 @@ def score_checkpoints(factories: Factories, run_dir: Path, chosen: Chosen, split
 
     `encoded`: features the members' actors already computed (member name -> epoch -> split); a
     chosen checkpoint found there is not encoded again, the rest are encoded here, the same way."""
+    features, seconds = timed_features(factories, run_dir, chosen, splits, encoded)
+    return scored(features, splits, combiner, seed, seconds)
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """What a run's evaluation fits: the ensemble's combiner, the reference and each member alone."""
+    ensemble: CombinerScore
+    untrained: Optional[CombinerScore]  # the same combiner on the epoch-0 encoders; None: no test split
+    alone: list[np.ndarray]             # each chosen member's own head's test predictions ([]: no test split)
+
+
+def score_run(factories: Factories, run_dir: Path, chosen: Chosen, splits: Splits, combiner: CombinerConfig,
+              seed: int, encoded: Optional[Mapping[str, EncodedEpochs]] = None) -> RunScores:
+    """`score_checkpoints` for the chosen checkpoints and for their untrained (epoch-0) encoders, and
+    each member's own head: independent fits, so they run side by side (`classifier.side_by_side`),
+    the longest first. The reference and the members' heads need a test split to be scored on."""
+    trained, seconds = timed_features(factories, run_dir, chosen, splits, encoded)
+    if not len(splits.test_y):
+        return RunScores(scored(trained, splits, combiner, seed, seconds), None, [])
+    untrained, untrained_seconds = timed_features(factories, run_dir, [(name, 0) for name, _ in chosen], splits,
+                                                  encoded)
+    to_fit = [features for features in trained if OWN_HEAD not in features]  # heads the actors did not fit
+    ensemble, reference, *fitted = side_by_side(
+        [partial(scored, trained, splits, combiner, seed, seconds),
+         partial(scored, untrained, splits, combiner, seed, untrained_seconds),
+         *alone_jobs([f["train"] for f in to_fit], [f["test"] for f in to_fit], splits.labelled_y, combiner, seed)])
+    fitted = iter(fitted)
+    return RunScores(ensemble, reference, [f[OWN_HEAD] if OWN_HEAD in f else next(fitted) for f in trained])
+
+
+def timed_features(factories: Factories, run_dir: Path, chosen: Chosen, splits: Splits,
+                   encoded: Optional[Mapping[str, EncodedEpochs]]) -> tuple[list[SplitFeatures], float]:
+    """Each chosen checkpoint's features (`checkpoint_features`), and the seconds they took."""
     started = time.perf_counter()
-    per_member = [checkpoint_features(factory_for(factories, name), Path(run_dir) / name, epoch, splits,
-                                      (encoded or {}).get(name, {})) for name, epoch in chosen]
-    test = [features["test"] for features in per_member] if len(splits.test_y) else None
-    return score_features([features["train"] for features in per_member], test, splits.labelled_y, splits.test_y,
-                          combiner.kind, combiner.head, seed, time.perf_counter() - started)
+    features = [checkpoint_features(factory_for(factories, name), Path(run_dir) / name, epoch, splits,
+                                    (encoded or {}).get(name, {})) for name, epoch in chosen]
+    return features, time.perf_counter() - started
+
+
+def scored(features: Sequence[SplitFeatures], splits: Splits, combiner: CombinerConfig, seed: int,
+           feature_seconds: float) -> CombinerScore:
+    test = [member["test"] for member in features] if len(splits.test_y) else None
+    return score_features([member["train"] for member in features], test, splits.labelled_y, splits.test_y,
+                          combiner.kind, combiner.head, seed, feature_seconds)
 
 
 def checkpoint_features(factory: AutoencoderFactory, member_dir: Path, epoch: int, splits: Splits,
@@ -92,11 +134,14 @@ def checkpoint_features(factory: AutoencoderFactory, member_dir: Path, epoch: in
 def member_predictions(score: CombinerScore, train_y: torch.Tensor, combiner: CombinerConfig,
                        seed: int) -> list[np.ndarray]:
     """Each member alone: the same head kind fitted on that member's training features only, its
-    predictions on the test images (for `members[i].test_accuracy` and the diversity figures)."""
+    predictions on the test images (for `members[i].test_accuracy` and the diversity figures); the
+    members' heads are fitted side by side."""
     if score.test_features is None:
         return []
-    predictions = []
-    for train, test in zip(score.train_features, score.test_features, strict=True):
-        alone, _ = fit_combiner(combiner.kind, combiner.head, [train], train_y.numpy(), random_state=seed)
-        predictions.append(alone.predict_members([test]))
-    return predictions
+    return side_by_side(alone_jobs(score.train_features, score.test_features, train_y, combiner, seed))
+
+
+def alone_jobs(train: Sequence[np.ndarray], test: Sequence[np.ndarray], train_y: torch.Tensor,
+               combiner: CombinerConfig, seed: int) -> list:
+    return [partial(own_head_predictions, combiner.kind, combiner.head, seed, member_train, train_y.numpy(),
+                    member_test) for member_train, member_test in zip(train, test, strict=True)]

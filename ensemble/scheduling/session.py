@@ -82,12 +82,13 @@ def alive_node_resources() -> list[dict]:
 
 def share_data(splits: Splits) -> ray.ObjectRef:
     """The autoencoders' training images (unlabelled ones included), the validation and test images, and
-    which training rows the combiner fits on, put into the object store once; every member actor reads
-    them zero-copy (the test images and head rows only to encode them when its member finishes)."""
+    which training rows the combiner fits on with their labels, put into the object store once; every
+    member actor reads them zero-copy (the test images, head rows and labels only when its member
+    finishes, to encode them and fit the member's own head)."""
     key = uuid.uuid4().hex  # lets an actor keep one device copy for every member it trains on this data
     head_rows = np.arange(len(splits.train_x)) if splits.labelled is None else splits.labelled.numpy()
     return ray.put({"key": key, "train_x": splits.autoencoder_x.numpy(), "val_x": splits.val_x.numpy(),
-                    "test_x": splits.test_x.numpy(), "head_rows": head_rows})
+                    "test_x": splits.test_x.numpy(), "head_rows": head_rows, "head_y": splits.labelled_y.numpy()})
 
 
 def driver_node_id() -> str:
