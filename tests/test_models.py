@@ -70,6 +70,15 @@ def test_custom_autoencoder_checks():
         check_autoencoder(WrongShape, sample)
     with pytest.raises(InputError, match="not a torch nn.Module"):
         check_autoencoder(lambda: 42, sample)
+    with pytest.raises(InputError, match=r"the custom autoencoder NoEncode has no encode"):
+        check_autoencoder(NoEncode, sample)
+
+
+def test_the_built_in_cae_is_named_with_its_settings_when_it_cannot_be_built():
+    """Not "the custom autoencoder CAEFactory": the user chose model.* and should see those keys."""
+    with pytest.raises(InputError, match=r"^the built-in CAE \(model.channels=\[4, 8, 16, 32\], model.kernel_size=5, "
+                                         r"images 1x8x8\) could not be built: .*too small for 4 pooling stages"):
+        check_autoencoder(CAEFactory((1, 8, 8), channels=(4, 8, 16, 32)), torch.rand(2, 1, 8, 8))
 
 
 # --- a run remembers its autoencoder: import paths and weights that must fit ---

@@ -11,7 +11,7 @@ import math
 import pkgutil
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -133,33 +133,42 @@ def architecture(factory: AutoencoderFactory, built: nn.Module) -> dict:
     return record
 
 
+def builtin_description(factory: AutoencoderFactory) -> Optional[str]:
+    """How an error names the built-in CAE (its settings, which the user chose in model.*), or None for
+    a custom autoencoder."""
+    inner = factory.factory if isinstance(factory, Widened) else factory
+    if not isinstance(inner, CAEFactory):
+        return None
+    return (f"the built-in CAE (model.channels={list(inner.channels)}, model.kernel_size={inner.kernel_size}, "
+            f"images {'x'.join(map(str, inner.image_shape))})")
+
+
 def check_autoencoder(factory: AutoencoderFactory, sample: torch.Tensor) -> nn.Module:
     """Build one module and run one batch through it, so a wrong shape fails before any training."""
+    builtin = builtin_description(factory)
     name = getattr(factory, "__name__", type(factory).__name__)
     try:
         module = factory()
     except Exception as err:  # user code: report what it raised
-        raise InputError(f"the custom autoencoder {name} could not be built: {err!r}.") from None
+        raise InputError(f"{builtin or f'the custom autoencoder {name}'} could not be built: {err!r}.") from None
     if not isinstance(module, nn.Module):
         raise InputError(f"the custom autoencoder factory {name} returned {type(module).__name__}, "
                          "not a torch nn.Module.")
+    who = builtin or f"the custom autoencoder {type(module).__name__}"
     if not callable(getattr(module, "encode", None)):
-        raise InputError(f"the custom autoencoder {type(module).__name__} has no encode(x) method; "
-                         "it must return the features the combiner uses.")
+        raise InputError(f"{who} has no encode(x) method; it must return the features the combiner uses.")
     with torch.no_grad():
         try:
             reconstruction = module(sample)
             features = module.encode(sample)
         except Exception as err:
-            raise InputError(f"the custom autoencoder {type(module).__name__} failed on a batch of shape "
-                             f"{tuple(sample.shape)}: {err!r}.") from None
+            raise InputError(f"{who} failed on a batch of shape {tuple(sample.shape)}: {err!r}.") from None
     if not isinstance(reconstruction, torch.Tensor) or reconstruction.shape != sample.shape:
         got = tuple(reconstruction.shape) if isinstance(reconstruction, torch.Tensor) else type(reconstruction).__name__
-        raise InputError(f"the custom autoencoder {type(module).__name__} returned a reconstruction of shape {got} "
-                         f"for input {tuple(sample.shape)}; forward(x) must return the input's shape.")
+        raise InputError(f"{who} returned a reconstruction of shape {got} for input {tuple(sample.shape)}; "
+                         "forward(x) must return the input's shape.")
     if not isinstance(features, torch.Tensor) or features.shape[0] != sample.shape[0]:
-        raise InputError(f"the custom autoencoder {type(module).__name__}.encode(x) must return a tensor with one "
-                         f"row per image ({sample.shape[0]}).")
+        raise InputError(f"{who}.encode(x) must return a tensor with one row per image ({sample.shape[0]}).")
     return module
 
 
