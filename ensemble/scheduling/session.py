@@ -18,6 +18,7 @@ import ray
 
 from ensemble.data import Splits
 from ensemble.errors import stop_on_sigterm
+from ensemble.scheduling import warm_actors
 from ensemble.scheduling.autoscaling import Autoscaler, NodeType, can_launch
 
 
@@ -58,7 +59,8 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool = False, dashbo
     session = connect(num_cpus, log_to_driver, dashboard)
     started = session.started
     try:
-        with stop_on_sigterm():
+        # a session that outlives the run (joined, not started here) keeps its idle actors for the next run
+        with stop_on_sigterm(), warm_actors.run_scope(started):
             yield session
     finally:
         if started:
