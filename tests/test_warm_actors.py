@@ -171,3 +171,21 @@ def test_a_run_that_starts_its_own_ray_leaves_no_actor_behind(tmp_path):
     while any(alive(pid) for pid in seen["pids"]) and time.time() < deadline:
         time.sleep(0.5)
     assert not any(alive(pid) for pid in seen["pids"])
+
+
+@pytest.mark.slow
+def test_kept_actors_exit_after_the_idle_time_and_give_back_their_cpus(ray_instance, monkeypatch, digits):
+    import ray
+
+    from ensemble.scheduling import warm_actors
+    monkeypatch.setenv(IDLE_VARIABLE, "2")
+    X, y = digits
+    first = fit(X, y)
+    assert warm_actors._kept is not None  # kept: the next fit in the next 2 s would take them
+    deadline = time.time() + 30
+    while (any(alive(pid) for pid in pids(first)) or ray.available_resources().get("CPU", 0) < 2) \
+            and time.time() < deadline:
+        time.sleep(0.5)
+    assert warm_actors._kept is None
+    assert not any(alive(pid) for pid in pids(first))
+    assert ray.available_resources().get("CPU", 0) == 2  # the session's 2 CPUs, free for other Ray work
