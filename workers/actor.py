@@ -147,6 +147,7 @@ class MemberActor:
     def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps,
                    data: dict) -> Iterator[Shipment]:
         """Each (member index, training step) as the event the driver gets, with its node's new files."""
+        self._follow_threads()  # this thread's count, which an earlier run's lent CPUs may have raised
         placements = [{**self.placement(), "directory": str(workdir.path)} for workdir in workdirs]
         for index, step in steps:
             ran_with = torch.get_num_threads()
