@@ -33,9 +33,9 @@ HERE = ("session_a", "01000000")
 # --- the decisions, without Ray ---
 
 def test_only_a_run_whose_session_outlives_it_keeps_actors():
-    assert keeps_actors(run_started_ray=False, idle_for=30.0)
-    assert not keeps_actors(run_started_ray=True, idle_for=30.0)   # Ray shuts down with the run
-    assert not keeps_actors(run_started_ray=False, idle_for=0.0)   # told to keep none
+    assert keeps_actors(run_opened_ray=False, idle_for=30.0)
+    assert not keeps_actors(run_opened_ray=True, idle_for=30.0)   # Ray (or its process) ends with the run
+    assert not keeps_actors(run_opened_ray=False, idle_for=0.0)   # told to keep none
 
 
 @pytest.mark.parametrize("value, seconds", [(None, IDLE_DEFAULT_S), ("", IDLE_DEFAULT_S), ("0", 0.0), ("2.5", 2.5)])
@@ -60,16 +60,16 @@ def test_a_pool_takes_kept_actors_of_its_share_in_its_session_and_ends_the_rest(
     assert split_kept(kept, ("session_a", "02000000"), ONE_CPU, 2) == ([], [])
 
 
-def test_runs_keep_actors_inside_a_session_they_joined_and_not_one_they_started(monkeypatch):
+def test_runs_keep_actors_inside_a_session_opened_before_them_and_not_one_they_opened(monkeypatch):
     monkeypatch.setenv(IDLE_VARIABLE, "30")
     assert not keeping()                        # outside any run
-    with run_scope(run_started_ray=True):       # `ensemble run`, or a --repeats loop's own session
+    with run_scope(run_opened_ray=True):       # `ensemble run`, or a --repeats loop's own session
         assert not keeping()
-        with run_scope(run_started_ray=False):  # each repeat joins the loop's session, which outlives it
+        with run_scope(run_opened_ray=False):  # each repeat joins the loop's session, which outlives it
             assert keeping()
         assert not keeping()
     monkeypatch.setenv(IDLE_VARIABLE, "0")
-    with run_scope(run_started_ray=False):
+    with run_scope(run_opened_ray=False):
         assert not keeping()
 
 

@@ -9,8 +9,8 @@ day, before the fits shared Ray: 7.5-14.1 s a fit. Then 4 fits a process, the co
 keeping actors warm side by side, twice, under one lock: sharing Ray but with new member actors each
 fit, a later fit took 3.5-3.9 s for 0.34-0.73 s of training (5.9x and 10.0x, the medians); with the
 actors a fit leaves idle kept for the next (`scheduling.warm_actors`), 0.76-0.92 s for 0.32-0.60 s
-of training (1.6x and 1.9x: target met). The first fit of a process still starts Ray (2.5-3.5 s,
-before it) and its actors (the first fit took 3.6-3.7 s).
+of training (1.6x and 1.9x: target met; once more alone later, 0.73 s for 0.32 s, 1.97x). The first
+fit of a process still starts Ray (2.5-3.5 s, before it) and its actors (the first fit: 3.6-3.7 s).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Starting a member actor costs a fresh process that imports PyTorch and warms up 
 machine), more than training 2 members for an epoch on digits. When the Ray session outlives a run
 (the estimator's `shared_session()`, a user's own `ray.init`, a `--repeats` loop), the actors a run
 leaves idle are kept here, and the next `MemberPool` with the same share takes them instead of
-starting new ones. A run whose own `ray_session` started Ray ends its actors as before.
+starting new ones. A run that opened its Ray session itself (`ensemble run`, started locally or
+connected to RAY_ADDRESS) ends its actors as before: its session, or its process, ends with it.
 
 Kept actors hold their CPUs/GPUs while idle, so they are bounded: at most what the last pool used,
 one share at a time (a pool with another share ends them before it asks Ray for its own), and they
@@ -44,10 +45,12 @@ class Kept:
 
 # --- pure decisions, tested without Ray ---
 
-def keeps_actors(run_started_ray: bool, idle_for: float) -> bool:
-    """A run keeps its idle actors only when its Ray session outlives it: it did not start Ray itself
-    (when it did, Ray shuts down with the run and the actors with it); and not when told to keep none."""
-    return not run_started_ray and idle_for > 0
+def keeps_actors(run_opened_ray: bool, idle_for: float) -> bool:
+    """A run keeps its idle actors only when its Ray session outlives it: someone opened it before the
+    run (when the run started Ray, Ray shuts down with it; when it connected to a cluster, as under
+    `ray job submit`, its process ends with it, and the actors with their owner); and not when told to
+    keep none."""
+    return not run_opened_ray and idle_for > 0
 
 
 def idle_seconds(value: Optional[str]) -> float:
@@ -89,15 +92,15 @@ def keeping() -> bool:
 
 
 @contextmanager
-def run_scope(run_started_ray: bool) -> Iterator[None]:
+def run_scope(run_opened_ray: bool) -> Iterator[None]:
     """Around a run's Ray session: its pools keep their idle actors when the session outlives it; a
-    session it started ends the kept actors before Ray shuts down."""
-    token = _keeping.set(keeps_actors(run_started_ray, idle_seconds(os.environ.get(IDLE_VARIABLE))))
+    session it opened ends the kept actors (of the runs inside it, as in a --repeats loop) at its end."""
+    token = _keeping.set(keeps_actors(run_opened_ray, idle_seconds(os.environ.get(IDLE_VARIABLE))))
     try:
         yield
     finally:
         _keeping.reset(token)
-        if run_started_ray:
+        if run_opened_ray:
             release_actors()
 
 
