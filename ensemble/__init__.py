@@ -28,12 +28,13 @@ _ON_FIRST_USE = {
     "EagerEnsembleClassifier": "ensemble.estimator",
     "RunResult": "ensemble.result",
     "load": "ensemble.result",
+    "release_actors": "ensemble.scheduling.warm_actors",
     "run": "ensemble.job.driver",
     "serve": "ensemble.serving.application",
     "Watch": "ensemble.job.progress",
 }
 __all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
-           "Watch", "__version__", "load", "run", "serve"]
+           "Watch", "__version__", "load", "release_actors", "run", "serve"]
 
 
 def __getattr__(name: str):

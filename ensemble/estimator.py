@@ -9,7 +9,8 @@ report's test accuracies are null: score on your own held-out data). It runs on 
 run: it joins an initialised Ray (or RAY_ADDRESS), else starts a local instance on the first fit
 and keeps it for the process's later fits (`cross_val_score`, grid searches), since starting Ray
 cost more than training on small data; Ray stops it when the process exits (`ray.shutdown()`
-stops it earlier).
+stops it earlier). The member actors a fit leaves idle are kept for the next fit in the same way
+(`ensemble.scheduling.warm_actors`: `ensemble.release_actors()` frees them at once).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ import os
 # Ray must stay on loopback on this machine and in CI (binds every node and address to 127.0.0.1).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Runs in the session's shared Ray keep no idle member actors (they would hold its 2 CPUs for the next
+# test's other Ray work); tests/test_warm_actors.py turns keeping on where it tests it.
+os.environ.setdefault("ENSEMBLE_ACTOR_IDLE_S", "0")
 
 import socket  # noqa: E402
 import subprocess  # noqa: E402

@@ -86,11 +86,22 @@ def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
 @ray.remote(max_concurrency=2)
 class MemberActor:
     def __init__(self, num_cpus: float):
+        self.num_cpus = num_cpus
         self.threads_wanted = torch_threads(num_cpus)
         torch.set_num_threads(self.threads_wanted)
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
         self._data, self._data_key, self.device_copies = None, None, 0
+
+    def rest(self) -> None:
+        """Between runs, when the pool keeps this actor warm for the next one: the run's data is let go
+        (its object-store block unpinned, its device copy freed), the threads go back to the actor's own
+        share (the pool may have lent it more), and the copy count starts again, as in a new actor."""
+        self._data, self._data_key, self.device_copies = None, None, 0
+        if self.device != "cpu":
+            torch.cuda.empty_cache()
+        self.threads_wanted = torch_threads(self.num_cpus)
+        torch.set_num_threads(self.threads_wanted)
 
     def placement(self) -> dict:
         return {"device": self.device, "threads": torch.get_num_threads(), "gpu_ids": ray.get_gpu_ids(),
@@ -136,6 +147,7 @@ class MemberActor:
     def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps,
                    data: dict) -> Iterator[Shipment]:
         """Each (member index, training step) as the event the driver gets, with its node's new files."""
+        self._follow_threads()  # this thread's count, which an earlier run's lent CPUs may have raised
         placements = [{**self.placement(), "directory": str(workdir.path)} for workdir in workdirs]
         for index, step in steps:
             ran_with = torch.get_num_threads()
@@ -189,6 +201,7 @@ class MemberActor:
         trains): on a GPU the copy is kept for the next member on the same data."""
         key = data.get("key")
         if key is None or key != self._data_key:
+            self._data = None  # other data's copy (a kept actor's earlier run) is freed before the new one is made
             self._data = (as_tensor(data["train_x"], self.device), as_tensor(data["val_x"], self.device))
             self._data_key = key
             self.device_copies += self.device != "cpu"

@@ -29,6 +29,7 @@ import ray
 
 from ensemble.errors import MemberFailed
 from ensemble.report.entries import MemberRecord
+from ensemble.scheduling import warm_actors
 from ensemble.scheduling.placement import Share, lent_threads
 from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
@@ -72,10 +73,14 @@ class MemberPool:
         self._queue.extend(specs)
         self._runs = {spec.name: MemberRecord() for spec in specs}
         self._phase_start = time.time()
-        self._spares = len(specs)
         self._warm_up_spec = specs[0]
-        for _ in specs:
+        kept = warm_actors.take(self._share, len(specs))  # an earlier run's idle actors, when it kept them
+        self._spares = len(specs) + len(kept)  # a kept actor found dead is replaced without using a spare
+        for actor in kept:
+            self._warm_up(actor)  # on this run's model and data, as a new actor would
+        for _ in specs[len(kept):]:
             self._request_actor()
+        finished = False
         try:
             while self._streams or self._warming:
                 [ready], _ = ray.wait([*self._warming, *self._streams], num_returns=1)
@@ -87,11 +92,15 @@ class MemberPool:
                 raise RuntimeError(f"no actor could start for {', '.join(s.name for s in self._queue)}: every "
                                    "actor requested for them died while starting; see the Ray logs of the failed "
                                    "workers.")
+            finished = True
         finally:
             for actor in [*self._warming.values(), *(actor for _, actor in self._streams.values())]:
                 ray.kill(actor)
-            for actor in self._idle:
-                actor.__ray_terminate__.remote()  # gracefully, so its task events reach the timeline
+            if finished:  # kept for the next run when this run keeps them (`warm_actors`), else ended
+                warm_actors.park(self._share, self._idle)
+            else:
+                for actor in self._idle:
+                    actor.__ray_terminate__.remote()  # gracefully, so its task events reach the timeline
         return self._runs
 
     # --- what can happen, one handler each ---
@@ -118,10 +127,12 @@ class MemberPool:
 
     def on_idle(self, actor) -> None:
         """Nothing left to give `actor`. On CPUs it is kept until the phase ends and its CPUs are lent to
-        the members still training (their actors use more threads); on GPUs, or once nobody trains, it
-        exits gracefully, freeing its resources (ray.kill would drop the task events it still holds,
-        which the dashboard and `ray timeline` show)."""
-        if self._lending and self._share.gpus == 0 and self._streams:
+        the members still training (their actors use more threads); when the run keeps its actors for
+        the next run, it is kept too; else (on GPUs, or once nobody trains) it exits gracefully, freeing
+        its resources (ray.kill would drop the task events it still holds, which the dashboard and
+        `ray timeline` show)."""
+        lend = self._lending and self._share.gpus == 0 and bool(self._streams)
+        if lend or warm_actors.keeping():
             self._idle.append(actor)
             self._lend_idle_cpus()
         else:
@@ -172,6 +183,8 @@ class MemberPool:
     # --- Ray plumbing ---
 
     def _lend_idle_cpus(self) -> None:
+        if not self._lending:
+            return
         running = [actor for _, actor in self._streams.values()]
         threads = lent_threads(self._share, len(running), len(self._idle))
         for actor in running:
@@ -180,8 +193,12 @@ class MemberPool:
                 self._threads[actor] = threads
 
     def _request_actor(self) -> None:
-        actor = MemberActor.options(num_cpus=self._share.cpus, num_gpus=self._share.gpus).remote(self._share.cpus)
+        share = self._share
+        self._warm_up(MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus))
+
+    def _warm_up(self, actor) -> None:
         self._warming[actor.warm_up.options(name="warm_up").remote(self._warm_up_spec, self._data_ref)] = actor
+
     def _settle_warm_up(self, ready: ray.ObjectRef) -> None:
         actor = self._warming.pop(ready)
         try:

@@ -18,6 +18,7 @@ import ray
 
 from ensemble.data import Splits
 from ensemble.errors import stop_on_sigterm
+from ensemble.scheduling import warm_actors
 from ensemble.scheduling.autoscaling import Autoscaler, NodeType, can_launch
 
 
@@ -55,10 +56,12 @@ def shared_session() -> None:
 def ray_session(num_cpus: int | None = None, log_to_driver: bool = False, dashboard: bool = False) -> Iterator[Session]:
     """Ray for the length of a `with` (see `connect`); shut down afterwards only if this started it.
     SIGTERM meanwhile stops the run like Ctrl-C (see `signals`)."""
+    opened_before = ray.is_initialized()  # by the estimator, the user's ray.init, a --repeats loop: it outlives this
     session = connect(num_cpus, log_to_driver, dashboard)
     started = session.started
     try:
-        with stop_on_sigterm():
+        # only a session that outlives the run keeps the actors it leaves idle for the next run
+        with stop_on_sigterm(), warm_actors.run_scope(run_opened_ray=not opened_before):
             yield session
     finally:
         if started:

@@ -17,6 +17,7 @@ from ensemble.errors import stop_on_sigterm
 from ensemble.runs.rundir import run_file
 from ensemble.scheduling.placement import Share, infeasible_reason
 from ensemble.scheduling.session import alive_node_resources, connect
+from ensemble.scheduling.warm_actors import release_actors
 from ensemble.serving.replica import Autoencoder, EnsembleModel, load_for_serving, ray_serve
 from ensemble.serving.requests import MiB
 from ensemble.storage import is_uri, join_uri
@@ -149,6 +150,7 @@ def serve(run_dir: Union[str, Path], *, host: str = "127.0.0.1", port: int = 800
     if recorded and trusts(recorded, trust_code):  # the caller's process vouches: so do its replicas
         options = options.model_copy(update={"trust_code": True})
     connect()
+    release_actors()  # member actors kept warm by an earlier run would hold the CPUs/GPUs the replicas need
     return deploy(options, report, host, port, autoencoder)
 
 

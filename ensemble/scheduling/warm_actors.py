@@ -1,0 +1,178 @@
+"""Member actors kept warm between runs that share one Ray session.
+
+Starting a member actor costs a fresh process that imports PyTorch and warms up (2-3 s on a 2-core
+machine), more than training 2 members for an epoch on digits. When the Ray session outlives a run
+(the estimator's `shared_session()`, a user's own `ray.init`, a `--repeats` loop), the actors a run
+leaves idle are kept here, and the next `MemberPool` with the same share takes them instead of
+starting new ones. A run that opened its Ray session itself (`ensemble run`, started locally or
+connected to RAY_ADDRESS) ends its actors as before: its session, or its process, ends with it.
+
+Kept actors hold their CPUs/GPUs while idle, so they are bounded: at most what the last pool used,
+one share at a time (a pool with another share ends them before it asks Ray for its own), and they
+exit after `ENSEMBLE_ACTOR_IDLE_S` seconds without a run (30 by default; 0 keeps none), or at once
+on `ensemble.release_actors()`. A cache from an earlier Ray session (after `ray.shutdown()` and a new
+`ray.init`) is never used: it is keyed by the session and the driver's job.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import ray
+
+from ensemble.scheduling.placement import Share
+from workers.errors import InputError
+
+IDLE_VARIABLE = "ENSEMBLE_ACTOR_IDLE_S"
+IDLE_DEFAULT_S = 30.0  # long enough for the gap between fits of a cross-validation, short for a user's other Ray work
+
+# whether the runs in this context keep their idle actors: set by `ray_session`, False outside one
+_keeping: ContextVar[bool] = ContextVar("keep_member_actors", default=False)
+
+
+@dataclass
+class Kept:
+    """Idle member actors of one share, in one Ray session (`session`: its name and the driver's job)."""
+    session: tuple[str, str]
+    share: Share
+    actors: list = field(default_factory=list)
+
+
+# --- pure decisions, tested without Ray ---
+
+def keeps_actors(run_opened_ray: bool, idle_for: float) -> bool:
+    """A run keeps its idle actors only when its Ray session outlives it: someone opened it before the
+    run (when the run started Ray, Ray shuts down with it; when it connected to a cluster, as under
+    `ray job submit`, its process ends with it, and the actors with their owner); and not when told to
+    keep none."""
+    return not run_opened_ray and idle_for > 0
+
+
+def idle_seconds(value: Optional[str]) -> float:
+    """How long kept actors wait for the next run, from the environment variable's `value`."""
+    if value is None or not value.strip():
+        return IDLE_DEFAULT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:
+        raise InputError(f"{IDLE_VARIABLE}={value!r} is not a number of seconds >= 0: it says how long member "
+                         "actors a run leaves idle are kept warm for the next run in the same Ray session "
+                         f"(default {IDLE_DEFAULT_S:g}; 0 keeps none).")
+    return seconds
+
+
+def split_kept(kept: Optional[Kept], session: tuple[str, str], share: Share, wanted: int) -> tuple[list, list]:
+    """(the kept actors a pool of `share` wanting `wanted` actors takes, the kept actors to end). Actors
+    of an earlier session are neither (their handles mean nothing now); those of another share, or more
+    than wanted, are ended, since idle they would hold resources the pool's own actors wait for."""
+    if kept is None or kept.session != session:
+        return [], []
+    if kept.share != share:
+        return [], list(kept.actors)
+    return list(kept.actors[:wanted]), list(kept.actors[wanted:])
+
+
+# --- the process-wide cache (one per driver process) ---
+
+_lock = threading.Lock()
+_kept: Optional[Kept] = None
+_timer: Optional[threading.Timer] = None
+
+
+def keeping() -> bool:
+    """Whether the run in progress keeps the actors it leaves idle."""
+    return _keeping.get()
+
+
+@contextmanager
+def run_scope(run_opened_ray: bool) -> Iterator[None]:
+    """Around a run's Ray session: its pools keep their idle actors when the session outlives it; a
+    session it opened ends the kept actors (of the runs inside it, as in a --repeats loop) at its end."""
+    token = _keeping.set(keeps_actors(run_opened_ray, idle_seconds(os.environ.get(IDLE_VARIABLE))))
+    try:
+        yield
+    finally:
+        _keeping.reset(token)
+        if run_opened_ray:
+            release_actors()
+
+
+def take(share: Share, wanted: int) -> list:
+    """Up to `wanted` kept actors of `share` for a starting pool; every other kept actor ends."""
+    global _kept
+    session = _session()
+    with _lock:
+        taken, ended = split_kept(_kept, session, share, wanted)
+        _kept = None
+        _cancel_timer()
+    _end(ended)
+    return taken
+
+
+def park(share: Share, actors: Sequence) -> None:
+    """A pool's idle actors at its end: kept (their data freed, threads back to the share) when the run
+    keeps them, else ended gracefully (so their task events still reach the timeline)."""
+    global _kept, _timer
+    if not actors:
+        return
+    if not keeping():
+        _end(actors)
+        return
+    for actor in actors:
+        actor.rest.remote()  # before a next run's call: Ray runs one caller's calls to an actor in order
+    with _lock:
+        previous, _kept = _kept, Kept(_session(), share, list(actors))
+        _cancel_timer()
+        _timer = threading.Timer(idle_seconds(os.environ.get(IDLE_VARIABLE)), _expire, args=(_kept,))
+        _timer.daemon = True
+        _timer.start()
+    if previous is not None and previous.session == _kept.session:
+        _end(previous.actors)
+
+
+def release_actors() -> int:
+    """End the member actors kept warm for the next run now, freeing their CPUs/GPUs for other Ray
+    work; returns how many ended. The next run starts new ones. (They also end by themselves after
+    `ENSEMBLE_ACTOR_IDLE_S` seconds without a run, and with the Ray session.)"""
+    global _kept
+    with _lock:
+        kept, _kept = _kept, None
+        _cancel_timer()
+    if kept is None or not ray.is_initialized() or kept.session != _session():
+        return 0
+    _end(kept.actors)
+    return len(kept.actors)
+
+
+def _expire(kept: Kept) -> None:
+    global _kept
+    with _lock:
+        if _kept is not kept:  # taken by a run, or replaced, since the timer started
+            return
+        _kept = None
+    if ray.is_initialized() and kept.session == _session():
+        _end(kept.actors)
+
+
+def _cancel_timer() -> None:
+    global _timer
+    if _timer is not None:
+        _timer.cancel()
+        _timer = None
+
+
+def _end(actors: Sequence) -> None:
+    for actor in actors:
+        actor.__ray_terminate__.remote()
+
+
+def _session() -> tuple[str, str]:
+    context = ray.get_runtime_context()
+    return context.get_session_name(), context.get_job_id()
