@@ -6,7 +6,14 @@ import sys
 
 import pytest
 
-from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, lent_threads, parallel_slots
+from ensemble.scheduling.placement import (
+    Share,
+    baseline_share,
+    heads_in_actors,
+    infeasible_reason,
+    lent_threads,
+    parallel_slots,
+)
 from workers.actor import choose_device, torch_threads
 
 TWO_CPU = [{"CPU": 2.0}]
@@ -72,3 +79,11 @@ def test_a_fresh_process_keeping_freed_memory_stops_page_faulting_on_every_batch
     faults = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True,
                                        text=True, check=True).stdout) for mode in ("keep", "default")}
     assert faults["keep"] * 10 < faults["default"]
+
+
+def test_members_fit_their_own_heads_in_their_actors_only_when_each_actor_trains_several():
+    assert not heads_in_actors(members=5, slots=2)   # the default run: the driver fits 5 heads beside its own
+    assert heads_in_actors(members=40, slots=2)      # the wide bench: 20 members an actor
+    assert heads_in_actors(members=24, slots=6)      # the 3-node test: 4 members an actor
+    assert not heads_in_actors(members=100, slots=64)
+    assert heads_in_actors(members=8, slots=0)       # scale from zero: no slot yet counts as one

@@ -63,7 +63,7 @@ from ensemble.runs.rundir import (
 )
 from ensemble.runs.runlock import run_lock
 from ensemble.scheduling.autoscaling import capacity
-from ensemble.scheduling.placement import Share, baseline_share, parallel_slots
+from ensemble.scheduling.placement import Share, baseline_share, heads_in_actors, parallel_slots
 from ensemble.scheduling.pool import MemberPool, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.storage import Mirror, is_uri, occupied, open_mirror
@@ -405,11 +405,13 @@ def announce(session: Session, watch: Watch, waiting: str, notice: Callable[[str
 def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, nodes: list[dict]) -> Phases:
     """Every member in parallel; Ray queues what does not fit."""
     config = plan.config
+    own_heads = heads_in_actors(config.members, parallel_slots(nodes, plan.member_share))
+    encoding = member_encoding(config.eager, len(plan.splits.test_y) > 0, config.combiner if own_heads else None,
+                               config.seed)
     specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factories[i],
                         train_settings(config, member_seed(config.seed, i)),
                         member_rule(config.eager, config.train.epochs),
-                        member_seed(config.seed, i) if config.data.bootstrap else None,
-                        member_encoding(config.eager, len(plan.splits.test_y) > 0, config.combiner, config.seed))
+                        member_seed(config.seed, i) if config.data.bootstrap else None, encoding)
              for i in range(config.members)]
     started = time.perf_counter()
     runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts,
