@@ -98,9 +98,10 @@ def test_each_members_work_carries_its_name_in_the_ray_timeline(five_members, ra
     assert {"task::member_00", "task::member_04", "task::baseline"} <= categories
 
 
-def exported_gauges(port: int, run: str, seconds: float = 60) -> dict:
+def exported_gauges(port: int, run: str, final_epochs: dict[str, int], seconds: float = 60) -> dict:
     """(gauge, member) -> value of this run's gauges, as Prometheus scrapes them from the node's metrics
-    agent (it exports every few seconds, so this polls)."""
+    agent. It exports every few seconds, a scrape may hold an earlier epoch's values, so this polls
+    until every member's epoch gauge shows its last epoch (or the time is up: the test then says which)."""
     from prometheus_client.parser import text_string_to_metric_families
     deadline, found = time.monotonic() + seconds, {}
     while time.monotonic() < deadline:
@@ -108,7 +109,7 @@ def exported_gauges(port: int, run: str, seconds: float = 60) -> dict:
         found = {(sample.name, sample.labels["member"]): sample.value
                  for family in text_string_to_metric_families(text) for sample in family.samples
                  if sample.name.startswith("ray_ensemble_member_") and sample.labels.get("run") == run}
-        if len({member for _, member in found}) == 6:
+        if {member: found.get(("ray_ensemble_member_epoch", member)) for member in final_epochs} == final_epochs:
             return found
         time.sleep(1)
     return found
@@ -117,8 +118,9 @@ def exported_gauges(port: int, run: str, seconds: float = 60) -> dict:
 def test_each_members_latest_epoch_reaches_rays_metrics_for_prometheus(five_members, ray_instance):
     result, events, _, _ = five_members
     port = next(n["MetricsExportPort"] for n in ray_instance.nodes() if n["Alive"])
-    gauges = exported_gauges(port, "five")
-    for side in result.report.members + [result.report.baseline]:
+    sides = result.report.members + [result.report.baseline]
+    gauges = exported_gauges(port, "five", {side.name: side.epochs_trained for side in sides})
+    for side in sides:
         last = [e.record for e in events if isinstance(e, EpochEnded) and e.name == side.name][-1]
         assert gauges[("ray_ensemble_member_epoch", side.name)] == last.epoch == side.epochs_trained
         assert gauges[("ray_ensemble_member_val_loss", side.name)] == pytest.approx(last.val_loss)
