@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -90,37 +90,39 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y) -> "EnsembleCombiner":
-        self._check_params()
-        X = validate_data(self, X, ensure_all_finite=False, dtype=FEATURE_DTYPES)
-        y = self._checked_labels(y, len(X))
-        _check_finite(X)
-        self.member_widths_ = self._resolved_widths(X.shape[1])
-        if self._kind() == "concat":
-            return self._fitted(self._fit_concat(column_blocks(X, self.member_widths_), y))
-        return self._fitted(self._build_model().fit(X, y))
+        return self._fit_stacked(X, y)
 
     def fit_members(self, per_member_features: Sequence[np.ndarray], y) -> "EnsembleCombiner":
-        """`fit` on one feature array per member, without stacking them first: a concat combiner
-        scales each member's block straight into the one matrix its head fits on, one copy of the
-        features where `fit(stacked)` makes two more (the stacked and the scaled matrix: 0.8 s each
-        at 40 members of mnist-5k). The fitted combiner is bitwise the one `fit` gives."""
-        if self._kind() != "concat":  # each voting head selects its own columns from the stacked matrix
-            features, widths = stack_features(per_member_features)
-            return self.set_params(member_widths=self.member_widths or widths).fit(features, y)
+        """`fit` on one feature array per member (their widths are the member widths), without stacking
+        them first: a concat combiner scales each member's block straight into the one matrix its head
+        fits on, one copy of the features where `fit(stacked)` makes two more (the stacked and the scaled
+        matrix: 0.8 s each at 40 members of mnist-5k). The fitted combiner is bitwise the one `fit` gives."""
         self._check_params()
         widths = member_widths(per_member_features)
+        if self.member_widths is not None and self._resolved_widths(sum(widths)) != widths:
+            raise CombinerInputError(f"member_widths {tuple(self.member_widths)} disagree with the members' feature "
+                                     f"widths {widths}.")
+        if self._kind() != "concat":  # each voting head selects its own columns from the stacked matrix
+            return self._fit_stacked(np.hstack(per_member_features), y, widths)
         blocks = [check_array(block, dtype=FEATURE_DTYPES, ensure_all_finite=False) for block in per_member_features]
         common = np.result_type(*blocks)  # what stacking them would give
         blocks = [block.astype(common, copy=False) for block in blocks]
         y = self._checked_labels(y, len(blocks[0]))
         _check_finite(*blocks)
-        self.member_widths_ = widths if self.member_widths is None else self._resolved_widths(sum(widths))
-        if self.member_widths_ != widths:
-            raise CombinerInputError(f"member_widths {self.member_widths_} disagree with the members' feature widths "
-                                     f"{widths}.")
-        self.n_features_in_ = sum(widths)
+        self.member_widths_, self.n_features_in_ = widths, sum(widths)
         self.__dict__.pop("feature_names_in_", None)  # as validate_data does for arrays without column names
         return self._fitted(self._fit_concat(blocks, y))
+
+    def _fit_stacked(self, X, y, widths: Optional[tuple[int, ...]] = None) -> "EnsembleCombiner":
+        """`fit` on the stacked matrix; `widths`: the members' widths when known, else `member_widths`."""
+        self._check_params()
+        X = validate_data(self, X, ensure_all_finite=False, dtype=FEATURE_DTYPES)
+        y = self._checked_labels(y, len(X))
+        _check_finite(X)
+        self.member_widths_ = widths or self._resolved_widths(X.shape[1])
+        if self._kind() == "concat":
+            return self._fitted(self._fit_concat(column_blocks(X, self.member_widths_), y))
+        return self._fitted(self._build_model().fit(X, y))
 
     def _checked_labels(self, y, rows: int) -> np.ndarray:
         y = column_or_1d(y, warn=True)
@@ -277,9 +279,9 @@ def fit_combiner(kind: str, head: str, per_member_features: Sequence[np.ndarray]
                  random_state: int = 0) -> tuple[EnsembleCombiner, float]:
     """Fit a combiner on the members' features side by side; returns it and the seconds spent."""
     started = time.perf_counter()
-    combiner = EnsembleCombiner(kind=kind, head=head, random_state=random_state)
-    combiner.fit_members(per_member_features, labels)
-    return combiner.set_params(member_widths=combiner.member_widths_), time.perf_counter() - started
+    combiner = EnsembleCombiner(kind=kind, head=head, member_widths=member_widths(per_member_features),
+                                random_state=random_state)
+    return combiner.fit_members(per_member_features, labels), time.perf_counter() - started
 
 
 def own_head_predictions(kind: str, head: str, random_state: int, train_features: np.ndarray, labels,

@@ -175,9 +175,12 @@ class MemberActor:
         try:
             encoded = encode_checkpoints(spec.factory, workdir.path, epochs_to_encode(spec.encoding, outcome.history),
                                          splits, self.device)
-            return with_own_head(encoded, spec.encoding, outcome.history, data.get("head_y"))
         except Exception:  # noqa: BLE001 (the driver redoes it and raises the real error if it still fails)
             return {}
+        try:
+            return with_own_head(encoded, spec.encoding, outcome.history, data.get("head_y"))
+        except Exception:  # noqa: BLE001 (the features stand; the driver fits the head itself)
+            return encoded
 
     def _workdir(self, spec: MemberSpec, handoff: Handoff) -> Workdir:
         return Workdir(spec.directory, handoff, machine(ray.get_runtime_context().get_node_id()))
