@@ -248,6 +248,47 @@ NAME_MAX_BYTES = 255  # the longest file name ext4, XFS, APFS and NTFS take (byt
 
 
 class EnsembleConfig(Section):
+    """A run's whole configuration: every key, frozen, checked when built.
+
+    Keyword arguments are the top-level keys; a section takes a dict of its keys (or its own
+    section object). Every key and its default is in the configuration reference (`ensemble
+    config` prints it). Unknown keys and wrong types raise `InputError` naming the key.
+
+    Parameters
+    ----------
+    name : str or None
+        Run name (the run directory's name under `output`); None: a time stamp.
+    seed : int
+        Seed for the splits, the members' initialisation and the batch order.
+    members : int
+        Number of autoencoders trained in parallel.
+    min_members : int
+        Fewest usable members (not lost, not diverged) the combiner may go on with.
+    output : str
+        Directory (or `s3://` / `gs://` URI) that holds run directories.
+    data, model, train, eager, baseline, combiner, resources : dict or section
+        The sections' keys (`data.name`, `train.epochs`, `eager.rule`, ...).
+
+    See Also
+    --------
+    EnsembleConfig.from_file : a YAML or JSON file, with `--set`-style overrides.
+    EnsembleConfig.from_dict : nested or dotted keys, as a file holds them.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> cfg = ensemble.EnsembleConfig(members=3, train={"epochs": 2})
+    >>> cfg.members, cfg.train.epochs, cfg.data.name
+    (3, 2, 'mnist-5k')
+    >>> cfg.with_overrides(["eager.rule=fixed", "eager.epoch=1"]).eager.rule
+    'fixed'
+    >>> try:
+    ...     ensemble.EnsembleConfig(membres=3)
+    ... except ensemble.InputError as err:
+    ...     print(err)
+    Invalid configuration: unknown config key 'membres' (did you mean 'members'?).
+    """
+
     name: Optional[str] = Field(None, description="run name; null: a time stamp")
     seed: int = Field(0, description="seed for splits, initialisation and batch order")
     members: int = Field(5, ge=1, description="number of autoencoders trained in parallel")

@@ -17,7 +17,31 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class MemberFailed(RuntimeError):
-    """A member's own code (its autoencoder, or the disk its actor writes to) raised while it trained."""
+    """A member's own code (its autoencoder, or the disk its actor writes to) raised while it trained.
+
+    `ensemble.run` raises it (the command line exits 1 with its message and the resume command);
+    the member's checkpoints are kept.
+
+    Parameters
+    ----------
+    name : str
+        The member, `member_NN` (or `baseline`).
+    epoch : int or None
+        The epoch it failed in; None or 0: while its actor warmed up.
+    cause : BaseException
+        What the member's code raised.
+    remote_traceback : str
+        The traceback on the actor's side, without terminal colours.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> failed = ensemble.MemberFailed("member_02", 3, ValueError("shapes do not match"))
+    >>> print(failed)
+    member_02 failed in epoch 3: ValueError: shapes do not match
+    >>> failed.name, failed.epoch, type(failed.cause).__name__
+    ('member_02', 3, 'ValueError')
+    """
 
     def __init__(self, name: str, epoch: Optional[int], cause: BaseException, remote_traceback: str = ""):
         self.name, self.epoch, self.cause = name, epoch, cause

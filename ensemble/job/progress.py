@@ -34,7 +34,31 @@ FINISHED = ("done", "diverged", "lost")
 
 @dataclass(frozen=True)
 class Watch:
-    """How a run shows itself (`ensemble run --quiet/--verbose/--dashboard`; `ensemble.run(progress=...)`)."""
+    """How a run shows itself (`ensemble run --quiet/--verbose/--dashboard`; `ensemble.run(progress=...)`).
+
+    Parameters
+    ----------
+    view : str
+        `auto` (the live table on a terminal, epoch lines elsewhere), `live` (alias `table`),
+        `lines` or `quiet`.
+    verbose : bool
+        Ray's own logs (every actor's output) reach the console.
+    dashboard : bool
+        Start Ray's dashboard on 127.0.0.1 and print its URL.
+    heartbeat_seconds : float
+        Seconds between status lines of the `lines` view.
+    stream : TextIO or None
+        Where the views write; None: `sys.stdout`.
+
+    Examples
+    --------
+    >>> import io
+    >>> import ensemble
+    >>> watch = ensemble.Watch(view="lines", stream=io.StringIO())
+    >>> watch.view, watch.heartbeat_seconds
+    ('lines', 30.0)
+    >>> # ensemble.run(cfg, watch=watch) then writes one line per finished epoch to the stream
+    """
     view: str = "auto"               # auto: live on a terminal, lines elsewhere; or live (alias table), lines, quiet
     verbose: bool = False            # Ray's own logs (every actor's output) reach the console
     dashboard: bool = False          # start Ray's dashboard on 127.0.0.1 and print its URL

@@ -119,6 +119,22 @@ class DatasetReport(Model):
 
 
 class RunReport(Model):
+    """What a run measured, as report.json holds it: each member, the baseline, the ensemble, the
+    speedup, the verdict and its paired test, the dataset and the config that ran.
+
+    `RunResult.report` is one; `RunReport.model_validate_json` reads a report.json (a pydantic model).
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> [key for key in ensemble.RunReport.model_fields][:5]
+    ['name', 'members', 'baseline', 'ensemble', 'speedup']
+    >>> from pathlib import Path
+    >>> report = ensemble.RunReport.model_validate_json(Path("runs/exp1/report.json").read_text())  # doctest: +SKIP
+    >>> report.ensemble.test_accuracy, report.speedup                                               # doctest: +SKIP
+    (0.95..., 1.4...)
+    """
+
     name: str
     members: list[MemberReport]
     baseline: Optional[BaselineReport]

@@ -140,7 +140,19 @@ def park(share: Share, actors: Sequence) -> None:
 def release_actors() -> int:
     """End the member actors kept warm for the next run now, freeing their CPUs/GPUs for other Ray
     work; returns how many ended. The next run starts new ones. (They also end by themselves after
-    `ENSEMBLE_ACTOR_IDLE_S` seconds without a run, and with the Ray session.)"""
+    `ENSEMBLE_ACTOR_IDLE_S` seconds without a run, and with the Ray session.)
+
+    Returns
+    -------
+    int
+        How many actors ended: 0 when none were kept, or Ray is not running.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> ensemble.release_actors()  # no run has kept actors in this process
+    0
+    """
     global _kept
     with _lock:
         kept, _kept = _kept, None

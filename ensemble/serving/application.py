@@ -140,7 +140,49 @@ def serve(run_dir: Union[str, Path], *, host: str = "127.0.0.1", port: int = 800
     """Serve a finished run over HTTP on Ray Serve and return the deployment handle (also callable:
     `handle.classify.remote(images).result()`). Uses the initialised Ray, else RAY_ADDRESS, else starts
     a local Ray that lives until `ray.shutdown()`; `ray.serve.shutdown()` stops serving. `trust_code`:
-    import the autoencoder module the run recorded (also allowed when this process imported it already)."""
+    import the autoencoder module the run recorded (also allowed when this process imported it already).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A finished run's directory or URI (it holds report.json).
+    host, port : str, int
+        Where `POST /predict`, `GET /healthz` and `GET /` answer.
+    replicas : int
+        Serve replicas, each holding the frozen encoders and the combiner.
+    max_batch_size : int
+        Requests batched together by one replica.
+    max_body_bytes : int
+        Larger request bodies get HTTP 413.
+    cpus_per_replica, gpus_per_replica : float, float or None
+        Each replica's resources; None GPUs: a GPU share when the run trained on GPUs.
+    autoencoder : class, str or None
+        The members' autoencoder class (or `module:QualName`) when the run names a custom one.
+    trust_code : bool
+        Import the module the run records without being passed the class.
+
+    Returns
+    -------
+    ray.serve.handle.DeploymentHandle
+        The application's handle.
+
+    Raises
+    ------
+    InputError
+        `run_dir` is not a finished run, an option is out of range, or its module is not trusted.
+
+    Examples
+    --------
+    >>> import ensemble
+    >>> handle = ensemble.serve("runs/exp1", port=8000)                     # doctest: +SKIP
+    >>> handle.classify.remote(images).result()["labels"]                   # doctest: +SKIP
+    [7, 2, 1]
+    >>> try:
+    ...     ensemble.serve("no-such-run")
+    ... except ensemble.InputError as err:
+    ...     print(str(err).split(";")[0])
+    '...no-such-run' is not a finished run (no report.json)
+    """
     options = serve_options(run_dir=str(run_dir), replicas=replicas, max_batch_size=max_batch_size,
                             max_body_bytes=max_body_bytes, cpus_per_replica=cpus_per_replica,
                             gpus_per_replica=gpus_per_replica,
