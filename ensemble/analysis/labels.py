@@ -57,7 +57,7 @@ class LabelsRow:
         return {"mean": mean, "ci95": list(ci) if ci else None, "p": p, "draws": values}
 
     def to_json(self) -> dict:
-        row = {"per_class": self.per_class, "labelled": self.labelled}
+        row: dict[str, object] = {"per_class": self.per_class, "labelled": self.labelled}
         row.update({side: self.estimate(side) for side in self.accuracy})
         row.update({key: diff for key, (a, b) in DIFFERENCES.items() if (diff := self.difference(a, b))})
         return row

@@ -8,7 +8,7 @@ class (seeded, so a run and `ensemble select`/`ensemble labels` on it pick the s
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Union, overload
 
 import numpy as np
 import torch
@@ -19,6 +19,12 @@ from workers.errors import InputError
 Seed = Union[int, Sequence[int]]  # numpy's SeedSequence entropy: one int, or several (run seed, draw, ...)
 
 
+@overload
+def labelled_subset(labels, per_class: int, seed: Seed, classes: Sequence[str] = (),
+                    key: str = ...) -> np.ndarray: ...
+@overload
+def labelled_subset(labels, per_class: Optional[int], seed: Seed, classes: Sequence[str] = (),
+                    key: str = ...) -> Optional[np.ndarray]: ...
 def labelled_subset(labels, per_class: Optional[int], seed: Seed, classes: Sequence[str] = (),
                     key: str = "data.labels_per_class") -> Optional[np.ndarray]:
     """Sorted indices of `per_class` images of every class in `labels` (0..K-1), drawn without

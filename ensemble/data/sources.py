@@ -298,7 +298,7 @@ def _read_image(path: str):
 def _require_one_size(images: list, paths: list[str], root: Path) -> None:
     sizes = Counter(image.size for image in images)
     if len(sizes) > 1:
-        examples = {}
+        examples: dict[tuple[int, int], str] = {}
         for image, path in zip(images, paths, strict=True):
             examples.setdefault(image.size, path)
         found = ", ".join(f"{w}x{h} ({count} images, e.g. {examples[(w, h)]!r})" for (w, h), count in sizes.items())

@@ -10,7 +10,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union, cast, overload
 
 import numpy as np
 import torch
@@ -46,7 +46,8 @@ class Splits:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
+        channels, height, width = self.train_x.shape[1:]
+        return channels, height, width
 
     @property
     def autoencoder_x(self) -> torch.Tensor:
@@ -177,10 +178,14 @@ def split_counts(cfg: DataConfig, pool: int, official_test: Optional[int], descr
                          "set data.test_size (0 holds no test split out) or lower data.train_size.")
     test = _count(cfg.test_size, official_test, held_out=True) if official_test is not None else counts.get(
         "data.test_size")
-    return SplitCounts(counts["data.train_size"], counts["data.val_size"], test)
+    return SplitCounts(counts["data.train_size"], cast(int, counts["data.val_size"]), test)  # val_size is never null
 
 
-def _count(size, total: Optional[int], held_out: bool) -> Optional[int]:
+@overload
+def _count(size: Union[int, float], total: int, held_out: bool) -> int: ...
+@overload
+def _count(size: object, total: int, held_out: bool) -> Optional[int]: ...
+def _count(size, total: int, held_out: bool) -> Optional[int]:
     """A size as a count of `total` images; None stays None."""
     if not isinstance(size, float):
         return size

@@ -22,7 +22,7 @@ import hashlib
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, TypeAlias, Union
 
 import numpy as np
 import ray
@@ -41,7 +41,7 @@ from workers.scratch import Files, Handoff, checkpoint_entries, machine, receive
 
 EventHandler = Callable[[Event], None]
 Actor = ray.actor.ActorHandle
-Stream = ray.ObjectRefGenerator  # a member's events, one per epoch, as the actor yields them
+Stream: TypeAlias = ray.ObjectRefGenerator  # a member's events, one per epoch, as the actor yields them
 Work = tuple[MemberSpec, ...]     # the members one actor call trains (one, or a pack)
 
 
@@ -147,7 +147,7 @@ class MemberPool:
     def on_shipment(self, work: Work, shipment: Shipment) -> None:
         """An event arrived: its files go into the run directory first, then it is recorded and reported."""
         spec = next(spec for spec in work if spec.name == shipment.event.name)
-        receive(spec.directory, shipment.files)
+        receive(Path(spec.directory), shipment.files)
         if shipment.features:
             # copied out of the object store: the arrays outlive this Ray session (the combiner is fitted
             # after it ends) and the store is not kept full of pinned features while members still train
@@ -164,7 +164,7 @@ class MemberPool:
         checkpoint, or is lost once its restarts are used up."""
         ray.kill(actor)
         cause = str(error).strip().splitlines()[0][:200]
-        last_words = worker_log_tail(self._placements.pop(actor, None) or self._runs[work[0].name].placement)
+        last_words = worker_log_tail(self._placements.pop(actor, {}) or self._runs[work[0].name].placement)
         for spec in reversed([spec for spec in work if self._runs[spec.name].outcome is None]):
             run = self._runs[spec.name]
             if should_restart(run.restarts, self._max_restarts):
@@ -194,7 +194,8 @@ class MemberPool:
 
     def _request_actor(self) -> None:
         share = self._share
-        self._warm_up(MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus))
+        self._warm_up(MemberActor.options(  # type: ignore[attr-defined]  # @ray.remote adds it
+        num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus))
 
     def _warm_up(self, actor) -> None:
         self._warming[actor.warm_up.options(name="warm_up").remote(self._warm_up_spec, self._data_ref)] = actor
@@ -208,6 +209,7 @@ class MemberPool:
             return
         except ray.exceptions.RayTaskError as error:  # the model's own code raised on its first batch
             ray.kill(actor)
+            assert self._warm_up_spec is not None  # train() sets it before the first actor is requested
             raise member_failed(self._warm_up_spec.name, None, error) from None
         self.on_warmed(actor)
 
@@ -252,7 +254,8 @@ def member_failed(name: str, epoch: Optional[int], error: ray.exceptions.RayTask
 def time_actor_start(share: Share, spec: MemberSpec, data_ref: ray.ObjectRef) -> float:
     """Seconds for one actor to start and warm up (process, imports, one thrown-away step)."""
     started = time.perf_counter()
-    actor = MemberActor.options(num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)
+    actor = MemberActor.options(  # type: ignore[attr-defined]  # @ray.remote adds it
+        num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus)
     ray.get(actor.warm_up.remote(spec, data_ref))
     seconds = time.perf_counter() - started
     ray.kill(actor)
@@ -277,7 +280,7 @@ def too_few_members(usable: Sequence[str], lost: dict[str, str], min_members: in
             "`ensemble run --resume RUN_DIR`.")
 
 
-def handoff(member_dir: Path, driver: str) -> Handoff:
+def handoff(member_dir: Union[str, Path], driver: str) -> Handoff:
     """Before (re)starting a member: its newest valid checkpoint (or its outcome once finished)
     and a scratch name unique to this run on any node."""
     member_dir = Path(member_dir).absolute()
