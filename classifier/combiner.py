@@ -96,7 +96,8 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         """`fit` on one feature array per member (their widths are the member widths), without stacking
         them first: a concat combiner scales each member's block straight into the one matrix its head
         fits on, one copy of the features where `fit(stacked)` makes two more (the stacked and the scaled
-        matrix: 0.8 s each at 40 members of mnist-5k). The fitted combiner is bitwise the one `fit` gives."""
+        matrix; their cost: docs/performance.md#figures-behind-design-choices). The fitted combiner is
+        bitwise the one `fit` gives."""
         self._check_params()
         widths = member_widths(per_member_features)
         if self.member_widths is not None and self._resolved_widths(sum(widths)) != widths:
@@ -241,9 +242,8 @@ def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
     A column's mean and variance depend on that column alone, so the statistics are bitwise those of
     one fit on the whole matrix; but scikit-learn computes them on a float64 copy of what it is given,
     and one block's small copy (3,000 x 784) is reused where the whole matrix's is a fresh allocation
-    that grows with N (2 loaded cores, `benchmarks/fit_scaling.py --scaler-only`, medians of 3: 0.42 s
-    against 0.57 s at 40 members, 0.92 s against 2.38 s at 80; the first fit of a process, as in a run,
-    1.4 s against 6.9 s at 40)."""
+    that grows with N (measured with `benchmarks/fit_scaling.py --scaler-only`:
+    docs/performance.md#figures-behind-design-choices)."""
     return merged_scaler([StandardScaler().fit(block) for block in column_blocks(X, widths)])
 
 

@@ -4,9 +4,8 @@ A run's evaluation fits several heads that do not depend on each other: the ense
 untrained reference's and one per member (each member alone, for the diversity figures). lbfgs
 spends their time in numpy's matrix products, which release the GIL, so they run side by side in
 threads. OpenBLAS threading one product over 2 cores gains nothing at these sizes and loses on
-small ones (mnist-5k, 3,000 rows, 2-core Xeon: a member's own head 0.14 s on one BLAS thread
-against 0.41 s on two; a 40-member concat head 5.4 s against 5.6 s), so each fit keeps one BLAS
-thread and the cores go to the fits. The arithmetic per product is the same either way: the
+small ones (the figures: docs/performance.md#figures-behind-design-choices), so each fit keeps
+one BLAS thread and the cores go to the fits. The arithmetic per product is the same either way: the
 predictions agree exactly (coefficients to within 1e-7).
 """
 

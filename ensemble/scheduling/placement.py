@@ -62,9 +62,9 @@ HEADS_IN_ACTORS_FROM = 4  # members per parallel slot from which members' own he
 
 def heads_in_actors(members: int, slots: int) -> bool:
     """Whether each member's actor fits the member's own head (the diversity figures) when it finishes,
-    or the driver fits them all after the last one. In an actor it costs importing scikit-learn once
-    (0.9 s of a core here), worth it when an actor trains several members: with 40 members on 2 slots
-    the driver's 40 heads were 2.5 s of the run's tail. With few members per slot the driver fits the
-    heads beside the ensemble's own head in about the time that takes, and the actors' import would
-    only slow the members (the default run, 5 members on 2 slots: 1.0 s more ensemble wall-clock)."""
+    or the driver fits them all after the last one. In an actor it costs importing scikit-learn once,
+    worth it when an actor trains several members (the driver's heads would be the run's tail). With
+    few members per slot the driver fits the heads beside the ensemble's own head in about the time
+    that takes, and the actors' import would only slow the members (the figures for 40 and for 5
+    members on 2 slots: docs/performance.md#figures-behind-design-choices)."""
     return members >= HEADS_IN_ACTORS_FROM * max(1, slots)

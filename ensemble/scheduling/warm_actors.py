@@ -1,11 +1,12 @@
 """Member actors kept warm between runs that share one Ray session.
 
-Starting a member actor costs a fresh process that imports PyTorch and warms up (2-3 s on a 2-core
-machine), more than training 2 members for an epoch on digits. When the Ray session outlives a run
-(the estimator's `shared_session()`, a user's own `ray.init`, a `--repeats` loop), the actors a run
-leaves idle are kept here, and the next `MemberPool` with the same share takes them instead of
-starting new ones. A run that opened its Ray session itself (`ensemble run`, started locally or
-connected to RAY_ADDRESS) ends its actors as before: its session, or its process, ends with it.
+Starting a member actor costs a fresh process that imports PyTorch and warms up, more than
+training 2 members for an epoch on digits (the figure: docs/performance.md#figures-behind-design-choices).
+When the Ray session outlives a run (the estimator's `shared_session()`, a user's own `ray.init`,
+a `--repeats` loop), the actors a run leaves idle are kept here, and the next `MemberPool` with
+the same share takes them instead of starting new ones. A run that opened its Ray session itself
+(`ensemble run`, started locally or connected to RAY_ADDRESS) ends its actors as before: its
+session, or its process, ends with it.
 
 Kept actors hold their CPUs/GPUs while idle, so they are bounded: at most what the last pool used,
 one share at a time (a pool with another share ends them before it asks Ray for its own), and they
