@@ -30,6 +30,13 @@ def relative_improvement(previous: float, current: float) -> float:
     return (previous - current) / abs(previous) if previous else 0.0
 
 
+def plateau_reason(gain: float, threshold: float, epoch: int) -> str:
+    """Why the plateau rule stopped, in words that read right either way: a small gain, or a loss that got worse."""
+    if gain < 0:
+        return f"plateau: validation loss got worse by {-gain:.1%} at epoch {epoch}"
+    return f"plateau: validation loss improved {gain:.1%} (< {threshold:.0%}) at epoch {epoch}"
+
+
 def common_stops(history: Sequence[EpochRecord], max_epochs: int) -> Optional[Decision]:
     """What stops any member: a non-finite loss, or the epoch limit."""
     last = history[-1]
@@ -70,8 +77,7 @@ class EagerStop(_Rule):
         if self.rule == "plateau" and epochs >= max(2, self.min_epochs):
             gain = relative_improvement(history[-2].val_loss, history[-1].val_loss)
             if gain < self.threshold:
-                return Decision(True, f"plateau: validation loss improved {gain:.1%} (< {self.threshold:.0%}) "
-                                      f"at epoch {history[-1].epoch}")
+                return Decision(True, plateau_reason(gain, self.threshold, history[-1].epoch))
         if self.rule == "fixed" and epochs >= self.epoch:
             return Decision(True, f"fixed: trained the set {self.epoch} epochs")
         if self.rule == "budget":

@@ -24,7 +24,7 @@ from ensemble.report import BaselineReport, MemberReport, RunReport
 from ensemble.report.entries import CombinerScore, total_parameters, with_diversity
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
-from ensemble.report.verdict import TestPredictions, verdict
+from ensemble.report.verdict import TestPredictions, verdict, with_accuracy_intervals
 from ensemble.runs.evaluation import member_predictions
 from ensemble.runs.runlock import run_lock
 from ensemble.runs.saved_run import SavedRun, config_json, open_run
@@ -215,7 +215,8 @@ def _reselect(saved: SavedRun, overrides: Sequence[str]) -> SelectionResult:
         untrained_test_accuracy=fitted.untrained_accuracy, members_used=[m.index for m in used],
         parameters=total_parameters(used), diversity=diversity))
     baseline, name = fitted.baseline, selection_name(config)
-    comparison, text = verdict(fitted.predictions, ensemble.wall_seconds, baseline.wall_seconds if baseline else None)
+    ensemble, baseline = with_accuracy_intervals(fitted.predictions, ensemble, baseline)
+    comparison, text = verdict(fitted.predictions, ensemble, baseline)
     member_seconds = sum(m.train_seconds for m in members)
     cut = [m.name for m in members if m.status == "truncated"]
     report = SelectionReport(

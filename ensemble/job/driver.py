@@ -50,7 +50,7 @@ from ensemble.report.entries import (
     with_diversity,
 )
 from ensemble.report.plots import write_plots
-from ensemble.report.verdict import TestPredictions, verdict
+from ensemble.report.verdict import TestPredictions, verdict, with_accuracy_intervals
 from ensemble.result import RunResult, save_normalizer
 from ensemble.runs.evaluation import load_autoencoder, score_checkpoints, score_run
 from ensemble.runs.rundir import (
@@ -505,8 +505,8 @@ def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluati
     ensemble, baseline = evaluation.ensemble, evaluation.baseline
     comparison, text = None, "No test split was held out (data.test_size=0), so this run cannot test the claim."
     if evaluation.predictions is not None:
-        comparison, text = verdict(evaluation.predictions, ensemble.wall_seconds,
-                                   baseline.wall_seconds if baseline else None)
+        ensemble, baseline = with_accuracy_intervals(evaluation.predictions, ensemble, baseline)
+        comparison, text = verdict(evaluation.predictions, ensemble, baseline)
         evaluation.predictions.write(run_dir)
     report = RunReport(
         name=run_dir.name, members=evaluation.members, baseline=baseline, ensemble=ensemble,

@@ -8,10 +8,16 @@ baseline) gives
   for the difference between binomial proportions based on paired data", Stat Med 17:2635-2650,
   method 10 (Wilson score intervals for each accuracy, combined with the continuity-corrected phi);
 - McNemar's exact test: two-sided binomial test of b out of b + c against 1/2 (p = 1 when b + c = 0).
-Accuracy is "better" or "worse" only when McNemar's p < 0.05; otherwise it is "the same" (that is,
-not shown to differ: the interval in the sentence says how large a difference the data still allow).
+Accuracy is "better" or "worse" only when McNemar's p < 0.05; otherwise the sentence says "no
+detectable accuracy difference on n test images" (never "the same": the interval in the sentence says
+how large a difference the data still allow; the outcome key keeps its old name, `same-accuracy-*`).
 The test decides and the interval describes, so at the margin the two can disagree.
+Each side's accuracy also carries its own Wilson score 95% interval (`*_accuracy_ci95`).
 Wall-clock keeps its band: within TIME_TOLERANCE (5%) of the baseline's time is "the same time".
+The band is decided on the end-to-end wall-clock (training + combiner, as a user waits); the training
+phases alone give `training_speedup` and `training_time`, and the sentence says when the time cell would
+differ on training time alone (then the combiner fits decided it). One run's timing is one measurement
+on one machine, and its sentence says so.
 
 Chance: the majority-class share of the test labels. A side is above chance when a one-sided
 binomial test (accuracy > chance) gives p < 0.05. When neither side is, the claim cannot be tested
@@ -21,6 +27,7 @@ Outcome keys (stable; `OUTCOMES` maps each to its words), one per accuracy x tim
   better-faster, better-same-time, better-slower,
   same-accuracy-faster, same-accuracy-same-time, same-accuracy-slower,
   worse-faster, worse-same-time, worse-slower,
+(`same-accuracy` is the key of "no detectable accuracy difference"),
 plus not-testable-at-chance (neither side above chance) and no-baseline (nothing to compare with).
 `SUPPORTING` holds the cells that support the claim ("the same accuracy in less time, or better
 accuracy in the same time"): better-faster, same-accuracy-faster, better-same-time. supports_claim is
@@ -36,7 +43,8 @@ noise is shared and the test speaks for those images only. Across seeds,
 - accuracy is "better"/"worse" when that test gives p < 0.05 in that direction, else "the same";
 - time is "faster" when every run is faster, or when a t-test on the log speed-ups
   (ln baseline / ensemble seconds) gives p < 0.05 and the geometric-mean speed-up lies beyond the
-  5% band; "slower" the same way round; otherwise "the same time";
+  5% band; "slower" the same way round; otherwise "the same time"; the geometric-mean speed-up
+  carries the t interval of the log speed-ups, exponentiated (`speedup_ci95`);
 - with K = 1 the one run's own McNemar test and time band decide;
 - the outcome is the cell of those two, not-testable-at-chance when no run can test the claim, and
   no-baseline when any run lacks a baseline (runs where neither side beats chance stay in the tests,
@@ -63,6 +71,7 @@ from ensemble.report.statistics import (
     p_text,
     paired_difference_ci,
     sign_test,
+    wilson_interval,
 )
 
 TIME_TOLERANCE = 0.05   # wall-clocks within 5% of the baseline's count as the same time
@@ -72,7 +81,8 @@ Time = Literal["faster", "same", "slower"]
 
 _ACCURACY_KEYS = {"better": "better", "same": "same-accuracy", "worse": "worse"}
 _TIME_KEYS = {"faster": "faster", "same": "same-time", "slower": "slower"}
-_ACCURACY_WORDS = {"better": "better accuracy", "same": "the same accuracy", "worse": "worse accuracy"}
+_ACCURACY_WORDS = {"better": "better accuracy", "same": "no detectable accuracy difference",
+                   "worse": "worse accuracy"}
 _TIME_WORDS = {"faster": "in less time", "same": "in the same time", "slower": "in more time"}
 
 NOT_TESTABLE, NO_BASELINE = "not-testable-at-chance", "no-baseline"
@@ -90,8 +100,12 @@ class Comparison(BaseModel):
     chance_accuracy: float                   # majority-class share of the test labels
     ensemble_accuracy: float
     ensemble_chance_p: float                 # one-sided binomial p of ensemble accuracy > chance
-    ensemble_seconds: float
+    ensemble_seconds: float                  # end to end: training + combiner
+    ensemble_accuracy_ci95: tuple[float, float] | None = None   # Wilson score (absent in older reports)
+    ensemble_train_seconds: float | None = None                 # the training phase alone
     baseline_accuracy: float | None = None
+    baseline_accuracy_ci95: tuple[float, float] | None = None
+    baseline_train_seconds: float | None = None
     baseline_chance_p: float | None = None
     baseline_seconds: float | None = None
     accuracy_difference: float | None = None          # ensemble - baseline
@@ -101,14 +115,18 @@ class Comparison(BaseModel):
     baseline_only_correct: int | None = None          # c: discordant pairs the baseline wins
     accuracy: Accuracy | None = None
     time: Time | None = None
+    speedup: float | None = None                      # baseline_seconds / ensemble_seconds
+    training_speedup: float | None = None             # the same on the training phases alone
+    training_time: Time | None = None                 # the time band on the training phases alone
     outcome: str                                         # a key of OUTCOMES
     supports_claim: bool | None                       # None: the claim cannot be tested
     sentence: str                                        # the verdict's first sentence, all figures in it
     chance_note: str = ""                                # a side that does not beat chance, when the other does
+    timing_note: str = ""                                # what the time cell rests on
 
     @property
     def text(self) -> str:
-        return f"{self.sentence} {self.chance_note}".strip()
+        return " ".join(part for part in (self.sentence, self.chance_note, self.timing_note) if part)
 
 
 class RepeatsComparison(BaseModel):
@@ -130,6 +148,7 @@ class RepeatsComparison(BaseModel):
     difference_sign_p: float | None = None            # sign test, ties dropped
     speedups: list[float | None]                      # baseline seconds / ensemble seconds
     geometric_mean_speedup: float | None = None
+    speedup_ci95: tuple[float, float] | None = None    # exp of the t interval of the log speed-ups
     log_speedup_t_p: float | None = None
     faster_runs: int = 0                                 # runs beyond the 5% band, each way
     slower_runs: int = 0
@@ -162,15 +181,19 @@ def outcome_key(accuracy: Accuracy, time: Time) -> str:
 
 
 def compare(ensemble_predictions, baseline_predictions, test_labels, ensemble_seconds: float,
-            baseline_seconds: float | None = None) -> Comparison:
+            baseline_seconds: float | None = None, ensemble_train_seconds: float | None = None,
+            baseline_train_seconds: float | None = None) -> Comparison:
     """The paired verdict on the claim for one run; predictions and labels are 1-D arrays over the
-    same test images. `baseline_predictions` None: no baseline was trained (outcome no-baseline)."""
+    same test images. `baseline_predictions` None: no baseline was trained (outcome no-baseline).
+    The `*_train_seconds` (training phases alone), when given, split the time cell from the combiners'."""
     labels = _vector(test_labels, "test_labels")
     ensemble_right = _vector(ensemble_predictions, "ensemble_predictions", labels.size) == labels
     n, chance = labels.size, chance_accuracy(labels)
     ensemble = {"n": n, "chance_accuracy": chance, "ensemble_accuracy": float(ensemble_right.mean()),
+                "ensemble_accuracy_ci95": wilson_interval(int(ensemble_right.sum()), n),
                 "ensemble_chance_p": above_chance_p(ensemble_right.sum(), n, chance),
-                "ensemble_seconds": _seconds(ensemble_seconds, "ensemble_seconds")}
+                "ensemble_seconds": _seconds(ensemble_seconds, "ensemble_seconds"),
+                "ensemble_train_seconds": _optional_seconds(ensemble_train_seconds, "ensemble_train_seconds")}
     if baseline_predictions is None:
         return _no_baseline(ensemble)
     baseline_right = _vector(baseline_predictions, "baseline_predictions", n) == labels
@@ -179,16 +202,52 @@ def compare(ensemble_predictions, baseline_predictions, test_labels, ensemble_se
     c = int(np.sum(~ensemble_right & baseline_right))
     p = mcnemar_exact_p(b, c)
     fields = dict(ensemble, baseline_accuracy=float(baseline_right.mean()),
+                  baseline_accuracy_ci95=wilson_interval(int(baseline_right.sum()), n),
                   baseline_chance_p=above_chance_p(baseline_right.sum(), n, chance),
-                  baseline_seconds=_seconds(baseline_seconds, "baseline_seconds"),
                   accuracy_difference=(b - c) / n, ci95=paired_difference_ci(a, b, c, n - a - b - c),
                   mcnemar_p=p, ensemble_only_correct=b, baseline_only_correct=c, accuracy=accuracy_call(b - c, p),
-                  time=time_band(ensemble_seconds, baseline_seconds))
+                  **_timing(ensemble_seconds, baseline_seconds, ensemble["ensemble_train_seconds"],
+                            _optional_seconds(baseline_train_seconds, "baseline_train_seconds")))
     testable = fields["ensemble_chance_p"] < ALPHA or fields["baseline_chance_p"] < ALPHA
     outcome = outcome_key(fields["accuracy"], fields["time"]) if testable else NOT_TESTABLE
     draft = Comparison(**fields, outcome=outcome, supports_claim=outcome in SUPPORTING if testable else None,
                        sentence="")
-    return draft.model_copy(update={"sentence": run_sentence(draft), "chance_note": chance_note(draft)})
+    return draft.model_copy(update={"sentence": run_sentence(draft), "chance_note": chance_note(draft),
+                                    "timing_note": timing_note(draft)})
+
+
+def _timing(ensemble_seconds: float, baseline_seconds: float | None, ensemble_train: float | None,
+            baseline_train: float | None) -> dict:
+    """The time band end to end, the speed-up, and the same on the training phases alone when known."""
+    baseline_seconds = _seconds(baseline_seconds, "baseline_seconds")
+    split = ensemble_train is not None and baseline_train is not None
+    return {"baseline_seconds": baseline_seconds, "baseline_train_seconds": baseline_train,
+            "time": time_band(ensemble_seconds, baseline_seconds), "speedup": baseline_seconds / ensemble_seconds,
+            "training_speedup": baseline_train / ensemble_train if split else None,
+            "training_time": time_band(ensemble_train, baseline_train) if split else None}
+
+
+def timing_note(comparison: Comparison) -> str:
+    """One run's time cell: a single measurement; the split into training and combiner, and whether the
+    cell would read differently on training time alone."""
+    c = comparison
+    if c.baseline_seconds is None or c.outcome == NOT_TESTABLE:
+        return ""
+    note = f"The time cell rests on one measurement on this machine (speed-up {c.speedup:.2f}x end to end"
+    if c.training_speedup is None:
+        return note + ")."
+    note += (f", {c.training_speedup:.2f}x on training alone: {c.ensemble_train_seconds:,.1f} s against "
+             f"{c.baseline_train_seconds:,.1f} s).")
+    if c.training_time != c.time:
+        note += (f" On training time alone it would read \"{_TIME_WORDS[c.training_time]}\": the combiner fits "
+                 f"({c.ensemble_seconds - c.ensemble_train_seconds:,.1f} s against "
+                 f"{c.baseline_seconds - c.baseline_train_seconds:,.1f} s) decided it.")
+    return note
+
+
+def accuracy_words(accuracy: Accuracy, n: int) -> str:
+    """'better accuracy', or 'no detectable accuracy difference on 1,000 test images' when the test did not decide."""
+    return f"{_ACCURACY_WORDS[accuracy]} on {n:,} test images" if accuracy == "same" else _ACCURACY_WORDS[accuracy]
 
 
 def run_sentence(comparison: Comparison) -> str:
@@ -196,7 +255,7 @@ def run_sentence(comparison: Comparison) -> str:
     c = comparison
     if c.outcome == NO_BASELINE:
         return (f"No baseline was trained, so this run cannot test the claim (ensemble {c.ensemble_accuracy:.4f} "
-                f"in {c.ensemble_seconds:.1f} s).")
+                f"in {c.ensemble_seconds:,.1f} s).")
     if c.outcome == NOT_TESTABLE:
         return (f"Cannot test the claim on this data: neither model beats chance (majority-class rate "
                 f"{c.chance_accuracy:.4f}; ensemble {c.ensemble_accuracy:.4f}, one-sided binomial p "
@@ -204,9 +263,10 @@ def run_sentence(comparison: Comparison) -> str:
                 f"{format_p(c.baseline_chance_p)}), so neither model learned anything the head could use.")
     head = "Supports the claim" if c.supports_claim else "Does not support the claim"
     lo, hi = c.ci95
-    return (f"{head}: {OUTCOMES[c.outcome]} (difference {c.accuracy_difference:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
-            f"McNemar p {format_p(c.mcnemar_p)}; ensemble {c.ensemble_accuracy:.4f} in {c.ensemble_seconds:.1f} s, "
-            f"baseline {c.baseline_accuracy:.4f} in {c.baseline_seconds:.1f} s).")
+    cell = f"{accuracy_words(c.accuracy, c.n)}{',' if c.accuracy == 'same' else ''} {_TIME_WORDS[c.time]}"
+    return (f"{head}: {cell} (difference {c.accuracy_difference:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}], "
+            f"McNemar p {format_p(c.mcnemar_p)}; ensemble {c.ensemble_accuracy:.4f} in {c.ensemble_seconds:,.1f} s, "
+            f"baseline {c.baseline_accuracy:.4f} in {c.baseline_seconds:,.1f} s).")
 
 
 def chance_note(comparison: Comparison) -> str:
@@ -243,6 +303,10 @@ def _vector(values, name: str, size: int | None = None) -> np.ndarray:
     if size is not None and array.size != size:
         raise ValueError(f"{name} has {array.size} entries but there are {size} test labels")
     return array
+
+
+def _optional_seconds(value, name: str) -> float | None:
+    return None if value is None else _seconds(value, name)
 
 
 def _seconds(value, name: str) -> float:
@@ -283,7 +347,7 @@ def _across_seeds(comparisons: Sequence[Comparison]) -> dict:
     """The tests across seeds of the accuracy differences and the log speed-ups, and their calls."""
     mean, interval, t_p = mean_test([c.accuracy_difference for c in comparisons])
     ahead, behind, sign_p = sign_test([c.accuracy_difference for c in comparisons])
-    log_mean, _, log_p = mean_test([math.log(c.baseline_seconds / c.ensemble_seconds) for c in comparisons])
+    log_mean, log_interval, log_p = mean_test([math.log(c.baseline_seconds / c.ensemble_seconds) for c in comparisons])
     bands = [c.time for c in comparisons]
     if len(comparisons) == 1:  # nothing to add across seeds: the run's own test and band decide
         accuracy, time = comparisons[0].accuracy, comparisons[0].time
@@ -292,6 +356,7 @@ def _across_seeds(comparisons: Sequence[Comparison]) -> dict:
         time = _time_across(bands, math.exp(log_mean), log_p)
     return {"mean_difference": mean, "difference_ci95": interval, "difference_t_p": t_p, "runs_ahead": ahead,
             "runs_behind": behind, "difference_sign_p": sign_p, "geometric_mean_speedup": math.exp(log_mean),
+            "speedup_ci95": tuple(math.exp(x) for x in log_interval) if log_interval else None,
             "log_speedup_t_p": log_p, "faster_runs": bands.count("faster"), "slower_runs": bands.count("slower"),
             "accuracy": accuracy, "time": time}
 
@@ -322,7 +387,9 @@ def repeats_sentence(repeats: RepeatsComparison) -> str:
     accuracy = (f"mean difference {r.mean_difference:+.4f}, 95% CI {interval}, paired t-test p "
                 f"{_optional_p(r.difference_t_p)}, sign test p {format_p(r.difference_sign_p)}, ensemble ahead "
                 f"in {r.runs_ahead} of {r.runs} runs and behind in {r.runs_behind}")
-    time = (f"geometric-mean speed-up {r.geometric_mean_speedup:.2f}x, t-test on log speed-ups p "
+    speed_interval = "n/a" if r.speedup_ci95 is None else "[{:.2f}x, {:.2f}x]".format(*r.speedup_ci95)
+    time = (f"geometric-mean speed-up {r.geometric_mean_speedup:.2f}x, 95% CI {speed_interval} across seeds, "
+            f"t-test on log speed-ups p "
             f"{_optional_p(r.log_speedup_t_p)}, faster in {r.faster_runs} of {r.runs} runs and slower in "
             f"{r.slower_runs}")
     notes = own
@@ -330,7 +397,8 @@ def repeats_sentence(repeats: RepeatsComparison) -> str:
         notes += f" In {r.at_chance_runs} of {r.runs} runs neither model beats chance."
     if r.runs == 1:
         notes += " With one run there is no spread across seeds: its own McNemar test and time band decide."
-    return f"{head} across {seeds}: {OUTCOMES[r.outcome]} ({accuracy}; {time}).{notes}"
+    words = f"{_ACCURACY_WORDS[r.accuracy]}{' across seeds,' if r.accuracy == 'same' else ''} {_TIME_WORDS[r.time]}"
+    return f"{head} across {seeds}: {words} ({accuracy}; {time}).{notes}"
 
 
 def _optional_p(p: float | None) -> str:

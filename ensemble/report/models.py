@@ -67,12 +67,15 @@ class MemberReport(Model):
         return raw
 
 
+WILSON = ("Wilson score 95% interval of the test accuracy; null without a test split or in reports from before "
+          "it existed")
 NO_TEST = "null when the run held out no test split (data.test_size=0, as the scikit-learn estimator fits)"
 
 
 class BaselineReport(MemberReport):
     kind: Literal["member", "baseline"] = "baseline"
     test_accuracy: Optional[float] = Field(description=NO_TEST)
+    test_accuracy_ci95: Optional[tuple[float, float]] = Field(None, description=WILSON)
     wall_seconds: float = Field(description="baseline training + its combiner, as a user waits for it")
     train_wall_seconds: float
     combiner_seconds: float
@@ -82,6 +85,7 @@ class BaselineReport(MemberReport):
 
 class EnsembleReport(Model):
     test_accuracy: Optional[float] = Field(description=NO_TEST)
+    test_accuracy_ci95: Optional[tuple[float, float]] = Field(None, description=WILSON)
     wall_seconds: float = Field(description="members in parallel + combiner, as a user waits for it")
     train_wall_seconds: float
     combiner_seconds: float
@@ -89,6 +93,7 @@ class EnsembleReport(Model):
     fit_seconds: float
     untrained_test_accuracy: Optional[float] = Field(
         description="the same combiner on the untrained (epoch 0) encoders; " + NO_TEST)
+    untrained_test_accuracy_ci95: Optional[tuple[float, float]] = Field(None, description=WILSON)
     members_used: list[int]
     resources: str
     parallel_slots: int
@@ -139,7 +144,8 @@ class RunReport(Model):
     members: list[MemberReport]
     baseline: Optional[BaselineReport]
     ensemble: EnsembleReport
-    speedup: Optional[float] = Field(description="baseline.wall_seconds / ensemble.wall_seconds")
+    speedup: Optional[float] = Field(description="baseline.wall_seconds / ensemble.wall_seconds; "
+                                     "comparison.training_speedup: the training phases alone")
     verdict: str
     comparison: Optional[Comparison] = Field(
         None, description="the paired test behind the verdict (absent in reports from before it existed)")

@@ -10,8 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: runs on clusters and CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
 
 from ensemble.report.models import MemberReport, RunReport  # noqa: E402
+from ensemble.report.tables import side_name  # noqa: E402
 from workers.layout import PLOTS, write_atomic  # noqa: E402
 
 
@@ -24,10 +26,16 @@ def save(fig, path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _curve(ax, member: MemberReport, style: dict) -> None:
+def legend_labels(report: RunReport) -> dict[str, str]:
+    """Each side's name in the loss plot's legend, with its architecture when the members differ."""
+    differ = len({side_name(m) for m in report.members}) > 1
+    return {m.name: f"{m.name} ({side_name(m)})" if differ and side_name(m) else m.name for m in report.sides}
+
+
+def _curve(ax, member: MemberReport, style: dict, label: str) -> None:
     epochs = [h.epoch for h in member.history]
     losses = [h.val_loss if h.val_loss is not None else float("nan") for h in member.history]
-    (line,) = ax.plot(epochs, losses, marker=".", label=member.name, **style)
+    (line,) = ax.plot(epochs, losses, marker=".", label=label, **style)
     if member.selected_epoch is not None:
         chosen = next(h.val_loss for h in member.history if h.epoch == member.selected_epoch)
         ax.plot([member.selected_epoch], [chosen], marker="*", markersize=14, color=line.get_color())
@@ -35,12 +43,13 @@ def _curve(ax, member: MemberReport, style: dict) -> None:
 
 def loss_curves(report: RunReport, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = legend_labels(report)
     for member in report.members:
-        _curve(ax, member, {"alpha": 0.8})
+        _curve(ax, member, {"alpha": 0.8}, labels[member.name])
     if report.baseline is not None:
-        _curve(ax, report.baseline, {"color": "black", "linewidth": 2})
+        _curve(ax, report.baseline, {"color": "black", "linewidth": 2}, labels[report.baseline.name])
     ax.set(xlabel="epoch", ylabel="validation reconstruction loss", yscale="log",
-           title="Validation loss per epoch (star: selected checkpoint)")
+           title="Validation loss per epoch (star: selected checkpoint; one run, no error bars)")
     ax.legend(fontsize=8)
     save(fig, path)
 
@@ -58,35 +67,56 @@ def timeline(report: RunReport, path: Path) -> None:
         ax.broken_barh(bars, (row - 0.35, 0.7), facecolors=colors, edgecolor="white")
     ax.set_yticks(range(len(rows)), [m.name for m in rows])
     ax.invert_yaxis()
-    ax.set(xlabel="wall-clock seconds", title="Epochs over time (orange: selected epoch)")
+    ax.set(xlabel="wall-clock seconds", title="Epochs over time (orange: selected epoch; one measurement)")
     save(fig, path)
 
 
+ERROR_BARS = "error bars: Wilson 95% CI"
+
+
 def accuracy_time(report: RunReport, path: Path) -> None:
-    labels = ["ensemble"] + (["baseline"] if report.baseline is not None else [])
-    sides = [report.ensemble] + ([report.baseline] if report.baseline is not None else [])
-    fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(8, 3.5))
+    fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(9, 3.8))
     if report.ensemble.test_accuracy is None:  # data.test_size=0: nothing was held out to score on
         acc_ax.text(0.5, 0.5, "no test split held out", ha="center", va="center", transform=acc_ax.transAxes)
         acc_ax.set(xticks=[], yticks=[], title="test accuracy")
     else:
-        _accuracy_bars(acc_ax, labels, sides, report.ensemble.untrained_test_accuracy)
-    train = [s.train_wall_seconds for s in sides]
-    combine = [s.combiner_seconds for s in sides]
+        _accuracy_bars(acc_ax, report)
+    sides = [("ensemble", report.ensemble)] + ([("baseline", report.baseline)] if report.baseline else [])
+    labels, train = [name for name, _ in sides], [side.train_wall_seconds for _, side in sides]
     time_ax.bar(labels, train, label="training", color="tab:gray")
-    time_ax.bar(labels, combine, bottom=train, label="combiner", color="tab:green")
-    time_ax.set(title="wall-clock seconds")
+    time_ax.bar(labels, [side.combiner_seconds for _, side in sides], bottom=train, label="combiner",
+                color="tab:green")
+    time_ax.set(title="wall-clock seconds\n(one measurement: no error bars)")
     time_ax.legend(fontsize=8)
     save(fig, path)
 
 
-def _accuracy_bars(ax, labels: list[str], sides: list, untrained: float) -> None:
-    bars = ax.bar(labels, [s.test_accuracy for s in sides], color=["tab:blue", "black"][:len(sides)])
-    ax.axhline(untrained, color="tab:red", linestyle="--", label="untrained encoders")
-    ax.bar_label(bars, fmt="%.4f")
-    low = min([s.test_accuracy for s in sides] + [untrained])
-    ax.set(ylim=(max(0.0, low - 0.05), 1.0), title="test accuracy")
-    ax.legend(fontsize=8, loc="upper right")
+def accuracy_bars(report: RunReport) -> list[tuple[str, float, tuple[float, float] | None]]:
+    """(label, test accuracy, Wilson 95% interval) of each side the accuracy panel shows."""
+    e, b = report.ensemble, report.baseline
+    bars = [("ensemble", e.test_accuracy, e.test_accuracy_ci95)]
+    if b is not None and b.test_accuracy is not None:
+        bars.append(("baseline", b.test_accuracy, b.test_accuracy_ci95))
+    if e.untrained_test_accuracy is not None:
+        bars.append(("untrained\nencoders", e.untrained_test_accuracy, e.untrained_test_accuracy_ci95))
+    return bars
+
+
+def _accuracy_bars(ax, report: RunReport) -> None:
+    """Each side's accuracy with its interval, on an axis from 0 with the chance level drawn: a gap
+    between two bars is never magnified, and a run at chance looks like one."""
+    bars = accuracy_bars(report)
+    values = [value for _, value, _ in bars]
+    errors = [[value - (ci or (value, value))[0] for _, value, ci in bars],
+              [(ci or (value, value))[1] - value for _, value, ci in bars]]
+    drawn = ax.bar([label for label, _, _ in bars], values, yerr=errors, capsize=6,
+                   color=["tab:blue", "black", "tab:red"][:len(bars)], alpha=0.8)
+    ax.bar_label(drawn, fmt="%.4f", label_type="center", color="white", fontsize=8)
+    if report.comparison is not None:
+        ax.axhline(report.comparison.chance_accuracy, color="tab:orange", linestyle="--",
+                   label=f"chance (majority class) {report.comparison.chance_accuracy:.4f}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set(ylim=(0.0, 1.0), title=f"test accuracy (axis from 0)\n{ERROR_BARS}")
 
 
 def write_plots(report: RunReport, run_dir: Path) -> list[Path]:
@@ -96,20 +126,31 @@ def write_plots(report: RunReport, run_dir: Path) -> list[Path]:
     return paths
 
 
-def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int]]], untrained: float, path: Path) -> None:
-    """Test accuracy per saved epoch against each side's training wall-clock: (seconds, accuracy, epoch)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int, float, float]]], untrained: float,
+                          chance: float, path: Path) -> None:
+    """Test accuracy per saved epoch against each side's training wall-clock, each point with its Wilson
+    band: {side: [(seconds, accuracy, epoch, low, high)]}; the side `selected` (the run's own ensemble) is
+    one marked point."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for side, color in (("ensemble", "tab:blue"), ("baseline", "black")):
         points = curves.get(side, [])
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=color, label=side)
-            for seconds, accuracy, epoch in points:
-                ax.annotate(str(epoch), (seconds, accuracy), textcoords="offset points", xytext=(3, 4), fontsize=7)
+            seconds = [p[0] for p in points]
+            ax.plot(seconds, [p[1] for p in points], marker="o", color=color,
+                    label="ensemble of the members' checkpoints at each epoch" if side == "ensemble" else side)
+            ax.fill_between(seconds, [p[3] for p in points], [p[4] for p in points], color=color, alpha=0.15)
+            for second, accuracy, epoch, _, _ in points:
+                ax.annotate(str(epoch), (second, accuracy), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    for second, accuracy, _, low, high in curves.get("selected", []):
+        ax.errorbar([second], [accuracy], yerr=[[accuracy - low], [high - accuracy]], marker="*", markersize=14,
+                    color="tab:green", capsize=5, linestyle="none", label="the run's selected ensemble")
     ax.axhline(untrained, color="tab:red", linestyle="--", label="untrained encoders (ensemble)")
+    ax.axhline(chance, color="tab:orange", linestyle=":", label="chance (majority class)")
     ax.set_xlim(left=0)  # start-up time before the first epoch is part of what each side costs
+    ax.set_ylim(0.0, 1.0)  # from 0: a gap is never magnified
     ax.set(xlabel="training wall-clock seconds (each side from the start of its phase)", ylabel="test accuracy",
-           title="Test accuracy per saved epoch against wall-clock (labels: epoch)")
-    ax.legend(fontsize=8)
+           title=f"Test accuracy per saved epoch (labels: epoch)\n{ERROR_BARS} (bands and the star)")
+    ax.legend(fontsize=7, loc="lower right")
     save(fig, path)
 
 
@@ -124,9 +165,9 @@ def repeats_plot(panels: list[tuple[str, dict[str, list[float]]]], path: Path) -
             ax.bar(x, statistics.fmean(runs), yerr=sd, capsize=6, color="tab:gray", alpha=0.5)
             ax.plot([x] * len(runs), runs, "o", color="tab:blue")
         ax.set_xticks(range(len(series)), list(series))
-        ax.set(title=f"{title} (mean +- sd, dots: runs)")
+        ax.set(title=f"{title}\n(bars: mean; error bars: +- one sd; dots: runs)")
         if "accuracy" in title and series:
-            ax.set_ylim(max(0.0, min(min(runs) for runs in series.values()) - 0.05), 1.0)
+            ax.set_ylim(0.0, 1.0)  # from 0: a gap between the sides is never magnified
     save(fig, path)
 
 
@@ -140,7 +181,16 @@ def labels_plot(series: dict[str, list[tuple[int, float, float, float]]], path: 
         ax.plot(counts, [p[1] for p in points], marker="o", color=colors.get(side), label=side)
         ax.fill_between(counts, [p[2] for p in points], [p[3] for p in points], color=colors.get(side), alpha=0.2)
     ax.set_xscale("log")  # counts span orders of magnitude (1 ... 100 per class)
+    plain_ticks(ax.xaxis, sorted({p[0] for points in series.values() for p in points}))
     ax.set(xlabel="labelled training images per class (log scale)", ylabel="test accuracy",
            title="Test accuracy against the number of labels (bands: 95% CI over label draws)")
     ax.legend(fontsize=8)
     save(fig, path)
+
+
+def plain_ticks(axis, values: list[int]) -> None:
+    """Ticks at exactly these values, written as plain numbers (a log axis would write 6x10^0)."""
+    axis.set_major_locator(FixedLocator(values))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())

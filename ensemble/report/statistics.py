@@ -34,22 +34,25 @@ def mcnemar_exact_p(ensemble_only: int, baseline_only: int) -> float:
     return float(stats.binomtest(ensemble_only, discordant, 0.5).pvalue)
 
 
-def wilson_interval(successes: int, n: int, z: float) -> tuple[float, float]:
-    """Wilson's score interval for one proportion (no continuity correction)."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson's score interval for one proportion (no continuity correction), as scipy computes it."""
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def accuracy_interval(predictions, labels) -> tuple[float, float]:
+    """An accuracy's Wilson 95% interval from the predictions and the labels of the same images."""
+    labels = np.asarray(labels)
+    return wilson_interval(int(np.sum(np.asarray(predictions) == labels)), labels.size)
 
 
 def paired_difference_ci(both: int, first_only: int, second_only: int, neither: int,
                          confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Newcombe (1998) method 10 interval for p1 - p2 from a paired 2x2 table (p1: first correct)."""
     n = both + first_only + second_only + neither
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
     p1, p2 = (both + first_only) / n, (both + second_only) / n
-    l1, u1 = wilson_interval(both + first_only, n, z)
-    l2, u2 = wilson_interval(both + second_only, n, z)
+    l1, u1 = wilson_interval(both + first_only, n, confidence)
+    l2, u2 = wilson_interval(both + second_only, n, confidence)
     phi = _corrected_phi(both, first_only, second_only, neither)
     lower = math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
     upper = math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)

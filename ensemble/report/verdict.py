@@ -12,7 +12,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from ensemble.report.comparison import Comparison, chance_sentence, compare
-from ensemble.report.statistics import chance_accuracy, format_p, mcnemar_exact_p, paired_difference_ci
+from ensemble.report.models import BaselineReport, EnsembleReport
+from ensemble.report.statistics import (
+    accuracy_interval,
+    chance_accuracy,
+    format_p,
+    mcnemar_exact_p,
+    paired_difference_ci,
+)
 from workers.layout import TEST_PREDICTIONS, write_atomic
 
 
@@ -38,12 +45,28 @@ class TestPredictions(BaseModel):
             return None
 
 
-def verdict(predictions: TestPredictions, ensemble_seconds: float,
-            baseline_seconds: Optional[float]) -> tuple[Comparison, str]:
-    """The comparison for report.json and the verdict's text: the claim, then the untrained reference."""
-    comparison = compare(predictions.ensemble, predictions.baseline, predictions.labels, ensemble_seconds,
-                         baseline_seconds if predictions.baseline is not None else None)
+def verdict(predictions: TestPredictions, ensemble: EnsembleReport,
+            baseline: Optional[BaselineReport]) -> tuple[Comparison, str]:
+    """The comparison for report.json and the verdict's text: the claim, then the untrained reference.
+    Time is compared end to end (training + combiner) and on the training phases alone."""
+    trained = baseline is not None and predictions.baseline is not None
+    comparison = compare(predictions.ensemble, predictions.baseline if trained else None, predictions.labels,
+                         ensemble.wall_seconds, baseline.wall_seconds if trained else None,
+                         ensemble.train_wall_seconds if trained else None,
+                         baseline.train_wall_seconds if trained else None)
     return comparison, f"{comparison.text} {untrained_reference(predictions)}"
+
+
+def with_accuracy_intervals(predictions: TestPredictions, ensemble: EnsembleReport,
+                            baseline: Optional[BaselineReport]) -> tuple[EnsembleReport, Optional[BaselineReport]]:
+    """Each test accuracy with its Wilson score 95% interval, from the predictions the verdict tests."""
+    labels = predictions.labels
+    ensemble = ensemble.model_copy(update={
+        "test_accuracy_ci95": accuracy_interval(predictions.ensemble, labels),
+        "untrained_test_accuracy_ci95": accuracy_interval(predictions.untrained, labels)})
+    if baseline is not None and predictions.baseline is not None:
+        baseline = baseline.model_copy(update={"test_accuracy_ci95": accuracy_interval(predictions.baseline, labels)})
+    return ensemble, baseline
 
 
 def untrained_reference(predictions: TestPredictions) -> str:
