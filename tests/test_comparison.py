@@ -135,7 +135,9 @@ def test_clear_win_supports_the_claim():
     assert verdict.sentence == (
         "Supports the claim: better accuracy in less time (difference +0.0600, 95% CI [+0.0432, +0.0782], "
         "McNemar p < 0.001; ensemble 0.9600 in 20.0 s, baseline 0.9000 in 30.0 s).")
-    assert verdict.chance_note == "" and verdict.text == verdict.sentence
+    assert verdict.chance_note == "" and verdict.speedup == 1.5 and verdict.training_speedup is None
+    assert verdict.timing_note == "The time cell rests on one measurement on this machine (speed-up 1.50x end to end)."
+    assert verdict.text == verdict.sentence + " " + verdict.timing_note
 
 
 def test_default_runs_gap_is_a_tie_within_noise():
@@ -146,11 +148,14 @@ def test_default_runs_gap_is_a_tie_within_noise():
     assert verdict.accuracy_difference == pytest.approx(0.008) and verdict.ci95[0] < 0 < verdict.ci95[1]
     assert verdict.mcnemar_p == pytest.approx(stats.binomtest(26, 44).pvalue)
     assert verdict.sentence == (
-        "Supports the claim: the same accuracy in less time (difference +0.0080, 95% CI [-0.0054, +0.0217], "
-        "McNemar p = 0.29; ensemble 0.9560 in 19.6 s, baseline 0.9480 in 29.3 s).")
+        "Supports the claim: no detectable accuracy difference on 1,000 test images, in less time (difference "
+        "+0.0080, 95% CI [-0.0054, +0.0217], McNemar p = 0.29; ensemble 0.9560 in 19.6 s, baseline 0.9480 in "
+        "29.3 s).")
+    assert "the same" not in verdict.text
     slow = compare(ensemble, baseline, LABELS, 29.3, 29.3)  # and the same gap in the same time is not "better"
     assert (slow.outcome, slow.supports_claim) == ("same-accuracy-same-time", False)
-    assert slow.sentence.startswith("Does not support the claim: the same accuracy in the same time (difference")
+    assert slow.sentence.startswith("Does not support the claim: no detectable accuracy difference on 1,000 test "
+                                    "images, in the same time (difference")
 
 
 def test_clear_loss_does_not_support_the_claim_even_when_faster():
@@ -188,7 +193,7 @@ def test_one_side_at_chance_is_still_a_comparison_and_is_named():
     assert (verdict.outcome, verdict.supports_claim) == ("better-same-time", True)
     assert verdict.chance_note == ("The baseline does not beat chance (0.0950 against the majority-class rate "
                                    "0.1000; one-sided binomial p = 0.72).")
-    assert verdict.text == verdict.sentence + " " + verdict.chance_note
+    assert verdict.text == verdict.sentence + " " + verdict.chance_note + " " + verdict.timing_note
 
 
 def test_no_baseline():
@@ -212,8 +217,9 @@ def test_every_cell_has_its_key_and_only_the_claims_cells_support_it(counts, ens
     ensemble, baseline = paired(*counts)
     verdict = compare(ensemble, baseline, LABELS, ensemble_seconds, 30.0)
     assert (verdict.outcome, verdict.supports_claim) == (key, key in SUPPORTING)
+    words = OUTCOMES[key].replace("difference", "difference on 1,000 test images,")
     assert verdict.sentence.startswith(("Supports" if key in SUPPORTING else "Does not support")
-                                       + f" the claim: {OUTCOMES[key]} (difference ")
+                                       + f" the claim: {words} (difference ")
     assert len(OUTCOMES) == 11 and SUPPORTING == {"better-faster", "same-accuracy-faster", "better-same-time"}
 
 
@@ -262,7 +268,7 @@ def test_repeats_that_all_win_support_the_claim():
     assert summary.sentence == (
         "Supports the claim across 3 seeds (0..2): better accuracy in less time (mean difference +0.0587, 95% CI "
         "[+0.0459, +0.0714], paired t-test p = 0.0025, sign test p = 0.25, ensemble ahead in 3 of 3 runs and behind "
-        "in 0; geometric-mean speed-up 1.50x, t-test on log speed-ups p n/a, faster in 3 of 3 runs and slower in "
+        "in 0; geometric-mean speed-up 1.50x, 95% CI n/a across seeds, t-test on log speed-ups p n/a, faster in 3 of 3 runs and slower in "
         "0). Run by run, the claim is supported in 3 of 3 (per-run McNemar p: < 0.001, < 0.001, < 0.001).")
 
 
@@ -273,9 +279,10 @@ def test_mixed_repeats_do_not_support_the_claim():
     assert (summary.outcome, summary.supports_claim, summary.supporting_runs) == ("same-accuracy-same-time", False, 1)
     assert (summary.faster_runs, summary.slower_runs, summary.runs_ahead, summary.runs_behind) == (1, 1, 1, 1)
     assert summary.sentence == (
-        "Does not support the claim across 3 seeds (0..2): the same accuracy in the same time (mean difference "
+        "Does not support the claim across 3 seeds (0..2): no detectable accuracy difference across seeds, in the "
+        "same time (mean difference "
         "+0.0000, 95% CI [-0.0199, +0.0199], paired t-test p = 1.0, sign test p = 1.0, ensemble ahead in 1 of 3 "
-        "runs and behind in 1; geometric-mean speed-up 1.13x, t-test on log speed-ups p = 0.49, faster in 1 of 3 "
+        "runs and behind in 1; geometric-mean speed-up 1.13x, 95% CI [0.61x, 2.08x] across seeds, t-test on log speed-ups p = 0.49, faster in 1 of 3 "
         "runs and slower in 1). Run by run, the claim is supported in 1 of 3 (per-run McNemar p: 0.29, 0.29, 1.0).")
 
 
@@ -285,9 +292,10 @@ def test_one_repeat_is_decided_by_its_own_run():
     assert (summary.outcome, summary.supports_claim) == (only.outcome, only.supports_claim)
     assert (summary.difference_t_p, summary.difference_ci95, summary.log_speedup_t_p) == (None, None, None)
     assert summary.sentence == (
-        "Supports the claim across 1 seed (7): the same accuracy in less time (mean difference +0.0080, 95% CI "
+        "Supports the claim across 1 seed (7): no detectable accuracy difference across seeds, in less time (mean "
+        "difference +0.0080, 95% CI "
         "n/a, paired t-test p n/a, sign test p = 1.0, ensemble ahead in 1 of 1 runs and behind in 0; geometric-mean "
-        "speed-up 1.49x, t-test on log speed-ups p n/a, faster in 1 of 1 runs and slower in 0). Run by run, the "
+        "speed-up 1.49x, 95% CI n/a across seeds, t-test on log speed-ups p n/a, faster in 1 of 1 runs and slower in 0). Run by run, the "
         "claim is supported in 1 of 1 (per-run McNemar p: 0.29). With one run there is no spread across seeds: its "
         "own McNemar test and time band decide.")
 

@@ -85,5 +85,7 @@ def test_a_member_that_stopped_early_is_held_at_its_last_epoch():
     points = curve_points(report)
     assert [p.checkpoints for p in points] == [(("member_00", 1), ("member_01", 1)),
                                                (("member_00", 2), ("member_01", 2)),
-                                               (("member_00", 3), ("member_01", 2))]
-    assert [p.seconds for p in points] == [5.0, 8.0, 8.0]  # the slower member finished 2 at 2 + 2 x 3 s
+                                               (("member_00", 3), ("member_01", 2)),
+                                               (("member_00", 3), ("member_01", 2))]  # the run's selected ones
+    assert [p.side for p in points] == ["ensemble", "ensemble", "ensemble", "selected"]
+    assert [p.seconds for p in points] == [5.0, 8.0, 8.0, 8.0]  # the slower member finished 2 at 2 + 2 x 3 s

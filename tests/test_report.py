@@ -4,6 +4,7 @@ training changed; built from constructed predictions (no training)."""
 import numpy as np
 import pytest
 
+from ensemble.report import BaselineReport, EnsembleReport
 from ensemble.report.verdict import TestPredictions, verdict
 
 LABELS = np.repeat(np.arange(10), 100)  # 1,000 test images, 10 balanced classes: chance is 0.1
@@ -16,17 +17,28 @@ def predicted(accuracy: float, seed: int, labels=LABELS) -> list[int]:
     return np.where(right, labels, (labels + 1) % 10).tolist()
 
 
-def run(ensemble: float, baseline: float | None, untrained: float = 0.9, seconds=(20.0, 30.0)) -> tuple:
+def sides(seconds, train_seconds=None) -> tuple:
+    """The report entries the verdict reads: each side's wall-clock and its training phase's."""
+    train = train_seconds or seconds
+    return (EnsembleReport.model_construct(wall_seconds=seconds[0], train_wall_seconds=train[0]),
+            BaselineReport.model_construct(wall_seconds=seconds[1], train_wall_seconds=train[1]))
+
+
+def run(ensemble: float, baseline: float | None, untrained: float = 0.9, seconds=(20.0, 30.0),
+        train_seconds=None) -> tuple:
     predictions = TestPredictions(labels=LABELS.tolist(), ensemble=predicted(ensemble, 1),
                                   untrained=predicted(untrained, 2),
                                   baseline=predicted(baseline, 3) if baseline is not None else None)
-    return verdict(predictions, *seconds)
+    ensemble_side, baseline_side = sides(seconds, train_seconds)
+    return verdict(predictions, ensemble_side, baseline_side if baseline is not None else None)
 
 
 @pytest.mark.parametrize("ensemble, baseline, seconds, outcome, start", [
     (0.97, 0.90, (20.0, 30.0), "better-faster", "Supports the claim: better accuracy in less time"),
-    (0.95, 0.95, (20.0, 30.0), "same-accuracy-faster", "Supports the claim: the same accuracy in less time"),
-    (0.95, 0.95, (30.0, 20.0), "same-accuracy-slower", "Does not support the claim: the same accuracy in more time"),
+    (0.95, 0.95, (20.0, 30.0), "same-accuracy-faster",
+     "Supports the claim: no detectable accuracy difference on 1,000 test images, in less time"),
+    (0.95, 0.95, (30.0, 20.0), "same-accuracy-slower",
+     "Does not support the claim: no detectable accuracy difference on 1,000 test images, in more time"),
     (0.85, 0.95, (20.0, 30.0), "worse-faster", "Does not support the claim: worse accuracy in less time"),
     (0.97, 0.90, (30.0, 30.5), "better-same-time", "Supports the claim: better accuracy in the same time"),
 ])
@@ -41,7 +53,9 @@ def test_a_small_gap_within_noise_is_the_same_accuracy():
     comparison, text = run(0.956, 0.948, seconds=(19.6, 29.3))
     assert comparison.accuracy == "same" and comparison.mcnemar_p >= 0.05
     assert comparison.ci95[0] < 0 < comparison.ci95[1]
-    assert text.startswith("Supports the claim: the same accuracy in less time (difference ")
+    assert text.startswith("Supports the claim: no detectable accuracy difference on 1,000 test images, in less "
+                           "time (difference ")
+    assert "the same accuracy" not in text
 
 
 def test_both_at_chance_cannot_test_the_claim_and_never_supports_it():

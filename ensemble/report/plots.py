@@ -80,7 +80,7 @@ def accuracy_time(report: RunReport, path: Path) -> None:
         acc_ax.text(0.5, 0.5, "no test split held out", ha="center", va="center", transform=acc_ax.transAxes)
         acc_ax.set(xticks=[], yticks=[], title="test accuracy")
     else:
-        _accuracy_bars(acc_ax, report)
+        draw_accuracy_panel(acc_ax, report)
     sides = [("ensemble", report.ensemble)] + ([("baseline", report.baseline)] if report.baseline else [])
     labels, train = [name for name, _ in sides], [side.train_wall_seconds for _, side in sides]
     time_ax.bar(labels, train, label="training", color="tab:gray")
@@ -102,7 +102,7 @@ def accuracy_bars(report: RunReport) -> list[tuple[str, float, tuple[float, floa
     return bars
 
 
-def _accuracy_bars(ax, report: RunReport) -> None:
+def draw_accuracy_panel(ax, report: RunReport) -> None:
     """Each side's accuracy with its interval, on an axis from 0 with the chance level drawn: a gap
     between two bars is never magnified, and a run at chance looks like one."""
     bars = accuracy_bars(report)
