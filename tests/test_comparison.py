@@ -268,7 +268,8 @@ def test_repeats_that_all_win_support_the_claim():
     assert summary.sentence == (
         "Supports the claim across 3 seeds (0..2): better accuracy in less time (mean difference +0.0587, 95% CI "
         "[+0.0459, +0.0714], paired t-test p = 0.0025, sign test p = 0.25, ensemble ahead in 3 of 3 runs and behind "
-        "in 0; geometric-mean speed-up 1.50x, 95% CI n/a across seeds, t-test on log speed-ups p n/a, faster in 3 of 3 runs and slower in "
+        "in 0; geometric-mean speed-up 1.50x, 95% CI n/a across seeds, t-test on log speed-ups p n/a, "
+        "faster in 3 of 3 runs and slower in "
         "0). Run by run, the claim is supported in 3 of 3 (per-run McNemar p: < 0.001, < 0.001, < 0.001).")
 
 
@@ -282,7 +283,8 @@ def test_mixed_repeats_do_not_support_the_claim():
         "Does not support the claim across 3 seeds (0..2): no detectable accuracy difference across seeds, in the "
         "same time (mean difference "
         "+0.0000, 95% CI [-0.0199, +0.0199], paired t-test p = 1.0, sign test p = 1.0, ensemble ahead in 1 of 3 "
-        "runs and behind in 1; geometric-mean speed-up 1.13x, 95% CI [0.61x, 2.08x] across seeds, t-test on log speed-ups p = 0.49, faster in 1 of 3 "
+        "runs and behind in 1; geometric-mean speed-up 1.13x, 95% CI [0.61x, 2.08x] across seeds, "
+        "t-test on log speed-ups p = 0.49, faster in 1 of 3 "
         "runs and slower in 1). Run by run, the claim is supported in 1 of 3 (per-run McNemar p: 0.29, 0.29, 1.0).")
 
 
@@ -295,7 +297,8 @@ def test_one_repeat_is_decided_by_its_own_run():
         "Supports the claim across 1 seed (7): no detectable accuracy difference across seeds, in less time (mean "
         "difference +0.0080, 95% CI "
         "n/a, paired t-test p n/a, sign test p = 1.0, ensemble ahead in 1 of 1 runs and behind in 0; geometric-mean "
-        "speed-up 1.49x, 95% CI n/a across seeds, t-test on log speed-ups p n/a, faster in 1 of 1 runs and slower in 0). Run by run, the "
+        "speed-up 1.49x, 95% CI n/a across seeds, "
+        "t-test on log speed-ups p n/a, faster in 1 of 1 runs and slower in 0). Run by run, the "
         "claim is supported in 1 of 1 (per-run McNemar p: 0.29). With one run there is no spread across seeds: its "
         "own McNemar test and time band decide.")
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-import ensemble.runs.evaluation
+import ensemble.analysis.curves
 from ensemble import cli
 from ensemble.analysis.curves import accuracy_vs_time, curve_points
 from ensemble.config import EnsembleConfig
@@ -36,14 +36,17 @@ def test_csv_and_png_agree_with_direct_per_epoch_figures(saved_run, monkeypatch)
     with open(saved_run / CURVES_CSV) as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["side"], int(r["epoch"])) for r in rows] == [("ensemble", 1), ("ensemble", 2), ("ensemble", 3),
-                                                           ("baseline", 1), ("baseline", 2), ("baseline", 3)]
-    assert done.computed == 6 and done.cached == 0
+                                                           ("baseline", 1), ("baseline", 2), ("baseline", 3),
+                                                           ("selected", 3)]
+    # the selected ensemble (every member at epoch 3 here, the same checkpoints as the ensemble at 3) comes
+    # from the run's own test predictions; the other five are fitted
+    assert done.computed + done.cached == 7 and done.computed in (0, 5)
     ensemble_done = max(float(r["seconds"]) for r in rows if r["side"] == "ensemble")
     if any(r["side"] == "baseline" and float(r["seconds"]) <= ensemble_done for r in rows):
         assert done.equal_time.startswith("At equal wall-clock") and "McNemar p" in done.equal_time
     else:  # its own actor's start put the baseline's first epoch later than the whole ensemble
         assert done.equal_time.endswith("the baseline had not finished an epoch yet.")
-    for row in rows:
+    for row in rows[:-1]:
         side, epoch = row["side"], int(row["epoch"])
         width = report.baseline.width if side == "baseline" else 1.0
         assert float(row["test_accuracy"]) == direct_accuracy(saved_run, report, side, epoch, width), row
@@ -54,9 +57,9 @@ def test_csv_and_png_agree_with_direct_per_epoch_figures(saved_run, monkeypatch)
     assert float(chosen["test_accuracy"]) == report.baseline.test_accuracy  # the run's own figure, on the curve
 
     # the second time every point comes from the cache: a fit would fail here
-    monkeypatch.setattr(ensemble.runs.evaluation, "fit_and_score", lambda *a, **k: pytest.fail("refitted"))
+    monkeypatch.setattr(ensemble.analysis.curves, "scored", lambda *a, **k: pytest.fail("refitted"))
     again = accuracy_vs_time(saved_run)
-    assert (again.computed, again.cached) == (0, 6)
+    assert (again.computed, again.cached) == (0, 7)
     assert [r.test_accuracy for r in again.rows] == [r.test_accuracy for r in done.rows]
 
 
@@ -65,7 +68,7 @@ def test_cli_curves_reads_the_cache(saved_run, capsys):
     accuracy_vs_time(saved_run)  # fills the cache if the test above did not run
     assert cli.main(["curves", str(saved_run)]) == 0
     out = capsys.readouterr().out
-    assert "0 point(s) fitted now, 6 read from the cache" in out and "(cached)" in out
+    assert "0 point(s) fitted now, 7 read from the cache" in out and "(cached)" in out
     assert "At equal wall-clock" in out
 
 

@@ -79,7 +79,7 @@ class EagerStop(_Rule):
             if gain < self.threshold:
                 return Decision(True, plateau_reason(gain, self.threshold, history[-1].epoch))
         if self.rule == "fixed" and epochs >= self.epoch:
-            return Decision(True, f"fixed: trained the set {self.epoch} epochs")
+            return Decision(True, f"fixed: trained the set {self.epoch} epoch{'s' if self.epoch != 1 else ''}")
         if self.rule == "budget":
             spent = sum(r.seconds for r in history)
             if spent + spent / epochs > self.budget_seconds:

@@ -36,6 +36,7 @@ FIGURES = {
     "ensemble_wall_seconds": ("ensemble wall seconds", "{:.1f}"),
     "baseline_wall_seconds": ("baseline wall seconds", "{:.1f}"),
     "speedup": ("speed-up (baseline wall / ensemble wall)", "{:.2f}"),
+    "training_speedup": ("speed-up on training alone", "{:.2f}"),
     "mean_selected_epoch": ("members' mean selected epoch", "{:.2f}"),
     "baseline_selected_epoch": ("baseline selected epoch", "{:.2f}"),
 }
@@ -59,6 +60,7 @@ def headline_figures(report: RunReport) -> dict[str, Optional[float]]:
         "ensemble_wall_seconds": e.wall_seconds,
         "baseline_wall_seconds": b.wall_seconds if b else None,
         "speedup": report.speedup,
+        "training_speedup": report.comparison.training_speedup if report.comparison is not None else None,
         "mean_selected_epoch": statistics.fmean(selected) if selected else None,
         "baseline_selected_epoch": b.selected_epoch if b else None,
     }

@@ -109,13 +109,12 @@ def draw_accuracy_panel(ax, report: RunReport) -> None:
     values = [value for _, value, _ in bars]
     errors = [[value - (ci or (value, value))[0] for _, value, ci in bars],
               [(ci or (value, value))[1] - value for _, value, ci in bars]]
-    drawn = ax.bar([label for label, _, _ in bars], values, yerr=errors, capsize=6,
-                   color=["tab:blue", "black", "tab:red"][:len(bars)], alpha=0.8)
-    ax.bar_label(drawn, fmt="%.4f", label_type="center", color="white", fontsize=8)
+    ax.bar([f"{label}\n{value:.4f}" for label, value, _ in bars], values, yerr=errors, capsize=6,
+           color=["tab:blue", "black", "tab:red"][:len(bars)], alpha=0.8)
     if report.comparison is not None:
         ax.axhline(report.comparison.chance_accuracy, color="tab:orange", linestyle="--",
                    label=f"chance (majority class) {report.comparison.chance_accuracy:.4f}")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper right")
     ax.set(ylim=(0.0, 1.0), title=f"test accuracy (axis from 0)\n{ERROR_BARS}")
 
 
