@@ -331,8 +331,10 @@ def command_curves(args: argparse.Namespace) -> int:
     with local_copy(args.run_dir) as run_dir:
         done = accuracy_vs_time(run_dir, on_point=show, trust_code=args.trust_code, **autoencoder_options(args))
     if done.equal_time:
-        print(f"\n{done.equal_time}")
-    print(f"\n{done.computed} point(s) fitted now, {done.cached} read from the cache or the run's own predictions.\n"
+        from ensemble.job.progress import aligned
+        print(f"\n{aligned(done.equal_time)}")  # prose wrapped to the console's width
+    print(f"\n{done.computed:,} point(s) fitted now, {done.cached:,} read from the cache or the run's own "
+          "predictions.\n"
           f"CSV: {done.csv_path}\nPlot: {done.png_path}"
           + (f"\n(both uploaded to {args.run_dir})" if is_uri(args.run_dir) else ""))
     return EXIT_OK

@@ -35,8 +35,8 @@ FIGURES = {
     "training_gain": ("ensemble - untrained test accuracy", "{:+.4f}"),
     "ensemble_wall_seconds": ("ensemble wall seconds", "{:.1f}"),
     "baseline_wall_seconds": ("baseline wall seconds", "{:.1f}"),
-    "speedup": ("speed-up (baseline wall / ensemble wall)", "{:.2f}"),
-    "training_speedup": ("speed-up on training alone", "{:.2f}"),
+    "speedup": ("speed-up (baseline wall / ensemble wall)", "{:.2f}x"),
+    "training_speedup": ("speed-up on training alone", "{:.2f}x"),
     "mean_selected_epoch": ("members' mean selected epoch", "{:.2f}"),
     "baseline_selected_epoch": ("baseline selected epoch", "{:.2f}"),
 }
