@@ -23,7 +23,7 @@ from classifier.features import member_features
 from ensemble.builders import Autoencoders
 from ensemble.data.labelled import labelled_subset
 from ensemble.report.plots import labels_plot
-from ensemble.report.statistics import mean_test, p_text
+from ensemble.report.statistics import chance_accuracy, mean_test, p_text
 from ensemble.runs.evaluation import Chosen, load_autoencoder
 from ensemble.runs.runlock import run_lock
 from ensemble.runs.saved_run import SavedRun, open_run, used_members
@@ -161,7 +161,7 @@ def _write(curve: LabelCurve, saved: SavedRun, sides: dict[str, Chosen]) -> None
             low, high = estimate["ci95"] or (estimate["mean"], estimate["mean"])
             points.append((row.per_class, estimate["mean"], low, high))
         series[side] = points
-    labels_plot(series, curve.png_path)
+    labels_plot(series, chance_accuracy(splits.test_y.numpy()), curve.png_path)
 
 
 def labels_table(curve: LabelCurve) -> str:

@@ -170,9 +170,10 @@ def repeats_plot(panels: list[tuple[str, dict[str, list[float]]]], path: Path) -
     save(fig, path)
 
 
-def labels_plot(series: dict[str, list[tuple[int, float, float, float]]], path: Path) -> None:
+def labels_plot(series: dict[str, list[tuple[int, float, float, float]]], chance: float, path: Path) -> None:
     """Test accuracy against labelled images per class, one line per side with its 95% band over
-    draws: {side: [(per_class, mean, low, high)]} (low = high = mean where no interval exists)."""
+    draws: {side: [(per_class, mean, low, high)]} (low = high = mean where no interval exists), the
+    chance level drawn and the accuracy axis from 0."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = {"ensemble": "tab:blue", "untrained": "tab:red", "baseline": "black"}
     for side, points in series.items():
@@ -181,6 +182,8 @@ def labels_plot(series: dict[str, list[tuple[int, float, float, float]]], path: 
         ax.fill_between(counts, [p[2] for p in points], [p[3] for p in points], color=colors.get(side), alpha=0.2)
     ax.set_xscale("log")  # counts span orders of magnitude (1 ... 100 per class)
     plain_ticks(ax.xaxis, sorted({p[0] for points in series.values() for p in points}))
+    ax.axhline(chance, color="tab:orange", linestyle=":", label="chance (majority class)")
+    ax.set_ylim(0.0, 1.0)
     ax.set(xlabel="labelled training images per class (log scale)", ylabel="test accuracy",
            title="Test accuracy against the number of labels (bands: 95% CI over label draws)")
     ax.legend(fontsize=8)
