@@ -33,6 +33,10 @@ def test_three_repeats_give_mean_and_sd_of_every_headline(ray_instance, tmp_path
     assert "| ensemble test accuracy | " in table and " ± " in table and "3 seeds (7..9)" in table
     assert summary["claim_outcomes"] == [r.report.comparison.outcome for r in done.results]
     assert summary["comparison"]["runs"] == 3 and "paired t-test p" in summary["verdict"]
+    low, high = summary["comparison"]["speedup_ci95"]  # the speed-up's interval across seeds, in the sentence
+    assert low <= summary["comparison"]["geometric_mean_speedup"] <= high
+    assert f"95% CI [{low:.2f}x, {high:.2f}x] across seeds" in summary["verdict"]
+    assert "speed-up on training alone" in table
     assert (tmp_path / "rep-summary" / "repeats.png").stat().st_size > 0
 
 

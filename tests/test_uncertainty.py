@@ -13,7 +13,7 @@ import ensemble
 from ensemble.analysis.curves import accuracy_vs_time, verdicts_side_by_side
 from ensemble.config import build_config
 from ensemble.job.progress import aligned
-from ensemble.report import RunReport, summary_table
+from ensemble.report import BaselineReport, EnsembleReport, RunReport, summary_table
 from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_bars, draw_accuracy_panel, legend_labels, plain_ticks
 from ensemble.report.statistics import wilson_interval
@@ -177,3 +177,29 @@ def test_curves_place_and_name_the_runs_selected_ensemble(saved_run):
     assert "the run's selected ensemble (member_00 epoch 3, member_01 epoch 3)" in done.equal_time
     if done.equal_time.startswith("At equal wall-clock (") and "had not finished" not in done.equal_time:
         assert "The run's own verdict compares the same ensemble" in done.equal_time
+
+
+def test_the_console_summary_of_members_that_differ_fits_120_columns():
+    small = {"class": "tests.tiny:ConvAutoencoder", "settings": {"channels": [6, 16], "kernel_size": 5},
+             "width": 1.0, "parameters": 5129}
+    wide = {**small, "settings": {"channels": [16, 32, 64], "kernel_size": 3}, "parameters": 123456}
+    reason = "plateau: validation loss improved 18.8% (< 20%) at epoch 14"
+    members = [made_up_member([3, 2, 1], stop_reason=reason).model_copy(
+        update={"index": i, "name": f"member_{i:02d}", "architecture": wide if i % 2 else small, "test_accuracy": 0.95})
+        for i in range(5)]
+    base = made_up_member([3, 2], stop_reason="max epochs: reached the limit of 20 epochs").model_dump(
+        exclude={"test_accuracy", "kind"})
+    baseline = BaselineReport(**{**base, "index": -1, "name": "baseline", "architecture": {**wide, "width": 2.24}},
+                              test_accuracy=0.947, test_accuracy_ci95=(0.9312, 0.9594), wall_seconds=1234.5,
+                              train_wall_seconds=1200.0, combiner_seconds=34.5, resources="2 CPU", width=2.24)
+    e = EnsembleReport(test_accuracy=0.956, test_accuracy_ci95=(0.9416, 0.9670), wall_seconds=15.7,
+                       train_wall_seconds=14.4, combiner_seconds=1.3, feature_seconds=0.3, fit_seconds=1.0,
+                       untrained_test_accuracy=0.962, untrained_test_accuracy_ci95=(0.9489, 0.9717),
+                       members_used=list(range(5)), resources="5 members x 1 CPU", parallel_slots=5,
+                       parameters=384375)
+    report = RunReport.model_construct(members=members, baseline=baseline, ensemble=e, speedup=78.6,
+                                       comparison=None, verdict="Supports the claim.")
+    console = aligned(summary_table(report))
+    assert max(len(line) for line in console.splitlines()) <= 120, console
+    assert "| member_00, member_02, member_04 | ConvAutoencoder [6, 16] k5 | 5,129 |" in " ".join(console.split())
+    assert "1,234.5" in console and "384,375" in console and "0.9560 [0.9416, 0.9670]" in console
