@@ -254,7 +254,7 @@ class EnsembleConfig(Section):
     section object). Every key and its default is in the configuration reference (`ensemble
     config` prints it). Unknown keys and wrong types raise `InputError` naming the key.
 
-    Parameters
+    Attributes
     ----------
     name : str or None
         Run name (the run directory's name under `output`); None: a time stamp.
