@@ -100,8 +100,10 @@ def one_member(splits, config, epochs: int, scratch: Path, cuda: bool) -> list[d
         seconds = member_epochs(splits, config, "cpu", base, epochs, scratch / f"cpu-{threads}")
         rows.append({"device": f"cpu, {threads} thread(s)", "epoch_s": seconds / epochs})
     torch.set_num_threads(os.cpu_count())
-    for name, changes in (("fp32", {}), ("bf16", {"precision": "bf16"}), ("channels_last", {"channels_last": True}),
-                          ("compile", {"compile": True})):
+    plain = {"memory_format": "contiguous"}
+    for name, changes in (("fp32", plain), ("bf16", {**plain, "precision": "bf16"}),
+                          ("channels_last", {"memory_format": "channels_last"}),
+                          ("compile", {**plain, "compile": True})):
         if not cuda:
             break
         settings = TrainSettings(**{**base.__dict__, **changes})

@@ -180,8 +180,23 @@ class TrainConfig(Section):
     grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this; null: no clipping")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast forward passes to bfloat16 (fast on recent GPUs; slow on most CPUs)")
-    channels_last: bool = Field(False, description="channels-last memory format for model and data (GPU tensor cores)")
+    memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
+        "auto", description="layout of the members' and baseline's weights and images in training and encoding: "
+                            "auto measures both at actor start (a few steps on the real model and batch) and keeps "
+                            "the faster (report.json: each placement's memory_format); contiguous is PyTorch's "
+                            "default; channels_last suits oneDNN CPUs and GPU tensor cores")
     compile: bool = Field(False, description="torch.compile each member's model (pays compile time once per actor)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_channels_last(cls, raw: Any) -> Any:
+        """`train.channels_last` (a switch before `train.memory_format` existed, still in older runs'
+        config.json) is read as the format it chose, so those runs load and resume as they ran."""
+        if isinstance(raw, dict) and "channels_last" in raw and "memory_format" not in raw \
+                and isinstance(raw["channels_last"], bool):
+            raw = dict(raw)
+            raw["memory_format"] = "channels_last" if raw.pop("channels_last") else "contiguous"
+        return raw
 
 
 class EagerConfig(Section):

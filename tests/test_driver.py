@@ -64,6 +64,8 @@ def test_progress_arrives_per_epoch_from_every_member(tiny_run):
     assert {e.name for e in events if isinstance(e, Done)} == {"member_00", "member_01", "baseline"}
     started = [e for e in events if isinstance(e, Started)]
     assert len(started) == 3 and all(e.resumed_from is None and e.placement["device"] == "cpu" for e in started)
+    # train.memory_format=auto: each actor's probe chose a format, named in the placement report.json keeps
+    assert all(e.placement["memory_format"] in ("contiguous", "channels_last") for e in started)
     for name in ("member_00", "member_01", "baseline"):  # each member's events in order: started, epochs, done
         kinds = [type(e) for e in events if e.name == name]
         assert kinds[0] is Started and kinds[-1] is Done and set(kinds[1:-1]) == {EpochEnded}

@@ -27,7 +27,7 @@ def images():
 
 
 @pytest.mark.parametrize("settings", [TrainSettings(batch_size=50), TrainSettings(batch_size=50, precision="bf16"),
-                                      TrainSettings(batch_size=50, channels_last=True),
+                                      TrainSettings(batch_size=50, memory_format="channels_last"),
                                       TrainSettings(batch_size=50, compile=True)],
                          ids=["fp32", "bf16", "channels_last", "compile"])
 def test_a_member_trains_on_cuda_and_its_checkpoints_load_on_a_cpu(images, settings, tmp_path):

@@ -268,7 +268,7 @@ def test_an_autoencoder_that_cannot_be_stacked_is_refused_before_training(digits
 
 @pytest.mark.parametrize("change, error, words", [
     ({"compile": True}, InputError, "train.compile"),
-    ({"channels_last": True}, InputError, "train.channels_last"),
+    ({"memory_format": "channels_last"}, InputError, "train.memory_format=channels_last"),
     ({"lr": 0.5}, ValueError, "lr differ"),
 ])
 def test_settings_a_pack_cannot_honour_are_refused(digits, tmp_path, change, error, words):

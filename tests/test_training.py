@@ -110,7 +110,7 @@ def test_truncated_latest_checkpoint_is_skipped_on_resume(digits, tmp_path):
 
 def test_fast_paths_bf16_and_channels_last_train_and_checkpoint_plain_weights(digits, tmp_path):
     train_x, val = digits
-    settings = TrainSettings(batch_size=50, precision="bf16", channels_last=True)
+    settings = TrainSettings(batch_size=50, precision="bf16", memory_format="channels_last")
     outcome = train(fresh_model(), train_x, val, settings, fixed_rule(1), tmp_path)
     assert not outcome.diverged and outcome.history[0].finite
     plain = fresh_model(seed=7)  # a checkpoint from the fast path loads into an ordinary model

@@ -19,6 +19,7 @@ import torch
 
 from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode, with_own_head
 from workers.events import Done, EpochEnded, Shipment, Started
+from workers.memory_format import AUTO, CONTIGUOUS
 from workers.models import AutoencoderFactory
 from workers.outcome import Outcome
 from workers.packed import PackMember, train_pack
@@ -31,6 +32,7 @@ from workers.training import (
     TrainSettings,
     apply_fast_paths,
     make_optimizer,
+    resolve_memory_format,
     train_member,
     train_one_epoch,
     validation_loss,
@@ -92,6 +94,7 @@ class MemberActor:
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
         self._data, self._data_key, self.device_copies = None, None, 0
+        self._formats: dict[tuple, str] = {}  # a model's probe key -> the memory format "auto" chose here
 
     def rest(self) -> None:
         """Between runs, when the pool keeps this actor warm for the next one: the run's data is let go
@@ -113,7 +116,7 @@ class MemberActor:
         """One training step and one evaluation of `spec`'s model on one batch, thrown away: PyTorch's
         one-time costs (the optimizer's lazy imports, about 0.8 s; kernel choice for these shapes) are
         paid when the actor starts, not in a member's first epoch. Returns the placement."""
-        settings = replace(spec.settings, compile=False)  # compiling a throwaway model would only cost time
+        settings = replace(self._settings(spec, data), compile=False)  # compiling a throwaway model costs time
         batch = self._on_device(data)[0][:settings.batch_size]  # the one copy of the data, made now
         model, (batch,) = apply_fast_paths(spec.factory().to(self.device), (batch,), settings)
         generator = torch.Generator(device=self.device).manual_seed(0)
@@ -128,10 +131,11 @@ class MemberActor:
         (the seed is set and the model, optimizer and generator are built afresh)."""
         workdir = self._workdir(spec, handoff)
         train_x, val_x = self._member_data(spec, data)
+        settings = self._settings(spec, data)
         torch.manual_seed(spec.settings.seed)
         model = spec.factory().to(self.device)
-        steps = train_member(model, train_x, val_x, spec.settings, spec.should_stop, workdir.path)
-        yield from self._shipments([spec], [workdir], ((0, step) for step in steps), data)
+        steps = train_member(model, train_x, val_x, settings, spec.should_stop, workdir.path)
+        yield from self._shipments([spec], [workdir], ((0, step) for step in steps), data, [settings.memory_format])
 
     def train_pack(self, specs: Sequence[MemberSpec], data: dict, handoffs: Sequence[Handoff]) -> Iterator[Shipment]:
         """`train` for several members as one batched computation (`workers.packed`): each member's own
@@ -140,15 +144,32 @@ class MemberActor:
         members = []
         for spec, workdir in zip(specs, workdirs, strict=True):
             torch.manual_seed(spec.settings.seed)  # each member's own initialisation, as alone
+            settings = spec.settings  # "auto" packs in the default format (vmap's grouped convolutions)
+            settings = replace(settings, memory_format=CONTIGUOUS) if settings.memory_format == AUTO else settings
             members.append(PackMember(spec.factory().to(self.device), self._member_data(spec, data)[0],
-                                      spec.settings, spec.should_stop, workdir.path))
-        yield from self._shipments(specs, workdirs, train_pack(members, self._on_device(data)[1]), data)
+                                      settings, spec.should_stop, workdir.path))
+        steps = train_pack(members, self._on_device(data)[1])
+        yield from self._shipments(specs, workdirs, steps, data, [m.settings.memory_format for m in members])
+
+    def _settings(self, spec: MemberSpec, data: dict) -> TrainSettings:
+        """The spec's settings with "auto" memory format resolved: probed on its model and one batch of
+        the run's data the first time this actor meets that model, the choice kept for the next ones."""
+        if spec.settings.memory_format != AUTO:
+            return spec.settings
+        key = (repr(spec.factory), spec.settings.batch_size, spec.settings.precision, spec.settings.optimizer)
+        if key not in self._formats:
+            torch.manual_seed(spec.settings.seed)
+            batch = self._on_device(data)[0][:spec.settings.batch_size]
+            probed = resolve_memory_format(spec.settings, spec.factory().to(self.device), batch)
+            self._formats[key] = probed.memory_format
+        return replace(spec.settings, memory_format=self._formats[key])
 
     def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps,
-                   data: dict) -> Iterator[Shipment]:
+                   data: dict, formats: Sequence[str]) -> Iterator[Shipment]:
         """Each (member index, training step) as the event the driver gets, with its node's new files."""
         self._follow_threads()  # this thread's count, which an earlier run's lent CPUs may have raised
-        placements = [{**self.placement(), "directory": str(workdir.path)} for workdir in workdirs]
+        placements = [{**self.placement(), "directory": str(workdir.path), "memory_format": memory_format}
+                      for workdir, memory_format in zip(workdirs, formats, strict=True)]
         for index, step in steps:
             ran_with = torch.get_num_threads()
             self._follow_threads()  # before the next epoch: the pool may have lent this member idle CPUs
@@ -159,12 +180,14 @@ class MemberActor:
                 case Trained(record, decision):
                     yield Shipment(EpochEnded(name, time.time(), record, decision, ran_with), workdir.news())
                 case Outcome():
-                    features = self._encode(specs[index], workdir, step, data)  # before close() frees the disk
+                    # before close() frees the disk; in the format the member trained in
+                    features = self._encode(specs[index], workdir, step, data, formats[index])
                     files = workdir.news()
                     workdir.close()
                     yield Shipment(Done(name, time.time(), step), files, features)
 
-    def _encode(self, spec: MemberSpec, workdir: Workdir, outcome: Outcome, data: dict) -> EncodedEpochs:
+    def _encode(self, spec: MemberSpec, workdir: Workdir, outcome: Outcome, data: dict,
+                memory_format: str) -> EncodedEpochs:
         """The finished member's features for the combiner, from its own checkpoints on this node's disk.
         Best effort: anything that fails here is left to the driver, which encodes the member itself and
         reports a bad checkpoint in its own words, as before."""
@@ -174,7 +197,7 @@ class MemberActor:
         splits = {"train": self._on_device(data)[0][rows], "test": as_tensor(data["test_x"], self.device)}
         try:
             encoded = encode_checkpoints(spec.factory, workdir.path, epochs_to_encode(spec.encoding, outcome.history),
-                                         splits, self.device)
+                                         splits, self.device, memory_format)
         except Exception:  # noqa: BLE001 (the driver redoes it and raises the real error if it still fails)
             return {}
         try:

@@ -22,6 +22,7 @@ from torch import nn
 from workers.checkpoints import load_weights
 from workers.history import EpochRecord
 from workers.layout import checkpoint_dir
+from workers.memory_format import CONTIGUOUS, applies, in_memory_format, module_memory_format, torch_format
 from workers.models import AutoencoderFactory, load_matching
 
 SplitFeatures = dict[str, np.ndarray]  # split name ("train", "test") -> (rows, width) float32; and OWN_HEAD
@@ -70,11 +71,13 @@ def epochs_to_encode(request: EncodeRequest, history: Sequence[EpochRecord]) -> 
 
 
 def frozen_autoencoder(factory: AutoencoderFactory, member_dir: str | Path, epoch: int,
-                       device: str | torch.device = "cpu") -> nn.Module:
-    """A frozen (eval, no grad) autoencoder with the weights of one saved epoch, on `device`."""
+                       device: str | torch.device = "cpu", memory_format: str = CONTIGUOUS) -> nn.Module:
+    """A frozen (eval, no grad) autoencoder with the weights of one saved epoch, on `device`, its weights
+    in `memory_format` (`encode` lays each batch out the same way)."""
     path = checkpoint_dir(member_dir, epoch)
     model = load_matching(factory(), load_weights(path), str(path))
-    return model.to(device).eval().requires_grad_(False)
+    model = in_memory_format(model.to(device), [], memory_format)[0]
+    return model.eval().requires_grad_(False)
 
 
 def _device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -90,6 +93,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
     each row the flattened encoding, filled batch by batch (memory bounded by one batch on the
     device). The module's training flag is restored afterwards."""
     device, dtype = _device_and_dtype(encoder)
+    layout = torch_format(module_memory_format(encoder))  # batches laid out as the weights are: no conversions
     was_training = encoder.training
     encoder.eval()  # dropout off, batch norm on its running statistics
     try:
@@ -97,6 +101,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
             features: np.ndarray | None = None
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size].to(device=device, dtype=dtype)
+                batch = batch.contiguous(memory_format=layout) if applies(batch) else batch
                 encoded = encoder.encode(batch).reshape(len(batch), -1)
                 if features is None:
                     features = np.empty((len(images), encoded.shape[1]), dtype=np.float32)
@@ -107,14 +112,15 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
 
 
 def encode_checkpoints(factory: AutoencoderFactory, member_dir: str | Path, epochs: Sequence[int],
-                       splits: Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> EncodedEpochs:
+                       splits: Mapping[str, torch.Tensor], device: str | torch.device = "cpu",
+                       memory_format: str = CONTIGUOUS) -> EncodedEpochs:
     """Each saved epoch's features for every non-empty split; an epoch whose checkpoint is missing is
     left out (the driver then encodes it itself, or names the missing checkpoint)."""
     encoded: EncodedEpochs = {}
     for epoch in epochs:
         if not checkpoint_dir(member_dir, epoch).is_dir():
             continue
-        model = frozen_autoencoder(factory, member_dir, epoch, device)
+        model = frozen_autoencoder(factory, member_dir, epoch, device, memory_format)
         encoded[epoch] = {name: encode(model, images) for name, images in splits.items() if len(images)}
     return encoded
 

@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from workers.errors import InputError
+from workers.memory_format import CHANNELS_LAST
 from workers.stopping import StopRule
 from workers.training import (
     MemberRun,
@@ -214,11 +215,13 @@ class Pack:
 def check_packable_settings(settings: TrainSettings) -> None:
     """An InputError for the fast paths a pack cannot honour, so a config can be checked before any actor
     starts: both act on one member's module, which a pack only borrows as the template for vmap."""
-    refused = [key for key, on in (("train.compile", settings.compile),
-                                   ("train.channels_last", settings.channels_last)) if on]
-    if refused:
-        raise InputError(f"{' and '.join(refused)} apply to one member's own model, not to packed members; set "
-                         f"{' and '.join(f'{key}=false' for key in refused)}, or resources.members_per_actor=1.")
+    refused = [(key, fix) for key, fix, on in (
+        ("train.compile", "train.compile=false", settings.compile),
+        ("train.memory_format=channels_last", "train.memory_format=auto",
+         settings.memory_format == CHANNELS_LAST)) if on]
+    if refused:  # memory_format "auto" packs in the default format: vmap's grouped convolutions choose their own
+        raise InputError(f"{' and '.join(key for key, _ in refused)} apply to one member's own model, not to packed "
+                         f"members; set {' and '.join(fix for _, fix in refused)}, or resources.members_per_actor=1.")
 
 
 def check_pack_settings(members: Sequence[PackMember]) -> None:

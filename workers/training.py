@@ -12,7 +12,7 @@ the `Outcome`. The actor and the tests iterate it the same way.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
@@ -22,6 +22,7 @@ from torch import nn
 from workers.checkpoints import Checkpoint, load_latest_valid, save_checkpoint, sweep_temporaries
 from workers.history import EpochRecord, write_history
 from workers.layout import HISTORY
+from workers.memory_format import AUTO, choose_memory_format, in_memory_format, probe_memory_formats
 from workers.outcome import Outcome, read_outcome, write_outcome
 from workers.stopping import CONTINUE, Decision, StopRule
 
@@ -35,7 +36,7 @@ class TrainSettings:
     grad_clip: Optional[float] = None
     seed: int = 0
     precision: str = "fp32"        # "bf16": autocast forward passes to bfloat16
-    channels_last: bool = False
+    memory_format: str = AUTO      # "contiguous", "channels_last", or "auto": `resolve_memory_format` probes
     compile: bool = False
 
 
@@ -45,10 +46,9 @@ def autocast(device: torch.device, precision: str):
 
 
 def apply_fast_paths(model: nn.Module, images: Sequence[torch.Tensor], settings: TrainSettings):
-    """The fast paths chosen in the settings, applied once before training."""
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = [x.contiguous(memory_format=torch.channels_last) for x in images]
+    """The fast paths chosen in the settings, applied once before training. A memory format still
+    "auto" (not resolved by `resolve_memory_format`, as the actor does) trains in PyTorch's default."""
+    model, images = in_memory_format(model, images, settings.memory_format)
     if settings.compile:
         model.compile()  # in place: state_dict keys stay the same, so checkpoints do not change
     return model, images
@@ -84,6 +84,24 @@ def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator
         optimizer.step()
         total += loss.item() * len(batch)
     return total / len(images)
+
+
+def resolve_memory_format(settings: TrainSettings, model: nn.Module, images: torch.Tensor) -> TrainSettings:
+    """`settings` with "auto" replaced by the memory format that trains `model` faster on one batch of
+    `images` here (`workers.memory_format`: a few interleaved steps each way on throw-away copies);
+    settings that name a format come back unchanged. `model` sits on the images' device."""
+    if settings.memory_format != AUTO:
+        return settings
+    optimizers: dict[int, torch.optim.Optimizer] = {}
+    generator = torch.Generator(device=images.device).manual_seed(0)
+
+    def step(probe_model: nn.Module, batch: torch.Tensor) -> None:
+        if id(probe_model) not in optimizers:
+            optimizers[id(probe_model)] = make_optimizer(probe_model, settings)
+        train_one_epoch(probe_model, optimizers[id(probe_model)], batch, settings, generator)
+
+    seconds = probe_memory_formats(model, images[:settings.batch_size], step)
+    return replace(settings, memory_format=choose_memory_format(seconds))
 
 
 @torch.no_grad()
