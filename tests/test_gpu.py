@@ -11,11 +11,12 @@ from ensemble.config import build_config
 from ensemble.data.sources import mnist_5k_arrays
 from tests.tiny import TINY
 from workers.checkpoints import load_checkpoint
+from workers.encoding import encode_checkpoints
 from workers.events import Started
 from workers.layout import checkpoint_dir
 from workers.models import CAEFactory
 from workers.stopping import EagerStop
-from workers.training import TrainSettings, train_member
+from workers.training import TrainSettings, resolve_memory_format, train_member
 
 pytestmark = pytest.mark.gpu
 
@@ -40,6 +41,26 @@ def test_a_member_trains_on_cuda_and_its_checkpoints_load_on_a_cpu(images, setti
     assert all(w.device.type == "cpu" and torch.isfinite(w).all() for w in weights.values())
     plain = CAEFactory((1, 28, 28), channels=(4, 8))()
     plain.load_state_dict(weights)  # plain keys, whichever fast path trained it
+
+
+def test_auto_memory_format_probes_on_cuda_and_channels_last_matches_the_default(images, tmp_path):
+    """cuDNN's channels_last kernels: the probe runs both layouts on the GPU, and a member trained and
+    encoded in channels_last gets the default layout's losses and features within float tolerance."""
+    factory = CAEFactory((1, 28, 28), channels=(4, 8))
+    train, val = images[:300].to("cuda"), images[300:].to("cuda")
+    chosen = resolve_memory_format(TrainSettings(batch_size=50), factory().to("cuda"), train).memory_format
+    assert chosen in ("contiguous", "channels_last")
+    losses, features = {}, {}
+    for memory_format in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        settings = TrainSettings(batch_size=50, memory_format=memory_format)
+        *_, outcome = train_member(factory().to("cuda"), train, val, settings,
+                                   EagerStop(rule="fixed", epoch=2, max_epochs=2), tmp_path / memory_format)
+        losses[memory_format] = [loss for r in outcome.history for loss in (r.train_loss, r.val_loss)]
+        features[memory_format] = encode_checkpoints(factory, tmp_path / memory_format, [2], {"val": val}, "cuda",
+                                                     memory_format)[2]["val"]
+    assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-3)
+    assert features["channels_last"] == pytest.approx(features["contiguous"], rel=1e-2, abs=1e-3)
 
 
 @pytest.mark.slow
