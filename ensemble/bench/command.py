@@ -26,6 +26,22 @@ def add_parser(commands) -> None:
                        help="widths whose tail (last member's end -> report written) and driver memory are "
                             "measured, one run each (default 5 20 40; none: skip)")
     bench.add_argument("--tail-only", action="store_true", help="measure only the tail (about 3 minutes on 2 cores)")
+    bench.add_argument("--data-sizes", metavar="N,N,...", type=sizes, default=(),
+                       help="training-set sizes, e.g. 3000,12000,48000: one run each (2 members and the baseline, "
+                            "1 epoch) on shifted mnist-5k digits the bench writes, for how each cost grows with "
+                            "the data (bench.json's data_sizes; 48,000 takes about 30 minutes on 2 cores)")
+    bench.add_argument("--data-sizes-only", action="store_true", help="measure only --data-sizes")
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    """`--data-sizes 3000,12000`: whole numbers of training images, at least 100 each."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more sizes of at least 100 training images")
+    return values
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,7 +52,11 @@ def main(args: argparse.Namespace) -> int:
                          "the bench extra: pip install 'eager-ensembles[bench]'.")
     if any(n < 1 for n in args.tail_members):
         raise InputError(f"--tail-members must be at least 1; got {args.tail_members}.")
+    if args.data_sizes_only and not args.data_sizes:
+        raise InputError("--data-sizes-only needs --data-sizes, e.g. --data-sizes 3000,12000.")
     from ensemble.bench.bench import main as bench
     bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run,
-          tail_members=tuple(args.tail_members), tail_only=args.tail_only)
+          tail_members=() if args.data_sizes_only and not args.tail_only else tuple(args.tail_members),
+          tail_only=args.tail_only or args.data_sizes_only,
+          data_sizes=args.data_sizes)
     return 0

@@ -49,10 +49,14 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            rss = self.process.memory_info().rss
-            self.peak = max(self.peak, rss)
-            if self._marked:
-                self.peak_since_mark = max(self.peak_since_mark, rss)
+            self.tick()
+
+    def tick(self) -> None:
+        """One sample (a subclass samples more here)."""
+        rss = self.process.memory_info().rss
+        self.peak = max(self.peak, rss)
+        if self._marked:
+            self.peak_since_mark = max(self.peak_since_mark, rss)
 
 
 def measure_tail(members: int, output: Path, extra: Sequence[str] = ()) -> dict:
