@@ -9,6 +9,7 @@ from workers.encoding import encode, encode_checkpoints
 from workers.memory_format import (
     CHANNELS_LAST,
     CONTIGUOUS,
+    as_layout_of,
     choose_memory_format,
     in_memory_format,
     module_memory_format,
@@ -16,7 +17,7 @@ from workers.memory_format import (
 )
 from workers.models import CAEFactory
 from workers.stopping import EagerStop
-from workers.training import TrainSettings, resolve_memory_format, train_member
+from workers.training import TrainSettings, apply_fast_paths, resolve_memory_format, train_member
 
 FACTORY = CAEFactory((1, 28, 28), channels=(4, 8))
 
@@ -104,7 +105,7 @@ def test_encode_lays_each_batch_out_as_the_weights_are(digits):
     torch.manual_seed(0)
     model = FACTORY().eval()
     plain = encode(model, digits[1], batch_size=30)
-    fast, _ = in_memory_format(FACTORY(), [], CHANNELS_LAST)
+    fast = in_memory_format(FACTORY(), CHANNELS_LAST)
     fast.load_state_dict(model.state_dict())
     assert module_memory_format(fast) == CHANNELS_LAST
     assert encode(fast, digits[1], batch_size=30) == pytest.approx(plain, rel=1e-4, abs=1e-5)
@@ -118,3 +119,14 @@ def test_the_config_key_and_its_earlier_switch():
     assert build_config({"train": {"channels_last": False}}).train.memory_format == CONTIGUOUS
     with pytest.raises(Exception, match="train.memory_format"):
         build_config({}, ["train.memory_format=nhwc"])
+
+
+def test_channels_last_lays_out_each_batch_and_never_copies_the_dataset():
+    """A 3-channel dataset in channels_last would be a second copy per member: only batches are converted."""
+    images = torch.rand(40, 3, 16, 16)
+    settings = TrainSettings(batch_size=10, memory_format=CHANNELS_LAST)
+    model, (kept,) = apply_fast_paths(CAEFactory((3, 16, 16), channels=(4, 8))(), [images], settings)
+    assert kept.data_ptr() == images.data_ptr() and kept.is_contiguous()
+    assert module_memory_format(model) == CHANNELS_LAST
+    assert as_layout_of(model)(images[:10]).is_contiguous(memory_format=torch.channels_last)
+    assert as_layout_of(CAEFactory((3, 16, 16), channels=(4, 8))())(images[:10]).is_contiguous()

@@ -22,7 +22,7 @@ from torch import nn
 from workers.checkpoints import load_weights
 from workers.history import EpochRecord
 from workers.layout import checkpoint_dir
-from workers.memory_format import CONTIGUOUS, applies, in_memory_format, module_memory_format, torch_format
+from workers.memory_format import CONTIGUOUS, as_layout_of, in_memory_format
 from workers.models import AutoencoderFactory, load_matching
 
 SplitFeatures = dict[str, np.ndarray]  # split name ("train", "test") -> (rows, width) float32; and OWN_HEAD
@@ -76,7 +76,7 @@ def frozen_autoencoder(factory: AutoencoderFactory, member_dir: str | Path, epoc
     in `memory_format` (`encode` lays each batch out the same way)."""
     path = checkpoint_dir(member_dir, epoch)
     model = load_matching(factory(), load_weights(path), str(path))
-    model = in_memory_format(model.to(device), [], memory_format)[0]
+    model = in_memory_format(model.to(device), memory_format)
     return model.eval().requires_grad_(False)
 
 
@@ -93,7 +93,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
     each row the flattened encoding, filled batch by batch (memory bounded by one batch on the
     device). The module's training flag is restored afterwards."""
     device, dtype = _device_and_dtype(encoder)
-    layout = torch_format(module_memory_format(encoder))  # batches laid out as the weights are: no conversions
+    layout = as_layout_of(encoder)  # each batch laid out as the weights are
     was_training = encoder.training
     encoder.eval()  # dropout off, batch norm on its running statistics
     try:
@@ -101,7 +101,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
             features: np.ndarray | None = None
             for start in range(0, len(images), batch_size):
                 batch = images[start:start + batch_size].to(device=device, dtype=dtype)
-                batch = batch.contiguous(memory_format=layout) if applies(batch) else batch
+                batch = layout(batch)
                 encoded = encoder.encode(batch).reshape(len(batch), -1)
                 if features is None:
                     features = np.empty((len(images), encoded.shape[1]), dtype=np.float32)

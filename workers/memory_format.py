@@ -39,22 +39,23 @@ def choose_memory_format(seconds: Mapping[str, Sequence[float]], min_gain: float
     return CHANNELS_LAST if statistics.median(other) < (1 - min_gain) * statistics.median(default) else CONTIGUOUS
 
 
-def torch_format(memory_format: str) -> torch.memory_format:
-    return torch.channels_last if memory_format == CHANNELS_LAST else torch.contiguous_format
-
-
 def applies(images: torch.Tensor) -> bool:
     """channels_last is a layout of 4-D (N, C, H, W) tensors; other shapes keep the default."""
     return images.dim() == 4
 
 
-def in_memory_format(model: nn.Module, images: Sequence[torch.Tensor],
-                     memory_format: str) -> tuple[nn.Module, list[torch.Tensor]]:
-    """The model's weights and the images laid out in `memory_format` (contiguous: unchanged)."""
-    if memory_format != CHANNELS_LAST:
-        return model, list(images)
-    layout = torch.channels_last
-    return model.to(memory_format=layout), [x.contiguous(memory_format=layout) if applies(x) else x for x in images]
+def in_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
+    """The model with its weights laid out in `memory_format` (in place, as `Module.to` does;
+    contiguous: unchanged)."""
+    return model.to(memory_format=torch.channels_last) if memory_format == CHANNELS_LAST else model
+
+
+def as_layout_of(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function laying a batch out as `module`'s weights are (a no-op for the default layout, and for
+    batches that are not 4-D): batches are converted as they are drawn, never the whole dataset."""
+    if module_memory_format(module) != CHANNELS_LAST:
+        return lambda batch: batch
+    return lambda batch: batch.contiguous(memory_format=torch.channels_last) if applies(batch) else batch
 
 
 def module_memory_format(module: nn.Module) -> str:
@@ -78,7 +79,8 @@ def probe_memory_formats(model: nn.Module, batch: torch.Tensor, step: Callable[[
     copies = {}
     for memory_format in FORMATS:
         try:
-            probe_model, (probe_batch,) = in_memory_format(copy.deepcopy(model), [batch], memory_format)
+            probe_model = in_memory_format(copy.deepcopy(model), memory_format)
+            probe_batch = as_layout_of(probe_model)(batch)
             step(probe_model, probe_batch)
             copies[memory_format] = (probe_model, probe_batch)
         except Exception:  # noqa: BLE001 (a model that cannot run in a format is simply not run in it)

@@ -22,7 +22,7 @@ from torch import nn
 from workers.checkpoints import Checkpoint, load_latest_valid, save_checkpoint, sweep_temporaries
 from workers.history import EpochRecord, write_history
 from workers.layout import HISTORY
-from workers.memory_format import AUTO, choose_memory_format, in_memory_format, probe_memory_formats
+from workers.memory_format import AUTO, as_layout_of, choose_memory_format, in_memory_format, probe_memory_formats
 from workers.outcome import Outcome, read_outcome, write_outcome
 from workers.stopping import CONTINUE, Decision, StopRule
 
@@ -47,8 +47,11 @@ def autocast(device: torch.device, precision: str):
 
 def apply_fast_paths(model: nn.Module, images: Sequence[torch.Tensor], settings: TrainSettings):
     """The fast paths chosen in the settings, applied once before training. A memory format still
-    "auto" (not resolved by `resolve_memory_format`, as the actor does) trains in PyTorch's default."""
-    model, images = in_memory_format(model, images, settings.memory_format)
+    "auto" (not resolved by `resolve_memory_format`, as the actor does) trains in PyTorch's default.
+    The images are returned as they are: each batch is laid out as the weights are when it is drawn
+    (`as_layout_of`), so no member copies the dataset (a 3-channel set would be copied whole)."""
+    model = in_memory_format(model, settings.memory_format)
+    images = list(images)
     if settings.compile:
         model.compile()  # in place: state_dict keys stay the same, so checkpoints do not change
     return model, images
@@ -71,10 +74,11 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
 
 def train_one_epoch(model, optimizer, images, settings: TrainSettings, generator) -> float:
     model.train()
+    layout = as_layout_of(model)
     order = torch.randperm(len(images), generator=generator, device=generator.device)
     total = 0.0
     for start in range(0, len(images), settings.batch_size):
-        batch = images[order[start:start + settings.batch_size]]
+        batch = layout(images[order[start:start + settings.batch_size]])
         with autocast(images.device, settings.precision):
             loss = reconstruction_loss(model(batch).float(), batch)
         optimizer.zero_grad(set_to_none=True)
@@ -107,9 +111,10 @@ def resolve_memory_format(settings: TrainSettings, model: nn.Module, images: tor
 @torch.no_grad()
 def validation_loss(model, images, batch_size: int, precision: str = "fp32") -> float:
     model.eval()
+    layout = as_layout_of(model)
     total = 0.0
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
+        batch = layout(images[start:start + batch_size])
         with autocast(images.device, precision):
             total += reconstruction_loss(model(batch).float(), batch).item() * len(batch)
     return total / len(images)
