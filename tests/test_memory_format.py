@@ -130,3 +130,26 @@ def test_channels_last_lays_out_each_batch_and_never_copies_the_dataset():
     assert module_memory_format(model) == CHANNELS_LAST
     assert as_layout_of(model)(images[:10]).is_contiguous(memory_format=torch.channels_last)
     assert as_layout_of(CAEFactory((3, 16, 16), channels=(4, 8))())(images[:10]).is_contiguous()
+
+
+def test_a_machines_choices_are_remembered_per_key_and_garbage_is_ignored(tmp_path, monkeypatch):
+    from workers.memory_format import CACHE_ENV, cache_path, cached_choice, probe_key, remember_choice
+    path = tmp_path / "cache" / "memory-formats.json"
+    key = probe_key("CAEFactory(...)", (100, 1, 28, 28), "cpu", 1, "adam fp32")
+    assert key != probe_key("CAEFactory(...)", (100, 1, 28, 28), "cpu", 2, "adam fp32")  # threads matter
+    assert key != probe_key("CAEFactory(...)", (50, 1, 28, 28), "cpu", 1, "adam fp32")  # so does the batch
+    assert cached_choice(path, key) is None  # nothing remembered yet
+    remember_choice(path, key, CHANNELS_LAST)
+    remember_choice(path, "other", CONTIGUOUS)
+    assert cached_choice(path, key) == CHANNELS_LAST and cached_choice(path, "other") == CONTIGUOUS
+    path.write_text('{"%s": "nhwc"}' % key)  # not a format we know
+    assert cached_choice(path, key) is None
+    path.write_text("not json")
+    assert cached_choice(path, key) is None
+    remember_choice(path, key, CONTIGUOUS)  # a damaged file is replaced
+    assert cached_choice(path, key) == CONTIGUOUS
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert cache_path() is None and cached_choice(None, key) is None
+    remember_choice(None, key, CHANNELS_LAST)  # turned off: nothing written, nothing raised
+    monkeypatch.setenv(CACHE_ENV, str(path))
+    assert cache_path() == path

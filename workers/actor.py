@@ -19,7 +19,7 @@ import torch
 
 from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode, with_own_head
 from workers.events import Done, EpochEnded, Shipment, Started
-from workers.memory_format import AUTO, CONTIGUOUS
+from workers.memory_format import AUTO, CONTIGUOUS, cache_path, cached_choice, probe_key, remember_choice
 from workers.models import AutoencoderFactory
 from workers.outcome import Outcome
 from workers.packed import PackMember, train_pack
@@ -94,7 +94,7 @@ class MemberActor:
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
         self._data, self._data_key, self.device_copies = None, None, 0
-        self._formats: dict[tuple, str] = {}  # a model's probe key -> the memory format "auto" chose here
+        self._formats: dict[str, str] = {}  # a model's probe key -> the memory format "auto" chose here
 
     def rest(self) -> None:
         """Between runs, when the pool keeps this actor warm for the next one: the run's data is let go
@@ -156,13 +156,20 @@ class MemberActor:
         the run's data the first time this actor meets that model, the choice kept for the next ones."""
         if spec.settings.memory_format != AUTO:
             return spec.settings
-        key = (repr(spec.factory), spec.settings.batch_size, spec.settings.precision, spec.settings.optimizer)
+        batch = self._on_device(data)[0][:spec.settings.batch_size]
+        key = probe_key(repr(spec.factory), batch.shape, self.device, torch.get_num_threads(),
+                        f"{spec.settings.optimizer} {spec.settings.precision}")
         if key not in self._formats:
-            torch.manual_seed(spec.settings.seed)
-            batch = self._on_device(data)[0][:spec.settings.batch_size]
-            probed = resolve_memory_format(spec.settings, spec.factory().to(self.device), batch)
-            self._formats[key] = probed.memory_format
+            self._formats[key] = cached_choice(cache_path(), key) or self._probe(spec, batch, key)
         return replace(spec.settings, memory_format=self._formats[key])
+
+    def _probe(self, spec: MemberSpec, batch: torch.Tensor, key: str) -> str:
+        """Measure both formats on the spec's model (`resolve_memory_format`) and remember the choice for
+        this machine's later actors."""
+        torch.manual_seed(spec.settings.seed)
+        chosen = resolve_memory_format(spec.settings, spec.factory().to(self.device), batch).memory_format
+        remember_choice(cache_path(), key, chosen)
+        return chosen
 
     def _shipments(self, specs: Sequence[MemberSpec], workdirs: Sequence[Workdir], steps,
                    data: dict, formats: Sequence[str]) -> Iterator[Shipment]:

@@ -11,12 +11,19 @@ compute the same arithmetic up to the order of float additions (losses agree to 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import platform
 import statistics
+import tempfile
 import time
-from typing import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
+
+from workers.layout import write_atomic
 
 CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
 FORMATS = (CONTIGUOUS, CHANNELS_LAST)
@@ -92,3 +99,65 @@ def probe_memory_formats(model: nn.Module, batch: torch.Tensor, step: Callable[[
             step(probe_model, probe_batch)
             seconds[memory_format].append(time.perf_counter() - started)
     return seconds
+
+
+# --- a per-machine memory of the probe's choices, so later actors and runs on this machine skip it ---
+
+CACHE_ENV = "ENSEMBLE_MEMORY_FORMATS"  # the cache file; default: memory-formats.json in the system temp dir
+CACHE_DISABLED = "off"                 # ENSEMBLE_MEMORY_FORMATS=off: probe in every actor, remember nothing
+
+
+def cache_path() -> Optional[Path]:
+    """Where this machine's choices are kept (None when the cache is turned off)."""
+    given = os.environ.get(CACHE_ENV)
+    if given == CACHE_DISABLED:
+        return None
+    return Path(given) if given else Path(tempfile.gettempdir()) / "eager-ensembles" / "memory-formats.json"
+
+
+def probe_key(model_name: str, batch_shape: Sequence[int], device: str, threads: int, extra: str = "") -> str:
+    """What a choice depends on: torch's version, the processor or GPU, the thread count, the model and
+    the batch's shape (and `extra`: the optimizer and precision)."""
+    if device.startswith("cuda"):
+        processor = torch.cuda.get_device_name(torch.device(device))
+    else:
+        processor = f"{platform.machine()} {_cpu_model()} x{os.cpu_count()}"
+    return f"torch {torch.__version__}|{processor}|threads {threads}|{model_name}|batch {tuple(batch_shape)}|{extra}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def cached_choice(path: Optional[Path], key: str) -> Optional[str]:
+    """The format remembered for `key`, or None (no cache, no entry, or a file that is not ours)."""
+    choice = _known(path).get(key) if path is not None else None
+    return choice if choice in FORMATS else None
+
+
+def _known(path: Path) -> dict:
+    """The cache's entries; {} for a missing, unreadable or damaged file."""
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def remember_choice(path: Optional[Path], key: str, choice: str) -> None:
+    """Add `key`'s choice to the cache, atomically (actors starting side by side may race: the last
+    writer wins, and every writer wrote a measured choice). Best effort: a read-only disk only costs
+    the next actor its probe."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps({**_known(path), key: choice}, indent=1, sort_keys=True))
+    except OSError:
+        pass
