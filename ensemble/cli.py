@@ -203,9 +203,11 @@ def command_config(args: argparse.Namespace) -> int:
 
 def command_dry_run(args: argparse.Namespace) -> int:
     """`ensemble run --dry-run`: every check that needs no Ray, then the config and the plan."""
-    from ensemble.job.dry_run import dry_run_text, local_nodes
+    from ensemble.job.dry_run import check_without_ray, dry_run_text, local_nodes
     config, _ = run_config(args, announce=False)
-    print(dry_run_text(config, local_nodes(), os.environ.get("RAY_ADDRESS")))
+    address = os.environ.get("RAY_ADDRESS")
+    check_without_ray(config, local_nodes(), address)
+    print(dry_run_text(config, local_nodes(), address))
     return EXIT_OK
 
 

@@ -88,6 +88,9 @@ class DataConfig(Section):
     labels_per_class: Optional[int] = Field(
         None, ge=1, description="labelled training images per class the combiner may use (a stratified, seeded "
                                 "subset; the autoencoders still train on every training image); null: all")
+    max_pixels: int = Field(
+        1_048_576, ge=1, description="largest image (height x width) a dataset may hold; larger images are refused "
+                                     "before they are converted (1,048,576: 1024 x 1024)")
     save_splits: bool = Field(
         True, description="data.name=arrays: save the splits drawn to splits.npz in the run directory, so select, "
                            "curves and --resume work in a fresh process; false for large data (then pass it again)")

@@ -292,3 +292,58 @@ def test_nan_labels_are_an_input_error(tmp_path):
                f"data.root={tmp_path / 'nan.npz'}", cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "2 of 200 labels are missing (NaN or None)" in said(done), done.stderr
     assert "nan.npz" in said(done) and not (tmp_path / "runs").exists()
+
+
+# --- issue 31, point 3: bounds before work ---
+
+def test_images_over_data_max_pixels_are_refused_from_the_npz_header_within_seconds(tmp_path):
+    import time
+
+    import numpy as np
+    np.savez_compressed(tmp_path / "huge.npz", x=np.zeros((2, 2048, 2048), dtype=np.uint8), y=np.arange(2))
+    started = time.monotonic()
+    done = cli("run", "--output", str(tmp_path / "runs"), "--set", "data.name=npz", "--set",
+               f"data.root={tmp_path / 'huge.npz'}", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "huge.npz" in said(done) and "data.max_pixels=1,048,576" in said(done), \
+        done.stderr
+    assert "2048 x 2048 = 4,194,304 pixels" in said(done) and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "runs").exists()
+
+
+def test_a_custom_dataset_over_max_pixels_is_refused_before_conversion():
+    import numpy as np
+
+    from ensemble.config import DataConfig
+    from ensemble.data.splits import load_splits
+    from workers.errors import InputError
+    images = np.zeros((4, 1, 40, 30), dtype=np.int64)  # int64: would be converted to float32
+    with pytest.raises(InputError, match=r"the custom dataset: its images are 40 x 30 = 1,200 pixels each, more "
+                                         r"than data.max_pixels=1,000"):
+        load_splits(DataConfig(max_pixels=1000), 0, dataset=(images, np.arange(4) % 2))
+
+
+def test_a_dataset_larger_than_free_memory_is_refused_before_conversion(monkeypatch):
+    from ensemble.config import DataConfig
+    from ensemble.data import bounds
+    from ensemble.data.splits import load_splits
+    from workers.errors import InputError
+    monkeypatch.setattr(bounds, "available_memory", lambda: 100 * 1024)
+    with pytest.raises(InputError, match=r"digits .*1,797 images of 1 x 8 x 8 need 0.0 GiB as float32, more than "
+                                         r"the 0.0 GiB of memory free"):
+        load_splits(DataConfig(name="digits"), 0)
+    monkeypatch.undo()
+    assert bounds.available_memory() > 0  # the real one reads /proc/meminfo (or sysconf)
+
+
+@pytest.mark.parametrize("case, sets, named", [
+    ("missing data.root", ["data.name=npz", "data.root={tmp}/nothing.npz"], "nothing.npz' does not exist"),
+    ("garbage npz", ["data.name=npz", "data.root={tmp}/garbage.npz"], "garbage.npz' is not a readable .npz"),
+    ("a member no node can hold", ["data.name=digits", "resources.cpus_per_member=100"],
+     "resources.cpus_per_member"),
+])
+def test_dry_run_exits_2_for_what_it_can_check_without_ray(tmp_path, case, sets, named):
+    (tmp_path / "garbage.npz").write_bytes(os.urandom(300))
+    arguments = [part for value in sets for part in ("--set", value.format(tmp=tmp_path))]
+    done = cli("run", "--dry-run", *arguments, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and named in said(done), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "# Plan" not in done.stdout
