@@ -221,6 +221,19 @@ def use_address(args: argparse.Namespace) -> None:
         os.environ.pop("RAY_ADDRESS", None)
 
 
+def check_ray_address(args: argparse.Namespace) -> None:
+    """A malformed or unreachable --address / RAY_ADDRESS is exit 2 within seconds, before any data is
+    loaded; a dry run only parses it (it connects nowhere)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if args.command not in ("run", "serve") or not address or getattr(args, "print_config", False):
+        return
+    from ensemble.scheduling.address import check_address, parse_address
+    if getattr(args, "dry_run", False):
+        parse_address(address)
+    else:
+        check_address(address)
+
+
 def resolve_config(args: argparse.Namespace):
     from ensemble.config import EnsembleConfig, build_config, read_config_file
     overrides = list(args.overrides)
@@ -399,6 +412,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = COMMANDS.get(args.command) or plugin_commands()[args.command].main
     try:
         with stop_on_sigterm():  # before Ray starts too: a stopped run always ends with its paragraph
+            check_ray_address(args)
             return command(args)
     except InputError as err:
         print(paragraph(f"error: {err}"), file=sys.stderr)

@@ -347,3 +347,85 @@ def test_dry_run_exits_2_for_what_it_can_check_without_ray(tmp_path, case, sets,
     done = cli("run", "--dry-run", *arguments, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and named in said(done), done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "# Plan" not in done.stdout
+
+
+# --- issue 31, point 4: connecting ---
+
+@pytest.mark.parametrize("how, address, named", [
+    ("--address", "127.0.0.1:1", "cannot connect to the Ray cluster at '127.0.0.1:1': Connection refused"),
+    ("RAY_ADDRESS", "notahost:99999", "the Ray address 'notahost:99999' has the port '99999'"),
+    ("--address", "x:y:z", "the Ray address 'x:y:z' is not HOST:PORT"),
+])
+def test_an_unreachable_or_malformed_address_exits_2_naming_it_within_seconds(tmp_path, how, address, named):
+    import re
+    import time
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address} if how == "RAY_ADDRESS" else None
+    argv = ["run", "--output", str(tmp_path / "runs")] + (["--address", address] if how == "--address" else [])
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "ensemble", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          env=env or {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+                                      "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 2 and named in said(done), done.stdout + done.stderr
+    assert time.monotonic() - started < 60 and "Traceback" not in done.stderr
+    assert "same command again" not in said(done) and not (tmp_path / "runs").exists()
+    dialled = set(re.findall(r"\b\d+\.\d+\.\d+\.\d+:\d+", said(done)))
+    assert dialled <= {address}, dialled  # no address but the one given
+
+
+def test_ctrl_c_while_connecting_stops_at_once(tmp_path):
+    import signal
+    import socket
+    import time
+    with socket.socket() as silent:  # accepts the connection, never answers: the probe would wait 10 s
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        process = subprocess.Popen([sys.executable, "-m", "ensemble", "run", "--address",
+                                    f"127.0.0.1:{silent.getsockname()[1]}"], cwd=tmp_path, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+        connection, _ = silent.accept()
+        interrupted = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        output, _ = process.communicate(timeout=60)
+        connection.close()
+    assert time.monotonic() - interrupted < 9 and "nothing answered" not in output, output
+    assert process.returncode == 130 and "interrupted (Ctrl-C)" in output and "Traceback" not in output
+
+
+def test_a_server_that_is_not_ray_is_named_and_a_dry_run_only_parses_the_address(tmp_path, capsys):
+    import socket
+    import threading
+
+    from ensemble.cli import main
+    from ensemble.scheduling.address import check_address
+    from workers.errors import InputError
+    with socket.socket() as web:
+        web.bind(("127.0.0.1", 0))
+        web.listen(1)
+
+        def answer_http():
+            connection, _ = web.accept()
+            connection.recv(100)
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            connection.close()
+
+        threading.Thread(target=answer_http, daemon=True).start()
+        with pytest.raises(InputError, match="a server answers there, but not Ray's"):
+            check_address(f"127.0.0.1:{web.getsockname()[1]}")
+    assert main(["run", "--dry-run", "--address", "x:y:z", "--set", "data.name=digits"]) == 2
+    assert "the Ray address 'x:y:z' is not HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_running_ray_instance_passes_the_address_check(ray_instance):
+    from ensemble.scheduling.address import check_address
+    check_address(ray_instance.get_runtime_context().gcs_address)  # a real GCS answers the gRPC greeting
+
+
+@pytest.mark.parametrize("address, host, port", [("10.0.0.5:6379", "10.0.0.5", 6379),
+                                                 ("ray://head:10001", "head", 10001),
+                                                 ("[::1]:6379", "::1", 6379), ("auto", None, None)])
+def test_addresses_ray_takes_parse(address, host, port):
+    from ensemble.scheduling.address import parse_address
+    endpoint = parse_address(address)
+    assert (endpoint.host, endpoint.port) == (host, port) if host else endpoint is None
