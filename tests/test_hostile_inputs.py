@@ -429,3 +429,39 @@ def test_addresses_ray_takes_parse(address, host, port):
     from ensemble.scheduling.address import parse_address
     endpoint = parse_address(address)
     assert (endpoint.host, endpoint.port) == (host, port) if host else endpoint is None
+
+
+# --- issue 31, point 6: every setting honoured or refused ---
+
+@pytest.mark.parametrize("name, text", [("twice.yaml", "members: 2\ntrain:\n  epochs: 1\nmembers: 3\n"),
+                                        ("nested.yaml", "train:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n"),
+                                        ("twice.json", '{"members": 2, "members": 3}')])
+def test_a_key_given_twice_in_a_config_file_exits_2_naming_key_and_file(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    done = cli("run", "--dry-run", "--config", str(tmp_path / name), cwd=tmp_path, timeout=120)
+    key = "epochs" if name == "nested.yaml" else "members"
+    assert done.returncode == 2 and f"it sets the key '{key}' twice" in said(done), done.stdout + done.stderr
+    assert name in said(done) and "Traceback" not in done.stderr
+    if name == "twice.yaml":
+        assert "(lines 1 and 4)" in said(done)
+
+
+def test_overrides_a_custom_class_would_ignore_exit_2_naming_the_key(tmp_path):
+    done = cli("run", "--dry-run", "--set", "data.name=digits", "--set", "model.autoencoder=tests.tiny:TinyAE",
+               "--set", "model.overrides=[{channels: [4, 8]}, {}]", "--set", "members=2", cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "model.overrides[0].channels cannot apply" in said(done), done.stderr
+    assert "tests.tiny:TinyAE" in said(done) and "Traceback" not in done.stderr
+
+
+def test_data_keys_that_cannot_apply_exit_2_and_the_dry_run_shows_only_keys_that_would_run(tmp_path):
+    done = cli("run", "--dry-run", "--set", "data.name=digits", "--set", "data.root=/data/x.npz", cwd=tmp_path,
+               timeout=120)
+    assert done.returncode == 2 and "'data.root'" in said(done) and "data.name=digits is embedded" in said(done)
+    done = cli("run", "--dry-run", "--set", "data.name=npz", "--set", "data.download=true", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "data.download applies to mnist and cifar10 only" in said(done)
+    done = cli("run", "--dry-run", "--set", "data.name=digits", "--set", "model.autoencoder=tests.tiny:TinyAE",
+               cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    resolved = done.stdout.split("# Plan")[0]
+    assert "autoencoder: tests.tiny:TinyAE" in resolved
+    assert "\n  channels:" not in resolved and "\n  kernel_size:" not in resolved

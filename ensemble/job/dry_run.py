@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from ensemble.config import EnsembleConfig
+from ensemble.config import EnsembleConfig, recorded_config
 from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
 from workers.errors import InputError
 
@@ -70,7 +70,11 @@ def plan_lines(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[
     if config.baseline.enabled:
         base = baseline_share(config.members, share, nodes) if nodes else share
         width = config.baseline.width if config.baseline.width is not None else config.members ** 0.5
-        lines.append(f"  2. baseline: one model {width:.3g}x as wide, {base.describe()}, up to "
+        wide = (f"its own model {config.baseline.autoencoder}" if config.baseline.autoencoder else
+                "one model as wide as the members' total parameters" if config.baseline.width is None and
+                (config.model.overrides or isinstance(config.model.autoencoder, list)) else
+                f"one model {width:.3g}x as wide")
+        lines.append(f"  2. baseline: {wide}, {base.describe()}, up to "
                      f"{config.baseline.max_epochs} epochs (patience {config.baseline.patience})")
     else:
         lines.append("  2. baseline: skipped (baseline.enabled=false)")
@@ -81,6 +85,6 @@ def plan_lines(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[
 
 def dry_run_text(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[str]) -> str:
     """The resolved config (YAML, as `--config` takes it back) and the plan."""
-    resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip()
+    resolved = yaml.safe_dump(recorded_config(config), sort_keys=False).rstrip()  # the keys that would run
     return ("# Resolved config\n" + resolved + "\n\n# Plan (dry run: Ray was not started)\n"
             + "\n".join(plan_lines(config, nodes, address)))
