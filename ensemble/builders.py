@@ -69,6 +69,11 @@ def member_factories(config: EnsembleConfig, image_shape: Sequence[int], autoenc
     member), else what the config names for each member."""
     if autoencoder is None:
         return [model_factory(member_model(config, i), image_shape, trust_code) for i in range(config.members)]
+    changed = next((i for i, changes in enumerate(config.model.overrides or []) if changes), None)
+    if changed is not None:  # the classes given from Python build every member: the dict would be ignored
+        raise InputError(f"model.overrides[{changed}] cannot apply when run(autoencoder=...) gives the members' "
+                         "classes: model.* keys configure the built-in CAE only. Give members that differ as a list "
+                         "of classes, run(autoencoder=[A, B, ...]), or drop model.overrides.")
     if isinstance(autoencoder, (list, tuple)):
         if len(autoencoder) != config.members:
             raise InputError(f"autoencoder= lists {len(autoencoder)} autoencoder(s) but members={config.members}; "

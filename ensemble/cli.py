@@ -203,9 +203,11 @@ def command_config(args: argparse.Namespace) -> int:
 
 def command_dry_run(args: argparse.Namespace) -> int:
     """`ensemble run --dry-run`: every check that needs no Ray, then the config and the plan."""
-    from ensemble.job.dry_run import dry_run_text, local_nodes
+    from ensemble.job.dry_run import check_without_ray, dry_run_text, local_nodes
     config, _ = run_config(args, announce=False)
-    print(dry_run_text(config, local_nodes(), os.environ.get("RAY_ADDRESS")))
+    address = os.environ.get("RAY_ADDRESS")
+    check_without_ray(config, local_nodes(), address)
+    print(dry_run_text(config, local_nodes(), address))
     return EXIT_OK
 
 
@@ -217,6 +219,19 @@ def use_address(args: argparse.Namespace) -> None:
         os.environ["RAY_ADDRESS"] = address
     elif address == "local":
         os.environ.pop("RAY_ADDRESS", None)
+
+
+def check_ray_address(args: argparse.Namespace) -> None:
+    """A malformed or unreachable --address / RAY_ADDRESS is exit 2 within seconds, before any data is
+    loaded; a dry run only parses it (it connects nowhere)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if args.command not in ("run", "serve") or not address or getattr(args, "print_config", False):
+        return
+    from ensemble.scheduling.address import check_address, parse_address
+    if getattr(args, "dry_run", False):
+        parse_address(address)
+    else:
+        check_address(address)
 
 
 def resolve_config(args: argparse.Namespace):
@@ -397,6 +412,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = COMMANDS.get(args.command) or plugin_commands()[args.command].main
     try:
         with stop_on_sigterm():  # before Ray starts too: a stopped run always ends with its paragraph
+            check_ray_address(args)
             return command(args)
     except InputError as err:
         print(paragraph(f"error: {err}"), file=sys.stderr)

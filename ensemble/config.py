@@ -62,7 +62,9 @@ def _plain_types(annotation: Any) -> set:
 # A split size: a count of images, a fraction of the dataset in (0, 1) as scikit-learn's
 # train_test_split takes it, or "auto" (the defaults below, resolved by `ensemble.data.splits`).
 SplitSize = Union[Literal["auto"], int, float]
-AUTO_COUNTS = {"train_size": 3000, "val_size": 1000}  # the paper's small setting, on data with room for it
+AUTO_COUNTS = {"train_size": 3000, "val_size": 1000}
+EMBEDDED = ("mnist-5k", "digits")  # data.name values that read no files
+DOWNLOADABLE = ("mnist", "cifar10")  # the paper's small setting, on data with room for it
 
 
 class DataConfig(Section):
@@ -88,9 +90,25 @@ class DataConfig(Section):
     labels_per_class: Optional[int] = Field(
         None, ge=1, description="labelled training images per class the combiner may use (a stratified, seeded "
                                 "subset; the autoencoders still train on every training image); null: all")
+    max_pixels: int = Field(
+        1_048_576, ge=1, description="largest image (height x width) a dataset may hold; larger images are refused "
+                                     "before they are converted (1,048,576: 1024 x 1024)")
     save_splits: bool = Field(
         True, description="data.name=arrays: save the splits drawn to splits.npz in the run directory, so select, "
                            "curves and --resume work in a fresh process; false for large data (then pass it again)")
+
+    @field_validator("root", "download")
+    @classmethod
+    def _only_where_files_are_read(cls, value: Any, info: ValidationInfo) -> Any:
+        """data.root and data.download only where the dataset reads files: ignored, they would be recorded
+        as if they had been used."""
+        name = info.data.get("name")
+        if info.field_name == "root" and value is not None and name in EMBEDDED:
+            raise ValueError(f"data.name={name} is embedded and reads no files; drop data.root, or choose the "
+                             "data.name that reads it (npz, folder, mnist, cifar10)")
+        if info.field_name == "download" and value and name not in DOWNLOADABLE:
+            raise ValueError(f"data.download applies to mnist and cifar10 only, not data.name={name}")
+        return value
 
     @field_validator("train_size", "val_size", "test_size", mode="before")
     @classmethod
@@ -351,6 +369,23 @@ class EnsembleConfig(Section):
                                  "module:QualName per member")
         return self
 
+    @model_validator(mode="after")
+    def _overrides_apply(self) -> "EnsembleConfig":
+        """A member built from a custom class takes no model.* keys: an override of one would be silently
+        ignored (the members trained identical), so it is refused by name."""
+        model = self.model
+        for index, changes in enumerate(model.overrides or []):
+            default = model.autoencoder[index] if isinstance(model.autoencoder, list) else model.autoencoder
+            autoencoder = changes.get("autoencoder", default)
+            ignored = [key for key in CAE_KEYS if key in changes]
+            if autoencoder is not None and ignored:
+                raise ValueError(
+                    f"model.overrides[{index}].{ignored[0]} cannot apply: member {index} is the custom class "
+                    f"{autoencoder}, which model.* keys do not configure (they set the built-in CAE); give members "
+                    "that differ as different classes (a list in model.autoencoder, or run(autoencoder=[...])), or "
+                    f"set model.overrides[{index}].autoencoder=null for a built-in CAE member")
+        return self
+
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "EnsembleConfig":
         return build_config(read_config_file(path), overrides)
@@ -378,6 +413,18 @@ class LimitedLoader(yaml.SafeLoader):
     """yaml.safe_load that refuses an alias bomb before building it: nine levels of ten aliases each
     are 10^9 values once copied out, which ran 25 s into a MemoryError. The composed document is a
     graph whose aliases are shared nodes; its size with every alias written out is counted first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A key given twice is an error naming it: YAML would keep the last silently."""
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                lines = f"lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"it sets the key {key!r} twice ({lines}); keep one", key_node.start_mark)
+            seen.setdefault(key, key_node.start_mark.line)
+        return super().construct_mapping(node, deep=deep)
 
     def get_single_data(self):
         node = self.get_single_node()
@@ -423,6 +470,8 @@ def recorded_config(config: EnsembleConfig) -> dict[str, Any]:
     if custom:
         for key in CAE_KEYS:
             raw["model"].pop(key)
+    if config.baseline.autoencoder is not None:  # its own model: nothing was widened
+        raw["baseline"].pop("width")
     return raw
 
 
@@ -441,7 +490,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                          f"({MAX_CONFIG_BYTES:,}); is it the right file?")
     try:
         text = path.read_text()
-        raw = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=LimitedLoader)
+        raw = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else \
+            yaml.load(text, Loader=LimitedLoader)
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise InputError(f"config file {str(path)!r} is not valid YAML or JSON: {err}") from None
     except RecursionError:
@@ -452,6 +502,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InputError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}.")
     return raw
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise ValueError(f"it sets the key {twice!r} twice; keep one")
+    return dict(pairs)
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

@@ -189,11 +189,40 @@ def test_arrays_are_recorded_as_arrays_with_the_same_hash_as_the_named_dataset(t
 
 
 def test_config_json_of_a_custom_run_names_no_data_or_model_it_did_not_use(tmp_path):
-    plan = prepare(tiny(tmp_path, "name=rec", "data.root=/somewhere"), TinyAE, digits_arrays(), False)
+    plan = prepare(tiny(tmp_path, "name=rec", "data.name=npz", "data.root=/somewhere"), TinyAE, digits_arrays(), False)
     recorded = recorded_config(plan.config)
     assert recorded["data"]["name"] == "arrays" and "root" not in recorded["data"]
     assert recorded["model"] == {"autoencoder": "tests.tiny:TinyAE", "overrides": None}
     assert build_config(recorded, []).model.autoencoder == "tests.tiny:TinyAE"  # it reads back
+
+
+def test_overrides_with_classes_given_from_python_are_refused_by_name(tmp_path):
+    config = tiny(tmp_path, "model.overrides=[{channels: [2]}, {}]")
+    with pytest.raises(InputError, match=r"model.overrides\[0\] cannot apply when run\(autoencoder=...\)"):
+        prepare(config, TinyAE, digits_arrays(), False)
+    with pytest.raises(InputError, match=r"model.overrides\[1\].kernel_size cannot apply: member 1 is the custom "
+                                         r"class tests.tiny:TinyAE"):
+        tiny(tmp_path, "model.autoencoder=tests.tiny:TinyAE", "model.overrides=[{}, {kernel_size: 3}]")
+    mixed = tiny(tmp_path, "model.autoencoder=tests.tiny:TinyAE", "model.overrides=[{autoencoder: null, "
+                 "channels: [2]}, {}]")  # member 0 is a built-in CAE: its channels apply
+    assert member_model(mixed, 0).channels == (2,)
+
+
+@pytest.mark.parametrize("sets, width", [(["baseline.width=null", "members=4"], 2.0),
+                                         (["baseline.width=null", "model.overrides=[{channels: [2, 4]}, {}]"], None)])
+def test_the_baseline_width_used_is_recorded_not_null(tmp_path, sets, width):
+    plan = prepare(tiny(tmp_path, *sets), None, None, False)
+    recorded = recorded_config(plan.config)["baseline"]["width"]
+    assert recorded is not None and recorded == plan.architectures["baseline"]["width"]
+    if width is not None:
+        assert recorded == width
+    again = prepare(build_config(recorded_config(plan.config), []), None, None, False)  # read back: the same model
+    assert again.architectures["baseline"] == plan.architectures["baseline"]
+
+
+def test_a_baseline_of_its_own_records_no_width(tmp_path):
+    plan = prepare(tiny(tmp_path, "baseline.autoencoder=tests.tiny:TinyAE"), None, None, False, trust_code=True)
+    assert "width" not in recorded_config(plan.config)["baseline"]
 
 
 def test_saved_splits_read_back_identical_and_missing_ones_ask_for_the_data(tmp_path):

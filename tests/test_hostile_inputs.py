@@ -292,3 +292,176 @@ def test_nan_labels_are_an_input_error(tmp_path):
                f"data.root={tmp_path / 'nan.npz'}", cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "2 of 200 labels are missing (NaN or None)" in said(done), done.stderr
     assert "nan.npz" in said(done) and not (tmp_path / "runs").exists()
+
+
+# --- issue 31, point 3: bounds before work ---
+
+def test_images_over_data_max_pixels_are_refused_from_the_npz_header_within_seconds(tmp_path):
+    import time
+
+    import numpy as np
+    np.savez_compressed(tmp_path / "huge.npz", x=np.zeros((2, 2048, 2048), dtype=np.uint8), y=np.arange(2))
+    started = time.monotonic()
+    done = cli("run", "--output", str(tmp_path / "runs"), "--set", "data.name=npz", "--set",
+               f"data.root={tmp_path / 'huge.npz'}", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "huge.npz" in said(done) and "data.max_pixels=1,048,576" in said(done), \
+        done.stderr
+    assert "2048 x 2048 = 4,194,304 pixels" in said(done) and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "runs").exists()
+
+
+def test_a_custom_dataset_over_max_pixels_is_refused_before_conversion():
+    import numpy as np
+
+    from ensemble.config import DataConfig
+    from ensemble.data.splits import load_splits
+    from workers.errors import InputError
+    images = np.zeros((4, 1, 40, 30), dtype=np.int64)  # int64: would be converted to float32
+    with pytest.raises(InputError, match=r"the custom dataset: its images are 40 x 30 = 1,200 pixels each, more "
+                                         r"than data.max_pixels=1,000"):
+        load_splits(DataConfig(max_pixels=1000), 0, dataset=(images, np.arange(4) % 2))
+
+
+def test_a_dataset_larger_than_free_memory_is_refused_before_conversion(monkeypatch):
+    from ensemble.config import DataConfig
+    from ensemble.data import bounds
+    from ensemble.data.splits import load_splits
+    from workers.errors import InputError
+    monkeypatch.setattr(bounds, "available_memory", lambda: 100 * 1024)
+    with pytest.raises(InputError, match=r"digits .*1,797 images of 1 x 8 x 8 need 0.0 GiB as float32, more than "
+                                         r"the 0.0 GiB of memory free"):
+        load_splits(DataConfig(name="digits"), 0)
+    monkeypatch.undo()
+    assert bounds.available_memory() > 0  # the real one reads /proc/meminfo (or sysconf)
+
+
+@pytest.mark.parametrize("case, sets, named", [
+    ("missing data.root", ["data.name=npz", "data.root={tmp}/nothing.npz"], "nothing.npz' does not exist"),
+    ("garbage npz", ["data.name=npz", "data.root={tmp}/garbage.npz"], "garbage.npz' is not a readable .npz"),
+    ("a member no node can hold", ["data.name=digits", "resources.cpus_per_member=100"],
+     "resources.cpus_per_member"),
+])
+def test_dry_run_exits_2_for_what_it_can_check_without_ray(tmp_path, case, sets, named):
+    (tmp_path / "garbage.npz").write_bytes(os.urandom(300))
+    arguments = [part for value in sets for part in ("--set", value.format(tmp=tmp_path))]
+    done = cli("run", "--dry-run", *arguments, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and named in said(done), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "# Plan" not in done.stdout
+
+
+# --- issue 31, point 4: connecting ---
+
+@pytest.mark.parametrize("how, address, named", [
+    ("--address", "127.0.0.1:1", "cannot connect to the Ray cluster at '127.0.0.1:1': Connection refused"),
+    ("RAY_ADDRESS", "notahost:99999", "the Ray address 'notahost:99999' has the port '99999'"),
+    ("--address", "x:y:z", "the Ray address 'x:y:z' is not HOST:PORT"),
+])
+def test_an_unreachable_or_malformed_address_exits_2_naming_it_within_seconds(tmp_path, how, address, named):
+    import re
+    import time
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address} if how == "RAY_ADDRESS" else None
+    argv = ["run", "--output", str(tmp_path / "runs")] + (["--address", address] if how == "--address" else [])
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "ensemble", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          env=env or {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+                                      "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 2 and named in said(done), done.stdout + done.stderr
+    assert time.monotonic() - started < 60 and "Traceback" not in done.stderr
+    assert "same command again" not in said(done) and not (tmp_path / "runs").exists()
+    dialled = set(re.findall(r"\b\d+\.\d+\.\d+\.\d+:\d+", said(done)))
+    assert dialled <= {address}, dialled  # no address but the one given
+
+
+def test_ctrl_c_while_connecting_stops_at_once(tmp_path):
+    import signal
+    import socket
+    import time
+    with socket.socket() as silent:  # accepts the connection, never answers: the probe would wait 10 s
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        process = subprocess.Popen([sys.executable, "-m", "ensemble", "run", "--address",
+                                    f"127.0.0.1:{silent.getsockname()[1]}"], cwd=tmp_path, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+        connection, _ = silent.accept()
+        interrupted = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        output, _ = process.communicate(timeout=60)
+        connection.close()
+    assert time.monotonic() - interrupted < 9 and "nothing answered" not in output, output
+    assert process.returncode == 130 and "interrupted (Ctrl-C)" in output and "Traceback" not in output
+
+
+def test_a_server_that_is_not_ray_is_named_and_a_dry_run_only_parses_the_address(tmp_path, capsys):
+    import socket
+    import threading
+
+    from ensemble.cli import main
+    from ensemble.scheduling.address import check_address
+    from workers.errors import InputError
+    with socket.socket() as web:
+        web.bind(("127.0.0.1", 0))
+        web.listen(1)
+
+        def answer_http():
+            connection, _ = web.accept()
+            connection.recv(100)
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            connection.close()
+
+        threading.Thread(target=answer_http, daemon=True).start()
+        with pytest.raises(InputError, match="a server answers there, but not Ray's"):
+            check_address(f"127.0.0.1:{web.getsockname()[1]}")
+    assert main(["run", "--dry-run", "--address", "x:y:z", "--set", "data.name=digits"]) == 2
+    assert "the Ray address 'x:y:z' is not HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_running_ray_instance_passes_the_address_check(ray_instance):
+    from ensemble.scheduling.address import check_address
+    check_address(ray_instance.get_runtime_context().gcs_address)  # a real GCS answers the gRPC greeting
+
+
+@pytest.mark.parametrize("address, host, port", [("10.0.0.5:6379", "10.0.0.5", 6379),
+                                                 ("ray://head:10001", "head", 10001),
+                                                 ("[::1]:6379", "::1", 6379), ("auto", None, None)])
+def test_addresses_ray_takes_parse(address, host, port):
+    from ensemble.scheduling.address import parse_address
+    endpoint = parse_address(address)
+    assert (endpoint.host, endpoint.port) == (host, port) if host else endpoint is None
+
+
+# --- issue 31, point 6: every setting honoured or refused ---
+
+@pytest.mark.parametrize("name, text", [("twice.yaml", "members: 2\ntrain:\n  epochs: 1\nmembers: 3\n"),
+                                        ("nested.yaml", "train:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n"),
+                                        ("twice.json", '{"members": 2, "members": 3}')])
+def test_a_key_given_twice_in_a_config_file_exits_2_naming_key_and_file(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    done = cli("run", "--dry-run", "--config", str(tmp_path / name), cwd=tmp_path, timeout=120)
+    key = "epochs" if name == "nested.yaml" else "members"
+    assert done.returncode == 2 and f"it sets the key '{key}' twice" in said(done), done.stdout + done.stderr
+    assert name in said(done) and "Traceback" not in done.stderr
+    if name == "twice.yaml":
+        assert "(lines 1 and 4)" in said(done)
+
+
+def test_overrides_a_custom_class_would_ignore_exit_2_naming_the_key(tmp_path):
+    done = cli("run", "--dry-run", "--set", "data.name=digits", "--set", "model.autoencoder=tests.tiny:TinyAE",
+               "--set", "model.overrides=[{channels: [4, 8]}, {}]", "--set", "members=2", cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "model.overrides[0].channels cannot apply" in said(done), done.stderr
+    assert "tests.tiny:TinyAE" in said(done) and "Traceback" not in done.stderr
+
+
+def test_data_keys_that_cannot_apply_exit_2_and_the_dry_run_shows_only_keys_that_would_run(tmp_path):
+    done = cli("run", "--dry-run", "--set", "data.name=digits", "--set", "data.root=/data/x.npz", cwd=tmp_path,
+               timeout=120)
+    assert done.returncode == 2 and "'data.root'" in said(done) and "data.name=digits is embedded" in said(done)
+    done = cli("run", "--dry-run", "--set", "data.name=npz", "--set", "data.download=true", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "data.download applies to mnist and cifar10 only" in said(done)
+    done = cli("run", "--dry-run", "--set", "data.name=digits", "--set", "model.autoencoder=tests.tiny:TinyAE",
+               cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    resolved = done.stdout.split("# Plan")[0]
+    assert "autoencoder: tests.tiny:TinyAE" in resolved
+    assert "\n  channels:" not in resolved and "\n  kernel_size:" not in resolved

@@ -154,6 +154,31 @@ def test_bad_request_is_refused_in_one_line_and_the_next_good_one_succeeds(serve
 
 
 @pytest.mark.slow
+def test_a_request_whose_features_overflow_is_its_own_400_and_never_fails_its_batch_mates(server):
+    """Finite pixels of 3e38 pass the input check, but overflow the encoders' features: that request's
+    400 only. 1 poisoned + 15 good requests at once, a few rounds, so they share batches."""
+    import threading
+    url, _, loaded = server
+    good = digits(4, start=200)
+    expected = loaded.predict(good).tolist()
+    poisoned = digits(2, start=300)
+    poisoned[1] = 3e38
+    def client(index: int, poisoned_index: int, start: threading.Barrier):
+        images = poisoned if index == poisoned_index else good
+        start.wait(timeout=30)
+        return index, post(url, npy(images), "application/octet-stream")
+
+    for round_ in range(4):
+        start = threading.Barrier(16)
+        with ThreadPoolExecutor(16) as pool:
+            answers = dict(pool.map(client, range(16), [5 + round_] * 16, [start] * 16))
+        bad = answers.pop(5 + round_)
+        assert bad.status_code == 400 and "NaN or inf" in bad.json()["error"], bad.text
+        assert {index: a.status_code for index, a in answers.items() if a.status_code != 200} == {}
+        assert all(a.json()["labels"] == expected for a in answers.values())
+
+
+@pytest.mark.slow
 def test_streamed_body_over_the_limit_is_413_without_a_content_length(server):
     url, _, loaded = server
     answer = post(url, chunks(npy(np.zeros((BODY_LIMIT // 256, 8, 8)))), "application/octet-stream")  # chunked

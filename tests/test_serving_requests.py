@@ -12,6 +12,7 @@ from ensemble.serving.requests import (
     check_declared_length,
     checked_images,
     images_from_body,
+    isolated_answers,
     labels_from_probabilities,
     model_card,
     prediction_body,
@@ -154,3 +155,55 @@ def test_model_card_names_data_members_accuracy_verdict_and_the_untrained_refere
     assert card["verdict"].startswith("Supports") and card["dataset"]["image_shape"] == [1, 8, 8]
     assert card["baseline_test_accuracy"] is None and "POST /predict" in card["usage"] and card["run"] == "r1"
     json.dumps(card)
+
+
+def fake_model(poison: float = 1e30):
+    """predict(): raises, as the combiner does on inf features, when any pixel is at least `poison`;
+    a pixel of exactly -1 gives NaN probabilities without raising."""
+    calls = []
+
+    def predict(images):
+        calls.append(len(images))
+        if (images >= poison).any():
+            raise ValueError("features contain NaN or inf in 1 row(s)")
+        probabilities = np.full((len(images), 2), 0.5)
+        probabilities[(images == -1).reshape(len(images), -1).any(axis=1)] = np.nan
+        return images.reshape(len(images), -1)[:, 0].astype(int), probabilities
+
+    return predict, calls
+
+
+def test_a_request_whose_features_overflow_gets_its_own_400_and_the_others_their_answers():
+    predict, calls = fake_model()
+    batches = [np.full((2, 1, 1, 1), float(i)) for i in range(4)]
+    batches[2][1] = 3e38
+    answers = isolated_answers(batches, predict)
+    assert calls == [8, 2, 2, 2, 2]  # one pass over all, then each alone
+    assert isinstance(answers[2], RequestError) and answers[2].status == 400 and "NaN or inf" in str(answers[2])
+    for index in (0, 1, 3):
+        labels, probabilities = answers[index]
+        assert labels.tolist() == [index, index] and probabilities.shape == (2, 2)
+
+
+def test_non_finite_probabilities_are_that_request_s_400_only():
+    predict, _ = fake_model()
+    batches = [np.zeros((1, 1, 1, 1)), np.full((3, 1, 1, 1), -1.0), np.ones((1, 1, 1, 1))]
+    answers = isolated_answers(batches, predict)
+    assert [type(answer).__name__ for answer in answers] == ["tuple", "RequestError", "tuple"]
+
+
+def test_a_failure_that_is_not_the_input_s_stays_with_its_request_as_the_exception():
+    def predict(images):
+        if (images == 7).any():
+            raise RuntimeError("out of memory")
+        return np.zeros(len(images), dtype=int), np.full((len(images), 2), 0.5)
+
+    answers = isolated_answers([np.zeros((1, 1)), np.full((1, 1), 7.0)], predict)
+    assert isinstance(answers[0], tuple) and isinstance(answers[1], RuntimeError)
+
+
+def test_a_batch_that_succeeds_is_computed_once_and_split_in_request_order():
+    predict, calls = fake_model()
+    batches = [np.full((size, 1, 1, 1), float(size)) for size in (1, 3, 2)]
+    answers = isolated_answers(batches, predict)
+    assert calls == [6] and [labels.tolist() for labels, _ in answers] == [[1], [3, 3, 3], [2, 2]]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ensemble.config import DataConfig
+from ensemble.data.bounds import check_image_size
 from workers.errors import InputError
 
 _GRAYSCALE_MODES = ("1", "L", "LA")  # PIL modes a folder image may have and still count as one channel
@@ -52,7 +53,7 @@ class Source:
 
 def load_source(cfg: DataConfig, dataset=None) -> Source:
     """`cfg.name`'s data, or the custom `dataset` (which replaces data.name/root/download)."""
-    data = _LOADERS[cfg.name](cfg) if dataset is None else _custom_dataset(dataset)
+    data = _LOADERS[cfg.name](cfg) if dataset is None else _custom_dataset(dataset, cfg.max_pixels)
     if len(data.classes) < 2:
         raise InputError(f"{data.description} has {len(data.classes)} class; a classifier needs at least 2.")
     return data
@@ -160,6 +161,8 @@ def _load_folder(cfg: DataConfig) -> Source:
     extra_paths = _unlabelled_paths(root)
     extra = [_read_image(path) for path in extra_paths]
     _require_one_size(images + extra, [path for path, _ in folder.samples] + extra_paths, root)
+    width, height = images[0].size
+    check_image_size((len(images), height, width), cfg.max_pixels, f"data.root={str(root)!r}")
     mode = "L" if all(image.mode in _GRAYSCALE_MODES for image in images + extra) else "RGB"
     x = torch.stack([pil_to_tensor(image.convert(mode)) for image in images])
     unlabelled = torch.stack([pil_to_tensor(image.convert(mode)) for image in extra]) if extra else None
@@ -193,7 +196,7 @@ def _unlabelled_paths(root: Path) -> list[str]:
 
 def _load_npz(cfg: DataConfig) -> Source:
     path = _root(cfg, must_exist=True)
-    x, y, unlabelled = _read_npz(path)
+    x, y, unlabelled = _read_npz(path, cfg.max_pixels)
     pool, values = _from_arrays(x, y, f"npz file {str(path)!r}")
     return Source(pool, None, _names(values), None, f"npz ({len(pool.y):,} images from {str(path)!r})",
                   label_values=values, unlabelled=unlabelled)
@@ -209,7 +212,7 @@ _LOADERS: dict[str, Callable[[DataConfig], Source]] = {
 }
 
 
-def _custom_dataset(dataset) -> Source:
+def _custom_dataset(dataset, max_pixels: int) -> Source:
     # a pair's first element is the whole image array (an array, a tensor or nested lists); a Dataset's first
     # element is one (image, label) sample
     if _is_images_and_labels(dataset):
@@ -219,6 +222,8 @@ def _custom_dataset(dataset) -> Source:
     else:
         raise InputError(f"dataset must be a torch Dataset of (image, label) pairs or an (images, labels) pair of "
                          f"tensors or arrays, not {type(dataset).__name__}.")
+    if hasattr(x, "shape"):  # before any conversion: nested lists are small enough to convert first
+        check_image_size(tuple(x.shape), max_pixels, "the custom dataset")
     pool, values = _from_arrays(x, y, "the custom dataset")
     return Source(pool, None, _names(values), None,
                     f"custom dataset ({len(pool.y):,} images of {' x '.join(map(str, pool.x.shape[1:]))}, "
@@ -306,8 +311,9 @@ def _require_one_size(images: list, paths: list[str], root: Path) -> None:
                          "Resize them to one size first.")
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Images 'x', labels 'y' and, when present, images without labels 'x_unlabelled'."""
+def _read_npz(path: Path, max_pixels: int) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Images 'x', labels 'y' and, when present, images without labels 'x_unlabelled'; images over
+    `max_pixels` are refused from the arrays' headers, before they are read."""
     try:
         archive = np.load(path, allow_pickle=False)  # no pickle: loading data must not run code
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # garbage bytes, a truncated archive
@@ -320,12 +326,28 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
         if missing:
             raise InputError(f"npz file {str(path)!r} lacks array {' and '.join(map(repr, missing))} (it holds "
                              f"{', '.join(map(repr, archive.files)) or 'nothing'}); save images as 'x', labels as 'y'.")
+        for key in ("x", UNLABELLED_NPZ):
+            if key in archive.files:
+                check_image_size(_npz_shape(archive, key, path), max_pixels, f"npz file {str(path)!r}, array {key!r}")
         try:
             return archive["x"], archive["y"], archive[UNLABELLED_NPZ] if UNLABELLED_NPZ in archive.files else None
         except ValueError as err:  # object arrays need pickle, which stays off
             raise InputError(f"npz file {str(path)!r}: {err}") from None
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member of the archive
             raise InputError(f"npz file {str(path)!r} is damaged ({type(err).__name__}: {err}).") from None
+
+
+def _npz_shape(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> tuple[int, ...]:
+    """The shape an .npz member's header declares, read without reading its data."""
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            return read_header(member)[0]
+    except (KeyError, OSError, EOFError, ValueError, SyntaxError, zipfile.BadZipFile, zlib.error) as err:
+        raise InputError(f"npz file {str(path)!r}: array {key!r} is not a readable .npy array "
+                         f"({type(err).__name__}: {err}).") from None
 
 
 def _stack_samples(dataset) -> tuple[torch.Tensor, list]:

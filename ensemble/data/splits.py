@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ensemble.config import AUTO_COUNTS, DataConfig
+from ensemble.data.bounds import check_fits_in_memory, check_image_size
 from ensemble.data.labelled import join_unlabelled, labelled_subset, unlabelled_images
 from ensemble.data.normalizer import Normalizer
 from ensemble.data.records import ARRAYS, data_record, read_splits
@@ -79,6 +80,7 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None, run_d
     if dataset is None and cfg.name == ARRAYS:
         return saved_splits(cfg, run_dir)
     data = load_source(cfg, dataset)
+    check_bounds(data, cfg.max_pixels, unlabelled)
     official = len(data.test.y) if data.test is not None else None
     cfg, note = resolve_auto(cfg, len(data.pool.y), official, data.description)
     train, val, test = _split(data, split_counts(cfg, len(data.pool.y), official, data.description), seed)
@@ -96,6 +98,16 @@ def load_splits(cfg: DataConfig, seed: int, dataset=None, unlabelled=None, run_d
                   data=cfg, note=note, unlabelled_x=normalizer(extra) if extra is not None else None,
                   labelled=torch.from_numpy(labelled) if labelled is not None else None,
                   record=data_record(data, ARRAYS if dataset is not None else cfg.name))
+
+
+def check_bounds(data: Source, max_pixels: int, unlabelled=None) -> None:
+    """Before any image is converted to float32: each image within data.max_pixels, and the whole
+    float32 copy within the memory free on this machine."""
+    check_image_size(tuple(data.pool.x.shape), max_pixels, data.description)
+    count = sum(len(part) for part in (data.pool.y, data.test.y if data.test is not None else (),
+                                       data.unlabelled if data.unlabelled is not None else (),
+                                       unlabelled if unlabelled is not None else ()))
+    check_fits_in_memory(count, tuple(data.pool.x.shape[1:]), data.description)
 
 
 def saved_splits(cfg: DataConfig, run_dir: Optional[Path]) -> Splits:

@@ -277,6 +277,9 @@ def build_models(config: EnsembleConfig, splits: Splits, autoencoder: Autoencode
         if baseline_autoencoder is not None:  # recorded by name, as the members' class is
             baseline = config.baseline.model_copy(update={"autoencoder": autoencoder_path(base, built[-1])})
             config = config.model_copy(update={"baseline": baseline})
+        elif config.baseline.autoencoder is None:  # the members' architecture widened: record the width used
+            baseline = config.baseline.model_copy(update={"width": float(base.width)})
+            config = config.model_copy(update={"baseline": baseline})
     names = [member_name(i) for i in range(config.members)] + [BASELINE] * (base is not None)
     architectures = {name: architecture(factory, model)
                      for name, factory, model in zip(names, [*factories, base], built, strict=False)}

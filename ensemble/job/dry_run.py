@@ -9,12 +9,14 @@ or RAY_ADDRESS) they are only known once connected, which a dry run does not do,
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
-from ensemble.config import EnsembleConfig
+from ensemble.config import EnsembleConfig, recorded_config
 from ensemble.scheduling.placement import Share, baseline_share, infeasible_reason, parallel_slots
+from workers.errors import InputError
 
 
 def local_nodes() -> list[dict]:
@@ -25,6 +27,19 @@ def local_nodes() -> list[dict]:
         import torch
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [{"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}]
+
+
+def check_without_ray(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[str]) -> None:
+    """What a dry run checks, each an InputError as the run itself would give: the data loads (its
+    files exist and parse, its images fit data.max_pixels and memory, the split sizes fit it), and,
+    on this machine (no --address), at least one member can be placed."""
+    from ensemble.data.splits import load_splits  # imports torch: only for the dry run itself
+    run_dir = Path(config.output) / config.name if config.name else None
+    load_splits(config.data, config.seed, run_dir=run_dir)
+    problem = None if address else infeasible_reason(nodes, Share(config.resources.cpus_per_member,
+                                                                  config.resources.gpus_per_member), "each member")
+    if problem:
+        raise InputError(f"the run could never start: {problem.replace('the Ray cluster', 'this machine')}")
 
 
 def rule_text(config: EnsembleConfig) -> str:
@@ -55,7 +70,11 @@ def plan_lines(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[
     if config.baseline.enabled:
         base = baseline_share(config.members, share, nodes) if nodes else share
         width = config.baseline.width if config.baseline.width is not None else config.members ** 0.5
-        lines.append(f"  2. baseline: one model {width:.3g}x as wide, {base.describe()}, up to "
+        wide = (f"its own model {config.baseline.autoencoder}" if config.baseline.autoencoder else
+                "one model as wide as the members' total parameters" if config.baseline.width is None and
+                (config.model.overrides or isinstance(config.model.autoencoder, list)) else
+                f"one model {width:.3g}x as wide")
+        lines.append(f"  2. baseline: {wide}, {base.describe()}, up to "
                      f"{config.baseline.max_epochs} epochs (patience {config.baseline.patience})")
     else:
         lines.append("  2. baseline: skipped (baseline.enabled=false)")
@@ -66,6 +85,6 @@ def plan_lines(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[
 
 def dry_run_text(config: EnsembleConfig, nodes: Sequence[dict], address: Optional[str]) -> str:
     """The resolved config (YAML, as `--config` takes it back) and the plan."""
-    resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip()
+    resolved = yaml.safe_dump(recorded_config(config), sort_keys=False).rstrip()  # the keys that would run
     return ("# Resolved config\n" + resolved + "\n\n# Plan (dry run: Ray was not started)\n"
             + "\n".join(plan_lines(config, nodes, address)))

@@ -19,6 +19,7 @@ import ray
 from ensemble.data import Splits
 from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling import warm_actors
+from ensemble.scheduling.address import check_address
 from ensemble.scheduling.autoscaling import Autoscaler, NodeType, can_launch
 
 
@@ -37,6 +38,7 @@ def connect(num_cpus: int | None = None, log_to_driver: bool = False, dashboard:
     if ray.is_initialized():
         return Session(False, _dashboard_url(None))
     if os.environ.get("RAY_ADDRESS"):
+        check_address(os.environ["RAY_ADDRESS"])  # bounded: ray.init would retry for minutes
         context = ray.init(log_to_driver=log_to_driver, logging_level=level)
         return Session(False, _dashboard_url(context))
     context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), log_to_driver=log_to_driver,

@@ -17,6 +17,7 @@ from ensemble.serving.requests import (
     checked_images,
     error_body,
     images_from_body,
+    isolated_answers,
     labels_from_probabilities,
     model_card,
     prediction_body,
@@ -73,6 +74,13 @@ def resolve_autoencoder(autoencoder: Autoencoder):
                          "importable where the replicas run.") from None
 
 
+def answered(answer):
+    """A request's (labels, probabilities), or the exception its images alone raised (a 500 for it alone)."""
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
 # Ray Serve pickles the class as it is decorated: everything it calls is defined above it.
 api = FastAPI(title="eager-ensembles", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -104,7 +112,10 @@ class EnsembleModel:
             images = images_from_body(body, kind, self.image_shape)
         except RequestError as err:  # refused before it joins a batch, so no other client's request fails
             return JSONResponse(error_body(err), status_code=err.status)
-        labels, probabilities = await self._predict_batch(images)
+        answer = await self._predict_batch(images)
+        if isinstance(answer, RequestError):  # its own images' features overflowed: its error alone
+            return JSONResponse(error_body(answer), status_code=answer.status)
+        labels, probabilities = answered(answer)
         return JSONResponse(prediction_body(labels, self.result.classes, probabilities))
 
     async def classify(self, images) -> dict:
@@ -113,7 +124,10 @@ class EnsembleModel:
             batch = checked_images(np.asarray(images), self.image_shape)
         except RequestError as err:
             raise InputError(str(err)) from None
-        labels, probabilities = await self._predict_batch(batch)
+        answer = await self._predict_batch(batch)
+        if isinstance(answer, RequestError):
+            raise InputError(str(answer))
+        labels, probabilities = answered(answer)
         return prediction_body(labels, self.result.classes, probabilities)
 
     @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_SECONDS)  # size set in __init__
@@ -122,9 +136,8 @@ class EnsembleModel:
         # it computes wait for the next batch. Measured (benchmarks/serve_load.py, 1 CPU a replica): a
         # worker thread here competed for the GIL, and gave batches of 1.7 requests at 1,600 images/s of
         # compute; inline, 4.3 requests at 2,400 images/s, for the same end-to-end throughput.
-        labels, probabilities = self._labels_and_probabilities(np.concatenate(batches))
-        ends = np.cumsum([len(batch) for batch in batches])[:-1]
-        return list(zip(np.split(labels, ends), np.split(probabilities, ends), strict=True))
+        # A request whose images fail the pass gets its own error; the others their answers.
+        return isolated_answers(batches, self._labels_and_probabilities)
 
     def _labels_and_probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities = self.result.predict_proba(images)

@@ -3,7 +3,9 @@ a request body -> a checked image batch, or a RequestError that says what is wro
 probabilities -> the JSON answer; report.json -> the model card.
 
 A bad request must never reach the batch: `@serve.batch` runs one forward pass over many
-clients' images, so one malformed batch member would fail everyone's request.
+clients' images, so one malformed batch member would fail everyone's request. What only the
+model can find (finite pixels whose features overflow to inf) is isolated after the fact: a
+failed batch is answered again one request at a time (`isolated_answers`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -123,6 +125,40 @@ def checked_images(array: np.ndarray, expected: tuple[int, ...]) -> np.ndarray:
         raise RequestError(400, f"{int(bad.sum())} pixel(s) are NaN or inf (the first in image {first}); "
                                 "send finite values in the dataset's pixel scale.")
     return images
+
+
+Answer = Union[tuple[np.ndarray, np.ndarray], RequestError, Exception]  # one request's (labels, probabilities)
+NON_FINITE = ("the model's features or probabilities for these images are NaN or inf (pixels far outside the "
+              "dataset's scale overflow the encoders); send images in the dataset's pixel scale.")
+
+
+def isolated_answers(batches: Sequence[np.ndarray],
+                     predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> list[Answer]:
+    """Each request's answer from one `predict` pass over all of them; when that pass fails or gives NaN or
+    inf probabilities, each request is answered alone, so only the request at fault gets an error: its 400
+    when its images alone give non-finite values (NaN or inf probabilities, or the ValueError that numpy,
+    scikit-learn and the combiner raise on inf features), else the exception (a 500 for it alone)."""
+    try:
+        labels, probabilities = _finite(predict(np.concatenate(batches)))
+    except Exception:  # noqa: BLE001 -- whatever one request caused, the others must still be answered
+        return [_answer_alone(images, predict) for images in batches]
+    ends = np.cumsum([len(images) for images in batches])[:-1]
+    return list(zip(np.split(labels, ends), np.split(probabilities, ends), strict=True))
+
+
+def _answer_alone(images: np.ndarray, predict) -> Answer:
+    try:
+        return _finite(predict(images))
+    except ValueError:  # RequestError included: the images' own values
+        return RequestError(400, NON_FINITE)
+    except Exception as err:  # noqa: BLE001 -- returned, so it reaches this request's reply only
+        return err
+
+
+def _finite(answer: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if not np.isfinite(answer[1]).all():
+        raise RequestError(400, NON_FINITE)
+    return answer
 
 
 def labels_from_probabilities(probabilities: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
