@@ -1,20 +1,11 @@
 """The verdict a report ends with: the paired test on the same test images, chance level, and what
 training changed; built from constructed predictions (no training)."""
 
-import numpy as np
 import pytest
 
 from ensemble.report import BaselineReport, EnsembleReport
 from ensemble.report.verdict import TestPredictions, verdict
-
-LABELS = np.repeat(np.arange(10), 100)  # 1,000 test images, 10 balanced classes: chance is 0.1
-
-
-def predicted(accuracy: float, seed: int, labels=LABELS) -> list[int]:
-    """Predictions right on a random `accuracy` share of the images, wrong (label + 1) elsewhere."""
-    rng = np.random.default_rng(seed)
-    right = rng.random(len(labels)) < accuracy
-    return np.where(right, labels, (labels + 1) % 10).tolist()
+from tests.predictions import LABELS, predicted
 
 
 def sides(seconds, train_seconds=None) -> tuple:

@@ -17,7 +17,7 @@ from ensemble.report import BaselineReport, EnsembleReport, RunReport, summary_t
 from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_bars, draw_accuracy_panel, legend_labels, plain_ticks
 from ensemble.report.statistics import wilson_interval
-from tests.test_report import LABELS, predicted
+from tests.predictions import LABELS, predicted
 from tests.tiny import TINY, made_up_member
 from workers.history import EpochRecord
 from workers.stopping import EagerStop
