@@ -165,3 +165,16 @@ def test_a_process_killed_during_a_checkpoint_write_leaves_the_previous_one_load
     latest, skipped = load_latest_valid(tmp_path)
     assert latest.epoch == 1 and latest.state["step"] == 1 and not skipped
     assert len(sweep_temporaries(tmp_path)) == 1 and not list(tmp_path.glob(".tmp*"))
+
+
+def test_a_resume_passes_over_an_unreadable_checkpoint_but_stops_at_another_runs(tmp_path):
+    """A cut-off upload leaves a checkpoint without its manifest: the resume skips it, as before. One from
+    another run stops the resume, naming both ids."""
+    from ensemble.runs.identity import check_every_checkpoint
+    for epoch in (0, 1):
+        save_checkpoint(tmp_path / "member_00", epoch, {"w": torch.zeros(2)}, {}, {}, run_id="mine")
+    (checkpoint_dir(tmp_path / "member_00", 1) / "manifest.json").unlink()
+    check_every_checkpoint(tmp_path, ["member_00"], "mine")
+    save_checkpoint(tmp_path / "member_00", 2, {"w": torch.zeros(2)}, {}, {}, run_id="theirs")
+    with pytest.raises(CheckpointMismatch, match="run id 'theirs', but it is read as run id 'mine'"):
+        check_every_checkpoint(tmp_path, ["member_00"], "mine")

@@ -75,8 +75,15 @@ def check_chosen(run_dir: Path, chosen: Iterable[tuple[str, int]], run_id: Optio
 
 
 def check_every_checkpoint(run_dir: Path, names: Iterable[str], run_id: Optional[str]) -> None:
-    """Before a resume trains on: every checkpoint of each named directory belongs there and to this run."""
-    from workers.checkpoints import list_checkpoints, verify_identity  # torch: only once a resume gets here
+    """Before a resume trains on: every checkpoint of each named directory belongs there and to this run.
+    One that cannot be read (a cut-off upload, a truncated write) is left to the resume, which skips it
+    for the newest valid one and says so; one that belongs elsewhere stops the resume here."""
+    from workers.checkpoints import CheckpointError, CheckpointMismatch, list_checkpoints, verify_identity
     for name in names:
         for _, path in list_checkpoints(Path(run_dir) / name):
-            verify_identity(path, run_id)
+            try:
+                verify_identity(path, run_id)
+            except CheckpointMismatch:
+                raise
+            except CheckpointError:
+                continue
