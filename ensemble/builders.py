@@ -133,7 +133,7 @@ def member_seed(seed: int, index: int) -> int:
 
 
 # What the builders below give a worker-side class themselves; its other fields come from a config section.
-BUILT_HERE = {TrainSettings: {"seed"}, EagerStop: {"max_epochs"}, EarlyStopping: set()}
+BUILT_HERE = {TrainSettings: {"seed", "run_id"}, EagerStop: {"max_epochs"}, EarlyStopping: set()}
 
 
 def from_section(cls: type, section: BaseModel, **built_here):
@@ -144,9 +144,10 @@ def from_section(cls: type, section: BaseModel, **built_here):
     return cls(**section.model_dump(include=shared), **built_here)
 
 
-def train_settings(config: EnsembleConfig, seed: int) -> TrainSettings:
-    """`train.*` as the member's epoch loop takes it, with the member's own seed."""
-    return from_section(TrainSettings, config.train, seed=seed)
+def train_settings(config: EnsembleConfig, seed: int, run_id: Optional[str] = None) -> TrainSettings:
+    """`train.*` as the member's epoch loop takes it, with the member's own seed and the run's id (which its
+    checkpoints record)."""
+    return from_section(TrainSettings, config.train, seed=seed, run_id=run_id)
 
 
 def member_rule(cfg: EagerConfig, max_epochs: int) -> EagerStop:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from classifier import HEADS, KINDS, combiner_kind
 from workers.errors import InputError
+from workers.layout import RUN_ID
 
 
 class _RaisesInputError(type(BaseModel)):
@@ -501,6 +502,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                          "keys to change in it (for example `members: 8`).")
     if not isinstance(raw, dict):
         raise InputError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}.")
+    raw.pop(RUN_ID, None)  # a run's config.json, given again: its id names that run, and a new run draws its own
     return raw
 
 

@@ -60,9 +60,21 @@ def first_line(error: BaseException) -> str:
     return lines[0][:300] if lines else "(no message)"
 
 
+COMMAND_INDENT = "    "  # a line of a message that starts with it is a command to copy: printed whole, never wrapped
+
+
 def paragraph(text: str) -> str:
-    """A message wrapped for a terminal, paths and commands kept whole (no breaks at hyphens)."""
-    return textwrap.fill(text, width=100, break_on_hyphens=False, break_long_words=False)
+    """A message wrapped for a terminal, paths kept whole (no breaks at hyphens); a line indented by
+    COMMAND_INDENT is a command to copy and stays one line however long (a break inside a quoted path
+    would put a newline in the path that a pasted command names)."""
+    return "\n".join(line if line.startswith(COMMAND_INDENT)
+                     else textwrap.fill(line, width=100, break_on_hyphens=False, break_long_words=False)
+                     for line in text.split("\n"))
+
+
+def command_line(command: str) -> str:
+    """`command` on a line of its own, as `paragraph` keeps it whole."""
+    return f"\n{COMMAND_INDENT}{command}"
 
 
 class Terminated(KeyboardInterrupt):

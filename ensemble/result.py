@@ -20,6 +20,7 @@ from ensemble.data.sources import as_images
 from ensemble.report import RunReport
 from ensemble.report.tables import accuracy
 from ensemble.runs.evaluation import load_autoencoder
+from ensemble.runs.identity import check_chosen
 from ensemble.runs.rundir import read_finished_run
 from ensemble.storage import download, is_uri
 from workers.errors import InputError
@@ -195,12 +196,19 @@ def checked_factories(config, shape, autoencoder, trust_code: bool = False) -> l
 def _load(run_dir: Path, autoencoder: Autoencoders, trust_code: bool, stored_at: Optional[str] = None) -> RunResult:
     report, config = read_finished_run(run_dir)
     factories = checked_factories(config, report.dataset.image_shape, autoencoder, trust_code)
-    members = {m.index: m for m in report.members}
-    autoencoders = [load_autoencoder(factories[i], run_dir / members[i].name, members[i].selected_epoch)
-                    for i in report.ensemble.members_used]
+    members = {m.index: m for m in report.members}  # names and members_used checked by read_finished_run
+    chosen = [(members[i].name, members[i].selected_epoch) for i in report.ensemble.members_used]
+    check_chosen(run_dir, chosen, report.run_id)  # each is the checkpoint of its place, of this run
+    autoencoders = [load_autoencoder(factories[i], run_dir / name, epoch)
+                    for i, (name, epoch) in zip(report.ensemble.members_used, chosen, strict=True)]
     try:
-        normalizer = Normalizer.from_json(json.loads((run_dir / NORMALIZATION).read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        text = (run_dir / NORMALIZATION).read_text()
+    except OSError as err:
         raise InputError(f"{str(run_dir / NORMALIZATION)!r} is missing or unreadable ({type(err).__name__}: {err}); "
                          "the run directory is incomplete.") from None
+    try:
+        normalizer = Normalizer.from_json(json.loads(text))
+    except ValueError as err:  # bad JSON, or a value no scaling can have (a scale of 0 or NaN)
+        raise InputError(f"{str(run_dir / NORMALIZATION)!r} is not the pixel scaling a run writes: {err}. It was "
+                         "damaged or edited; restore it from the run.") from None
     return RunResult(report, run_dir, autoencoders, load_combiner(run_dir / COMBINER), normalizer, stored_at)

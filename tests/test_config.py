@@ -199,3 +199,14 @@ def test_the_combiners_names_and_old_alias_have_one_home():
     assert EnsembleCombiner(kind="stack")._kind() == "concat"
     fields = EnsembleConfig.model_fields["combiner"].annotation.model_fields
     assert (fields["kind"].annotation.__args__, fields["head"].annotation.__args__) == (KINDS, HEADS)
+
+
+def test_a_runs_config_json_with_its_run_id_is_a_config_file_again(tmp_path):
+    """config.json records the run's id (issue 31); given as --config it starts a new run, which draws its own."""
+    from ensemble.runs.rundir import resume_config, write_config
+    config = build_config({}, ["members=3", f"output={tmp_path}", "name=old"])
+    (tmp_path / "old").mkdir()
+    write_config(tmp_path / "old", config, "a" * 32)
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["run_id"] == "a" * 32
+    assert EnsembleConfig.from_file(tmp_path / "old" / "config.json").members == 3
+    assert resume_config(tmp_path / "old").members == 3

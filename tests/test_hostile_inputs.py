@@ -465,3 +465,131 @@ def test_data_keys_that_cannot_apply_exit_2_and_the_dry_run_shows_only_keys_that
     resolved = done.stdout.split("# Plan")[0]
     assert "autoencoder: tests.tiny:TinyAE" in resolved
     assert "\n  channels:" not in resolved and "\n  kernel_size:" not in resolved
+
+# --- issue 31: advice that never loops or unpickles; a run's identity checked on every read ---
+
+UNPICKLING_ADVICE = ("allow_pickle", "pickle.load", "weights_only", "unsafe", "if you trust")
+
+
+def test_a_random_bytes_npz_exits_2_naming_it_without_advising_unpickling(tmp_path):
+    """numpy takes random bytes for a pickle and advised `allow_pickle=`: never for a file we refused."""
+    (tmp_path / "random.npz").write_bytes(os.urandom(3000))
+    done = cli("run", "--output", str(tmp_path / "runs"), "--set", "data.name=npz", "--set",
+               f"data.root={tmp_path / 'random.npz'}", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "random.npz" in said(done) and "Traceback" not in done.stderr, done.stderr
+    assert not any(advice in said(done).lower() for advice in UNPICKLING_ADVICE), said(done)
+    assert "same command again" not in said(done)
+
+
+def copied(saved_run: Path, tmp_path: Path) -> tuple[Path, dict]:
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    return run, json.loads((run / "report.json").read_text())
+
+
+def load_error(run: Path) -> str:
+    """What `ensemble.load(run)` says, in a fresh process (an InputError's text, else the traceback)."""
+    done = python("import ensemble, sys\ntry:\n    ensemble.load(sys.argv[1])\nexcept ensemble.InputError as err:\n"
+                  "    print('InputError:', err)\nelse:\n    print('loaded')\n", str(run), cwd=run.parent)
+    return said(done)
+
+
+def swap(a: Path, b: Path) -> None:
+    held = a.with_name(a.name + ".held")
+    a.rename(held)
+    b.rename(a)
+    held.rename(b)
+
+
+@pytest.mark.slow
+def test_swapped_member_directories_are_refused_by_every_reader(saved_run, tmp_path):
+    """Issue 31: load predicted at 0.10 accuracy instead of refusing; select, curves, labels and serve too."""
+    run, report = copied(saved_run, tmp_path)
+    swap(run / "member_00", run / "member_01")
+    text = load_error(run)
+    assert "InputError:" in text and "member 'member_01'" in text and "member 'member_00'" in text, text
+    epoch = report["members"][0]["selected_epoch"]
+    for command in (["select", "run", "--set", f"eager.epoch={epoch}"], ["curves", "run"],
+                    ["labels", "run", "--per-class", "1", "--draws", "1"], ["serve", "run"]):
+        done = cli(*command, cwd=tmp_path)
+        assert done.returncode == 2 and "member 'member_01'" in said(done), (command, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert not (run / "selections").exists() and not (run / "labels.json").exists()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_renamed_to_another_epoch_or_from_another_run_is_refused(saved_run, tmp_path):
+    run, report = copied(saved_run, tmp_path)
+    selected = report["members"][0]["selected_epoch"]
+    other = 1 if selected != 1 else 2
+    swap(run / "member_00" / f"checkpoint_{selected:06d}", run / "member_00" / f"checkpoint_{other:06d}")
+    text = load_error(run)
+    assert f"records epoch {other}, but it is read as epoch {selected}" in text, text
+    swap(run / "member_00" / f"checkpoint_{selected:06d}", run / "member_00" / f"checkpoint_{other:06d}")
+    assert "loaded" in load_error(run)
+    manifest_path = run / "member_00" / f"checkpoint_{selected:06d}" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())  # the same bytes, as another run of this model wrote them
+    manifest["run_id"] = "0" * 32
+    manifest_path.write_text(json.dumps(manifest))
+    text = load_error(run)
+    assert f"run id {'0' * 32!r}" in text and f"run id {report['run_id']!r}" in text, text
+    config = json.loads((run / "config.json").read_text())
+    assert config["run_id"] == report["run_id"]  # written once, in both
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r["members"][0].update(name="../other/member_00"), "names member 0 '../other/member_00'"),
+    (lambda r: r["members"][0].update(name="member_01"), "names member 0 'member_01'"),
+    (lambda r: r["ensemble"].update(members_used=[0, 0, 5]), "members_used=[0, 0, 5]: [5] is not once each"),
+    (lambda r: r["ensemble"].update(members_used=[1, 1]), "[1] is not once each"),
+], ids=["outside the run", "another member's name", "duplicates and out of range", "duplicates"])
+def test_report_member_names_and_members_used_are_checked(saved_run, tmp_path, edit, problem):
+    run, report = copied(saved_run, tmp_path)
+    edit(report)
+    (run / "report.json").write_text(json.dumps(report))
+    text = load_error(run)
+    assert "InputError:" in text and problem in text and "report.json" in text, text
+    done = cli("curves", "run", cwd=tmp_path)
+    assert done.returncode == 2 and problem in said(done) and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_a_run_from_before_run_ids_still_loads_with_the_epoch_check(saved_run, tmp_path):
+    run, report = copied(saved_run, tmp_path)
+    for name in ("report.json", "config.json"):
+        data = json.loads((run / name).read_text())
+        del data["run_id"]
+        (run / name).write_text(json.dumps(data))
+    for manifest_path in run.glob("*/checkpoint_*/manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        for key in ("member", "run_id", "architecture"):
+            del manifest[key]
+        manifest_path.write_text(json.dumps(manifest))
+    assert "loaded" in load_error(run)
+    selected = report["members"][1]["selected_epoch"]
+    swap(run / "member_01" / f"checkpoint_{selected:06d}", run / "member_01" / "checkpoint_000000")
+    assert "InputError:" in load_error(run) and "records epoch 0" in load_error(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["0", "NaN", "-1"])
+def test_a_normalization_scale_of_zero_or_nan_names_the_file(saved_run, tmp_path, scale):
+    """It was "features contain NaN" from scikit-learn, naming nothing."""
+    run, _ = copied(saved_run, tmp_path)
+    normalization = json.loads((run / "normalization.json").read_text())
+    (run / "normalization.json").write_text(f'{{"shift": {json.dumps(normalization["shift"])}, "scale": [{scale}]}}')
+    text = load_error(run)
+    assert "InputError:" in text and "normalization.json" in text and "'scale' must hold finite numbers" in text, text
+
+
+@pytest.mark.slow
+def test_resume_refuses_member_directories_swapped_before_ray_starts(saved_run, tmp_path):
+    """An interrupted run whose member directories were swapped: --resume exits 2 naming both."""
+    run, _ = copied(saved_run, tmp_path)
+    for name in ("report.json", "report.md", "member_00/outcome.json", "member_01/outcome.json"):
+        (run / name).unlink(missing_ok=True)
+    swap(run / "member_00", run / "member_01")
+    done = cli("run", "--resume", str(run), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "member 'member_01', but it is read as" in said(done) and "member 'member_00'" in said(done)

@@ -64,6 +64,50 @@ def test_a_live_holder_refuses_a_second_writer_and_a_dead_one_is_taken_over(tmp_
     assert not (tmp_path / WRITER_LOCK).exists()  # released
 
 
+MALFORMED = {
+    "pid as text": {"host": HOST, "pid": "abc", "started": 1.0, "command": ""},
+    "20-digit pid": {"host": HOST, "pid": 10**19, "started": 1.0, "command": ""},
+    "start time 1e300": {"host": HOST, "pid": 1, "started": 1e300, "command": ""},
+    "start time NaN": {"host": HOST, "pid": 1, "started": float("nan"), "command": ""},
+    "no host": {"pid": 1, "started": 1.0},
+    "a list": [1, 2],
+}
+
+
+@pytest.mark.parametrize("holder", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_lock_is_an_input_error_naming_the_file_and_how_to_clear_it(tmp_path, holder):
+    """Issue 31: these gave exit 1 with an OverflowError or TypeError that named no file."""
+    (tmp_path / WRITER_LOCK).write_text(json.dumps(holder))
+    with pytest.raises(InputError) as raised:
+        with run_lock(tmp_path, notice=print):
+            pass
+    said = unwrapped(str(raised.value))
+    assert f"{str(tmp_path / WRITER_LOCK)!r}" in said and "delete" in said and "try again" not in said, said
+    assert (tmp_path / WRITER_LOCK).exists()  # not taken over: nothing proves its holder gone
+
+
+def test_a_dangling_symlink_lock_is_an_input_error_not_try_again(tmp_path):
+    (tmp_path / WRITER_LOCK).symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InputError) as raised:
+        with run_lock(tmp_path, notice=print):
+            pass
+    said = unwrapped(str(raised.value))
+    assert "symbolic link" in said and str(tmp_path / WRITER_LOCK) in said and "try again" not in said, said
+
+
+def test_a_malformed_lock_stops_the_command_line_with_exit_2(tmp_path):
+    """Through the CLI: `ensemble run --resume` on an interrupted run whose lock holds a pid that is not one."""
+    run_dir = tmp_path / "job"
+    run_dir.mkdir()
+    write_config(run_dir, build_config({}, TINY + [f"output={tmp_path}", "name=job"]))
+    (run_dir / WRITER_LOCK).write_text(json.dumps(MALFORMED["20-digit pid"]))
+    done = subprocess.run([sys.executable, "-m", "ensemble", "run", "--resume", str(run_dir)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert str(run_dir / WRITER_LOCK) in unwrapped(done.stderr) and "not a process id" in unwrapped(done.stderr)
+
+
 def test_release_leaves_a_lock_that_another_process_took_over(tmp_path):
     mine, theirs = Holder(HOST, os.getpid(), 1.0), Holder(HOST, os.getpid(), 2.0)
     acquire(tmp_path, mine, print)
@@ -125,8 +169,8 @@ def test_one_writer_per_run_from_the_command_line(tmp_path):
         if first.poll() is None:
             first.kill()
     assert not (run_dir / WRITER_LOCK).exists(), "".join(lines)  # released on SIGTERM
-    advice = unwrapped("".join(lines)).split("Continue it with: ", 1)[1].split(" (finished members")[0]
-    assert shlex.split(advice) == ["ensemble", "run", "--resume", str(run_dir)]  # shell-quoted
+    advice = [line for line in lines if line.startswith("    ensemble run --resume")]  # a line of its own
+    assert len(advice) == 1 and shlex.split(advice[0]) == ["ensemble", "run", "--resume", str(run_dir)], lines
 
 
 @pytest.mark.slow

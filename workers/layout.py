@@ -48,6 +48,10 @@ SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "repeats.p
 LABELS_JSON, LABELS_PNG = "labels.json", "labels.png"  # `ensemble labels`: accuracy against labels per class
 
 
+RUN_ID = "run_id"  # the key, in config.json and report.json (and each checkpoint's manifest), of the run's id
+MEMBER_NAME = re.compile(r"^member_(\d{2,})$")  # a member's directory name; nothing else (no "../") is one
+
+
 def member_name(index: int) -> str:
     """The directory (and display) name of member `index`."""
     return f"member_{index:02d}"

@@ -38,6 +38,7 @@ class TrainSettings:
     precision: str = "fp32"        # "bf16": autocast forward passes to bfloat16
     memory_format: str = AUTO      # "contiguous", "channels_last", or "auto": `resolve_memory_format` probes
     compile: bool = False
+    run_id: Optional[str] = None   # the run the member trains for: every checkpoint records it
 
 
 def autocast(device: torch.device, precision: str):
@@ -145,15 +146,15 @@ class _State:
     began: Began
 
 
-def _resume_or_start(model, optimizer, generator, member_dir: Path) -> _State:
-    """Load the newest valid checkpoint into model, optimizer and generator, or save the untrained
-    weights as epoch 0."""
+def _resume_or_start(model, optimizer, generator, member_dir: Path, run_id: Optional[str]) -> _State:
+    """Load the newest valid checkpoint of this member and run into model, optimizer and generator, or
+    save the untrained weights as epoch 0."""
     sweep_temporaries(member_dir)  # a crash mid-write left these
-    latest, skipped = load_latest_valid(member_dir, map_location=generator.device)
+    latest, skipped = load_latest_valid(member_dir, map_location=generator.device, run_id=run_id)
     skipped_names = tuple(str(err) for err in skipped)
     if latest is None:
         save_checkpoint(member_dir, 0, model.state_dict(),
-                        {"optimizer": {}, "generator": generator.get_state()}, {"train_seconds": 0.0})
+                        {"optimizer": {}, "generator": generator.get_state()}, {"train_seconds": 0.0}, run_id)
         return _State([], 0.0, Began(None, skipped_names))
     _restore(latest, model, optimizer, generator)
     history = [EpochRecord.from_json(r) for r in latest.meta.get("history", [])]
@@ -199,7 +200,7 @@ class MemberRun:
         optimizer = make_optimizer(model, settings)
         generator = torch.Generator(device=train_x.device)
         generator.manual_seed(settings.seed)
-        state = _resume_or_start(model, optimizer, generator, Path(member_dir))
+        state = _resume_or_start(model, optimizer, generator, Path(member_dir), settings.run_id)
         decision = should_stop(state.history) if state.history else CONTINUE
         return cls(model, optimizer, generator, train_x, val_x, settings, should_stop, Path(member_dir), state,
                    decision)
@@ -219,7 +220,8 @@ class MemberRun:
         if record.finite:  # never checkpoint NaN weights: the last finite checkpoint stays the newest
             save_checkpoint(self.directory, record.epoch, self.model.state_dict(),
                             {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()},
-                            {"train_seconds": self.train_seconds(), "history": [r.to_json() for r in self.history]})
+                            {"train_seconds": self.train_seconds(), "history": [r.to_json() for r in self.history]},
+                            self.settings.run_id)
         write_history(self.directory / HISTORY, self.history)
         return Trained(record, self.decision)
 

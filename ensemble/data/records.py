@@ -20,7 +20,7 @@ import torch
 
 from ensemble.data.normalizer import Normalizer
 from ensemble.data.sources import Source
-from workers.errors import InputError
+from workers.errors import InputError, without_unpickling_advice
 from workers.layout import SPLITS, write_atomic
 
 ARRAYS = "arrays"  # data.name of data given from Python
@@ -70,9 +70,10 @@ def read_splits(run_dir: Path, data=None) -> Optional[dict]:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta"]))
             tensors = {key: torch.from_numpy(archive[key].copy()) for key in archive.files if key != "meta"}
+        normalizer = Normalizer.from_json(meta["normalizer"])  # a scale of 0 or NaN names this file too
     except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"{str(path)!r} cannot be read ({type(err).__name__}: {err}); pass the data again "
-                         "(dataset=...).") from None
+        raise InputError(f"{str(path)!r} cannot be read ({type(err).__name__}: {without_unpickling_advice(err)}); "
+                         "pass the data again (dataset=...).") from None
     return dict(tensors, num_classes=len(meta["classes"]), source=meta["source"],
-                normalizer=Normalizer.from_json(meta["normalizer"]), classes=tuple(meta["classes"]),
+                normalizer=normalizer, classes=tuple(meta["classes"]),
                 label_values=tuple(meta["label_values"]), data=data, record=meta["record"])

@@ -27,7 +27,7 @@ import torch
 
 from ensemble.config import DataConfig
 from ensemble.data.bounds import check_image_size
-from workers.errors import InputError
+from workers.errors import InputError, without_unpickling_advice
 
 _GRAYSCALE_MODES = ("1", "L", "LA")  # PIL modes a folder image may have and still count as one channel
 UNLABELLED = "unlabelled"  # a folder's sub-folder of images without labels (not a class)
@@ -317,7 +317,9 @@ def _read_npz(path: Path, max_pixels: int) -> tuple[np.ndarray, np.ndarray, Opti
     try:
         archive = np.load(path, allow_pickle=False)  # no pickle: loading data must not run code
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # garbage bytes, a truncated archive
-        raise InputError(f"data.root={str(path)!r} is not a readable .npz file: {err}") from None
+        raise InputError(f"data.root={str(path)!r} is not a readable .npz file (a zip archive of .npy arrays): "
+                         f"{without_unpickling_advice(err)} It is not loaded as a pickle, which would run code; "
+                         "save the data with numpy.savez(path, x=images, y=labels).") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError(f"data.root={str(path)!r} holds a single array; save an .npz with arrays 'x' and 'y' "
                          "(numpy.savez(path, x=images, y=labels)).")
@@ -332,7 +334,8 @@ def _read_npz(path: Path, max_pixels: int) -> tuple[np.ndarray, np.ndarray, Opti
         try:
             return archive["x"], archive["y"], archive[UNLABELLED_NPZ] if UNLABELLED_NPZ in archive.files else None
         except ValueError as err:  # object arrays need pickle, which stays off
-            raise InputError(f"npz file {str(path)!r}: {err}") from None
+            raise InputError(f"npz file {str(path)!r}: {without_unpickling_advice(err)} Object arrays are not "
+                             "loaded (unpickling runs code); save numeric arrays.") from None
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member of the archive
             raise InputError(f"npz file {str(path)!r} is damaged ({type(err).__name__}: {err}).") from None
 

@@ -53,12 +53,14 @@ from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict, with_accuracy_intervals
 from ensemble.result import RunResult, save_normalizer
 from ensemble.runs.evaluation import load_autoencoder, score_checkpoints, score_run
+from ensemble.runs.identity import new_run_id
 from ensemble.runs.rundir import (
     check_checkpoints_fit,
     check_output,
     create_run_dir,
     default_run_name,
     holds_files,
+    saved_run_id,
     write_config,
 )
 from ensemble.runs.runlock import run_lock
@@ -90,6 +92,7 @@ class Plan:
     mirror: Optional[Mirror] = None   # the output URI's mirror, when output is one
     members_per_actor: Union[int, str] = 1  # as configured, checked: members that cannot be packed give 1
     architectures: dict[str, dict] = field(default_factory=dict)  # by member directory name, baseline too
+    run_id: Optional[str] = None      # the run's id (`ensemble.runs.identity`); None: resuming a run from before ids
 
     def factories(self) -> dict[str, AutoencoderFactory]:
         """Each member directory's autoencoder factory, the baseline's too."""
@@ -253,13 +256,15 @@ def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: 
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
     if mirror is None and not resume:
         check_output(config.output, config.name)  # checked again when the directory is created
-    if resume:  # the checkpoints must fit config.json's model: checked here, before Ray starts
+    run_id = new_run_id()
+    if resume:  # the checkpoints must be this run's and fit config.json's model: checked here, before Ray starts
         built = {member_name(i): factory for i, factory in enumerate(factories)}
-        check_checkpoints_fit(mirror.local if mirror else Path(config.output) / config.name,
-                              built | ({BASELINE: base} if base is not None else {}))
+        location = mirror.local if mirror else Path(config.output) / config.name
+        run_id = saved_run_id(mirror.uri if mirror else location)
+        check_checkpoints_fit(location, built | ({BASELINE: base} if base is not None else {}), run_id)
     share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
     return Plan(config, splits, factories, base, share, resume, mirror, pack_size(config, factories, splits),
-                architectures)
+                architectures, run_id)
 
 
 def build_models(config: EnsembleConfig, splits: Splits, autoencoder: Autoencoders,
@@ -346,7 +351,7 @@ def open_run_dir(plan: Plan, run_dir: Path) -> None:
     """config.json (a new run) and normalization.json, written into the locked run directory."""
     config = plan.config
     if not plan.resume:
-        write_config(run_dir, config)
+        write_config(run_dir, config, plan.run_id)
     save_normalizer(run_dir, plan.splits.normalizer)
     if config.data.name == ARRAYS and config.data.save_splits and not plan.resume:
         save_splits(run_dir, plan.splits)  # what select, curves and --resume need in a fresh process
@@ -412,7 +417,7 @@ def train_members(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, node
     encoding = member_encoding(config.eager, len(plan.splits.test_y) > 0, config.combiner if own_heads else None,
                                config.seed)
     specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factories[i],
-                        train_settings(config, member_seed(config.seed, i)),
+                        train_settings(config, member_seed(config.seed, i), plan.run_id),
                         member_rule(config.eager, config.train.epochs),
                         member_seed(config.seed, i) if config.data.bootstrap else None, encoding)
              for i in range(config.members)]
@@ -433,7 +438,7 @@ def train_baseline(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, pha
     if not config.baseline.enabled:
         return
     spec = MemberSpec(BASELINE, str(run_dir / BASELINE), plan.baseline_factory,
-                      train_settings(config, member_seed(config.seed, -1)), baseline_rule(config.baseline),
+                      train_settings(config, member_seed(config.seed, -1), plan.run_id), baseline_rule(config.baseline),
                       encoding=EncodeRequest(reference=False))
     started = time.perf_counter()
     pool = MemberPool(phases.baseline_share, data_ref, show, config.resources.max_restarts)
@@ -515,7 +520,7 @@ def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluati
         name=run_dir.name, members=evaluation.members, baseline=baseline, ensemble=ensemble,
         speedup=(baseline.wall_seconds / ensemble.wall_seconds) if baseline else None,
         verdict=text, comparison=comparison, dataset=dataset_report(plan.splits),
-        config=recorded_config(plan.config))
+        config=recorded_config(plan.config), run_id=plan.run_id)
     write_plots(report, run_dir)
     report.write(run_dir)
     if plan.mirror is not None:

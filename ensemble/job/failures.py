@@ -15,7 +15,7 @@ from typing import Optional
 
 import ray.exceptions
 
-from ensemble.errors import MemberFailed, Terminated, first_line, received_sigterm
+from ensemble.errors import MemberFailed, Terminated, command_line, first_line, received_sigterm
 from ensemble.storage import is_uri
 from workers.layout import CONFIG_JSON, REPORT_JSON
 
@@ -93,8 +93,9 @@ def next_step(run_dir: Optional[str], scheduled: bool = False) -> str:
     if local and (Path(run_dir) / REPORT_JSON).is_file():
         return f"The run had finished; its results are in {run_dir}."
     if local and not (Path(run_dir) / CONFIG_JSON).is_file():
-        return "The run had not written anything yet; run the same command again."
-    again = (f"Run the same command again (it has --resume-if-exists) or `{command}`" if scheduled
-             else f"Continue it with: {command}")
-    return (f"Every checkpoint written so far is kept in {run_dir}. {again} (finished members are not "
-            "trained again; the others continue from their newest checkpoint).")
+        return ("The run had not written anything yet; once the cause above is dealt with, the same command starts "
+                "it afresh.")
+    again = "Run the same command again (it has --resume-if-exists), or continue it with:" if scheduled \
+        else "Continue it with:"
+    return (f"Every checkpoint written so far is kept in {run_dir} (finished members are not trained again; the "
+            f"others continue from their newest checkpoint). {again}{command_line(command)}")

@@ -151,6 +151,8 @@ class RunReport(Model):
         None, description="the paired test behind the verdict (absent in reports from before it existed)")
     dataset: DatasetReport
     config: dict[str, Any]
+    run_id: Optional[str] = Field(
+        None, description="the run's random id, in config.json and every checkpoint too (absent in older reports)")
 
     def write(self, run_dir: Path) -> None:
         """report.md first, then report.json: a run directory with report.json is a finished run."""

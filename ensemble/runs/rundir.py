@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from ensemble.config import EnsembleConfig, build_config, describe_validation_error, recorded_config
 from ensemble.report import RunReport
+from ensemble.runs.identity import check_every_checkpoint, check_report_names, check_same_run, recorded_run_id
 from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
 from workers.errors import InputError
-from workers.layout import CONFIG_JSON, REPORT_JSON, WRITER_LOCK, write_atomic
+from workers.layout import CONFIG_JSON, REPORT_JSON, RUN_ID, WRITER_LOCK, write_atomic
 
 
 def default_run_name() -> str:
@@ -61,8 +62,21 @@ def create_run_dir(output: str | Path, name: str) -> Path:
     return run_dir
 
 
-def write_config(run_dir: Path, config: EnsembleConfig) -> None:
-    write_atomic(run_dir / CONFIG_JSON, json.dumps(recorded_config(config), indent=2))
+def write_config(run_dir: Path, config: EnsembleConfig, run_id: Optional[str] = None) -> None:
+    """config.json: the run's id (`ensemble.runs.identity`), then the config as it ran."""
+    write_atomic(run_dir / CONFIG_JSON, json.dumps(({RUN_ID: run_id} if run_id else {}) | recorded_config(config),
+                                                   indent=2))
+
+
+def saved_run_id(run_dir: str | Path) -> Optional[str]:
+    """The id config.json records for a run (local or at a URI); None for a run from before ids, or none."""
+    text = run_file(run_dir, CONFIG_JSON)
+    try:
+        raw = json.loads(text) if text is not None else {}
+    except ValueError:
+        return None  # a damaged config.json is named where the config itself is read
+    where = join_uri(str(run_dir), CONFIG_JSON) if is_uri(run_dir) else str(Path(run_dir) / CONFIG_JSON)
+    return recorded_run_id(raw, where) if isinstance(raw, dict) else None
 
 
 def run_file(run_dir: str | Path, name: str) -> Optional[str]:
@@ -91,19 +105,21 @@ def resume_config(run_dir: str | Path) -> EnsembleConfig:
     if not isinstance(raw, dict):
         raise InputError(f"{where!r} must hold the run's config, a JSON object of keys, not a {type(raw).__name__}; "
                          "restore it, or start a new run.")
+    raw.pop(RUN_ID, None)  # the run's identity, not a setting (read by saved_run_id)
     try:
         return build_config(raw, [f"output={output}", f"name={name}"])
     except InputError as err:
         raise InputError(f"{where!r} is not a config this version can resume: {err}") from None
 
 
-def check_checkpoints_fit(run_dir: Path, factories: dict) -> None:
-    """Before a resume starts Ray: the newest checkpoint of each member (name -> its autoencoder
-    factory) must fit the model that config.json builds. Edited model settings otherwise failed in every
-    member's first epoch with PyTorch's state_dict error, blamed on the user's code, with --resume
-    advised again."""
+def check_checkpoints_fit(run_dir: Path, factories: dict, run_id: Optional[str] = None) -> None:
+    """Before a resume starts Ray: every checkpoint of each member (name -> its autoencoder factory) is
+    its own and this run's (`ensemble.runs.identity`), and the newest fits the model that config.json
+    builds. Edited model settings otherwise failed in every member's first epoch with PyTorch's
+    state_dict error, blamed on the user's code, with --resume advised again."""
     from workers.checkpoints import list_checkpoints, saved_shapes  # torch: only once a resume gets here
     from workers.models import shapes_of, weight_differences
+    check_every_checkpoint(run_dir, factories, run_id)
     built: dict[int, dict[str, tuple]] = {}
     for name, factory in factories.items():
         checkpoints = list_checkpoints(Path(run_dir) / name)
@@ -164,4 +180,6 @@ def read_finished_run(run_dir: Path) -> tuple[RunReport, EnsembleConfig]:
     if "selection" in (report.model_extra or {}):
         raise InputError(f"{str(run_dir)!r} is a selection made by `ensemble select`, not a run; give the run "
                          f"directory it was made from ({str(run_dir.parent.parent)!r}).")
+    check_report_names(report, run_dir / REPORT_JSON)
+    check_same_run(report.run_id, saved_run_id(run_dir), run_dir)
     return report, config

@@ -10,7 +10,12 @@ Ctrl-C, SIGTERM, which `signals` turns into an exception). A process that vanish
 pid it names is gone, takes the lock over and says so. A holder on another host cannot be checked
 from here, so its lock stands until someone removes it (the message says which file).
 
-Decisions (`is_stale`, `holder_text`) are pure functions; the file work is `acquire`/`release`.
+A lock file this program did not write as it writes one (a pid that is not a number, a start time
+past any clock, a symbolic link) proves nothing about a holder: it is an InputError naming the file
+and how to clear it, never taken over and never "try again", which would not help.
+
+Decisions (`is_stale`, `holder_text`, `parse_holder`) are pure functions; the file work is
+`acquire`/`release`.
 """
 
 from __future__ import annotations
@@ -72,15 +77,40 @@ def is_stale(holder: Holder, host: str, alive: Callable[[int], bool] = pid_alive
     return holder.host == host and not alive(holder.pid)
 
 
+MAX_PID = 2**22  # Linux's largest (pid_max); other systems stay below it too
+LATEST_START = 4e9  # Unix seconds in the year 2096: a start time past it was not written by a clock
+
+
+def parse_holder(raw: object) -> Holder:
+    """The holder a lock file's JSON names, each field checked; a ValueError saying which field is wrong."""
+    if not isinstance(raw, dict) or set(raw) - {"host", "pid", "started", "command"}:
+        raise ValueError("it is not a JSON object of host, pid, started and command")
+    host, pid, started, command = (raw.get(key) for key in ("host", "pid", "started", "command"))
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"its host {host!r} is not a host name")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= MAX_PID:
+        raise ValueError(f"its pid {pid!r} is not a process id")
+    if isinstance(started, bool) or not isinstance(started, (int, float)) or not 0 <= started <= LATEST_START:
+        raise ValueError(f"its start time {started!r} is not a Unix time")
+    if not isinstance(command, (str, type(None))):
+        raise ValueError(f"its command {command!r} is not text")
+    return Holder(host, pid, float(started), command or "")
+
+
 def read_holder(path: Path) -> Optional[Holder]:
-    """The holder a lock file names; None when it is gone or unreadable."""
+    """The holder a lock file names; None when it is gone. A lock this program would not have written is
+    an InputError naming the file and how to clear it."""
+    clear = (f"If no other command writes this run (check the processes on the machines that write it), delete "
+             f"{str(path)!r}; retrying does not clear it.")
+    if path.is_symlink():  # O_EXCL never creates through a link: a link is not our lock, even one to nowhere
+        raise InputError(f"the lock file {str(path)!r} is a symbolic link (to {os.readlink(path)!r}), not a lock "
+                         f"this program writes. {clear}")
     try:
-        return Holder(**json.loads(path.read_text()))
+        return parse_holder(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError) as err:
-        raise InputError(f"the lock file {str(path)!r} is unreadable ({type(err).__name__}); if no other command "
-                         "writes this run, delete it and try again.") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"the lock file {str(path)!r} is not a lock this program writes ({err}). {clear}") from None
 
 
 def acquire(run_dir: Path, me: Holder, notice: Callable[[str], None]) -> None:
@@ -109,7 +139,8 @@ def acquire(run_dir: Path, me: Holder, notice: Callable[[str], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         return
-    raise InputError(f"could not take the lock {str(path)!r}: other commands keep taking it; try again.")
+    raise InputError(f"could not take the lock {str(path)!r}: other commands took it and let it go three times "
+                     "while this one tried; try again when they have finished.")
 
 
 def release(run_dir: Path, me: Holder) -> None:

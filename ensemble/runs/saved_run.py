@@ -19,6 +19,7 @@ from ensemble.data import Splits, load_splits
 from ensemble.report import MemberReport, RunReport
 from ensemble.report.entries import CombinerScore
 from ensemble.runs.evaluation import Chosen, score_checkpoints
+from ensemble.runs.identity import check_chosen
 from ensemble.runs.rundir import read_finished_run
 from workers.errors import InputError
 from workers.layout import MANIFEST, checkpoint_dir
@@ -64,6 +65,7 @@ class SavedRun:
         if missing:
             raise InputError(f"run {str(self.run_dir)!r} lacks the checkpoint(s) for {', '.join(missing)}; "
                              "choose epochs the run saved (see its report.md).")
+        check_chosen(self.run_dir, chosen, self.report.run_id)
 
     def factories(self, chosen: Chosen) -> dict[str, AutoencoderFactory]:
         """What builds each chosen checkpoint: the baseline's factory for the baseline, each member's own
@@ -74,6 +76,7 @@ class SavedRun:
 
     def score(self, chosen: Chosen, combiner: CombinerConfig) -> CombinerScore:
         """Freeze the chosen checkpoints (members' or the baseline's) and fit `combiner` on them."""
+        check_chosen(self.run_dir, chosen, self.report.run_id)
         return score_checkpoints(self.factories(chosen), self.run_dir, chosen, self.splits(), combiner,
                                  self.config.seed)
 

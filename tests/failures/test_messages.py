@@ -55,7 +55,7 @@ def test_ray_losing_its_node_or_connection_is_named():
 
 def test_the_next_step_depends_on_what_the_run_left(tmp_path):
     assert next_step(None) == "Nothing was written."
-    assert "run the same command again" in next_step(str(tmp_path / "absent"))
+    assert "the same command starts it afresh" in next_step(str(tmp_path / "absent"))
     (tmp_path / "config.json").write_text("{}")
     assert f"ensemble run --resume {tmp_path}" in next_step(str(tmp_path))
     assert "Run the same command again (it has --resume-if-exists)" in next_step(str(tmp_path), scheduled=True)
@@ -114,3 +114,22 @@ def test_members_that_cannot_be_packed_are_refused_before_ray_starts(tmp_path):
         ensemble.run(build_config({}, TINY + [f"output={tmp_path}", "name=c", "resources.members_per_actor=2",
                                               "train.compile=true"]))
     assert not (tmp_path / "bn").exists() and not (tmp_path / "c").exists()
+
+
+def test_the_resume_command_is_printed_whole_on_its_own_line_at_a_narrow_terminal(tmp_path, monkeypatch, capsys):
+    """Issue 31: the command was wrapped inside its quoted path, so a pasted command named a path with a
+    newline in it. A run directory with spaces, longer than a line, at a terminal 40 columns wide."""
+    import argparse
+    import shlex
+
+    from ensemble.cli import report_failure
+    run_dir = tmp_path / ("a long output directory with spaces " * 3).strip() / "my run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    monkeypatch.setenv("COLUMNS", "40")
+    args = argparse.Namespace(command="run", run_location=str(run_dir), resume_if_exists=False)
+    assert report_failure(args, RuntimeError("the member's disk vanished")) == 1
+    lines = capsys.readouterr().err.splitlines()
+    commands = [line for line in lines if "ensemble run --resume" in line]
+    assert len(commands) == 1 and commands[0].startswith("    ensemble"), lines
+    assert shlex.split(commands[0]) == ["ensemble", "run", "--resume", str(run_dir)]
