@@ -36,6 +36,18 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs CUDA (benchmarks/device_check.sh runs it on a GPU)"))
 
 
+@pytest.fixture(autouse=True)
+def ray_address_restored():
+    """`--address` sets RAY_ADDRESS for the CLI's process (its driver child inherits it); tests call
+    `main()` in this process, so each test hands back the RAY_ADDRESS it was given."""
+    before = os.environ.get("RAY_ADDRESS")
+    yield
+    if before is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    else:
+        os.environ["RAY_ADDRESS"] = before
+
+
 @pytest.fixture(scope="session")
 def ray_instance():
     """One local Ray instance for the whole session, CPUs given explicitly."""
