@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ensemble.config import build_config
 from ensemble.job.tracking import NoTracker, chained, epoch_metrics, flat_params, open_tracker, tracked
+from tests.ports import free_ports
 from workers.errors import InputError
 from workers.events import Done, EpochEnded, Lost, Started
 from workers.history import EpochRecord
@@ -31,6 +33,14 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     return mlflow.MlflowClient(f"file:{tmp_path / 'mlruns'}")
+
+
+@pytest.fixture
+def no_mlflow_settings(monkeypatch):
+    """What a new user has: no tracking URI, no file-store opt-in (set and removed, so both are restored)."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def epochs(name, losses, start=100.0):
@@ -92,6 +102,51 @@ def test_a_failed_run_closes_every_open_mlflow_run(store):
             raise RuntimeError("boom")
     assert {run.info.run_name: run.info.status for run in store.search_runs(["0"])} == {
         "broken": "FAILED", "member_00": "FAILED"}
+
+
+def test_with_no_settings_the_run_logs_to_a_file_store_under_the_output(no_mlflow_settings, tmp_path):
+    config = build_config({}, ["members=1", "name=first-try", f"output={tmp_path / 'runs'}"])
+    tracker = open_tracker("mlflow")
+    tracker.start(config)
+    store = (tmp_path / "runs" / "mlruns").as_uri()
+    assert tracker.location.startswith(f"MLflow: run {tracker.parent} logged to {store}; to view it")
+    assert tracker.location.endswith(f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {store}")
+    assert [run.info.run_name for run in mlflow.MlflowClient(store).search_runs(["0"])] == ["first-try"]
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("ftp://somewhere/mlruns", "tracker 'mlflow' cannot log to ftp://somewhere/mlruns: "),
+    ("http://127.0.0.1:{port}", "tracker 'mlflow' cannot log to http://127.0.0.1:{port}: ")])
+def test_a_store_that_cannot_work_is_an_input_error_with_the_fix(uri, says, no_mlflow_settings, tmp_path,
+                                                                 monkeypatch):
+    port = free_ports(1)[0]  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(port=port))
+    config = build_config({}, ["members=1", "name=nowhere", f"output={tmp_path}"])
+    tracker = open_tracker("mlflow")
+    started = time.perf_counter()
+    with pytest.raises(InputError) as raised:
+        tracker.start(config)
+    assert time.perf_counter() - started < 30  # no minutes of retries before the answer
+    message = str(raised.value)
+    assert message.startswith(says.format(port=port)) and "Set MLFLOW_TRACKING_URI to a tracking server" in message
+    assert "\n" not in message and not (tmp_path / "mlruns").exists()
+
+
+def test_a_tracker_failing_mid_run_is_one_warning_and_never_fails_the_run(store, caplog):
+    config = build_config({}, ["members=1", "name=flaky"])
+    tracker = open_tracker("mlflow")
+    tracker.start(config)
+    tracker(Started("member_00", 1.0, {}))
+
+    def gone(*args, **kwargs):
+        raise ConnectionError("the MLflow server went away; see https://mlflow.org/docs/latest/ for more")
+    tracker.client.log_batch = gone
+    with caplog.at_level("WARNING"):
+        for event in epochs("member_00", [(0.5, 0.4), (0.3, 0.35)]):
+            tracker(event)  # the first failure warns; the rest are skipped
+        tracker.fail(RuntimeError("later"))
+    warned = [r.getMessage() for r in caplog.records if "the tracker failed" in r.getMessage()]
+    assert len(warned) == 1 and "see https://mlflow.org/docs/latest/ for more)" in warned[0]
 
 
 @pytest.mark.slow

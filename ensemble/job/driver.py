@@ -194,7 +194,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
     plan = prepare(with_keys(config, keys), autoencoder, dataset, resume, unlabelled, trust_code,
                    baseline_autoencoder)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
-    with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
+    with writing(plan) as run_dir, tracked(tracker, as_ran(plan)) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
             nodes = alive_node_resources()
             room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
@@ -203,6 +203,8 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
             open_run_dir(plan, run_dir)
             with watching(plan, run_dir, nodes, chained(on_event, track), watch) as (show, notice):
                 announce(session, watch, room.message, notice)
+                if getattr(track, "location", ""):
+                    notice(track.location)
                 data_ref = share_data(plan.splits)
                 phases = train_members(plan, run_dir, data_ref, show, nodes)
                 train_baseline(plan, run_dir, data_ref, show, phases)
@@ -217,6 +219,16 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
 
 
 # --- step 1: prepare ---
+
+def as_ran(plan: Plan) -> EnsembleConfig:
+    """The config with the baseline's width as built, for trackers' params: `baseline.width: null` is a
+    default (sqrt(N), or matched parameters) the plan resolved; a baseline of its own has no width."""
+    config, base = plan.config, plan.baseline_factory
+    width = getattr(base, "width", None) if config.baseline.autoencoder is None else None
+    if base is None or width == config.baseline.width:
+        return config
+    return config.model_copy(update={"baseline": config.baseline.model_copy(update={"width": width})})
+
 
 def with_keys(config: Optional[EnsembleConfig], keys: dict) -> EnsembleConfig:
     """`run(members=3, train={"epochs": 2})`: the keys as a config, laid over `config` when one is given."""
