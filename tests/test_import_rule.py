@@ -2,67 +2,21 @@
 same way by `run`, `select`, `curves`, `labels`, `serve` and `--resume` (the current directory first,
 as `python -m` has it), and an import that fails says what to do from the command line and from Python.
 
-Each test works in a fresh folder holding `mymods.py`, in fresh processes started the way the
-`ensemble` console script starts: a script in another folder (its own folder, not the current
-directory, first on the path) and PYTHONPATH holding only this checkout, never the user's folder."""
+Each test works in a fresh folder holding `mymods.py` (`tests/user_folder.py`), in fresh processes
+started the way the `ensemble` console script starts them."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.user_folder import ensemble_command, launched, user_folder
 from workers.errors import InputError
 from workers.imports import not_importable
-
-ROOT = Path(__file__).resolve().parent.parent
-
-MYMODS = '''
-from torch import nn
-
-
-class AE(nn.Module):
-    """A user's autoencoder for 8 x 8 digits, in the folder the user works in."""
-
-    def __init__(self, width: float = 1.0):
-        super().__init__()
-        hidden = max(1, round(10 * width))
-        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU())
-        self.dec = nn.Sequential(nn.Linear(hidden, 64), nn.Unflatten(1, (1, 8, 8)))
-
-    def encode(self, x):
-        return self.enc(x)
-
-    def forward(self, x):
-        return self.dec(self.enc(x))
-'''
-
-# what pip's console script `ensemble` runs
-CONSOLE_SCRIPT = "import sys\nfrom ensemble.cli import main\nsys.exit(main())\n"
 
 
 @pytest.fixture
 def folder(tmp_path):
-    """The user's folder with mymods.py, and a launcher outside it (as the console script lives in bin/)."""
-    work, bin_dir = tmp_path / "work", tmp_path / "bin"
-    work.mkdir()
-    bin_dir.mkdir()
-    (work / "mymods.py").write_text(MYMODS)
-    (bin_dir / "ensemble_cli.py").write_text(CONSOLE_SCRIPT)
-    return work
-
-
-def launched(folder: Path, script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`script` (a file in the launcher's folder) run in `folder`, with only this checkout on PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(folder.parent / "bin" / script), *args], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def ensemble_command(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    return launched(folder, "ensemble_cli.py", *args)
+    return user_folder(tmp_path)
 
 
 def test_a_class_in_the_current_folder_is_found_without_pythonpath(folder):

@@ -136,6 +136,25 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
     return params
 
 
+RULE_KEYS = {"plateau": ("threshold", "min_epochs"), "fixed": ("epoch",), "budget": ("budget_seconds",), "none": ()}
+
+
+def params_that_ran(config) -> dict:
+    """The config as the run's params: what config.json records (`recorded_config`: no CAE settings for a
+    custom class), less the eager rules' parameters of rules that did not run and the baseline's keys
+    when none trained; `baseline.width` is the width built (the driver passes the config as it ran)."""
+    raw = recorded_config(config)
+    rule = raw["eager"]["rule"]
+    for other in set(RULE_KEYS) - {rule}:
+        for key in set(RULE_KEYS[other]) - set(RULE_KEYS[rule]):
+            raw["eager"].pop(key, None)
+    if not config.baseline.enabled:
+        raw["baseline"] = {"enabled": False}
+    elif config.baseline.autoencoder is not None:  # the user's own model: not widened
+        raw["baseline"].pop("width", None)
+    return raw
+
+
 def epoch_metrics(event: EpochEnded) -> dict[str, float]:
     """One epoch's metrics; a non-finite loss (a diverged member) is left out, not logged as NaN."""
     record = event.record
@@ -181,8 +200,9 @@ def default_store(output: str) -> Path:
 @contextmanager
 def quick_failure() -> Iterator[None]:
     """MLflow's HTTP calls fail at once while this lasts (its default: 7 retries with backoff, minutes
-    for a server that is not there), so a wrong address is an input error in seconds."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    for a server that is not there), so a wrong address is an input error at once (a refused connection)
+    or within a minute (a server that does not answer)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
     before = {key: os.environ.get(key) for key in quick}
     os.environ.update({key: value for key, value in quick.items() if before[key] is None})
     try:
@@ -252,7 +272,7 @@ class MlflowTracker:
         except Exception as err:  # MLflow raises its own, requests' and SQLAlchemy's errors
             raise InputError(store_problem(uri, err, config.output)) from None
         self.parent = run.info.run_id
-        params = flat_params(recorded_config(config))
+        params = flat_params(params_that_ran(config))
         self.client.log_batch(self.parent, params=[Param(k, v) for k, v in params.items()])
         self.location = where_logged(uri, self.experiment_id, self.parent)
 
