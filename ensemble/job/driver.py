@@ -66,6 +66,7 @@ from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, heads_in_actors, parallel_slots
 from ensemble.scheduling.pool import MemberPool, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
+from ensemble.scheduling.shipping import check_code_ships
 from ensemble.storage import Mirror, is_uri, occupied, open_mirror
 from workers.actor import MemberSpec
 from workers.encoding import EncodedEpochs, EncodeRequest
@@ -260,6 +261,8 @@ def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: 
     config = config.model_copy(update={"data": splits.data or config.data})  # `auto` sizes as resolved
     config, factories, base, architectures = build_models(config, splits, autoencoder, baseline_autoencoder,
                                                           trust_code or not resume)
+    check_code_ships(os.environ.get("RAY_ADDRESS"), ray.is_initialized(),
+                     [record["class"] for record in architectures.values() if record and record.get("class")])
     if not resume:
         config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
