@@ -399,6 +399,9 @@ COMMANDS = {"run": command_run, "select": command_select, "curves": command_curv
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    # scikit-learn's own non-convergence text names neither the head nor our key: fit_combiner's warning does
+    warnings.filterwarnings("ignore", message=r"(lbfgs failed to converge|Stochastic Optimizer: Maximum iter)",
+                            module=r"sklearn\.")
     from ensemble.errors import paragraph, stop_on_sigterm
     from ensemble.job.supervisor import is_child
     use_address(args)

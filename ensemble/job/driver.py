@@ -493,7 +493,7 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
             raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}).")
         base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
                                        plan.splits, config.combiner, config.seed,
-                                       sent_features({BASELINE: phases.baseline}))
+                                       sent_features({BASELINE: phases.baseline}), who="the baseline's")
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
                                    getattr(plan.baseline_factory, "width", 1.0))
