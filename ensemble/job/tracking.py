@@ -71,6 +71,8 @@ class Forgiving:
         self.broken = False
 
     def __getattr__(self, name: str) -> Any:  # the tracker's own attributes (`location`, `client`)
+        if name == "tracker":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.tracker, name)
 
     def start(self, config) -> None:
