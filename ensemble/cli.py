@@ -187,8 +187,8 @@ def _add_conventions(commands) -> None:
                      help="print the resolved config and the plan (members, slots, resources, phases) and exit "
                           "without starting Ray")
     run.add_argument("--tracker", choices=["mlflow"],
-                     help="also log the run to an experiment tracker: mlflow (MLFLOW_TRACKING_URI says where; "
-                          "needs the mlflow extra)")
+                     help="also log the run to an experiment tracker: mlflow (MLFLOW_TRACKING_URI says where, "
+                          "else OUTPUT/mlruns; needs the mlflow extra)")
     config = commands.add_parser("config", help="list the config keys with their defaults and meanings",
                                  description="Every key `--set` and config files take, with its default and "
                                              "meaning. Unknown keys are errors with the nearest known key.")
