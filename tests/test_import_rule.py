@@ -21,12 +21,13 @@ def folder(tmp_path):
 
 def test_a_class_in_the_current_folder_is_found_without_pythonpath(folder):
     (folder.parent / "bin" / "probe.py").write_text(
-        "import sys\nfrom workers.models import import_autoencoder\nfrom ensemble.serving.replica import "
-        "resolve_autoencoder\nprint(sys.path[0] != '', import_autoencoder('mymods:AE', trust_code=True).__name__, "
+        "import os, sys\nbefore = '' in sys.path or os.getcwd() in sys.path\n"
+        "from workers.models import import_autoencoder\nfrom ensemble.serving.replica import resolve_autoencoder\n"
+        "print(before, import_autoencoder('mymods:AE', trust_code=True).__name__, "
         "resolve_autoencoder('mymods:AE').__module__)\n")
     done = launched(folder, "probe.py")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "AE", "mymods"]  # the launcher's path did not start at the folder
+    assert done.stdout.split() == ["False", "AE", "mymods"]  # the folder was not on the path to begin with
 
 
 def test_a_class_that_cannot_be_imported_says_what_to_do_on_the_command_line(folder):
