@@ -5,9 +5,11 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,9 +107,30 @@ def test_local_modules_are_the_ones_outside_installed_packages(tmp_path):
         check_code_ships("ray://head:10001", False, ["workers.models:ConvAutoencoder", "tests.tiny:TinyAE"])
 
 
+def answering_like_grpc() -> tuple[int, threading.Thread]:
+    """A port where something answers an HTTP/2 preface with a SETTINGS frame, as a Ray Client server
+    does: enough for the address check (ensemble/scheduling/address.py); Ray itself never connects."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with server:
+            server.settimeout(120)
+            try:
+                while True:
+                    connection, _ = server.accept()
+                    with connection:
+                        connection.recv(64)
+                        connection.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+            except OSError:
+                return
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return server.getsockname()[1], thread
+
+
 def test_a_ray_client_address_with_a_local_class_is_refused_before_ray_with_both_ways(tmp_path):
     folder = user_folder(tmp_path)
-    port = free_ports(1)[0]  # nothing listens: the refusal comes before any connection
+    port, _ = answering_like_grpc()  # the address check passes; the refusal comes before ray.init
     done = ensemble_command(folder, "run", "--address", f"ray://127.0.0.1:{port}", "--set",
                             "model.autoencoder=mymods:AE", "--set", "data.name=digits", "--set", "members=2")
     message = " ".join(done.stderr.split())
