@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import VotingClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
@@ -276,8 +278,11 @@ def _check_finite(*blocks: np.ndarray) -> None:
 
 
 def fit_combiner(kind: str, head: str, per_member_features: Sequence[np.ndarray], labels,
-                 random_state: int = 0) -> tuple[EnsembleCombiner, float]:
-    """Fit a combiner on the members' features side by side; returns it and the seconds spent.
+                 random_state: int = 0, max_iter: int = 200, who: str = "the combiner's"
+                 ) -> tuple[EnsembleCombiner, float]:
+    """Fit a combiner on the members' features side by side; returns it and the seconds spent. A head
+    that used up `max_iter` gets a ConvergenceWarning naming `who` it belongs to ("the ensemble's",
+    "the baseline's", ...) and the config key that raises the cap.
 
     Parameters
     ----------
@@ -291,6 +296,10 @@ def fit_combiner(kind: str, head: str, per_member_features: Sequence[np.ndarray]
         One label per row.
     random_state : int
         Seed of the heads.
+    max_iter : int, default=200
+        Most iterations of each head (`combiner.max_iter`).
+    who : str, default="the combiner's"
+        Whose head it is, for the warning when it does not converge.
 
     Returns
     -------
@@ -312,14 +321,21 @@ def fit_combiner(kind: str, head: str, per_member_features: Sequence[np.ndarray]
     """
     started = time.perf_counter()
     combiner = EnsembleCombiner(kind=kind, head=head, member_widths=member_widths(per_member_features),
-                                random_state=random_state)
-    return combiner.fit_members(per_member_features, labels), time.perf_counter() - started
+                                random_state=random_state, max_iter=max_iter)
+    combiner.fit_members(per_member_features, labels)
+    if combiner.n_iter_ >= max_iter:
+        warnings.warn(ConvergenceWarning(
+            f"{who} combiner head ({head}) did not converge in combiner.max_iter={max_iter} iterations; its "
+            f"accuracy may be a little low. Raise the cap: --set combiner.max_iter={4 * max_iter} (or "
+            f"combiner: {{max_iter: {4 * max_iter}}} in a config file)."), stacklevel=2)
+    return combiner, time.perf_counter() - started
 
 
 def own_head_predictions(kind: str, head: str, random_state: int, train_features: np.ndarray, labels,
-                         test_features: np.ndarray) -> np.ndarray:
+                         test_features: np.ndarray, max_iter: int = 200) -> np.ndarray:
     """One member alone: the combiner kind fitted on that member's features only, its test predictions
     (each member's accuracy and the ensemble's diversity). Run on the driver, or in the member's actor
     when it finishes (`workers.encoding.EncodeRequest.own_head`): the same arithmetic either way."""
-    alone, _ = fit_combiner(kind, head, [train_features], labels, random_state=random_state)
+    alone, _ = fit_combiner(kind, head, [train_features], labels, random_state=random_state, max_iter=max_iter,
+                            who="a member's own")
     return alone.predict_members([test_features])

@@ -169,5 +169,6 @@ def member_encoding(cfg: EagerConfig, reference: bool, combiner: Optional[Combin
     """What each member's actor encodes when it finishes: the checkpoint `select_epoch` picks under
     this rule, and epoch 0 when the run scores the untrained reference (it has a test split); with
     a test split and a `combiner`, it also fits the member's own head on the selected features."""
-    own_head = partial(own_head_predictions, combiner.kind, combiner.head, seed) if reference and combiner else None
+    own_head = partial(own_head_predictions, combiner.kind, combiner.head, seed, max_iter=combiner.max_iter) \
+        if reference and combiner else None
     return EncodeRequest(fixed_epoch=member_fixed_epoch(cfg), reference=reference, own_head=own_head)

@@ -187,8 +187,8 @@ def _add_conventions(commands) -> None:
                      help="print the resolved config and the plan (members, slots, resources, phases) and exit "
                           "without starting Ray")
     run.add_argument("--tracker", choices=["mlflow"],
-                     help="also log the run to an experiment tracker: mlflow (MLFLOW_TRACKING_URI says where; "
-                          "needs the mlflow extra)")
+                     help="also log the run to an experiment tracker: mlflow (MLFLOW_TRACKING_URI says where, "
+                          "else OUTPUT/mlruns; needs the mlflow extra)")
     config = commands.add_parser("config", help="list the config keys with their defaults and meanings",
                                  description="Every key `--set` and config files take, with its default and "
                                              "meaning. Unknown keys are errors with the nearest known key.")
@@ -399,6 +399,9 @@ COMMANDS = {"run": command_run, "select": command_select, "curves": command_curv
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    # scikit-learn's own non-convergence text names neither the head nor our key: fit_combiner's warning does
+    warnings.filterwarnings("ignore", message=r"(lbfgs failed to converge|Stochastic Optimizer: Maximum iter)",
+                            module=r"sklearn\.")
     from ensemble.errors import paragraph, stop_on_sigterm
     from ensemble.job.supervisor import is_child
     use_address(args)

@@ -256,6 +256,8 @@ class CombinerConfig(Section):
                               "scikit-learn's stacking (a meta-learner over members' predictions); soft-vote / "
                               "hard-vote: one head per member, then a vote")
     head: Literal[HEADS] = Field("logistic", description="classifier head")
+    max_iter: int = Field(200, ge=1, description="most iterations of each head (lbfgs steps, or the mlp's epochs); a "
+                                                 "head that needs more warns, naming itself and this key")
 
     @field_validator("kind", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 predict, save and load, scikit-learn's estimator checks, and bad input named."""
 
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -265,3 +266,20 @@ def test_bad_member_blocks_are_named_as_the_stacked_matrix_would_be(digits):
         EnsembleCombiner(member_widths=(40, 24)).fit_members(per_member, y)
     with pytest.raises(CombinerInputError, match="zero members"):
         EnsembleCombiner().fit_members([], y)
+
+
+def test_a_head_that_does_not_converge_warns_naming_itself_and_the_key_that_raises_its_iterations():
+    from sklearn.exceptions import ConvergenceWarning
+
+    from classifier.combiner import fit_combiner
+    rng = np.random.default_rng(0)
+    features, labels = [rng.normal(size=(80, 6)), rng.normal(size=(80, 6))], np.arange(80) % 3
+    with pytest.warns(ConvergenceWarning) as caught:
+        combiner, _ = fit_combiner("concat", "logistic", features, labels, max_iter=2, who="the baseline's")
+    ours = [str(w.message) for w in caught if "combiner.max_iter" in str(w.message)]
+    assert combiner.n_iter_ == 2 and ours == [
+        "the baseline's combiner head (logistic) did not converge in combiner.max_iter=2 iterations; its accuracy "
+        "may be a little low. Raise the cap: --set combiner.max_iter=8 (or combiner: {max_iter: 8} in a config file)."]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # converged: no warning of ours
+        fit_combiner("concat", "logistic", features, labels, max_iter=500, who="the ensemble's")

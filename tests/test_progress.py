@@ -170,3 +170,15 @@ def test_summary_tables_align_in_the_console_and_stay_markdown():
     out = aligned(text).splitlines()
     assert out[:3] == ["|           | a   | bb  |", "| --------- | --- | --- |", "| long name | 1   | 2   |"]
     assert max(map(len, out)) <= 100 and out[3] == ""
+
+
+def test_the_status_says_starting_while_actors_start_and_waiting_only_when_slots_are_full():
+    from ensemble.job.progress import waiting_text
+    assert waiting_text("members", {"queued": 3, "running": 0}, False) == "; starting the member actors"
+    assert waiting_text("baseline", {"queued": 1, "running": 0}, False) == "; starting the baseline"
+    assert waiting_text("members", {"queued": 3, "running": 2}, False) == "; 3 waiting for free CPUs"
+    assert waiting_text("members", {"queued": 1, "running": 2}, True) == "; 1 waiting for free GPUs"
+    assert waiting_text("members", {"queued": 0, "running": 2}, False) == ""
+    board = Board(roster(2), started=T0)
+    board.apply(Started("member_00", T0, {}))
+    assert status_line(board, T0 + 31).endswith("; 1 waiting for free CPUs")

@@ -135,3 +135,15 @@ def test_selection_config_and_name():
     for bad in (["seed=3"], ["data.train_size=10"], ["eager"]):
         with pytest.raises(InputError, match="only eager"):
             selection_config(base, bad)
+
+
+def test_a_selection_and_a_curve_point_with_another_iteration_cap_are_kept_apart():
+    from ensemble.analysis.curves import cache_key
+    from ensemble.analysis.select import selection_name
+    from ensemble.config import CombinerConfig, build_config
+    assert selection_name(build_config({}, ["eager.rule=fixed", "eager.epoch=2"])) == "fixed-2_concat"
+    assert selection_name(build_config({}, ["eager.rule=fixed", "eager.epoch=2", "combiner.max_iter=800"])) == \
+        "fixed-2_concat-iter800"
+    chosen = [("member_00", 2)]
+    assert cache_key(chosen, CombinerConfig(), 0) == "concat/logistic/seed0:member_00@2"  # earlier caches hold
+    assert cache_key(chosen, CombinerConfig(max_iter=800), 0) == "concat/logistic/iter800/seed0:member_00@2"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import pkgutil
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from workers.errors import InputError
+from workers.imports import resolve_here
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU,
@@ -200,12 +200,7 @@ def import_autoencoder(path: str, trust_code: bool = False) -> type[nn.Module]:
     if not trusts(path, trust_code):
         raise untrusted(path)
     name = path.rpartition(":")[2]
-    try:
-        found = pkgutil.resolve_name(path)
-    except Exception as err:  # the module's own import-time code may raise anything
-        raise InputError(f"the run's autoencoder {path} cannot be imported here ({type(err).__name__}: {err}); a "
-                         "class defined in a notebook or in a script run as a program exists only in that process. "
-                         f"Pass the class itself: autoencoder={name}.") from None
+    found = resolve_here(path)
     if not (inspect.isclass(found) and issubclass(found, nn.Module)):
         raise InputError(f"the run's autoencoder {path} is a {type(found).__name__}, not an nn.Module class; only "
                          f"classes are rebuilt by name. Pass the factory itself: autoencoder={name}.")

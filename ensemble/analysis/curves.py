@@ -89,8 +89,11 @@ def curve_points(report: RunReport) -> list[CurvePoint]:
 
 
 def cache_key(checkpoints: Chosen, combiner: CombinerConfig, seed: int) -> str:
-    """What decides the accuracy, given the run's data: the checkpoints, the combiner and its seed."""
-    return f"{combiner.kind}/{combiner.head}/seed{seed}:" + ",".join(f"{name}@{epoch}" for name, epoch in checkpoints)
+    """What decides the accuracy, given the run's data: the checkpoints, the combiner (its iteration cap
+    when not the default, so earlier caches stay valid) and its seed."""
+    cap = "" if combiner.max_iter == CombinerConfig().max_iter else f"/iter{combiner.max_iter}"
+    members = ",".join(f"{name}@{epoch}" for name, epoch in checkpoints)
+    return f"{combiner.kind}/{combiner.head}{cap}/seed{seed}:{members}"
 
 
 def accuracy_vs_time(run_dir: str | Path, autoencoder: Autoencoders = None, dataset=None,

@@ -141,7 +141,7 @@ def _head_accuracy(saved: SavedRun, train: list[np.ndarray], test: list[np.ndarr
     """The run's combiner fitted on the labelled `subset` of the training features, scored on test."""
     splits, combiner = saved.splits(), saved.config.combiner
     head, _ = fit_combiner(combiner.kind, combiner.head, [f[subset] for f in train], splits.train_y.numpy()[subset],
-                           random_state=saved.config.seed)
+                           random_state=saved.config.seed, max_iter=combiner.max_iter, who="a label curve's")
     return float(np.mean(head.predict_members(test) == splits.test_y.numpy()))
 
 

@@ -73,7 +73,8 @@ def rule_label(eager: EagerConfig) -> str:
 def selection_name(config: EnsembleConfig) -> str:
     """The selection's directory name: what was chosen, e.g. plateau-0.05_concat or fixed-2_soft-vote-mlp."""
     head = "" if config.combiner.head == CombinerConfig().head else f"-{config.combiner.head}"
-    return f"{rule_label(config.eager)}_{config.combiner.kind}{head}"
+    cap = "" if config.combiner.max_iter == CombinerConfig().max_iter else f"-iter{config.combiner.max_iter}"
+    return f"{rule_label(config.eager)}_{config.combiner.kind}{head}{cap}"
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, heads_in_actors, parallel_slots
 from ensemble.scheduling.pool import MemberPool, too_few_members
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
+from ensemble.scheduling.shipping import check_code_ships
 from ensemble.storage import Mirror, is_uri, occupied, open_mirror
 from workers.actor import MemberSpec
 from workers.encoding import EncodedEpochs, EncodeRequest
@@ -197,7 +198,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
     plan = prepare(with_keys(config, keys), autoencoder, dataset, resume, unlabelled, trust_code,
                    baseline_autoencoder)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
-    with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
+    with writing(plan) as run_dir, tracked(tracker, as_ran(plan)) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
             nodes = alive_node_resources()
             room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
@@ -206,6 +207,8 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
             open_run_dir(plan, run_dir)
             with watching(plan, run_dir, nodes, chained(on_event, track), watch) as (show, notice):
                 announce(session, watch, room.message, notice)
+                if getattr(track, "location", ""):
+                    notice(track.location)
                 data_ref = share_data(plan.splits)
                 phases = train_members(plan, run_dir, data_ref, show, nodes)
                 train_baseline(plan, run_dir, data_ref, show, phases)
@@ -220,6 +223,16 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
 
 
 # --- step 1: prepare ---
+
+def as_ran(plan: Plan) -> EnsembleConfig:
+    """The config with the baseline's width as built, for trackers' params: `baseline.width: null` is a
+    default (sqrt(N), or matched parameters) the plan resolved; a baseline of its own has no width."""
+    config, base = plan.config, plan.baseline_factory
+    width = getattr(base, "width", None) if config.baseline.autoencoder is None else None
+    if base is None or width == config.baseline.width:
+        return config
+    return config.model_copy(update={"baseline": config.baseline.model_copy(update={"width": width})})
+
 
 def with_keys(config: Optional[EnsembleConfig], keys: dict) -> EnsembleConfig:
     """`run(members=3, train={"epochs": 2})`: the keys as a config, laid over `config` when one is given."""
@@ -251,6 +264,8 @@ def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: 
     config = config.model_copy(update={"data": splits.data or config.data})  # `auto` sizes as resolved
     config, factories, base, architectures = build_models(config, splits, autoencoder, baseline_autoencoder,
                                                           trust_code or not resume)
+    check_code_ships(os.environ.get("RAY_ADDRESS"), ray.is_initialized(),
+                     [record["class"] for record in architectures.values() if record and record.get("class")])
     if not resume:
         config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
@@ -483,7 +498,7 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
             raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}).")
         base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
                                        plan.splits, config.combiner, config.seed,
-                                       sent_features({BASELINE: phases.baseline}))
+                                       sent_features({BASELINE: phases.baseline}), who="the baseline's")
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
                                    getattr(plan.baseline_factory, "width", 1.0))

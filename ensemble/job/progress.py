@@ -272,10 +272,25 @@ def status_line(board: Board, now: float) -> str:
     cpus, gpus = board.in_use()
     phase = board.phase()
     eta, bound = eta_seconds([e for e in board.entries.values() if e.phase == phase])
-    waiting = "; waiting for free resources" if counts["queued"] and not counts["running"] else ""
+    now_in_phase = [e.state for e in board.entries.values() if e.phase == phase]
+    waiting = waiting_text(phase, {"queued": now_in_phase.count("queued"),
+                                   "running": len(now_in_phase) - now_in_phase.count("queued")
+                                   - sum(state in FINISHED for state in now_in_phase)}, gpus > 0)
     return clip(f"{duration(now - board.started):>7} status: {counts['running']} running, {counts['queued']} queued, "
                 f"{counts['done']} done, {counts['lost']} lost; in use {cpus:g} CPU"
                 + (f", {gpus:g} GPU" if gpus else "") + f"; {phase} ETA {eta_text(eta, bound)}{waiting}")
+
+
+def waiting_text(phase: str, counts: dict[str, int], gpus: bool) -> str:
+    """Why the phase's queued work (`counts`: its queued and running) is not running yet: with nothing
+    running, its actors are starting (the baseline's
+    actor after the members, or the first members'); with some running, the rest wait for their slots,
+    which only a running member's freed CPUs (or GPUs) give."""
+    if not counts["queued"]:
+        return ""
+    if not counts["running"]:
+        return "; starting the baseline" if phase == "baseline" else "; starting the member actors"
+    return f"; {counts['queued']} waiting for free {'GPUs' if gpus else 'CPUs'}"
 
 
 def failure_lines(event: Event) -> list[str]:

@@ -51,9 +51,11 @@ def fit_and_score(autoencoders: Sequence[nn.Module], train_x: torch.Tensor, trai
 
 def score_features(train_features: Sequence[np.ndarray], test_features: Optional[Sequence[np.ndarray]],
                    train_y: torch.Tensor, test_y: torch.Tensor, kind: str, head: str, seed: int,
-                   feature_seconds: float) -> CombinerScore:
-    """Fit the combiner on the members' training features; score it on their test features (if any)."""
-    combiner, fit_seconds = fit_combiner(kind, head, train_features, train_y.numpy(), random_state=seed)
+                   feature_seconds: float, max_iter: int = 200, who: str = "the ensemble's") -> CombinerScore:
+    """Fit the combiner on the members' training features; score it on their test features (if any).
+    `who`: whose head it is, for a warning that it did not converge."""
+    combiner, fit_seconds = fit_combiner(kind, head, train_features, train_y.numpy(), random_state=seed,
+                                         max_iter=max_iter, who=who)
     if test_features is None:
         return CombinerScore(combiner, None, np.empty(0, dtype=np.int64), feature_seconds, fit_seconds,
                              train_features)
@@ -65,14 +67,15 @@ def score_features(train_features: Sequence[np.ndarray], test_features: Optional
 
 def score_checkpoints(factories: Factories, run_dir: Path, chosen: Chosen, splits: Splits,
                       combiner: CombinerConfig, seed: int,
-                      encoded: Optional[Mapping[str, EncodedEpochs]] = None) -> CombinerScore:
+                      encoded: Optional[Mapping[str, EncodedEpochs]] = None, who: str = "the ensemble's"
+                      ) -> CombinerScore:
     """Freeze the chosen checkpoints, fit `combiner` on the labelled training images' features (all, or
     data.labels_per_class of each class), score on test.
 
     `encoded`: features the members' actors already computed (member name -> epoch -> split); a
     chosen checkpoint found there is not encoded again, the rest are encoded here, the same way."""
     features, seconds = timed_features(factories, run_dir, chosen, splits, encoded)
-    return scored(features, splits, combiner, seed, seconds)
+    return scored(features, splits, combiner, seed, seconds, who)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def score_run(factories: Factories, run_dir: Path, chosen: Chosen, splits: Split
     to_fit = [features for features in trained if OWN_HEAD not in features]  # heads the actors did not fit
     ensemble, reference, *fitted = side_by_side(
         [partial(scored, trained, splits, combiner, seed, seconds),
-         partial(scored, untrained, splits, combiner, seed, untrained_seconds),
+         partial(scored, untrained, splits, combiner, seed, untrained_seconds, "the untrained encoders'"),
          *alone_jobs([f["train"] for f in to_fit], [f["test"] for f in to_fit], splits.labelled_y, combiner, seed)])
     fitted = iter(fitted)
     return RunScores(ensemble, reference, [f[OWN_HEAD] if OWN_HEAD in f else next(fitted) for f in trained])
@@ -112,10 +115,10 @@ def timed_features(factories: Factories, run_dir: Path, chosen: Chosen, splits: 
 
 
 def scored(features: Sequence[SplitFeatures], splits: Splits, combiner: CombinerConfig, seed: int,
-           feature_seconds: float) -> CombinerScore:
+           feature_seconds: float, who: str = "the ensemble's") -> CombinerScore:
     test = [member["test"] for member in features] if len(splits.test_y) else None
     return score_features([member["train"] for member in features], test, splits.labelled_y, splits.test_y,
-                          combiner.kind, combiner.head, seed, feature_seconds)
+                          combiner.kind, combiner.head, seed, feature_seconds, combiner.max_iter, who)
 
 
 def checkpoint_features(factory: AutoencoderFactory, member_dir: Path, epoch: int, splits: Splits,
@@ -144,4 +147,4 @@ def member_predictions(score: CombinerScore, train_y: torch.Tensor, combiner: Co
 def alone_jobs(train: Sequence[np.ndarray], test: Sequence[np.ndarray], train_y: torch.Tensor,
                combiner: CombinerConfig, seed: int) -> list:
     return [partial(own_head_predictions, combiner.kind, combiner.head, seed, member_train, train_y.numpy(),
-                    member_test) for member_train, member_test in zip(train, test, strict=True)]
+                    member_test, combiner.max_iter) for member_train, member_test in zip(train, test, strict=True)]

@@ -66,12 +66,8 @@ def resolve_autoencoder(autoencoder: Autoencoder):
     """A factory as given, or the one a "module:name" string names (config files cannot hold a class)."""
     if autoencoder is None or callable(autoencoder):
         return autoencoder
-    import pkgutil
-    try:
-        return pkgutil.resolve_name(str(autoencoder))
-    except (ImportError, AttributeError, ValueError) as err:
-        raise InputError(f"cannot import the autoencoder {autoencoder!r} ({err}); give it as module:name, "
-                         "importable where the replicas run.") from None
+    from workers.imports import resolve_here
+    return resolve_here(str(autoencoder))  # found as every command finds it
 
 
 def answered(answer):
