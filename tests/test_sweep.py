@@ -176,6 +176,11 @@ def test_a_2x2_sweep_stopped_by_sigterm_resumes_to_the_verdicts_repeats_computes
     first_report = (first / "report.json").read_bytes()
     assert stopped["cells"][0]["runs"][0]["status"] == "done" and stopped["cells"][3]["status"] == "pending"
 
+    assert cli.main(["sweep", "--resume", str(sweep_dir), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"{first.name}  seed 0: done" in plan and "c03_members-2_data.train_size-150-r1  seed 1: new" in plan
+    assert "from the runs measured so far" in plan
+
     assert cli.main(["sweep", "--resume", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
     assert "c00_members-1_data.train_size-100-r0:" not in out  # finished before the stop: not trained again
