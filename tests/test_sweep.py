@@ -137,6 +137,21 @@ def test_an_existing_sweep_is_continued_only_with_resume(tmp_path, capsys):
         plan_sweep(None, resume=tmp_path / "elsewhere")
 
 
+def test_one_writer_per_sweep(tmp_path, capsys):
+    from ensemble.runs.runlock import run_lock
+    from ensemble.sweeps.grid import Axis
+    from ensemble.sweeps.record import SweepRecord, write_record
+    sweep_dir = tmp_path / "s"
+    sweep_dir.mkdir()
+    base = build_config({}, TINY).model_dump(mode="json")
+    write_record(SweepRecord(name="s", axes=[Axis(key="members", values=[1])], repeats=1, base_config=base, cells=[]),
+                 sweep_dir)
+    with run_lock(sweep_dir):  # another command writes this sweep
+        assert cli.main(["sweep", "--resume", str(sweep_dir)]) == 2
+    assert "being written by another command" in " ".join(capsys.readouterr().err.split())
+    assert not list(sweep_dir.glob("c00*"))  # nothing started
+
+
 # --- end to end (Ray) ---
 
 def cell_runs(sweep_dir: Path, cell: dict) -> list[RunReport]:
