@@ -98,6 +98,8 @@ def test_failures_of_a_cell_are_recorded_and_interruptions_stop_the_sweep():
     assert decisions.cell_failure(MemberFailed("member_00", 1, ValueError("nan"))) is not None
     assert decisions.cell_failure(RuntimeError("only 0 usable member(s) remain, fewer than min_members=1")) is not None
     assert decisions.cell_failure(KeyboardInterrupt()) is None
+    assert decisions.cell_failure(MemberFailed("member_01", 2, OSError(28, "No space left on device"))) is None
+    assert decisions.cell_failure(OSError(28, "No space left on device")) is None
     assert decisions.cell_failure(ConnectionError("lost the cluster")) is None
     assert decisions.cell_failure(RuntimeError("something else")) is None
 

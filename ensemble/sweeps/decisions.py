@@ -40,8 +40,10 @@ def run_state(has_report: bool, has_config: bool, recorded_failure: Optional[str
 def cell_failure(error: BaseException) -> Optional[str]:
     """Why a run failed, when the failure belongs to its cell's settings (bad input for them, a
     divergence, the autoencoder's own code, too few usable members): recorded, and the sweep goes on.
-    None for what stops the sweep instead (Ctrl-C, SIGTERM, a lost cluster): it can be resumed."""
+    None for what stops the sweep instead (Ctrl-C, SIGTERM, a lost cluster, a full disk): it can be resumed."""
     if isinstance(error, KeyboardInterrupt) or not isinstance(error, Exception):
+        return None
+    if isinstance(error, MemberFailed) and isinstance(error.cause, OSError):  # a full disk: free it, then resume
         return None
     if isinstance(error, (InputError, NeedsNewRun, MemberFailed)):
         return f"{type(error).__name__}: {error}"
