@@ -50,13 +50,14 @@ def _accuracy_panel(ax, record: SweepRecord, axis_index: int) -> None:
     chance = [run.chance_accuracy for cell in record.cells for run in cell.runs if run.chance_accuracy is not None]
     styles = {"ensemble_test_accuracy": ("ensemble", "tab:blue"), "baseline_test_accuracy": ("baseline", "black"),
               "untrained_test_accuracy": ("untrained", "tab:red")}
-    for label, points in _series(record, axis_index).items():
+    for group, (label, points) in enumerate(_series(record, axis_index).items()):
         points = sorted(points, key=lambda p: p[0])
+        line = {"marker": "os^Dv"[group % 5], "linestyle": ["-", "--", "-.", ":"][group % 4]}  # tells groups apart
         for key, (side, color) in styles.items():
             values = [(x, cell.summary.figures[key].mean) for x, cell in points
                       if cell.summary.figures[key].mean is not None]
-            ax.plot([x for x, _ in values], [v for _, v in values], marker="o", color=color, alpha=0.7,
-                    label=f"{side} ({label})")
+            ax.plot([x for x, _ in values], [v for _, v in values], color=color, alpha=0.7, label=f"{side} ({label})",
+                    **line)
     if chance:
         ax.axhline(max(chance), color="gray", linestyle=":", label="chance (majority class)")
     axis = record.axes[axis_index]
