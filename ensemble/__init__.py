@@ -4,6 +4,7 @@
     result = ensemble.run(ensemble.EnsembleConfig(members=5))
     ensemble.load(result.run_dir).predict(images)
     ensemble.EagerEnsembleClassifier(members=3).fit(X, y).score(X_test, y_test)
+    ensemble.sweep(ensemble.EnsembleConfig(), {"members": [1, 5]}, repeats=3, name="grid")
 
 Layers: `ensemble` (the driver side) imports `workers` (the member side, lowest) and
 `classifier`; neither imports `ensemble`. The heavy names (`run`, `load`, `RunResult`) load on
@@ -31,10 +32,11 @@ _ON_FIRST_USE = {
     "release_actors": "ensemble.scheduling.warm_actors",
     "run": "ensemble.job.driver",
     "serve": "ensemble.serving.application",
+    "sweep": "ensemble.sweeps.runner",
     "Watch": "ensemble.job.progress",
 }
 __all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
-           "Watch", "__version__", "load", "release_actors", "run", "serve"]
+           "Watch", "__version__", "load", "release_actors", "run", "serve", "sweep"]
 
 
 def __getattr__(name: str):

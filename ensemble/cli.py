@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import shlex
 import sys
 import traceback
 import warnings
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run(commands)
+    _add_sweep(commands)
     _add_select(commands)
     _add_curves(commands)
     _add_labels(commands)
@@ -78,6 +80,35 @@ def _add_run(commands) -> None:
     run.add_argument("--dashboard", action="store_true",
                      help="start Ray's dashboard on 127.0.0.1 with the local Ray instance and print its URL "
                           "(on a cluster: print the cluster's)")
+
+
+def _add_sweep(commands) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="a grid of configs, K seeds per cell, each an ordinary run; a table and a plot per sweep",
+        description="Runs every cell of a grid (--grid key=v1,v2, repeatable, or a sweep: section in the config "
+                    "file) with --repeats seeds each; every cell x seed is a run directory under OUTPUT/NAME/, "
+                    "beside sweep.json, sweep.md and sweep.png (the across-seed verdict per cell, as --repeats "
+                    "computes it). Resumable with --resume. Connects to RAY_ADDRESS when set, like `run`.")
+    sweep.add_argument("--config", metavar="FILE", help="the base config (YAML or JSON), optionally with a sweep: "
+                                                         "section (grid, repeats, name, parallel_cells)")
+    sweep.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override one key of the base config (repeatable)")
+    sweep.add_argument("--grid", metavar="KEY=V1,V2", action="append", default=[],
+                       help="one axis: a config key and its values, e.g. --grid members=1,5 (repeatable; commas "
+                            "inside brackets stay: --grid model.channels=[4,8],[8,16])")
+    sweep.add_argument("--repeats", metavar="K", type=int, help="seeds per cell: seed, seed+1, ... (default 1)")
+    sweep.add_argument("--output", metavar="DIR", help="directory that holds the sweep's directory")
+    sweep.add_argument("--name", help="the sweep directory's name (default: a time stamp)")
+    sweep.add_argument("--resume", metavar="SWEEP_DIR",
+                       help="continue a stopped sweep with its own config and grid: only runs not finished train, "
+                            "interrupted ones from their newest checkpoint (other options are not allowed with it)")
+    sweep.add_argument("--parallel-cells", metavar="N", type=int,
+                       help="cells side by side, as many as the cluster's free resources hold (default 1: one "
+                            "after another, each using the whole cluster)")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the cells, the runs (and what each still needs) and an estimate of the time, "
+                            "then exit without starting Ray")
+    add_trust(sweep, "an interrupted run")
 
 
 def add_trust(command, what: str = "the run") -> None:
@@ -177,7 +208,7 @@ def _add_serve(commands) -> None:
 def _add_conventions(commands) -> None:
     """What Ray's and scikit-learn's users expect of a CLI: `--address` where a command connects to
     Ray, `run --dry-run`, `run --tracker`, and `ensemble config` listing the keys."""
-    for name in ("run", "serve"):
+    for name in ("run", "sweep", "serve"):
         commands.choices[name].add_argument(
             "--address", metavar="ADDRESS",
             help="the Ray cluster to connect to, as Ray's own --address: auto, HOST:PORT or ray://HOST:PORT "
@@ -242,6 +273,9 @@ def resolve_config(args: argparse.Namespace):
     if args.name is not None:
         overrides.append(f"name={args.name}")
     raw = read_config_file(args.config) if args.config else EnsembleConfig().model_dump(mode="json")
+    if "sweep" in raw:
+        raise InputError(f"config file {args.config!r} has a sweep: section, which `ensemble sweep` reads: run it "
+                         f"with `ensemble sweep --config {args.config}`, or drop the section.")
     return build_config(raw, overrides)
 
 
@@ -392,8 +426,46 @@ def command_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": command_run, "select": command_select, "curves": command_curves, "labels": command_labels,
-            "serve": command_serve, "config": command_config, "bench": bench_command.main}
+def sweep_plan(args: argparse.Namespace):
+    """The sweep the options ask for, checked (axes, directory) without starting Ray; and its cells at once."""
+    from ensemble.config import EnsembleConfig, build_config, read_config_file
+    from ensemble.sweeps.grid import merge_axes, parse_axis, read_section
+    from ensemble.sweeps.runner import plan_sweep
+    if args.resume:
+        if args.config or args.overrides or args.grid or args.repeats or args.output or args.name:
+            raise InputError("--resume continues a sweep with its own saved config and grid; drop --config, --set, "
+                             "--grid, --repeats, --output and --name.")
+        return plan_sweep(None, resume=args.resume), args.parallel_cells or 1
+    raw = read_config_file(args.config) if args.config else EnsembleConfig().model_dump(mode="json")
+    raw, section = read_section(raw)
+    config = build_config(raw, list(args.overrides) + ([f"output={args.output}"] if args.output else []))
+    axes = merge_axes(section.grid, [parse_axis(text) for text in args.grid])
+    repeats = args.repeats if args.repeats is not None else section.repeats or 1
+    plan = plan_sweep(config, axes, repeats, args.name or section.name)
+    return plan, args.parallel_cells or section.parallel_cells or 1
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from ensemble.sweeps.record import sweep_table
+    from ensemble.sweeps.runner import dry_run_text, execute
+    plan, parallel = sweep_plan(args)
+    if parallel < 1:
+        raise InputError(f"--parallel-cells must be at least 1, not {parallel}.")
+    args.run_location = str(plan.sweep_dir.absolute())
+    if args.dry_run:
+        print(dry_run_text(plan, parallel))
+        return EXIT_OK
+    done = execute(plan, parallel, {"autoencoder": None, "dataset": None, "trust_code": args.trust_code},
+                   lambda line: print(line, flush=True))
+    print()
+    print(sweep_table(done.record))
+    print(f"\nSweep directory: {done.sweep_dir} (sweep.json, sweep.md, sweep.png and a run directory per cell and "
+          "seed)")
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "sweep": command_sweep, "select": command_select, "curves": command_curves,
+            "labels": command_labels, "serve": command_serve, "config": command_config, "bench": bench_command.main}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -439,6 +511,9 @@ def report_failure(args: argparse.Namespace, error: BaseException) -> int:
         print(getattr(error, "remote_traceback", ""), file=sys.stderr)
     if args.command == "run" and not isinstance(error, NeedsNewRun):
         problem += " " + next_step(getattr(args, "run_location", None), args.resume_if_exists)
+    elif args.command == "sweep" and getattr(args, "run_location", None):
+        problem += (" Every finished run is kept, and every checkpoint of the interrupted ones. Continue with: "
+                    f"ensemble sweep --resume {shlex.quote(args.run_location)}")
     else:
         problem += " (Set ENSEMBLE_DEBUG=1 for the traceback.)"
     print(paragraph(f"error: {problem}"), file=sys.stderr, flush=True)

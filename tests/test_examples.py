@@ -18,7 +18,7 @@ from tests.ports import free_ports
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TESTED = {"custom_autoencoder.py", "sklearn_pipeline.py", "tracker_callback.py", "serving_client.py",
-          "submit_job.sh"}
+          "submit_job.sh", "paper_grid.sh"}
 
 
 def run_example(tmp_path: Path, name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -100,3 +100,15 @@ def test_submit_job_runs_the_main_job_on_a_local_head_and_stops_it(tmp_path):
     gone = subprocess.run([shutil.which("ray", path=str(Path(sys.executable).parent)), "job", "list", "--address",
                            address], capture_output=True, text=True, timeout=60)
     assert gone.returncode != 0, "the head the example started is still up"
+
+
+@pytest.mark.slow
+def test_paper_grid_sweeps_data_sizes_and_members(tmp_path):
+    done = run_example(tmp_path, "paper_grid.sh", "--tiny")
+    sweep_dir = tmp_path / "runs" / "paper-grid"
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [cell["settings"] for cell in record["cells"]] == [{"data.train_size": 100, "members": 1},
+                                                              {"data.train_size": 100, "members": 2}]
+    assert all(cell["status"] == "done" and cell["summary"]["comparison"]["outcome"] for cell in record["cells"])
+    assert (sweep_dir / "sweep.png").stat().st_size > 0 and "| done |" in (sweep_dir / "sweep.md").read_text()
+    assert done.stdout.count("[sweep] c0") == 2 and "Sweep directory:" in done.stdout

@@ -22,7 +22,7 @@ FLOORS = [
     {"scheduling"},                          # the only Ray scheduling code: actors, session, placement
     {"result", "serving"},                   # RunResult / load(), `ensemble serve`
     {"job"},                                 # the main job: driver, progress, logs, failures
-    {"analysis", "estimator"},               # select, curves, repeats; the scikit-learn estimator
+    {"analysis", "estimator", "sweeps"},     # select, curves, repeats; the scikit-learn estimator; sweeps
     {"cli", "__main__", "__init__", "bench"},  # the command line, the public API, `ensemble bench` (runs it)
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}

@@ -8,6 +8,7 @@ write (temporary file, fsync, rename) that writes every one of them.
   member_00/ history.jsonl  progress.csv  events.out.tfevents.*  outcome.json  checkpoint_000000/ ...
   baseline/  the same, plus its own combiner.skops
   selections/<rule>_<combiner>/   accuracy_vs_time.csv/.png/_cache.json   labels.json/.png   (written by analysis)
+<output>/<sweep-name>/  sweep.json  sweep.md  sweep.png  and a run directory per cell and seed
 ```
 A reader (a resumed run, `ensemble select`, another process) sees a file's old bytes or its
 new ones, never half of them; checkpoints are whole directories renamed into place
@@ -46,6 +47,9 @@ SELECTIONS = "selections"
 CURVES_CSV, CURVES_PNG, CURVES_CACHE = "accuracy_vs_time.csv", "accuracy_vs_time.png", "accuracy_vs_time_cache.json"
 SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "repeats.png"
 LABELS_JSON, LABELS_PNG = "labels.json", "labels.png"  # `ensemble labels`: accuracy against labels per class
+
+# --- a sweep's directory: <output>/<sweep-name>/ holds these and one run directory per cell and seed ---
+SWEEP_JSON, SWEEP_MD, SWEEP_PNG = "sweep.json", "sweep.md", "sweep.png"
 
 
 RUN_ID = "run_id"  # the key, in config.json and report.json (and each checkpoint's manifest), of the run's id

@@ -18,6 +18,7 @@ from ensemble.job.driver import run
 from ensemble.report import RunReport
 from ensemble.report.comparison import RepeatsComparison, compare_repeats
 from ensemble.report.plots import repeats_plot
+from ensemble.report.statistics import mean_test
 from ensemble.result import RunResult
 from ensemble.runs.rundir import default_run_name
 from ensemble.scheduling.session import ray_session
@@ -70,12 +71,15 @@ class FigureSummary(BaseModel):
     mean: Optional[float]        # None: no run had this figure (no baseline)
     sd: Optional[float]          # sample standard deviation; None with fewer than two values
     values: list[Optional[float]]
+    ci95: Optional[tuple[float, float]] = None  # t interval of the mean; None: fewer than two values or no spread
 
 
 def mean_sd(values: Sequence[Optional[float]]) -> FigureSummary:
     present = [v for v in values if v is not None]
+    interval = mean_test(present)[1] if present else None
     return FigureSummary(mean=statistics.fmean(present) if present else None,
-                         sd=statistics.stdev(present) if len(present) > 1 else None, values=list(values))
+                         sd=statistics.stdev(present) if len(present) > 1 else None, values=list(values),
+                         ci95=interval)
 
 
 def plus_minus(figure: FigureSummary, fmt: str) -> str:

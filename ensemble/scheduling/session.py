@@ -85,6 +85,11 @@ def alive_node_resources() -> list[dict]:
     return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
 
 
+def free_resources() -> dict[str, float]:
+    """The cluster's resources not held by anything now (Ray's own accounting)."""
+    return {kind: float(amount) for kind, amount in ray.available_resources().items()}
+
+
 def share_data(splits: Splits) -> ray.ObjectRef:
     """The autoencoders' training images (unlabelled ones included), the validation and test images, and
     which training rows the combiner fits on with their labels, put into the object store once; every

@@ -1,0 +1,1 @@
+"""`ensemble sweep`: a grid of settings x seeds, each an ordinary run (see `runner`)."""
