@@ -141,8 +141,9 @@ def test_an_existing_sweep_is_continued_only_with_resume(tmp_path, capsys):
 
 def test_one_writer_per_sweep(tmp_path, capsys):
     from ensemble.runs.runlock import run_lock
+    from ensemble.sweeps.files import write_record
     from ensemble.sweeps.grid import Axis
-    from ensemble.sweeps.record import SweepRecord, write_record
+    from ensemble.sweeps.record import SweepRecord
     sweep_dir = tmp_path / "s"
     sweep_dir.mkdir()
     base = build_config({}, TINY).model_dump(mode="json")

@@ -17,7 +17,7 @@ from ensemble.analysis.repeats import RepeatsSummary, headline_figures, summariz
 from ensemble.report import RunReport
 from ensemble.sweeps.grid import Axis, Cell
 from workers.errors import InputError
-from workers.layout import REPORT_JSON, SWEEP_JSON, SWEEP_MD, SWEEP_PNG, write_atomic
+from workers.layout import REPORT_JSON, SWEEP_JSON, SWEEP_PNG
 
 Status = Literal["pending", "running", "done", "failed"]
 
@@ -127,12 +127,3 @@ def sweep_markdown(record: SweepRecord) -> str:
         "95% t intervals across seeds (the speed-up's: of the geometric mean), as `ensemble run --repeats` computes "
         "them; each cell's full verdict is in sweep.json. A row per cell:", "",
         sweep_table(record), "", f"![sweep]({SWEEP_PNG})", ""])
-
-
-def write_record(record: SweepRecord, sweep_dir: Path, plot: bool = True) -> None:
-    """sweep.json and sweep.md (every time a run ends), sweep.png (when asked: it takes a moment)."""
-    write_atomic(sweep_dir / SWEEP_JSON, record.model_dump_json(indent=2))
-    write_atomic(sweep_dir / SWEEP_MD, sweep_markdown(record))
-    if plot and any(cell.summary is not None for cell in record.cells):
-        from ensemble.sweeps.plot import sweep_plot  # matplotlib: only once there is something to draw
-        sweep_plot(record, sweep_dir / SWEEP_PNG)

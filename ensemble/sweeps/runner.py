@@ -18,8 +18,9 @@ from ensemble.runs.rundir import holds_files, resume_config
 from ensemble.runs.runlock import run_lock
 from ensemble.storage import is_uri
 from ensemble.sweeps import decisions
+from ensemble.sweeps.files import write_record
 from ensemble.sweeps.grid import Axis, Cell, cells, parse_axis
-from ensemble.sweeps.record import SweepRecord, cell_record, write_record
+from ensemble.sweeps.record import SweepRecord, cell_record
 from workers.errors import InputError
 from workers.layout import CONFIG_JSON, REPORT_JSON, SWEEP_JSON
 
