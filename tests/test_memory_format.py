@@ -69,6 +69,17 @@ def test_a_format_the_model_cannot_run_in_is_left_out(digits):
     assert list(seconds) == [CONTIGUOUS] and choose_memory_format(seconds) == CONTIGUOUS
 
 
+def test_user_code_that_fails_on_a_later_call_leaves_the_default_and_is_not_the_probes_to_report(digits):
+    calls = []
+
+    def step(probe_model, batch):  # user code that raises after four calls, in any format: both formats'
+        calls.append(1)            # untimed steps and their first timed round pass, the second round fails
+        if len(calls) > 4:
+            raise ValueError("this layer expected 64 features")
+    seconds = probe_memory_formats(FACTORY(), digits[0][:10], step, rounds=3)
+    assert seconds == {CONTIGUOUS: []} and choose_memory_format(seconds) == CONTIGUOUS
+
+
 def test_images_that_are_not_4d_keep_the_default_format():
     model = nn.Sequential(nn.Linear(8, 8))
     assert probe_memory_formats(model, torch.rand(4, 8), lambda m, b: None) == {CONTIGUOUS: []}

@@ -80,7 +80,8 @@ def probe_memory_formats(model: nn.Module, batch: torch.Tensor, step: Callable[[
     """Seconds per training step in each format, on copies of `model` (left untouched) and `batch`:
     one untimed step each (kernel choice, lazy allocation), then `rounds` timed steps each, the
     formats alternating so a busy machine slows both alike. `step(model, batch)` trains one step and
-    must wait for the device (a `.item()` does). A format whose step raises is left out."""
+    must wait for the device (a `.item()` does). A format whose step raises, at any step, is left out;
+    with none left the default stands, and the member's own epochs meet (and report) what raised."""
     if not applies(batch):
         return {CONTIGUOUS: []}
     copies = {}
@@ -94,11 +95,15 @@ def probe_memory_formats(model: nn.Module, batch: torch.Tensor, step: Callable[[
             continue
     seconds: dict[str, list[float]] = {memory_format: [] for memory_format in copies}
     for _ in range(rounds):
-        for memory_format, (probe_model, probe_batch) in copies.items():
+        for memory_format, (probe_model, probe_batch) in list(copies.items()):
             started = time.perf_counter()
-            step(probe_model, probe_batch)
+            try:
+                step(probe_model, probe_batch)
+            except Exception:  # noqa: BLE001 (user code may fail only on a later call: not the probe's to report)
+                del copies[memory_format], seconds[memory_format]
+                continue
             seconds[memory_format].append(time.perf_counter() - started)
-    return seconds
+    return seconds or {CONTIGUOUS: []}
 
 
 # --- a per-machine memory of the probe's choices, so later actors and runs on this machine skip it ---
