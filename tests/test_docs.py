@@ -82,9 +82,10 @@ FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
 def markdown_files() -> list[Path]:
     """Every Markdown file the repository tracks (the README, docs/, examples/, deploy/, package notes)."""
-    skip = {".git", ".venv", "venv", "site", "build", "node_modules", ".pytest_cache"}
+    skip = {".git", "venv", "site", "build", "node_modules", ".pytest_cache"}  # and every .venv* (CI's are two)
     return sorted(path for path in ROOT.rglob("*.md")
-                  if not skip & set(path.relative_to(ROOT).parts) and not path.parent.name.endswith(".egg-info"))
+                  if not any(part in skip or part.startswith(".venv") for part in path.relative_to(ROOT).parts)
+                  and not path.parent.name.endswith(".egg-info"))
 
 
 def code_blocks(markdown: str) -> tuple[list[tuple[int, str, str]], list[str]]:
