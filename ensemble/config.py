@@ -201,8 +201,9 @@ class TrainConfig(Section):
         "fp32", description="bf16: autocast forward passes to bfloat16 (fast on recent GPUs; slow on most CPUs)")
     memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
         "auto", description="layout of the members' and baseline's weights and images in training and encoding: "
-                            "auto measures both at actor start (a few steps on the real model and batch) and keeps "
-                            "the faster (report.json: each placement's memory_format); contiguous is PyTorch's "
+                            "auto measures both at actor start (a few steps on the built-in CAE and a real batch) and "
+                            "keeps the faster, while a custom autoencoder trains in the default unless one is named "
+                            "(report.json: each placement's memory_format); contiguous is PyTorch's "
                             "default; channels_last suits oneDNN CPUs and GPU tensor cores")
     compile: bool = Field(False, description="torch.compile each member's model (pays compile time once per actor)")
 

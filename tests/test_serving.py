@@ -258,7 +258,8 @@ def test_bad_serving_options_exit_2_naming_the_option(tmp_path, option, message,
 def test_an_autoencoder_that_cannot_be_imported_exits_2(trained, capsys):
     from ensemble import cli
     assert cli.main(["serve", str(trained), "--autoencoder", "no_such_module:Net"]) == 2
-    assert "cannot import the autoencoder 'no_such_module:Net'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the autoencoder no_such_module:Net cannot be imported here" in err and "PYTHONPATH" in err
 
 
 def test_a_missing_serve_extra_is_named(tmp_path):

@@ -20,7 +20,7 @@ import torch
 from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode, with_own_head
 from workers.events import Done, EpochEnded, Shipment, Started
 from workers.memory_format import AUTO, CONTIGUOUS, cache_path, cached_choice, probe_key, remember_choice
-from workers.models import AutoencoderFactory
+from workers.models import AutoencoderFactory, builtin_description
 from workers.outcome import Outcome
 from workers.packed import PackMember, train_pack
 from workers.sampling import bootstrap_indices
@@ -156,6 +156,8 @@ class MemberActor:
         the run's data the first time this actor meets that model, the choice kept for the next ones."""
         if spec.settings.memory_format != AUTO:
             return spec.settings
+        if builtin_description(spec.factory) is None:  # a custom model's code runs in its own epochs only
+            return replace(spec.settings, memory_format=CONTIGUOUS)
         batch = self._on_device(data)[0][:spec.settings.batch_size]
         key = probe_key(repr(spec.factory), batch.shape, self.device, torch.get_num_threads(),
                         f"{spec.settings.optimizer} {spec.settings.precision}")
