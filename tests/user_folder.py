@@ -3,33 +3,19 @@ fresh processes started the way the `ensemble` console script starts them (a scr
 whose folder, not the current directory, comes first on the path), with PYTHONPATH holding only this
 checkout, never the user's folder."""
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
+from tests.tiny import TinyAE
+
 ROOT = Path(__file__).resolve().parent.parent
 
-MYMODS = '''
-from torch import nn
-
-
-class AE(nn.Module):
-    """A user's autoencoder for 8 x 8 digits, in the folder the user works in."""
-
-    def __init__(self, width: float = 1.0):
-        super().__init__()
-        hidden = max(1, round(10 * width))
-        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU())
-        self.dec = nn.Sequential(nn.Linear(hidden, 64), nn.Unflatten(1, (1, 8, 8)))
-
-    def encode(self, x):
-        return self.enc(x)
-
-    def forward(self, x):
-        return self.dec(self.enc(x))
-'''
+# tests/tiny.py's autoencoder, as a user would save it in a module file of their own
+MYMODS = "from torch import nn\n\n\n" + inspect.getsource(TinyAE).replace("class TinyAE(", "class AE(")
 
 # what pip's console script `ensemble` runs
 CONSOLE_SCRIPT = "import sys\nfrom ensemble.cli import main\nsys.exit(main())\n"
