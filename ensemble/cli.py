@@ -265,22 +265,14 @@ def check_ray_address(args: argparse.Namespace) -> None:
         check_address(address)
 
 
-def resolve_config(args: argparse.Namespace):
-    from ensemble.config import EnsembleConfig, build_config, read_config_file
-    overrides = list(args.overrides)
-    if args.output is not None:
-        overrides.append(f"output={args.output}")
-    if args.name is not None:
-        overrides.append(f"name={args.name}")
-    raw = read_config_file(args.config) if args.config else EnsembleConfig().model_dump(mode="json")
-    if "sweep" in raw:
-        raise InputError(f"config file {args.config!r} has a sweep: section, which `ensemble sweep` reads: run it "
-                         f"with `ensemble sweep --config {args.config}`, or drop the section.")
-    return build_config(raw, overrides)
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """`--set` assignments with --output and --name (which mean output=... and name=...) after them."""
+    return list(args.overrides) + [f"{key}={value}" for key, value in (("output", args.output), ("name", args.name))
+                                   if value is not None]
 
 
 def run_config(args: argparse.Namespace, announce: bool = True):
-    """The config `ensemble run` will use, whether it resumes, and where its run directory is; every
+    """The config `ensemble run` will use and whether it resumes (`ensemble.config.resolve`); every
     check that needs no Ray is done here. A new run is named now, so the name is known if it fails."""
     if args.resume and (args.config or args.overrides or args.output or args.name or args.repeats):
         raise InputError("--resume continues a run with its own saved config; drop --config, --set, --output, "
@@ -288,28 +280,17 @@ def run_config(args: argparse.Namespace, announce: bool = True):
     if args.resume_if_exists and (args.name is None or args.resume or args.repeats):
         raise InputError("--resume-if-exists needs --name (the run to continue or start) and goes without "
                          "--resume and --repeats.")
-    from ensemble.runs.rundir import default_run_name, differing_keys, resume_config, start_or_resume
-    if args.resume:
-        return resume_config(args.resume), True
-    config = resolve_config(args)
-    resume = False
-    if args.resume_if_exists:
-        requested = config
-        config, resume = start_or_resume(config)
-        changed = differing_keys(requested, config, [o.partition("=")[0].strip() for o in args.overrides])
-        if resume and changed:  # silently ignored before: the run went on with its saved values
-            raise InputError(f"--resume-if-exists continues the interrupted run {config.name!r} with its saved "
-                             f"config, but --set asks for other values: {', '.join(changed)}. Drop those --set "
-                             "options to continue it, or choose another --name to start a run with them.")
-        if announce:
-            print(f"Continuing the interrupted run {config.name!r} with its saved config." if resume
-                  else f"Starting run {config.name!r}.", flush=True)
+    from ensemble.config import resolve
+    resolved = resolve(file=args.config, overrides=config_overrides(args), resume=args.resume,
+                       resume_if_exists=args.resume_if_exists)
+    config = resolved.config
+    if args.resume_if_exists and announce:
+        print(f"Continuing the interrupted run {config.name!r} with its saved config." if resolved.resume
+              else f"Starting run {config.name!r}.", flush=True)
     if args.repeats is not None and is_uri(config.output):
         raise InputError("--repeats writes its summary next to the runs and needs a local or shared --output "
                          f"directory, not the URI {config.output!r}; run each seed with --set seed=... instead.")
-    if config.name is None:
-        config = config.model_copy(update={"name": default_run_name()})
-    return config, resume
+    return config, resolved.resume
 
 
 def run_location(config, args: argparse.Namespace) -> Optional[str]:

@@ -68,6 +68,14 @@ def read_text(uri: str) -> str | None:
         raise InputError(f"cannot read {uri}: {err}.") from None
 
 
+def run_file(run_dir: str | Path, name: str) -> str | None:
+    """The text of a file in a run directory, local or at a URI; None if it is not there."""
+    if is_uri(run_dir):
+        return read_text(join_uri(str(run_dir), name))
+    path = Path(run_dir) / name
+    return path.read_text() if path.is_file() else None
+
+
 def occupied(where: str) -> InputError:
     return InputError(f"run directory {where!r} already exists and is not empty; choose another --name (or "
                       "--output), or move the old run away. Nothing was changed.")

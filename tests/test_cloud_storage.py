@@ -10,8 +10,7 @@ import pytest
 
 import ensemble
 from ensemble.cli import main
-from ensemble.config import build_config
-from ensemble.runs.rundir import resume_config
+from ensemble.config import build_config, resume_config
 from ensemble.storage import Mirror, join_uri, split_uri
 from tests.stores import RecordingFilesystem
 from tests.tiny import TINY

@@ -203,10 +203,42 @@ def test_the_combiners_names_and_old_alias_have_one_home():
 
 def test_a_runs_config_json_with_its_run_id_is_a_config_file_again(tmp_path):
     """config.json records the run's id (issue 31); given as --config it starts a new run, which draws its own."""
-    from ensemble.runs.rundir import resume_config, write_config
+    from ensemble.config import resume_config
+    from ensemble.runs.rundir import write_config
     config = build_config({}, ["members=3", f"output={tmp_path}", "name=old"])
     (tmp_path / "old").mkdir()
     write_config(tmp_path / "old", config, "a" * 32)
     assert json.loads((tmp_path / "old" / "config.json").read_text())["run_id"] == "a" * 32
     assert EnsembleConfig.from_file(tmp_path / "old" / "config.json").members == 3
     assert resume_config(tmp_path / "old").members == 3
+
+
+def test_one_resolve_step_layers_defaults_file_python_keys_and_set_in_that_order(tmp_path):
+    """`ensemble.config.resolve`: what the CLI, `ensemble.run` and resume all call (issue 35)."""
+    from ensemble.config import resolve
+    file = tmp_path / "run.yaml"
+    file.write_text("members: 4\ntrain: {epochs: 7, lr: 0.01}\n")
+    resolved = resolve(file=file, keys={"train.epochs": 3, "seed": 5}, overrides=["seed=9"])
+    config = resolved.config
+    assert (config.members, config.train.epochs, config.train.lr, config.seed) == (4, 3, 0.01, 9)
+    assert not resolved.resume and config.name.startswith("run-")  # a new run is named here, once
+    given = EnsembleConfig(name="mine")
+    assert resolve(given).config is given  # nothing to lay over: the config as given
+    arrays = resolve(build_config({}, ["data.name=npz", "data.root=/x", "name=a"]), dataset_given=True).config
+    assert (arrays.data.name, arrays.data.root) == ("arrays", None)
+
+
+def test_resolve_continues_a_saved_run_and_refuses_set_keys_it_would_ignore(tmp_path):
+    from ensemble.config import resolve
+    from ensemble.runs.rundir import write_config
+    saved = build_config({}, ["members=3", f"output={tmp_path}", "name=cut"])
+    (tmp_path / "cut").mkdir()
+    write_config(tmp_path / "cut", saved)
+    again = resolve(resume=tmp_path / "cut")
+    assert again.resume and again.config.members == 3 and again.config.name == "cut"
+    same = resolve(overrides=[f"output={tmp_path}", "name=cut", "members=3"], resume_if_exists=True)
+    assert same.resume and same.config == again.config
+    with pytest.raises(InputError, match=r"--set asks for other values: members=4 \(the run has 3\)"):
+        resolve(overrides=[f"output={tmp_path}", "name=cut", "members=4"], resume_if_exists=True)
+    new = resolve(overrides=[f"output={tmp_path}", "name=fresh"], resume_if_exists=True)
+    assert not new.resume and new.config.name == "fresh"

@@ -19,7 +19,7 @@ from torch import nn
 
 import ensemble
 from ensemble.builders import baseline_factory, member_factories, member_model, members_differ
-from ensemble.config import EnsembleConfig, build_config, recorded_config
+from ensemble.config import EnsembleConfig, build_config, recorded_config, resolve
 from ensemble.data import load_splits
 from ensemble.data.records import read_splits, save_splits
 from ensemble.job.driver import prepare
@@ -68,6 +68,12 @@ def digits_arrays():
     return digits.data.astype(np.uint8).reshape(-1, 8, 8), digits.target
 
 
+def planned(config: EnsembleConfig, autoencoder=None, dataset=None, resume: bool = False, **keys):
+    """The driver's first step on `config` resolved as `ensemble.run` resolves it (named, data recorded)."""
+    resolved = resolve(config, resume=resume, dataset_given=dataset is not None)
+    return prepare(resolved.config, autoencoder, dataset, resolved.resume, **keys)
+
+
 def tiny(tmp_path, *sets) -> EnsembleConfig:
     return build_config({}, TINY + [f"output={tmp_path}", *sets])
 
@@ -96,7 +102,7 @@ def test_a_class_without_width_or_a_named_baseline_is_refused_naming_the_ways_ou
 
 def test_a_named_baseline_is_used_as_given_and_recorded_by_name(tmp_path):
     images, labels = digits_arrays()
-    plan = prepare(tiny(tmp_path, "name=own"), NoWidthAE, (images, labels), False, baseline_autoencoder=ConvAE)
+    plan = planned(tiny(tmp_path, "name=own"), NoWidthAE, (images, labels), False, baseline_autoencoder=ConvAE)
     assert plan.baseline_factory is ConvAE
     assert plan.config.baseline.autoencoder == "tests.test_custom_ensembles:ConvAE"
     assert plan.architectures["baseline"]["class"] == "tests.test_custom_ensembles:ConvAE"
@@ -106,7 +112,7 @@ def test_a_named_baseline_is_used_as_given_and_recorded_by_name(tmp_path):
 
 def test_a_baseline_autoencoder_that_does_not_import_is_refused_before_ray(tmp_path):
     with pytest.raises(InputError, match="nowhere.models:Big cannot be imported"):
-        prepare(tiny(tmp_path, "name=x", "baseline.autoencoder=nowhere.models:Big"), None, None, False)
+        planned(tiny(tmp_path, "name=x", "baseline.autoencoder=nowhere.models:Big"), None, None, False)
 
 
 def test_accepts_width_reads_the_constructor():
@@ -138,7 +144,7 @@ def test_overrides_give_each_member_its_own_cae_and_the_baseline_matches_their_t
 
 def test_a_list_of_classes_gives_each_member_its_own_and_is_recorded_as_a_list(tmp_path):
     images, labels = digits_arrays()
-    plan = prepare(tiny(tmp_path, "members=3", "name=list"), [TinyAE, ConvAE, TinyAE], (images, labels), False)
+    plan = planned(tiny(tmp_path, "members=3", "name=list"), [TinyAE, ConvAE, TinyAE], (images, labels), False)
     assert plan.member_factories == [TinyAE, ConvAE, TinyAE]
     assert plan.config.model.autoencoder == ["tests.tiny:TinyAE", "tests.test_custom_ensembles:ConvAE",
                                              "tests.tiny:TinyAE"]
@@ -162,9 +168,9 @@ def test_bad_per_member_settings_are_input_errors_naming_the_key(sets, match):
 
 def test_members_that_differ_never_train_packed(tmp_path):
     sets = ["members=2", "model.overrides=[{activation: tanh}, {}]", "name=packed"]  # same parameter shapes
-    assert prepare(tiny(tmp_path, *sets, "resources.members_per_actor=auto"), None, None, False).members_per_actor == 1
+    assert planned(tiny(tmp_path, *sets, "resources.members_per_actor=auto"), None, None, False).members_per_actor == 1
     with pytest.raises(InputError, match="members that differ .* cannot train packed"):
-        prepare(tiny(tmp_path, *sets, "resources.members_per_actor=2"), None, None, False)
+        planned(tiny(tmp_path, *sets, "resources.members_per_actor=2"), None, None, False)
 
 
 def test_a_list_of_classes_of_the_wrong_length_is_refused_before_ray(tmp_path):
@@ -189,7 +195,7 @@ def test_arrays_are_recorded_as_arrays_with_the_same_hash_as_the_named_dataset(t
 
 
 def test_config_json_of_a_custom_run_names_no_data_or_model_it_did_not_use(tmp_path):
-    plan = prepare(tiny(tmp_path, "name=rec", "data.name=npz", "data.root=/somewhere"), TinyAE, digits_arrays(), False)
+    plan = planned(tiny(tmp_path, "name=rec", "data.name=npz", "data.root=/somewhere"), TinyAE, digits_arrays(), False)
     recorded = recorded_config(plan.config)
     assert recorded["data"]["name"] == "arrays" and "root" not in recorded["data"]
     assert recorded["model"] == {"autoencoder": "tests.tiny:TinyAE", "overrides": None}
@@ -199,7 +205,7 @@ def test_config_json_of_a_custom_run_names_no_data_or_model_it_did_not_use(tmp_p
 def test_overrides_with_classes_given_from_python_are_refused_by_name(tmp_path):
     config = tiny(tmp_path, "model.overrides=[{channels: [2]}, {}]")
     with pytest.raises(InputError, match=r"model.overrides\[0\] cannot apply when run\(autoencoder=...\)"):
-        prepare(config, TinyAE, digits_arrays(), False)
+        planned(config, TinyAE, digits_arrays(), False)
     with pytest.raises(InputError, match=r"model.overrides\[1\].kernel_size cannot apply: member 1 is the custom "
                                          r"class tests.tiny:TinyAE"):
         tiny(tmp_path, "model.autoencoder=tests.tiny:TinyAE", "model.overrides=[{}, {kernel_size: 3}]")
@@ -211,17 +217,17 @@ def test_overrides_with_classes_given_from_python_are_refused_by_name(tmp_path):
 @pytest.mark.parametrize("sets, width", [(["baseline.width=null", "members=4"], 2.0),
                                          (["baseline.width=null", "model.overrides=[{channels: [2, 4]}, {}]"], None)])
 def test_the_baseline_width_used_is_recorded_not_null(tmp_path, sets, width):
-    plan = prepare(tiny(tmp_path, *sets), None, None, False)
+    plan = planned(tiny(tmp_path, *sets), None, None, False)
     recorded = recorded_config(plan.config)["baseline"]["width"]
     assert recorded is not None and recorded == plan.architectures["baseline"]["width"]
     if width is not None:
         assert recorded == width
-    again = prepare(build_config(recorded_config(plan.config), []), None, None, False)  # read back: the same model
+    again = planned(build_config(recorded_config(plan.config), []), None, None, False)  # read back: the same model
     assert again.architectures["baseline"] == plan.architectures["baseline"]
 
 
 def test_a_baseline_of_its_own_records_no_width(tmp_path):
-    plan = prepare(tiny(tmp_path, "baseline.autoencoder=tests.tiny:TinyAE"), None, None, False, trust_code=True)
+    plan = planned(tiny(tmp_path, "baseline.autoencoder=tests.tiny:TinyAE"), None, None, False, trust_code=True)
     assert "width" not in recorded_config(plan.config)["baseline"]
 
 

@@ -16,7 +16,8 @@ import pytest
 import ray
 import yaml
 
-from ensemble.cli import build_parser, resolve_config
+from ensemble.cli import build_parser, config_overrides
+from ensemble.config import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -66,7 +67,7 @@ def assert_valid_ensemble_command(args: list[str]) -> None:
     except SystemExit:
         pytest.fail(f"`ensemble {shlex.join(args)}` is rejected by ensemble's parser")
     if not parsed.resume:
-        resolve_config(parsed)  # raises InputError naming the bad --set key or value
+        resolve(file=parsed.config, overrides=config_overrides(parsed))  # an InputError names a bad key
 
 
 def readme_commands() -> list[str]:

@@ -13,14 +13,13 @@ from typing import Callable, Optional, Sequence
 
 from pydantic import BaseModel
 
-from ensemble.config import EnsembleConfig
+from ensemble.config import EnsembleConfig, default_run_name
 from ensemble.job.driver import run
 from ensemble.report import RunReport
 from ensemble.report.comparison import RepeatsComparison, compare_repeats
 from ensemble.report.plots import repeats_plot
 from ensemble.report.statistics import mean_test
 from ensemble.result import RunResult
-from ensemble.runs.rundir import default_run_name
 from ensemble.scheduling.session import ray_session
 from workers.errors import InputError
 from workers.events import Event

@@ -23,8 +23,6 @@ from ensemble.data.sources import Source
 from workers.errors import InputError, without_unpickling_advice
 from workers.layout import SPLITS, write_atomic
 
-ARRAYS = "arrays"  # data.name of data given from Python
-
 
 def data_record(source: Source, name: str) -> dict:
     """name, shape (every image, N x C x H x W), dtype, images per class (by label value) and the

@@ -15,11 +15,11 @@ from typing import Optional, Union, cast, overload
 import numpy as np
 import torch
 
-from ensemble.config import AUTO_COUNTS, DataConfig
+from ensemble.config import ARRAYS, AUTO_COUNTS, DataConfig
 from ensemble.data.bounds import check_fits_in_memory, check_image_size
 from ensemble.data.labelled import join_unlabelled, labelled_subset, unlabelled_images
 from ensemble.data.normalizer import Normalizer
-from ensemble.data.records import ARRAYS, data_record, read_splits
+from ensemble.data.records import data_record, read_splits
 from ensemble.data.sources import Labelled, Source, load_source
 from workers.errors import InputError
 from workers.layout import SPLITS

@@ -31,9 +31,9 @@ from ensemble.builders import (
     member_seed,
     train_settings,
 )
-from ensemble.config import EnsembleConfig, recorded_config
+from ensemble.config import ARRAYS, EnsembleConfig, as_built, recorded_config, resolve
 from ensemble.data import Splits, load_splits
-from ensemble.data.records import ARRAYS, save_splits
+from ensemble.data.records import save_splits
 from ensemble.job.failures import diverged
 from ensemble.job.logs import RunLogs, event_files
 from ensemble.job.metrics import RunMetrics
@@ -58,7 +58,6 @@ from ensemble.runs.rundir import (
     check_checkpoints_fit,
     check_output,
     create_run_dir,
-    default_run_name,
     holds_files,
     saved_run_id,
     write_config,
@@ -145,7 +144,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
         Called with every typed event (`workers.events`) as it happens, on the driver, in order;
         it replaces the progress display unless `progress` or `watch` asks for one too.
     resume : bool, default=False
-        Continue the interrupted run in output/name (see `ensemble.runs.rundir.resume_config`):
+        Continue the interrupted run in output/name (see `ensemble.config.resume_config`):
         finished members are not retrained, unfinished ones continue from their newest valid
         checkpoint.
     watch : Watch, default=None
@@ -195,10 +194,11 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
     """
     watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)  # bad names fail first
     tracker = open_tracker(tracker)
-    plan = prepare(with_keys(config, keys), autoencoder, dataset, resume, unlabelled, trust_code,
+    resolved = resolve(config, keys=keys, resume=resume, dataset_given=dataset is not None)
+    plan = prepare(resolved.config, autoencoder, dataset, resolved.resume, unlabelled, trust_code,
                    baseline_autoencoder)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
-    with writing(plan) as run_dir, tracked(tracker, as_ran(plan)) as track:
+    with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
             nodes = alive_node_resources()
             room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
@@ -224,50 +224,20 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
 
 # --- step 1: prepare ---
 
-def as_ran(plan: Plan) -> EnsembleConfig:
-    """The config with the baseline's width as built, for trackers' params: `baseline.width: null` is a
-    default (sqrt(N), or matched parameters) the plan resolved; a baseline of its own has no width."""
-    config, base = plan.config, plan.baseline_factory
-    width = getattr(base, "width", None) if config.baseline.autoencoder is None else None
-    if base is None or width == config.baseline.width:
-        return config
-    return config.model_copy(update={"baseline": config.baseline.model_copy(update={"width": width})})
-
-
-def with_keys(config: Optional[EnsembleConfig], keys: dict) -> EnsembleConfig:
-    """`run(members=3, train={"epochs": 2})`: the keys as a config, laid over `config` when one is given."""
-    if not keys:
-        return config or EnsembleConfig()
-    base = config.model_dump(mode="json") if config is not None else {}
-    return EnsembleConfig.from_dict(merged(base, keys))
-
-
-def merged(base: dict, keys: dict) -> dict:
-    """`keys` laid over `base`, section by section."""
-    out = dict(base)
-    for key, value in keys.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: bool, unlabelled=None,
             trust_code: bool = False, baseline_autoencoder: Optional[AutoencoderFactory] = None) -> Plan:
-    """Load and split the data, check the autoencoders on one batch, name the run, open an output
-    URI: everything that can be wrong with the input fails here, before Ray starts."""
-    if dataset is not None:  # the record names what ran: in-memory arrays, not a dataset it did not use
-        config = config.model_copy(update={"data": config.data.model_copy(
-            update={"name": ARRAYS, "root": None, "download": False})})
+    """Load and split the data, check the autoencoders on one batch, open an output URI: everything
+    that can be wrong with the input fails here, before Ray starts. `config` comes resolved and named
+    (`ensemble.config.resolve`); the plan's records what was built with it (`as_built`)."""
     run_dir = Path(config.output) / config.name if resume and config.name else None
     splits = load_splits(config.data, config.seed, dataset, unlabelled, run_dir)
     if splits.note:  # the sizes differ from what was asked: worth a warning, not only an info line
         log.warning(splits.note)
-    config = config.model_copy(update={"data": splits.data or config.data})  # `auto` sizes as resolved
-    config, factories, base, architectures = build_models(config, splits, autoencoder, baseline_autoencoder,
-                                                          trust_code or not resume)
+    factories, base, architectures, built_as = build_models(config, splits, autoencoder, baseline_autoencoder,
+                                                            trust_code or not resume)
+    config = as_built(config, data=splits.data, **built_as)  # `auto` sizes as drawn, classes by name
     check_code_ships(os.environ.get("RAY_ADDRESS"), ray.is_initialized(),
                      [record["class"] for record in architectures.values() if record and record.get("class")])
-    if not resume:
-        config = config.model_copy(update={"name": config.name or default_run_name()})
     mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
     if mirror is None and not resume:
         check_output(config.output, config.name)  # checked again when the directory is created
@@ -284,37 +254,27 @@ def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: 
 
 def build_models(config: EnsembleConfig, splits: Splits, autoencoder: Autoencoders,
                  baseline_autoencoder: Optional[AutoencoderFactory], trust_code: bool
-                 ) -> tuple[EnsembleConfig, list[AutoencoderFactory], Optional[AutoencoderFactory], dict[str, dict]]:
+                 ) -> tuple[list[AutoencoderFactory], Optional[AutoencoderFactory], dict[str, dict], dict]:
     """Each member's factory and the baseline's (None: baseline.enabled=false), each built once on a
-    batch; the config with the classes given from Python recorded; each side's architecture record."""
+    batch; each side's architecture record; and what `as_built` records of them: the classes given
+    from Python by name (module:QualName, so load() and `ensemble select` can rebuild them) and the
+    baseline's width when the members' architecture was widened."""
     factories = member_factories(config, splits.image_shape, autoencoder, trust_code)
     built = [check_autoencoder(factory, splits.train_x[:2]) for factory in factories]
-    config = recorded_members(config, autoencoder, factories, built)
+    built_as: dict = {}
+    if autoencoder is not None:
+        built_as["autoencoder"] = [autoencoder_path(f, m) for f, m in zip(factories, built, strict=True)]
     base = None
     if config.baseline.enabled:
         base = baseline_factory(config, splits.image_shape, factories, baseline_autoencoder, trust_code)
         built.append(check_autoencoder(base, splits.train_x[:2]))
         if baseline_autoencoder is not None:  # recorded by name, as the members' class is
-            baseline = config.baseline.model_copy(update={"autoencoder": autoencoder_path(base, built[-1])})
-            config = config.model_copy(update={"baseline": baseline})
-        elif config.baseline.autoencoder is None:  # the members' architecture widened: record the width used
-            baseline = config.baseline.model_copy(update={"width": float(base.width)})
-            config = config.model_copy(update={"baseline": baseline})
+            built_as["baseline_autoencoder"] = autoencoder_path(base, built[-1])
+        built_as["baseline_width"] = getattr(base, "width", None)
     names = [member_name(i) for i in range(config.members)] + [BASELINE] * (base is not None)
     architectures = {name: architecture(factory, model)
                      for name, factory, model in zip(names, [*factories, base], built, strict=False)}
-    return config, factories, base, architectures
-
-
-def recorded_members(config: EnsembleConfig, autoencoder: Autoencoders, factories: list[AutoencoderFactory],
-                     built: list) -> EnsembleConfig:
-    """The classes given from Python, recorded by name (module:QualName), so load() and `ensemble select`
-    can rebuild them: one name, or one per member when they differ."""
-    if autoencoder is None:
-        return config
-    paths = [autoencoder_path(factory, module) for factory, module in zip(factories, built, strict=True)]
-    model = config.model.model_copy(update={"autoencoder": paths[0] if len(set(paths)) == 1 else paths})
-    return config.model_copy(update={"model": model})
+    return factories, base, architectures, built_as
 
 
 def pack_size(config: EnsembleConfig, factories: list[AutoencoderFactory], splits: Splits) -> Union[int, str]:

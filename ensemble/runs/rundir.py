@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 from pydantic import ValidationError
 
-from ensemble.config import EnsembleConfig, build_config, describe_validation_error, recorded_config
+from ensemble.config import EnsembleConfig, describe_validation_error, recorded_config
 from ensemble.report import RunReport
 from ensemble.runs.identity import check_every_checkpoint, check_report_names, check_same_run, recorded_run_id
-from ensemble.storage import is_uri, join_uri, occupied, read_text, split_uri
+from ensemble.storage import is_uri, join_uri, occupied, run_file
 from workers.errors import InputError
 from workers.layout import CONFIG_JSON, REPORT_JSON, RUN_ID, WRITER_LOCK, write_atomic
-
-
-def default_run_name() -> str:
-    return datetime.now().strftime("run-%Y%m%d-%H%M%S")
 
 
 def holds_files(run_dir: Path) -> bool:
@@ -79,39 +74,6 @@ def saved_run_id(run_dir: str | Path) -> Optional[str]:
     return recorded_run_id(raw, where) if isinstance(raw, dict) else None
 
 
-def run_file(run_dir: str | Path, name: str) -> Optional[str]:
-    """The text of a file in a run directory, local or at a URI; None if it is not there."""
-    if is_uri(run_dir):
-        return read_text(join_uri(str(run_dir), name))
-    path = Path(run_dir) / name
-    return path.read_text() if path.is_file() else None
-
-
-def resume_config(run_dir: str | Path) -> EnsembleConfig:
-    """The config of an interrupted run (a local path or a URI), with `output` and `name`
-    pointing back at it."""
-    config_text = run_file(run_dir, CONFIG_JSON)
-    if config_text is None:
-        raise InputError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_JSON}); nothing to resume.")
-    if run_file(run_dir, REPORT_JSON) is not None:
-        raise InputError(f"the run in {str(run_dir)!r} already finished ({REPORT_JSON} exists); nothing to resume.")
-    output, name = split_uri(str(run_dir)) if is_uri(run_dir) else (Path(run_dir).parent, Path(run_dir).name)
-    where = join_uri(str(run_dir), CONFIG_JSON) if is_uri(run_dir) else str(Path(run_dir) / CONFIG_JSON)
-    try:
-        raw = json.loads(config_text)
-    except ValueError as err:
-        raise InputError(f"{where!r} is not valid JSON ({err}): the run's config is damaged (truncated?). Restore "
-                         "it, or start a new run.") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{where!r} must hold the run's config, a JSON object of keys, not a {type(raw).__name__}; "
-                         "restore it, or start a new run.")
-    raw.pop(RUN_ID, None)  # the run's identity, not a setting (read by saved_run_id)
-    try:
-        return build_config(raw, [f"output={output}", f"name={name}"])
-    except InputError as err:
-        raise InputError(f"{where!r} is not a config this version can resume: {err}") from None
-
-
 def check_checkpoints_fit(run_dir: Path, factories: dict, run_id: Optional[str] = None) -> None:
     """Before a resume starts Ray: every checkpoint of each member (name -> its autoencoder factory) is
     its own and this run's (`ensemble.runs.identity`), and the newest fits the model that config.json
@@ -134,29 +96,6 @@ def check_checkpoints_fit(run_dir: Path, factories: dict, run_id: Optional[str] 
                 f"{checkpoints[-1][1].name} has parameters {'; '.join(found)}. Its model settings (model.*, "
                 "baseline.width) were changed after the run started, and a resumed run keeps the architecture it "
                 "trained: restore them, or start a new run with the new settings.")
-
-
-def differing_keys(requested: EnsembleConfig, saved: EnsembleConfig, keys: list[str]) -> list[str]:
-    """The dotted `keys` (given with --set) whose requested value differs from the saved run's, each as
-    `key=requested (the run has saved)`; `name` and `output` say where the run is, not what it does, and
-    "auto" asks for what the run resolved (config.json holds the resolved sizes)."""
-    def value(config: EnsembleConfig, key: str):
-        node = config.model_dump(mode="json")
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
-    return [f"{key}={value(requested, key)!r} (the run has {value(saved, key)!r})" for key in dict.fromkeys(keys)
-            if key not in ("name", "output") and value(requested, key) not in ("auto", value(saved, key))]
-
-
-def start_or_resume(config: EnsembleConfig) -> tuple[EnsembleConfig, bool]:
-    """For a job a scheduler may retry: the saved config and True if output/name holds an
-    interrupted run, else `config` and False (a new run). A finished run there is an error,
-    as it is for --resume."""
-    run_dir = join_uri(config.output, config.name) if is_uri(config.output) else Path(config.output) / config.name
-    if run_file(run_dir, CONFIG_JSON) is None:
-        return config, False
-    return resume_config(run_dir), True
 
 
 def read_finished_run(run_dir: Path) -> tuple[RunReport, EnsembleConfig]:

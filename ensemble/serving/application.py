@@ -14,13 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ensemble.errors import stop_on_sigterm
-from ensemble.runs.rundir import run_file
 from ensemble.scheduling.placement import Share, infeasible_reason
 from ensemble.scheduling.session import alive_node_resources, connect
 from ensemble.scheduling.warm_actors import release_actors
 from ensemble.serving.replica import Autoencoder, EnsembleModel, load_for_serving, ray_serve
 from ensemble.serving.requests import MiB
-from ensemble.storage import is_uri, join_uri
+from ensemble.storage import is_uri, join_uri, run_file
 from workers.errors import InputError
 from workers.layout import REPORT_JSON
 from workers.models import trusts, untrusted

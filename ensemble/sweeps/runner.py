@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from ensemble.config import EnsembleConfig, build_config, recorded_config
-from ensemble.runs.rundir import holds_files, resume_config
+from ensemble.config import EnsembleConfig, build_config, recorded_config, resume_config
+from ensemble.runs.rundir import holds_files
 from ensemble.runs.runlock import run_lock
 from ensemble.storage import is_uri
 from ensemble.sweeps import decisions

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 import ensemble
-from ensemble.config import build_config
-from ensemble.runs.rundir import resume_config, start_or_resume
+from ensemble.config import build_config, resume_config, start_or_resume
 from ensemble.runs.runlock import pid_alive, read_holder
 from ensemble.scheduling.pool import should_restart, too_few_members
 from tests.tiny import TINY, TinyAE

@@ -6,19 +6,19 @@ ReLU, Adam at 1e-3, batch 100, MSE reconstruction loss.
 
 from __future__ import annotations
 
-import difflib
 import json
 import numbers
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional, Union, get_args
+from typing import Annotated, Any, Callable, Iterator, Literal, Optional, Union, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from classifier import HEADS, KINDS, combiner_kind
+from ensemble.config.files import nested, read_config_file, with_assignments
+from ensemble.config.messages import closest, describe
 from workers.errors import InputError
-from workers.layout import RUN_ID
 
 
 class _RaisesInputError(type(BaseModel)):
@@ -64,6 +64,7 @@ def _plain_types(annotation: Any) -> set:
 # train_test_split takes it, or "auto" (the defaults below, resolved by `ensemble.data.splits`).
 SplitSize = Union[Literal["auto"], int, float]
 AUTO_COUNTS = {"train_size": 3000, "val_size": 1000}
+ARRAYS = "arrays"  # data.name of in-memory data given from Python (run(dataset=...))
 EMBEDDED = ("mnist-5k", "digits")  # data.name values that read no files
 DOWNLOADABLE = ("mnist", "cifar10")  # the paper's small setting, on data with room for it
 
@@ -400,59 +401,10 @@ class EnsembleConfig(Section):
         dotted keys (`{"train.epochs": 2}`) are accepted too. Bad keys or values: an InputError naming them."""
         if not isinstance(keys, dict):
             raise InputError(f"a config must be a dict of keys, not {type(keys).__name__}.")
-        raw: dict[str, Any] = {}
-        for key, value in keys.items():
-            set_key(raw, str(key), value, f"config key {key!r}")
-        return build_config(raw, overrides)
+        return build_config(nested(keys), overrides)
 
     def with_overrides(self, overrides: list[str]) -> "EnsembleConfig":
         return build_config(self.model_dump(mode="json"), overrides)
-
-
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; more than this is not one
-MAX_VALUES = 100_000  # values a config may hold with its aliases (*name) written out
-
-
-class LimitedLoader(yaml.SafeLoader):
-    """yaml.safe_load that refuses an alias bomb before building it: nine levels of ten aliases each
-    are 10^9 values once copied out, which ran 25 s into a MemoryError. The composed document is a
-    graph whose aliases are shared nodes; its size with every alias written out is counted first."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        """A key given twice is an error naming it: YAML would keep the last silently."""
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
-                lines = f"lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"it sets the key {key!r} twice ({lines}); keep one", key_node.start_mark)
-            seen.setdefault(key, key_node.start_mark.line)
-        return super().construct_mapping(node, deep=deep)
-
-    def get_single_data(self):
-        node = self.get_single_node()
-        if node is None:
-            return None
-        if expanded_size(node, {}, set()) > MAX_VALUES:
-            raise yaml.YAMLError(f"it holds more than {MAX_VALUES:,} values once its aliases (*name) are written "
-                                 "out; a config is far smaller (is it an alias bomb?)")
-        return self.construct_document(node)
-
-
-def expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
-    """How many values `node` holds with every alias written out (each shared node counted once per use)."""
-    key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in open_nodes:  # an alias inside its own anchor: a structure without end
-        raise yaml.YAMLError("an alias refers to the value that contains it (a recursive structure)")
-    open_nodes.add(key)
-    children = ([part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode)
-                else node.value if isinstance(node, yaml.SequenceNode) else [])
-    sizes[key] = 1 + sum(expanded_size(child, sizes, open_nodes) for child in children)
-    open_nodes.discard(key)
-    return sizes[key]
 
 
 SECTION_KEYS = {"DataConfig": "data.", "ModelConfig": "model.", "TrainConfig": "train.", "EagerConfig": "eager.",
@@ -485,193 +437,40 @@ def check_import_path(path: Any, key: str) -> str:
     return path
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config file {str(path)!r} does not exist or is not a file.")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise InputError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes, more than a config can be "
-                         f"({MAX_CONFIG_BYTES:,}); is it the right file?")
-    try:
-        text = path.read_text()
-        raw = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else \
-            yaml.load(text, Loader=LimitedLoader)
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        raise InputError(f"config file {str(path)!r} is not valid YAML or JSON: {err}") from None
-    except RecursionError:
-        raise InputError(f"config file {str(path)!r} is nested too deeply to be a config.") from None
-    if raw is None:  # an empty file is more likely the wrong file than a wish for the defaults
-        raise InputError(f"config file {str(path)!r} is empty; drop --config to run with the defaults, or put the "
-                         "keys to change in it (for example `members: 8`).")
-    if not isinstance(raw, dict):
-        raise InputError(f"config file {str(path)!r} must hold a mapping of keys, not {type(raw).__name__}.")
-    raw.pop(RUN_ID, None)  # a run's config.json, given again: its id names that run, and a new run draws its own
-    return raw
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    twice = next((key for key in keys if keys.count(key) > 1), None)
-    if twice is not None:
-        raise ValueError(f"it sets the key {twice!r} twice; keep one")
-    return dict(pairs)
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one `a.b=value`; the value is parsed as YAML (numbers, booleans, lists, null)."""
-    key, sep, text = assignment.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise InputError(f"--set {assignment!r} must look like section.key=value, for example train.lr=0.01.")
-    try:
-        value = yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        value = text
-    set_key(raw, key, value, f"--set {assignment!r}")
-
-
-def set_key(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """raw[a][b] = value for the dotted key `a.b`, creating sections as needed."""
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise InputError(f"{where}: {part!r} is a value, not a section.")
-        node = child
-    node[leaf] = value
-
-
 def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConfig:
+    """Raw keys (as a file holds them) with `--set` assignments laid over, validated; bad keys or values
+    are one InputError naming each."""
     try:
-        raw = json.loads(json.dumps(raw))  # deep copy; also rejects non-JSON values early
-    except (TypeError, ValueError):
-        raise InputError(_not_json(raw)) from None
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    try:
-        return EnsembleConfig.model_validate(raw)
+        return EnsembleConfig.model_validate(with_assignments(raw, overrides))
     except ValidationError as err:
         raise InputError(describe_validation_error(err)) from None
 
 
-def _not_json(raw: Any, key: str = "") -> str:
-    """Names the first value a config cannot hold (a class, an object): configs are plain data."""
-    items = raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, (list, tuple)) else None
-    for name, value in items or []:
-        found = _not_json(value, f"{key}.{name}" if key else str(name))
-        if found:
-            return found
-    if items is not None or raw is None or isinstance(raw, (str, bool, int)):
-        return ""
-    if isinstance(raw, float) and raw == raw and abs(raw) != float("inf"):
-        return ""
-    hint = (" Pass a class as run(autoencoder=...) or baseline_autoencoder=..., or name it module:QualName."
-            if "autoencoder" in key else "")
-    return (f"config key {key!r} has value {raw!r}, which a config cannot hold: give numbers, strings, booleans, "
-            f"lists, dicts or null.{hint}")
-
-
-def describe_validation_error(err: ValidationError, name: Callable[[str], str] = "config key {!r}".format,
-                              what: str = "configuration") -> str:
-    """One sentence per problem key; `name` says how to call a dotted key (the estimator names its parameter)."""
-    wanted: dict[str, list[str]] = {}  # key -> what it should have been ("" key: a rule across keys)
-    given: dict[str, Any] = {}
-    for item in err.errors():
-        # a Union's branches add their kind to the location (literal['auto'], constrained-int): not a key
-        key = ".".join(str(part) for part in item["loc"] if str(part).isidentifier())
-        unknown = item["type"] == "extra_forbidden"
-        wanted.setdefault(key, []).append("" if unknown else _problem(item))
-        given[key] = item.get("input")
-    sentences = []
-    for key, messages in wanted.items():
-        if not key:  # a rule across keys (min_members and members)
-            sentences += messages
-        elif messages == [""]:
-            sentences.append(f"unknown {name(key)}{did_you_mean(_leaf_keys(key, given[key]))}")
-        else:  # a Union's branches each say what they wanted: either would do
-            sentences.append(f"{name(key)} has value {given[key]!r}: {' or '.join(messages)}")
-    return f"Invalid {what}: " + "; ".join(sentences) + "."
-
-
-def _problem(item: dict[str, Any]) -> str:
-    """What pydantic says is wrong with one value; a choice lists its allowed values once."""
-    expected = (item.get("ctx") or {}).get("expected")
-    if expected and item["type"] == "literal_error":
-        return f"allowed: {expected}"
-    return item["msg"].removeprefix("Value error, ")
-
-
-def _leaf_keys(key: str, value: Any) -> list[str]:
-    """The dotted keys an unknown key stood for: `trian: {epochs: 3}` is `trian.epochs`, which
-    is nearer to `train.epochs` than `trian` is to any section."""
-    if isinstance(value, dict) and value:
-        return [leaf for child, inner in value.items() for leaf in _leaf_keys(f"{key}.{child}", inner)]
-    return [key]
+def leaf_fields(model: type[BaseModel] = EnsembleConfig, prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """(dotted key, field) of every leaf key, section by section, in the order the sections declare them."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            yield from leaf_fields(annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
 
 
 def known_keys() -> list[str]:
     """Every dotted key a config may set, leaves first, then the sections (`train`, ...)."""
-    leaves = [key for key, _, _ in config_reference()]
+    leaves = [key for key, _ in leaf_fields()]
     return leaves + sorted({key.rsplit(".", 1)[0] for key in leaves if "." in key})
 
 
 def did_you_mean(keys: str | list[str], known: Optional[list[str]] = None) -> str:
     """" (did you mean 'train.epochs'?)" for a mistyped key (or any of the dotted keys it stood
-    for), by difflib's similarity: to a whole known key, else its last part to a known key's last
-    part (`epochs` alone is `train.epochs`); "" when none is near. One small function, so every
-    place that refuses a key (--set, config files, Python, the estimator's settings) says the same."""
-    known = known_keys() if known is None else known
-    keys = [keys] if isinstance(keys, str) else keys
-    last = {}  # a known key's last part -> the first key ending in it
-    for name in known:
-        last.setdefault(name.rsplit(".", 1)[-1], name)
-    for key in keys:
-        dotted = "." in key  # a dotted key is near a key in a section, not near the section itself
-        close = difflib.get_close_matches(key, [k for k in known if "." in k or not dotted], n=1, cutoff=0.75)
-        close = close or [last[k] for k in difflib.get_close_matches(key.rsplit(".", 1)[-1], last, n=1, cutoff=0.8)]
-        if close:
-            return f" (did you mean {close[0]!r}?)"
-    return ""
+    for), among every config key unless `known` says which (`messages.closest`); "" when none is
+    near. One small function, so every place that refuses a key (--set, config files, Python, the
+    estimator's settings) says the same."""
+    return closest(keys, known_keys() if known is None else known)
 
 
-def config_reference() -> list[tuple[str, str, str]]:
-    """(key, default, description) for every leaf key, for the docs' reference table (docs/guide/configuration.md)."""
-    rows = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, Section):
-                walk(annotation, f"{prefix}{name}.")
-            else:
-                default = field.default if field.default_factory is None else field.default_factory()
-                shown = list(default) if isinstance(default, tuple) else default
-                rows.append((f"{prefix}{name}", json.dumps(shown), field.description or ""))
-
-    walk(EnsembleConfig, "")
-    return rows
-
-
-def reference_markdown() -> str:
-    """The config reference table of docs/guide/configuration.md, generated from the field descriptions."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | `{default}` | {description} |" for key, default, description in config_reference()]
-    return "\n".join(lines)
-
-
-def reference_text(width: int = 100) -> str:
-    """`ensemble config`: every key with its default and meaning, grouped by section, for a console."""
-    import textwrap
-    rows = config_reference()
-    key_width = max(len(key) + len(default) + 3 for key, default, _ in rows)
-    lines, section = [], None
-    for key, default, description in rows:
-        head = key.split(".", 1)[0] if "." in key else ""
-        if head != section:
-            lines += ([""] if lines else []) + [f"[{head or 'top level'}]"]
-            section = head
-        left = f"{key} = {default}".ljust(key_width)
-        body = textwrap.wrap(description, max(width - key_width - 2, 30)) or [""]
-        lines += [f"{left}  {body[0]}"] + [" " * (key_width + 2) + more for more in body[1:]]
-    return "\n".join(lines)
+def describe_validation_error(err: ValidationError, name: Callable[[str], str] = "config key {!r}".format,
+                              what: str = "configuration") -> str:
+    """One sentence per problem key, an unknown key with the config key it may have meant."""
+    return describe(err, name, what, did_you_mean)
