@@ -186,15 +186,18 @@ def _add_serve(commands) -> None:
                     "body, batching requests across clients. Connects to RAY_ADDRESS when set, else starts a "
                     "local Ray instance; Ctrl-C stops what it started. Needs the serve extra.")
     serve.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory, local or a URI")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
-                                                           "machine only; 0.0.0.0 for every interface)")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    serve.add_argument("--replicas", type=int, default=1, help="replicas, each with the whole model (default 1)")
-    serve.add_argument("--max-batch-size", type=int, default=16,
-                       help="most requests one forward pass answers (default 16; 1 turns batching off)")
-    serve.add_argument("--max-body-mib", type=float, default=32.0,
-                       help="request bodies over this many MiB get HTTP 413 (default 32)")
-    serve.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs per replica (default 1)")
+    from ensemble.serving.options import CPUS_PER_REPLICA, HOST, MAX_BATCH_SIZE, MAX_BODY_BYTES, PORT, REPLICAS, MiB
+    serve.add_argument("--host", default=HOST, help="address to listen on (default %(default)s: this "
+                                                    "machine only; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=PORT, help="HTTP port (default %(default)s)")
+    serve.add_argument("--replicas", type=int, default=REPLICAS,
+                       help="replicas, each with the whole model (default %(default)s)")
+    serve.add_argument("--max-batch-size", type=int, default=MAX_BATCH_SIZE,
+                       help="most requests one forward pass answers (default %(default)s; 1 turns batching off)")
+    serve.add_argument("--max-body-mib", type=float, default=MAX_BODY_BYTES / MiB,
+                       help="request bodies over this many MiB get HTTP 413 (default %(default)g)")
+    serve.add_argument("--cpus-per-replica", type=float, default=CPUS_PER_REPLICA,
+                       help="CPUs per replica (default %(default)g)")
     serve.add_argument("--gpus-per-replica", type=float,
                        help="GPUs per replica (default: the run's resources.gpus_per_member; 0 serves on CPUs)")
     serve.add_argument("--autoencoder", metavar="MODULE:NAME",
@@ -392,8 +395,8 @@ def command_labels(args: argparse.Namespace) -> int:
 def command_serve(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise InputError(f"--port must be between 1 and 65535; got {args.port}.")
-    from ensemble.serving.application import deploy_config, read_report, serve_options, serve_until_stopped
-    from ensemble.serving.requests import MiB
+    from ensemble.serving.application import deploy_config, read_report, serve_until_stopped
+    from ensemble.serving.options import MiB, serve_options
     options = serve_options(run_dir=args.run_dir, replicas=args.replicas, max_batch_size=args.max_batch_size,
                             max_body_bytes=int(args.max_body_mib * MiB), cpus_per_replica=args.cpus_per_replica,
                             gpus_per_replica=args.gpus_per_replica, autoencoder=args.autoencoder,

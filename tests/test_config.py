@@ -159,7 +159,8 @@ def test_every_worker_side_field_comes_from_the_config(cls, section):
 
 @pytest.mark.parametrize("cls, section", WORKER_SIDE, ids=lambda x: getattr(x, "__name__", x))
 def test_worker_side_defaults_agree_with_the_config(cls, section):
-    """The worker side keeps defaults for tests and benchmarks that build it directly: they must be the config's."""
+    """The worker side's dataclasses hold the defaults they share with the config, which reads them there (one
+    home); the names must still line up, so each config default is the worker's."""
     config_section = getattr(EnsembleConfig(), section)
     differ = {f.name: (f.default, getattr(config_section, f.name)) for f in dataclasses.fields(cls)
               if f.name not in BUILT_HERE[cls] and f.default != getattr(config_section, f.name)}
@@ -242,3 +243,19 @@ def test_resolve_continues_a_saved_run_and_refuses_set_keys_it_would_ignore(tmp_
         resolve(overrides=[f"output={tmp_path}", "name=cut", "members=4"], resume_if_exists=True)
     new = resolve(overrides=[f"output={tmp_path}", "name=fresh"], resume_if_exists=True)
     assert not new.resume and new.config.name == "fresh"
+
+
+def test_serving_defaults_have_one_home_the_cli_and_serve_read():
+    """`ServeOptions` holds serving's defaults; `ensemble serve`'s flags and `ensemble.serve()` offer the same."""
+    from ensemble.cli import build_parser
+    from ensemble.serving.application import serve
+    from ensemble.serving.options import HOST, PORT, MiB, ServeOptions
+    flags = build_parser().parse_args(["serve", "some-run"])
+    signature = {name: p.default for name, p in inspect.signature(serve).parameters.items()}
+    for name, field in ServeOptions.model_fields.items():
+        if name not in ("run_dir", "autoencoder"):
+            assert signature[name] == field.default, name
+            if name != "trust_code":
+                wanted = field.default / MiB if name == "max_body_bytes" else field.default
+                assert getattr(flags, name.replace("max_body_bytes", "max_body_mib")) == wanted, name
+    assert (signature["host"], signature["port"], flags.host, flags.port) == (HOST, PORT, HOST, PORT)

@@ -19,12 +19,13 @@ import torch
 
 from workers.encoding import EncodedEpochs, EncodeRequest, encode_checkpoints, epochs_to_encode, with_own_head
 from workers.events import Done, EpochEnded, Shipment, Started
-from workers.memory_format import AUTO, CONTIGUOUS, cache_path, cached_choice, probe_key, remember_choice
+from workers.memory_format import CONTIGUOUS, cache_path, cached_choice, probe_key, remember_choice
 from workers.models import AutoencoderFactory, builtin_description
 from workers.outcome import Outcome
 from workers.packed import PackMember, train_pack
 from workers.sampling import bootstrap_indices
 from workers.scratch import Handoff, Workdir, machine
+from workers.settings import AUTO
 from workers.stopping import StopRule
 from workers.training import (
     Began,

@@ -27,7 +27,6 @@ from workers.layout import write_atomic
 
 CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
 FORMATS = (CONTIGUOUS, CHANNELS_LAST)
-AUTO = "auto"
 # channels_last is chosen only when it is clearly faster: on a tie the default format stays, so a run
 # whose probe cannot tell them apart keeps PyTorch's own arithmetic
 MIN_GAIN = 0.05

@@ -22,23 +22,10 @@ from torch import nn
 from workers.checkpoints import Checkpoint, load_latest_valid, save_checkpoint, sweep_temporaries
 from workers.history import EpochRecord, write_history
 from workers.layout import HISTORY
-from workers.memory_format import AUTO, as_layout_of, choose_memory_format, in_memory_format, probe_memory_formats
+from workers.memory_format import as_layout_of, choose_memory_format, in_memory_format, probe_memory_formats
 from workers.outcome import Outcome, read_outcome, write_outcome
+from workers.settings import AUTO, TrainSettings
 from workers.stopping import CONTINUE, Decision, StopRule
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    batch_size: int = 100
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    grad_clip: Optional[float] = None
-    seed: int = 0
-    precision: str = "fp32"        # "bf16": autocast forward passes to bfloat16
-    memory_format: str = AUTO      # "contiguous", "channels_last", or "auto": `resolve_memory_format` probes
-    compile: bool = False
-    run_id: Optional[str] = None   # the run the member trains for: every checkpoint records it
 
 
 def autocast(device: torch.device, precision: str):

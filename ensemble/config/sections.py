@@ -19,6 +19,8 @@ from classifier import HEADS, KINDS, combiner_kind
 from ensemble.config.files import nested, read_config_file, with_assignments
 from ensemble.config.messages import closest, describe
 from workers.errors import InputError
+from workers.settings import TrainSettings
+from workers.stopping import EagerStop, EarlyStopping
 
 
 class _RaisesInputError(type(BaseModel)):
@@ -191,22 +193,28 @@ class ModelConfig(Section):
         return value
 
 
+# The defaults a key shares with the worker side's dataclass (TrainSettings, EagerStop, EarlyStopping)
+# are read from there: one home each, and a member built without a config trains as a default run.
 class TrainConfig(Section):
-    epochs: int = Field(20, ge=1, description="most epochs a member may train")
-    batch_size: int = Field(100, ge=1, description="mini-batch size")
-    lr: float = Field(1e-3, gt=0, description="learning rate")
-    optimizer: Literal["adam", "sgd"] = Field("adam", description="optimizer")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam)")
-    grad_clip: Optional[float] = Field(None, gt=0, description="clip the gradient norm to this; null: no clipping")
+    epochs: int = Field(EagerStop.max_epochs, ge=1, description="most epochs a member may train")
+    batch_size: int = Field(TrainSettings.batch_size, ge=1, description="mini-batch size")
+    lr: float = Field(TrainSettings.lr, gt=0, description="learning rate")
+    optimizer: Literal["adam", "sgd"] = Field(TrainSettings.optimizer, description="optimizer")
+    momentum: float = Field(TrainSettings.momentum, ge=0, lt=1, description="SGD momentum (ignored by Adam)")
+    grad_clip: Optional[float] = Field(
+        TrainSettings.grad_clip, gt=0, description="clip the gradient norm to this; null: no clipping")
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: autocast forward passes to bfloat16 (fast on recent GPUs; slow on most CPUs)")
+        TrainSettings.precision,
+        description="bf16: autocast forward passes to bfloat16 (fast on recent GPUs; slow on most CPUs)")
     memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
-        "auto", description="layout of the members' and baseline's weights and images in training and encoding: "
+        TrainSettings.memory_format,
+        description="layout of the members' and baseline's weights and images in training and encoding: "
                             "auto measures both at actor start (a few steps on the built-in CAE and a real batch) and "
                             "keeps the faster, while a custom autoencoder trains in the default unless one is named "
                             "(report.json: each placement's memory_format); contiguous is PyTorch's "
                             "default; channels_last suits oneDNN CPUs and GPU tensor cores")
-    compile: bool = Field(False, description="torch.compile each member's model (pays compile time once per actor)")
+    compile: bool = Field(
+        TrainSettings.compile, description="torch.compile each member's model (pays compile time once per actor)")
 
     @model_validator(mode="before")
     @classmethod
@@ -222,22 +230,24 @@ class TrainConfig(Section):
 
 class EagerConfig(Section):
     rule: Literal["plateau", "fixed", "budget", "none"] = Field(
-        "plateau", description="when a member stops: plateau, fixed epoch count, wall-clock budget, or none")
+        EagerStop.rule, description="when a member stops: plateau, fixed epoch count, wall-clock budget, or none")
     threshold: float = Field(
-        0.2, ge=0, description="plateau: stop once validation loss improves by less than this fraction")
-    min_epochs: int = Field(1, ge=1, description="plateau: never stop before this many epochs")
-    epoch: int = Field(3, ge=1, description="fixed: stop after this many epochs")
+        EagerStop.threshold, ge=0, description="plateau: stop once validation loss improves by less than this fraction")
+    min_epochs: int = Field(EagerStop.min_epochs, ge=1, description="plateau: never stop before this many epochs")
+    epoch: int = Field(EagerStop.epoch, ge=1, description="fixed: stop after this many epochs")
     budget_seconds: float = Field(
-        30.0, gt=0, description="budget: stop before the next epoch would exceed this many seconds")
+        EagerStop.budget_seconds, gt=0, description="budget: stop before the next epoch would exceed this many seconds")
 
 
 class BaselineConfig(Section):
     enabled: bool = Field(True, description="also train the monolithic baseline for comparison")
-    patience: int = Field(3, ge=1, description="epochs without improvement before the baseline stops")
+    patience: int = Field(
+        EarlyStopping.patience, ge=1, description="epochs without improvement before the baseline stops")
     min_delta: float = Field(
-        0.01, ge=0, description="relative: an epoch improves when its validation loss is below the best by more than "
-                                "this fraction of it (Lightning's EarlyStopping(min_delta) is absolute)")
-    max_epochs: int = Field(20, ge=1, description="most epochs the baseline may train")
+        EarlyStopping.min_delta, ge=0,
+        description="relative: an epoch improves when its validation loss is below the best by more than this "
+                    "fraction of it (Lightning's EarlyStopping(min_delta) is absolute)")
+    max_epochs: int = Field(EarlyStopping.max_epochs, ge=1, description="most epochs the baseline may train")
     width: Optional[float] = Field(
         None, gt=0,
         description="width multiplier of the baseline (the members' architecture made wider; a custom class takes it "

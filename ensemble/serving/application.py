@@ -11,14 +11,22 @@ from typing import Callable, Optional, Union
 
 import ray
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling.placement import Share, infeasible_reason
 from ensemble.scheduling.session import alive_node_resources, connect
 from ensemble.scheduling.warm_actors import release_actors
+from ensemble.serving.options import (
+    CPUS_PER_REPLICA,
+    HOST,
+    MAX_BATCH_SIZE,
+    MAX_BODY_BYTES,
+    PORT,
+    REPLICAS,
+    ServeOptions,
+    serve_options,
+)
 from ensemble.serving.replica import Autoencoder, EnsembleModel, load_for_serving, ray_serve
-from ensemble.serving.requests import MiB
 from ensemble.storage import is_uri, join_uri, run_file
 from workers.errors import InputError
 from workers.layout import REPORT_JSON
@@ -26,33 +34,6 @@ from workers.models import trusts, untrusted
 
 APP_NAME = "ensemble"
 IMPORT_PATH = "ensemble.serving.application:app"
-
-
-class ServeOptions(BaseModel):
-    """The application's arguments: `serve run ensemble.serving.application:app run_dir=...`, a config's `args`."""
-    model_config = ConfigDict(extra="forbid")
-    run_dir: str = Field(description="a finished run directory, local or a URI")
-    replicas: int = Field(1, ge=1, description="replicas, each with the whole model")
-    max_batch_size: int = Field(16, ge=1, description="most requests one forward pass answers")
-    max_body_bytes: int = Field(32 * MiB, ge=1, description="larger request bodies get HTTP 413")
-    cpus_per_replica: float = Field(1.0, gt=0)
-    gpus_per_replica: Optional[float] = Field(None, ge=0, description="null: the run's resources.gpus_per_member")
-    autoencoder: Optional[str] = Field(None, description="module:name of a custom run's autoencoder factory")
-    trust_code: bool = Field(False, description="import the autoencoder module the run recorded (run dirs may "
-                                                "come from elsewhere: only when you trust the run)")
-
-    @field_validator("run_dir")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        return value if is_uri(value) else str(Path(value).expanduser().resolve())
-
-
-def serve_options(**values) -> ServeOptions:
-    try:
-        return ServeOptions(**values)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise InputError(f"invalid serving option(s): {problems}.") from None
 
 
 def read_report(run_dir: str):
@@ -133,9 +114,10 @@ def replica_error() -> str:
     return "; ".join(lines) or "none reported; see the serve logs in Ray's session directory."
 
 
-def serve(run_dir: Union[str, Path], *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
-          max_batch_size: int = 16, max_body_bytes: int = 32 * MiB, cpus_per_replica: float = 1.0,
-          gpus_per_replica: Optional[float] = None, autoencoder: Autoencoder = None, trust_code: bool = False):
+def serve(run_dir: Union[str, Path], *, host: str = HOST, port: int = PORT, replicas: int = REPLICAS,
+          max_batch_size: int = MAX_BATCH_SIZE, max_body_bytes: int = MAX_BODY_BYTES,
+          cpus_per_replica: float = CPUS_PER_REPLICA, gpus_per_replica: Optional[float] = None,
+          autoencoder: Autoencoder = None, trust_code: bool = False):
     """Serve a finished run over HTTP on Ray Serve and return the deployment handle (also callable:
     `handle.classify.remote(images).result()`). Uses the initialised Ray, else RAY_ADDRESS, else starts
     a local Ray that lives until `ray.shutdown()`; `ray.serve.shutdown()` stops serving. `trust_code`:

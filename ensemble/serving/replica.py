@@ -10,6 +10,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import ray
 
+from ensemble.serving.options import MAX_BATCH_SIZE
 from ensemble.serving.requests import (
     RequestError,
     body_format,
@@ -126,7 +127,7 @@ class EnsembleModel:
         labels, probabilities = answered(answer)
         return prediction_body(labels, self.result.classes, probabilities)
 
-    @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_SECONDS)  # size set in __init__
+    @ray_serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_SECONDS)  # set in __init__
     async def _predict_batch(self, batches: list) -> list:
         # One forward pass for every request queued meanwhile, on this event loop: requests arriving while
         # it computes wait for the next batch. Measured (benchmarks/serve_load.py, 1 CPU a replica): a

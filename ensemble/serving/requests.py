@@ -17,9 +17,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from ensemble.serving.options import MiB
+
 JSON_TYPE = "application/json"
 NPY_TYPE = "application/octet-stream"
-MiB = 1024 * 1024
 TIE_TOLERANCE = 1e-6  # top-two probability gap below which the label is taken from predict() itself
 
 
