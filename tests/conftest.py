@@ -22,8 +22,29 @@ import pytest  # noqa: E402
 
 from tests.tiny import THREE_EPOCHS_SAVED, TINY  # noqa: E402
 
+# Files whose tests start a cluster of their own that other Ray processes on the machine could reach or
+# collide with (`ray start --head` and `ray.cluster_utils.Cluster` record their address in /tmp/ray and take
+# Ray's default agent ports): under pytest-xdist they share one worker, so two never run at once.
+CLUSTER_FILES = {"test_wide_cluster.py", "test_storage.py", "test_scale_from_zero.py"}
+
+
+def xdist_group_of(path) -> str:
+    """Under `--dist loadgroup` each test file stays on one worker, so its module-scoped fixtures (a
+    trained run, a serving app) are made once; the cluster files run on one worker, one after another."""
+    return "clusters" if path.name in CLUSTER_FILES else str(path)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: without it installed, never called
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: two workers on any machine. Each worker holds its own session Ray instance (2 CPUs) and
+    runs; more would add Ray instances faster than they add speed on the 2-core machines CI runs on."""
+    return 2
+
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.path)))
     unmarked = [item.nodeid for item in items
                 if "ray_instance" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
     if unmarked:

@@ -22,28 +22,30 @@ from tests.user_folder import ensemble_command, user_folder
 from workers.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
-DASHBOARD_PORT = "8365"  # not the default, so a user's own head on 8265 is never touched
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def local_head():
-    """`ray start --head --block` on loopback with a fresh token; killing it stops the whole head."""
+    """`ray start --head --block` on loopback with a fresh token, shared by this file's jobs (each job is
+    its own driver, as on a team's head); killing it stops the whole head. Every port is a free one, not
+    the defaults: the session's Ray instance (tests/conftest.py), a parallel test worker's head or a
+    user's own head may hold those."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(32), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
     env.pop("RAY_ADDRESS", None)
     # every port of our own: the session's Ray instance (tests/conftest.py) holds the defaults
-    agent, grpc, metrics, runtime_env = free_ports(4)
+    gcs, dashboard, agent, grpc, metrics, runtime_env = free_ports(6)
     head = subprocess.Popen([shutil.which("ray", path=env["PATH"]), "start", "--head", "--block",
-                             "--node-ip-address=127.0.0.1", "--num-cpus=2", "--port=6390",
-                             f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--port={gcs}",
+                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
                              f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
                              f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
                              f"--temp-dir={temp_dir}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        yield env
+        yield {**env, "DASHBOARD": f"http://127.0.0.1:{dashboard}"}
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -57,7 +59,7 @@ def submit(env, *args, timeout=300, cwd=REPO):
     """`ray job submit` from `cwd`, retried while the head's job agent is still starting."""
     for _ in range(20):
         done = subprocess.run([shutil.which("ray", path=env["PATH"]), "job", "submit",
-                               "--address", f"http://127.0.0.1:{DASHBOARD_PORT}", *args],
+                               "--address", env["DASHBOARD"], *args],
                               env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
         if "No available agent" not in done.stdout + done.stderr:
             return done
@@ -69,7 +71,7 @@ def wait_for_head(env, deadline=90):
     start = time.time()
     while time.time() - start < deadline:
         done = subprocess.run([shutil.which("ray", path=env["PATH"]), "job", "list",
-                               "--address", f"http://127.0.0.1:{DASHBOARD_PORT}"],
+                               "--address", env["DASHBOARD"]],
                               env=env, capture_output=True, text=True, timeout=60)
         if done.returncode == 0:
             return

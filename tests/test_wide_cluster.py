@@ -62,7 +62,7 @@ WIDE = textwrap.dedent("""
                 "accuracy": report.ensemble.test_accuracy, "untrained": report.ensemble.untrained_test_accuracy,
                 "member_accuracies": [m.test_accuracy for m in report.members]}
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     single = figures(ensemble.run(build_config({}, SETS + ["name=single"]), on_event=lambda e: None).report)
     ray.shutdown()
     single_sent, single_on_driver, single_heads = dict(sent), list(encoded_on_driver), len(heads_on_driver)
