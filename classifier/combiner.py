@@ -32,6 +32,9 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d,
 from classifier import HEADS, KINDS, CombinerInputError, combiner_kind
 from classifier.features import member_widths, stack_features
 
+SMALL_FIT_TOL, LARGE_FIT_TOL = 1e-4, 1e-3  # lbfgs tolerances: `lbfgs_tolerance`
+LARGE_FIT_ROWS = 12_000
+SCALER_COLUMNS = 128  # columns a scaler fits at a time: a float64 copy of 128 columns, not of a member's 784
 MLP_HIDDEN_UNITS = 64  # as accurate as 128 on 5 x 784 features (0.960 vs 0.959), and faster
 
 # float32 features (what classifier.features returns) stay float32 instead of being upcast, and
@@ -71,6 +74,8 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         The fitted head: a Pipeline (concat) or a VotingClassifier (soft-vote, hard-vote).
     n_iter_ : int
         The most iterations any head ran (equal to max_iter: it hit the cap).
+    tol_ : float or None
+        The logistic heads' lbfgs tolerance, chosen by the rows fitted on (`lbfgs_tolerance`); None for mlp.
     n_features_in_ : int
         Columns seen in fit.
 
@@ -125,7 +130,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         self.member_widths_ = widths or self._resolved_widths(X.shape[1])
         if self._kind() == "concat":
             return self._fitted(self._fit_concat(column_blocks(X, self.member_widths_), y))
-        return self._fitted(self._build_model().fit(X, y))
+        return self._fitted(self._build_model(len(y)).fit(X, y))
 
     def _checked_labels(self, y, rows: int) -> np.ndarray:
         y = column_or_1d(y, warn=True)
@@ -192,12 +197,14 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
                                      "columns; give one width per member, in stacking order.")
         return widths
 
-    def _head(self):
+    def _head(self, rows: int):
         if self.head == "logistic":
             # lbfgs on standardised features converges in a few dozen iterations even with
             # thousands of columns (16 at C=1 on 5 x 784); max_iter only caps pathological data.
-            # The default tol stays: tol=1e-6 took 145 iterations, 10x the time, for +0.005 accuracy.
-            return LogisticRegression(C=self.C, max_iter=self.max_iter)
+            # tol=1e-6 took 145 iterations, 10x the time, for +0.005 accuracy; the tolerance by rows:
+            self.tol_ = lbfgs_tolerance(rows)
+            return LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol_)
+        self.tol_ = None
         return MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN_UNITS,), alpha=1.0 / self.C, early_stopping=True,
                              max_iter=self.max_iter, random_state=self.random_state)
 
@@ -205,23 +212,24 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         """The concat pipeline (what `_build_model` builds), with its scaler fitted one member's block of
         columns at a time (`block_scaler`) and each block scaled straight into the matrix the head fits
         on: the same fitted pipeline, bitwise, in less time and memory than scaling the whole matrix."""
-        parts = [StandardScaler().fit(block) for block in blocks]
         scaled = np.empty((len(y), sum(block.shape[1] for block in blocks)), dtype=blocks[0].dtype)
-        start = 0
-        for part, block in zip(parts, blocks, strict=True):
-            scaled[:, start:start + block.shape[1]] = part.transform(block)  # elementwise: as on the whole matrix
-            start += block.shape[1]
-        return Pipeline([("scale", merged_scaler(parts)), ("head", self._head().fit(scaled, y))])
+        parts, start = [], 0
+        for block in blocks:
+            for chunk in column_chunks(block):
+                parts.append(StandardScaler().fit(chunk))
+                scaled[:, start:start + chunk.shape[1]] = parts[-1].transform(chunk)  # elementwise, as on the whole
+                start += chunk.shape[1]
+        return Pipeline([("scale", merged_scaler(parts)), ("head", self._head(len(y)).fit(scaled, y))])
 
-    def _build_model(self):
+    def _build_model(self, rows: int):
         if self._kind() == "concat":
-            return Pipeline([("scale", StandardScaler()), ("head", self._head())])
+            return Pipeline([("scale", StandardScaler()), ("head", self._head(rows))])
         members = []
         start = 0
         for index, width in enumerate(self.member_widths_):
             select = ColumnTransformer([("columns", "passthrough", slice(start, start + width))])
             members.append((f"member_{index}", Pipeline([("select", select), ("scale", StandardScaler()),
-                                                         ("head", self._head())])))
+                                                         ("head", self._head(rows))])))
             start += width
         return VotingClassifier(members, voting="soft" if self.kind == "soft-vote" else "hard")
 
@@ -238,6 +246,16 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         return X
 
 
+def lbfgs_tolerance(rows: int) -> float:
+    """The logistic head's lbfgs tolerance for `rows` training rows: scikit-learn's 1e-4 below
+    `LARGE_FIT_ROWS`, 1e-3 from there. With C fixed the penalty weighs less per row as rows grow, so
+    lbfgs needs more iterations (27 at 3,000 rows, 66 at 48,000) on a matrix too large for the cache;
+    at 48,000 rows x 1,568 columns 1e-3 stopped at 29 iterations, 1.66x sooner, at the same test
+    accuracy within its Wilson interval (docs/performance.md, 2026-12-06; saga and SGD were slower).
+    Below the threshold the fit is cheap and the default run's figures stay as they were."""
+    return LARGE_FIT_TOL if rows >= LARGE_FIT_ROWS else SMALL_FIT_TOL
+
+
 def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
     """A StandardScaler on all of X's columns, fitted one block of `widths` columns at a time.
 
@@ -246,7 +264,22 @@ def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
     and one block's small copy (3,000 x 784) is reused where the whole matrix's is a fresh allocation
     that grows with N (measured with `benchmarks/fit_scaling.py --scaler-only`:
     docs/performance.md#figures-behind-design-choices)."""
-    return merged_scaler([StandardScaler().fit(block) for block in column_blocks(X, widths)])
+    return merged_scaler([StandardScaler().fit(chunk) for block in column_blocks(X, widths)
+                          for chunk in column_chunks(block)])
+
+
+def column_chunks(block: np.ndarray, most: Optional[int] = None) -> list[np.ndarray]:
+    """Views of `block`'s columns, at most `most` (default `SCALER_COLUMNS`) at a time. StandardScaler
+    computes a block's statistics on a float64 copy of it, so a member's whole block made a transient
+    copy twice the size of its features (300 MB at 48,000 rows of 784 features), two at once when fits
+    run side by side; a column's statistics depend on that column alone, so chunks give the same
+    numbers, bitwise, except for a chunk of a single column (numpy then sums it pairwise, not row by row,
+    which moves the variance's last bits), so a lone last column joins the chunk before it."""
+    most = max(2, most or SCALER_COLUMNS)
+    edges = list(range(0, block.shape[1], most)) + [block.shape[1]]
+    if len(edges) > 2 and edges[-1] - edges[-2] == 1:
+        del edges[-2]
+    return [block[:, start:end] for start, end in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def column_blocks(X: np.ndarray, widths: Sequence[int]) -> list[np.ndarray]:

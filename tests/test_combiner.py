@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from classifier import HEADS, KINDS, CombinerInputError
-from classifier.combiner import EnsembleCombiner, fit_combiner
+from classifier.combiner import EnsembleCombiner, block_scaler, fit_combiner
 from classifier.persistence import load_combiner, save_combiner
 
 WIDTHS = (16, 24, 24)  # the 64 pixels of an 8x8 digit, cut into three "members"
@@ -234,6 +234,24 @@ def test_concat_scaler_fitted_block_by_block_is_bitwise_the_whole_matrix_fit():
     assert ours.model_[0].n_samples_seen_ == 200 and ours.model_[0].n_features_in_ == 48
     assert np.array_equal(ours.model_[-1].coef_, whole[-1].coef_)
     assert np.array_equal(ours.predict_proba(X), whole.predict_proba(X))
+
+
+def test_scaler_fitted_a_few_columns_at_a_time_is_bitwise_the_whole_matrix_fit(monkeypatch):
+    """Chunks of columns smaller than a member's block (what bounds the scaler's float64 copy on
+    48,000 rows) give the same statistics, scaled matrix and head as one fit on everything."""
+    import classifier.combiner
+    monkeypatch.setattr(classifier.combiner, "SCALER_COLUMNS", 5)
+    rng = np.random.default_rng(4)
+    widths = (16, 7)
+    X = np.maximum(0, rng.normal(1.0, 3.0, size=(150, sum(widths)))).astype(np.float32)
+    y = rng.integers(0, 3, size=150)
+    ours = EnsembleCombiner(kind="concat", member_widths=widths).fit(X, y)
+    whole = Pipeline([("scale", StandardScaler()), ("head", LogisticRegression(C=1.0, max_iter=200))]).fit(X, y)
+    assert [c.shape[1] for c in classifier.combiner.column_chunks(X[:, :16])] == [5, 5, 6]  # no lone column
+    for name in ("mean_", "var_", "scale_"):
+        assert np.array_equal(getattr(ours.model_[0], name), getattr(whole[0], name))
+    assert np.array_equal(ours.model_[-1].coef_, whole[-1].coef_)
+    assert np.array_equal(block_scaler(X, widths).var_, whole[0].var_)
 
 
 def test_fitting_on_the_members_blocks_is_bitwise_fitting_on_the_stacked_matrix(digits):

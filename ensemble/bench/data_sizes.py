@@ -125,7 +125,7 @@ def size_entry(report, train_images: int, val_images: int, wall: float, peaks: P
         "member_epoch_seconds": member_epoch, "member_seconds_per_1000_images": per_1000(member_epoch),
         "baseline_epoch_seconds": baseline_epoch,
         "baseline_seconds_per_1000_images": None if baseline_epoch is None else per_1000(baseline_epoch),
-        "feature_seconds": ens.feature_seconds, "fit_seconds": ens.fit_seconds,
+        "feature_seconds": ens.feature_seconds, "fit_seconds": ens.fit_seconds, "head_tolerance": ens.head_tolerance,
         "tail_seconds": tail, "members_train_wall_seconds": ens.train_wall_seconds,
         "tail_share_of_member_training": tail / ens.train_wall_seconds,
         "run_wall_seconds": wall,

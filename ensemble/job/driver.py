@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
@@ -439,10 +439,12 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     factories = plan.factories()
     encoded = sent_features(phases.members)
     scores = score_run(factories, run_dir, chosen, plan.splits, config.combiner, config.seed, encoded)
-    score, untrained = scores.ensemble, scores.untrained  # untrained: None without a test split
-    encoded.clear()  # the features are in the fitted combiners' scores now; free them before the baseline
+    encoded.clear()
+    # untrained: None without a test split; the features the fits needed are dropped before the baseline's
+    score, untrained, alone = released(scores.ensemble), released(scores.untrained), scores.alone
+    del scores
     save_combiner(score.combiner, run_dir / COMBINER)
-    members, diversity = with_diversity(members, [name for name, _ in chosen], scores.alone,
+    members, diversity = with_diversity(members, [name for name, _ in chosen], alone,
                                         score.test_predictions, plan.splits.test_y.tolist())
     ensemble = ensemble_report(config, phases.members_wall, phases.slots, plan.member_share.describe(), score,
                                untrained, members, diversity)
@@ -465,6 +467,12 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         if predictions is not None:
             predictions.baseline = base_score.test_predictions.tolist()
     return Evaluation(members, ensemble, baseline, score, predictions)
+
+
+def released(score: Optional[CombinerScore]) -> Optional[CombinerScore]:
+    """The score without the features it was fitted on: the driver needs only its combiner and figures, and
+    each member's train features are as large as the training images (2 x N copies with the reference)."""
+    return None if score is None else replace(score, train_features=None, test_features=None)
 
 
 def sent_features(runs: dict[str, MemberRecord]) -> dict[str, EncodedEpochs]:

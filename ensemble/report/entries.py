@@ -96,6 +96,7 @@ def ensemble_report(config: EnsembleConfig, members_wall: float, slots: int, sha
         test_accuracy=score.test_accuracy, wall_seconds=members_wall + score.seconds,
         train_wall_seconds=members_wall, combiner_seconds=score.seconds,
         feature_seconds=score.feature_seconds, fit_seconds=score.fit_seconds,
+        head_tolerance=getattr(score.combiner, "tol_", None),
         untrained_test_accuracy=untrained.test_accuracy if untrained is not None else None,
         members_used=[m.index for m in members if m.selected_epoch is not None],
         resources=f"{config.members} members x {share}", parallel_slots=slots)

@@ -91,6 +91,9 @@ class EnsembleReport(Model):
     combiner_seconds: float
     feature_seconds: float
     fit_seconds: float
+    head_tolerance: Optional[float] = Field(
+        None, description="the logistic head's lbfgs tolerance, chosen by the rows it fitted on "
+                          "(classifier.combiner.lbfgs_tolerance); null for the mlp head and older reports")
     untrained_test_accuracy: Optional[float] = Field(
         description="the same combiner on the untrained (epoch 0) encoders; " + NO_TEST)
     untrained_test_accuracy_ci95: Optional[tuple[float, float]] = Field(None, description=WILSON)
