@@ -12,6 +12,7 @@ driver's and the actors' peak memory and the object store's use. Flat is the tar
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import psutil
 
 from ensemble.bench.tail import PeakMemory
+from workers.layout import write_atomic
 
 SIZE_SETTINGS = ["members=2", "train.epochs=1", "eager.rule=fixed", "eager.epoch=1", "baseline.max_epochs=1",
                  "data.test_size=1000"]
@@ -178,13 +180,15 @@ def data_sizes_table(rows: Sequence[dict]) -> str:
 
 
 def measure_data_sizes(sizes: Sequence[int], output: Path, extra: Sequence[str] = (), log=print) -> list[dict]:
-    """One run per size, smallest first, on one stand-in file big enough for the largest."""
+    """One run per size, smallest first, on one stand-in file big enough for the largest; the entries so
+    far are in `output`/data_sizes.json after each size (a long run stopped early keeps them)."""
     sizes = sorted(sizes)
     largest = sizes[-1]
     data_file = write_stand_in(output / "stand-in.npz", largest + max(largest // 4, 10) + TEST_IMAGES + 100)
     rows = []
     for size in sizes:
         rows.append(measure_size(size, data_file, output / "runs", extra))
+        write_atomic(output / "data_sizes.json", json.dumps(rows, indent=2))  # each size kept as it finishes
         log(f"  {size:,} training images: member {rows[-1]['member_seconds_per_1000_images']:.2f} s per 1,000 "
             f"images, run {rows[-1]['run_wall_seconds']:.0f} s", flush=True)
     return rows
