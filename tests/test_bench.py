@@ -147,4 +147,6 @@ def test_data_sizes_measure_each_cost_per_size(ray_instance, tmp_path):
     for r in rows:
         assert r["member_seconds_per_1000_images"] > 0 and r["baseline_seconds_per_1000_images"] > 0
         assert r["tail_seconds"] > 0 and r["fit_seconds"] > 0 and r["driver_peak_rss_mib"] > 0
+        assert r["head_tolerance"] == 1e-4  # the logistic head's lbfgs tolerance at these few rows
         assert len(r["actor_peak_rss_mib"]) >= 1 and all(v > 0 for v in r["actor_peak_rss_mib"])
+    assert json.loads((tmp_path / "data_sizes.json").read_text()) == rows  # kept as each size finished

@@ -254,6 +254,23 @@ def test_scaler_fitted_a_few_columns_at_a_time_is_bitwise_the_whole_matrix_fit(m
     assert np.array_equal(block_scaler(X, widths).var_, whole[0].var_)
 
 
+def test_lbfgs_tolerance_loosens_from_the_large_fit_rows_only(monkeypatch):
+    import classifier.combiner as combiner
+    assert combiner.lbfgs_tolerance(3000) == 1e-4 == combiner.lbfgs_tolerance(combiner.LARGE_FIT_ROWS - 1)
+    assert combiner.lbfgs_tolerance(combiner.LARGE_FIT_ROWS) == 1e-3 == combiner.lbfgs_tolerance(48000)
+    rng = np.random.default_rng(5)
+    y = np.arange(120) % 3
+    X = (rng.normal(size=(120, 6)) + y[:, None]).astype(np.float32)
+    small = EnsembleCombiner().fit(X, y)
+    monkeypatch.setattr(combiner, "LARGE_FIT_ROWS", 100)  # these 120 rows count as a large fit
+    for kind in KINDS:
+        large = EnsembleCombiner(kind=kind, member_widths=(3, 3)).fit(X, y)
+        heads = [large.model_[-1]] if kind == "concat" else [m[-1] for m in large.model_.estimators_]
+        assert large.tol_ == 1e-3 and all(head.tol == 1e-3 for head in heads)
+    assert small.tol_ == small.model_[-1].tol == 1e-4
+    assert EnsembleCombiner(head="mlp", max_iter=20).fit(X, y).tol_ is None
+
+
 def test_fitting_on_the_members_blocks_is_bitwise_fitting_on_the_stacked_matrix(digits):
     """fit_combiner scales each member's block straight into the head's matrix (`fit_members`): the
     combiner is the one `fit` gives on the stacked features, for every kind, whatever the dtypes."""
