@@ -13,6 +13,7 @@ driver's and the actors' peak memory and the object store's use. Flat is the tar
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -131,7 +132,8 @@ def size_entry(report, train_images: int, val_images: int, wall: float, peaks: P
         "tail_seconds": tail, "members_train_wall_seconds": ens.train_wall_seconds,
         "tail_share_of_member_training": tail / ens.train_wall_seconds,
         "run_wall_seconds": wall,
-        "dataset_float32_mib": round((train_images + val_images) * 28 * 28 * 4 / MIB, 1),
+        "image_shape": list(report.dataset.image_shape),
+        "dataset_float32_mib": round((train_images + val_images) * math.prod(report.dataset.image_shape) * 4 / MIB, 1),
         "driver_start_rss_mib": round(peaks.start_rss / MIB, 1),
         "driver_peak_rss_mib": round(peaks.peak / MIB, 1),
         "actor_peak_rss_mib": [round(v / MIB, 1) for v in peaks.actor_peaks.values()],
