@@ -29,7 +29,8 @@ def add_parser(commands) -> None:
     bench.add_argument("--data-sizes", metavar="N,N,...", type=sizes, default=(),
                        help="training-set sizes, e.g. 3000,12000,48000: one run each (2 members and the baseline, "
                             "1 epoch) on shifted mnist-5k digits the bench writes, for how each cost grows with "
-                            "the data (bench.json's data_sizes; 48,000 takes about 30 minutes on 2 cores)")
+                            "the data (bench.json's data_sizes; 48,000 takes about 30 minutes on 2 cores); "
+                            "--set data.name=npz --set data.root=FILE.npz measures your own images instead")
     bench.add_argument("--data-sizes-only", action="store_true", help="measure only --data-sizes")
 
 

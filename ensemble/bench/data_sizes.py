@@ -7,7 +7,8 @@ of the split). Per size, one run of 2 members and the baseline, one epoch each, 
 of the training size, 1,000 test images: seconds per 1,000 training images for a member's epoch and
 the baseline's, the evaluation's features and fit, the ensemble's tail after its last member, the
 driver's and the actors' peak memory and the object store's use. Flat is the target: seconds per
-1,000 images within 1.2x from the smallest size to the largest.
+1,000 images within 1.2x from the smallest size to the largest. `--set data.name=npz --set
+data.root=FILE.npz` runs the sizes on other images instead (CIFAR-10's shape: docs/guide/paper-regime.md).
 """
 
 from __future__ import annotations
