@@ -209,9 +209,10 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
                              max_iter=self.max_iter, random_state=self.random_state)
 
     def _fit_concat(self, blocks: Sequence[np.ndarray], y: np.ndarray) -> Pipeline:
-        """The concat pipeline (what `_build_model` builds), with its scaler fitted one member's block of
-        columns at a time (`block_scaler`) and each block scaled straight into the matrix the head fits
-        on: the same fitted pipeline, bitwise, in less time and memory than scaling the whole matrix."""
+        """The concat pipeline (what `_build_model` builds), with its scaler fitted a few of a member's
+        columns at a time (`column_chunks`, as `block_scaler` does) and each chunk scaled straight into the
+        matrix the head fits on: the same fitted pipeline, bitwise, in less time and memory than scaling
+        the whole matrix."""
         scaled = np.empty((len(y), sum(block.shape[1] for block in blocks)), dtype=blocks[0].dtype)
         parts, start = [], 0
         for block in blocks:
@@ -272,7 +273,7 @@ def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
 def column_chunks(block: np.ndarray, most: Optional[int] = None) -> list[np.ndarray]:
     """Views of `block`'s columns, at most `most` (default `SCALER_COLUMNS`) at a time. StandardScaler
     computes a block's statistics on a float64 copy of it, so a member's whole block made a transient
-    copy twice the size of its features (300 MB at 48,000 rows of 784 features), two at once when fits
+    copy twice the size of its features (287 MiB at 48,000 rows of 784 features), two at once when fits
     run side by side; a column's statistics depend on that column alone, so chunks give the same
     numbers, bitwise, except for a chunk of a single column (numpy then sums it pairwise, not row by row,
     which moves the variance's last bits), so a lone last column joins the chunk before it."""
