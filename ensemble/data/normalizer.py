@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -15,10 +16,15 @@ class Normalizer:
     scale: tuple[float, ...]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        view = (1, -1, 1, 1)
-        shift = torch.tensor(self.shift, dtype=torch.float32).view(view)
-        scale = torch.tensor(self.scale, dtype=torch.float32).view(view)
+        shift, scale = self._tensors
         return ((images.float() - shift) / scale).contiguous()
+
+    @cached_property
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """shift and scale as 1 x C x 1 x 1 tensors, built once: a served request should not build them."""
+        view = (1, -1, 1, 1)
+        return (torch.tensor(self.shift, dtype=torch.float32).view(view),
+                torch.tensor(self.scale, dtype=torch.float32).view(view))
 
     def to_json(self) -> dict:
         return {"shift": list(self.shift), "scale": list(self.scale)}

@@ -35,6 +35,7 @@ except ImportError as err:
     raise InputError(f"serving needs Ray Serve, which is not installed ({err}); install the `serve` extra: "
                      "pip install 'eager-ensembles[serve]' (in a checkout: pip install -e '.[serve]').") from None
 
+PROBE_IMAGES = 32  # the memory-format probe's batch: the middle of the 1-64-image requests `bench --serve` sends
 BATCH_WAIT_SECONDS = 0.005  # how long a batch waits for more requests once the first has arrived
 Autoencoder = Union[None, str, Callable[[], Any]]  # as ensemble.load takes it, or "module:name"
 
@@ -71,6 +72,21 @@ def resolve_autoencoder(autoencoder: Autoencoder):
     return resolve_here(str(autoencoder))  # found as every command finds it
 
 
+def in_fastest_format(result) -> str:
+    """Lay the encoders out in the memory format they answer fastest in on this replica's machine (the
+    run's `train.memory_format` when it names one; `auto`: measured, `workers.encoding`), and say which."""
+    import torch  # only on a replica, as in load_for_serving
+
+    from workers.encoding import fastest_encoding_format
+    from workers.memory_format import AUTO, in_memory_format
+    requested = result.report.config.get("train", {}).get("memory_format", AUTO)
+    batch = torch.randn(PROBE_IMAGES, *result.report.dataset.image_shape, generator=torch.Generator().manual_seed(0))
+    chosen = fastest_encoding_format(result.autoencoders, batch, requested)
+    for encoder in result.autoencoders:
+        in_memory_format(encoder, chosen)
+    return chosen
+
+
 def answered(answer):
     """A request's (labels, probabilities), or the exception its images alone raised (a 500 for it alone)."""
     if isinstance(answer, BaseException):
@@ -90,7 +106,8 @@ class EnsembleModel:
         self.result = load_for_serving(run_dir, autoencoder, trust_code)
         self.image_shape = tuple(self.result.report.dataset.image_shape)
         self.max_body_bytes = max_body_bytes
-        self.card = model_card(self.result.report)
+        self.memory_format = in_fastest_format(self.result)
+        self.card = {**model_card(self.result.report), "memory_format": self.memory_format}
         self._predict_batch.set_max_batch_size(max_batch_size)
 
     @api.get("/healthz")
