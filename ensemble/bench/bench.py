@@ -26,6 +26,7 @@ import torch
 from ensemble.bench.data_sizes import data_sizes_table, flatness, measure_data_sizes
 from ensemble.bench.fit_overhead import fit_overhead, fit_overhead_line
 from ensemble.bench.machine import machine_header
+from ensemble.bench.serving import bench_run, measure_serving, serve_table
 from ensemble.bench.tail import measure_tail, tail_table
 from ensemble.builders import member_factory, member_rule, member_seed, train_settings
 from ensemble.config import EagerConfig, EnsembleConfig, build_config
@@ -314,7 +315,8 @@ def table(result: dict) -> str:
 
 def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
          small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3, tail_members: tuple[int, ...] = (),
-         tail_only: bool = False, tail_settings: tuple[str, ...] = (), data_sizes: tuple[int, ...] = ()) -> dict:
+         tail_only: bool = False, tail_settings: tuple[str, ...] = (), data_sizes: tuple[int, ...] = (),
+         serve: bool = False, serve_run: Path | None = None, serve_options: dict | None = None) -> dict:
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)
@@ -329,6 +331,8 @@ def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_def
     if data_sizes:
         result["data_sizes"] = measure_data_sizes(data_sizes, output / "data-sizes", overrides)
         result["data_sizes_flatness"] = flatness(result["data_sizes"]) if len(data_sizes) > 1 else None
+    if serve:
+        result["serve"] = measure_serving(serve_run or bench_run(output), **(serve_options or {}))
     write_atomic(output / "bench.json", json.dumps(result, indent=2))
     if not tail_only:
         print(table(result))
@@ -337,5 +341,7 @@ def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_def
         print(f"\n{tail_table(result['tail'])}")
     if data_sizes:
         print(f"\n{data_sizes_table(result['data_sizes'])}")
+    if serve:
+        print(f"\n{serve_table(result['serve'])}")
     print(f"\nJSON: {output / 'bench.json'}")
     return result

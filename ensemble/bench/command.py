@@ -9,6 +9,8 @@ from pathlib import Path
 
 from workers.errors import InputError
 
+BENCH_RUN = "(the bench's default run)"
+
 
 def add_parser(commands) -> None:
     bench = commands.add_parser(
@@ -32,6 +34,12 @@ def add_parser(commands) -> None:
                             "the data (bench.json's data_sizes; 48,000 takes about 30 minutes on 2 cores); "
                             "--set data.name=npz --set data.root=FILE.npz measures your own images instead")
     bench.add_argument("--data-sizes-only", action="store_true", help="measure only --data-sizes")
+    bench.add_argument("--serve", metavar="RUN_DIR", nargs="?", const=BENCH_RUN, default=None,
+                       help="load on `ensemble serve` (8 clients, 1-64-image then single-image requests, one 1-CPU "
+                            "replica) against predict_proba: bench.json's serve; RUN_DIR: the run to serve (default: "
+                            "the bench's default run, trained without a baseline if absent; about 3 minutes on 2 "
+                            "cores)")
+    bench.add_argument("--serve-only", action="store_true", help="measure only --serve")
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -55,9 +63,17 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--tail-members must be at least 1; got {args.tail_members}.")
     if args.data_sizes_only and not args.data_sizes:
         raise InputError("--data-sizes-only needs --data-sizes, e.g. --data-sizes 3000,12000.")
+    if args.serve_only and not args.serve:
+        raise InputError("--serve-only needs --serve (optionally naming a finished run directory).")
+    serve_run = None if args.serve in (None, BENCH_RUN) else Path(args.serve)
+    if serve_run is not None and not (serve_run / "report.json").is_file():
+        raise InputError(f"--serve {str(serve_run)!r} is not a finished run (no report.json); give a run directory "
+                         "`ensemble run` printed, or no value to serve the bench's default run.")
+    only = args.data_sizes_only or args.serve_only
     from ensemble.bench.bench import main as bench
     bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run,
-          tail_members=() if args.data_sizes_only and not args.tail_only else tuple(args.tail_members),
-          tail_only=args.tail_only or args.data_sizes_only,
-          data_sizes=args.data_sizes)
+          tail_members=() if only and not args.tail_only else tuple(args.tail_members),
+          tail_only=args.tail_only or only,
+          data_sizes=args.data_sizes if not args.serve_only or args.data_sizes_only else (),
+          serve=args.serve is not None, serve_run=serve_run)
     return 0

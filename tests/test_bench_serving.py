@@ -1,0 +1,41 @@
+"""`ensemble bench --serve`: the ratio and table are pure; one tiny load on a served run checks bench.json's keys."""
+
+import pytest
+
+from ensemble.bench.serving import parse_workloads, serve_ratio, serve_table
+
+
+def row(max_images: int, batch: int, images_per_s: float) -> dict:
+    return {"requests": 10, "max_images": max_images, "max_batch_size": batch, "images_per_s": images_per_s,
+            "requests_per_s": 1.0, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "load": 1.0,
+            "cores": {"replica": 0.9, "proxy": 0.2, "clients": 0.1}, "memory_format": "channels_last"}
+
+
+def test_the_ratio_takes_the_widest_requests_at_the_largest_batch_size():
+    rows = [row(64, 16, 1600.0), row(64, 1, 1000.0), row(1, 16, 150.0)]
+    ratio = serve_ratio(rows, 2000.0)
+    assert ratio["ratio"] == pytest.approx(0.8) and ratio["met"] and "1-64" in ratio["ratio_workload"]
+    assert not serve_ratio(rows, 2001.0)["met"]
+    printed = serve_table({"workloads": rows, "clients": 8, "replica_cpus": 1.0, "predict_proba_images_per_s": 2000.0,
+                           **ratio})
+    assert "0.80 (target >= 0.80: met)" in printed and "channels_last" in printed and printed.count("| 10 x 1-") == 3
+
+
+def test_workloads_are_requests_x_most_images():
+    assert parse_workloads("2000x64, 1000x1") == ((2000, 64), (1000, 1))
+    for bad in ("", "20", "20x0", "axb"):
+        with pytest.raises(ValueError, match="REQUESTSxMAX_IMAGES"):
+            parse_workloads(bad)
+
+
+@pytest.mark.slow
+def test_the_serve_section_measures_each_workload_against_predict_proba(saved_run):
+    from ensemble.bench.serving import measure_serving
+    result = measure_serving(saved_run, workloads=((30, 8),), clients=2, bound_seconds=0.3, log=lambda _: None)
+    assert result["predict_proba_images_per_s"] > 0 and result["ratio"] > 0 and result["target"] == 0.8
+    shapes = [(r["requests"], r["max_images"], r["max_batch_size"]) for r in result["workloads"]]
+    assert shapes == [(30, 8, 16)]
+    for r in result["workloads"]:
+        assert r["errors"] == 0 and r["images_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+        assert r["memory_format"] in ("contiguous", "channels_last")
+        assert set(r["cores"]) == {"replica", "proxy", "clients"}
