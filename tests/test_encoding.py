@@ -93,3 +93,20 @@ def test_each_members_own_head_comes_from_its_actor_and_the_driver_fits_only_wha
     del sent["member_01"][1][OWN_HEAD]  # its actor could not fit it: the driver fits that one, in member order
     mixed = evaluation.score_run(TinyAE, tmp_path, chosen, splits, combiner, 0, sent)
     assert len(fitted) == 1 and all(np.array_equal(a, b) for a, b in zip(mixed.alone, here.alone, strict=True))
+
+
+def test_serving_encodes_in_the_format_a_run_names_else_measures_once_and_remembers(tmp_path, monkeypatch):
+    from workers.encoding import encode, fastest_encoding_format
+    from workers.memory_format import CACHE_ENV, FORMATS, in_memory_format
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "formats.json"))
+    encoders = [TinyAE().eval().requires_grad_(False) for _ in range(2)]
+    batch = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert fastest_encoding_format(encoders, batch, "contiguous") == "contiguous"
+    assert not (tmp_path / "formats.json").exists()  # a named format is not measured
+    chosen = fastest_encoding_format(encoders, batch)
+    assert chosen in FORMATS and chosen in (tmp_path / "formats.json").read_text()
+    before = [encode(e, batch) for e in encoders]
+    for encoder in encoders:
+        in_memory_format(encoder, "channels_last")
+    assert all(np.allclose(encode(e, batch), b, atol=1e-6) for e, b in zip(encoders, before, strict=True))
+    assert all(not m.training for e in encoders for m in e.modules())  # a frozen encoder stays in eval mode
