@@ -174,8 +174,8 @@ def measure_serving(run_dir: Path, workloads: Sequence[tuple[int, int]] = WORKLO
                 rows.append({"requests": count, "max_images": max_images, "max_batch_size": batch_size, **figures})
                 log(f"  serve {count} x 1-{max_images} images, batch {batch_size}: {figures['images_per_s']:.0f} "
                     f"images/s, p99 {figures['p99_ms']:.0f} ms, {figures['errors']} errors")
-    from ray import serve
-    serve.shutdown()
+        from ray import serve
+        serve.shutdown()  # inside the session: outside, Serve would connect to any Ray it finds
     return {"run_dir": str(run_dir), "clients": clients, "replica_cpus": replica_cpus,
             "predict_proba_images_per_s": bound, "workloads": rows, **serve_ratio(rows, bound)}
 
