@@ -74,12 +74,15 @@ def resolve_autoencoder(autoencoder: Autoencoder):
 
 def in_fastest_format(result) -> str:
     """Lay the encoders out in the memory format they answer fastest in on this replica's machine (the
-    run's `train.memory_format` when it names one; `auto`: measured, `workers.encoding`), and say which."""
+    run's `train.memory_format` when it names one; `auto`: measured, `workers.encoding`), and say which.
+    As in training, `auto` measures the built-in CAE only: a custom autoencoder keeps PyTorch's layout."""
     import torch  # only on a replica, as in load_for_serving
 
     from workers.encoding import fastest_encoding_format
-    from workers.memory_format import AUTO, in_memory_format
+    from workers.memory_format import AUTO, CONTIGUOUS, in_memory_format
     requested = result.report.config.get("train", {}).get("memory_format", AUTO)
+    if requested == AUTO and result.report.config.get("model", {}).get("autoencoder"):
+        requested = CONTIGUOUS
     batch = torch.randn(PROBE_IMAGES, *result.report.dataset.image_shape, generator=torch.Generator().manual_seed(0))
     chosen = fastest_encoding_format(result.autoencoders, batch, requested)
     for encoder in result.autoencoders:
