@@ -23,7 +23,6 @@ from workers.checkpoints import load_weights
 from workers.history import EpochRecord
 from workers.layout import checkpoint_dir
 from workers.memory_format import (
-    AUTO,
     CONTIGUOUS,
     as_layout_of,
     cache_path,
@@ -35,6 +34,7 @@ from workers.memory_format import (
     remember_choice,
 )
 from workers.models import AutoencoderFactory, load_matching
+from workers.settings import AUTO
 
 SplitFeatures = dict[str, np.ndarray]  # split name ("train", "test") -> (rows, width) float32; and OWN_HEAD
 OWN_HEAD = "own_head"  # the selected epoch's entry: the member's own head's test predictions, when it fitted one

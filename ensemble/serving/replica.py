@@ -79,7 +79,8 @@ def in_fastest_format(result) -> str:
     import torch  # only on a replica, as in load_for_serving
 
     from workers.encoding import fastest_encoding_format
-    from workers.memory_format import AUTO, CONTIGUOUS, in_memory_format
+    from workers.memory_format import CONTIGUOUS, in_memory_format
+    from workers.settings import AUTO
     requested = result.report.config.get("train", {}).get("memory_format", AUTO)
     if requested == AUTO and result.report.config.get("model", {}).get("autoencoder"):
         requested = CONTIGUOUS
