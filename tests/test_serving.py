@@ -113,6 +113,7 @@ def test_healthz_and_the_model_card(server, trained):
     assert card["test_accuracy"] == report.ensemble.test_accuracy and card["verdict"] == report.verdict
     assert card["untrained_encoders_test_accuracy"] == report.ensemble.untrained_test_accuracy
     assert card["members"] == 2 and card["dataset"]["image_shape"] == [1, 8, 8] and card["run"] == trained.name
+    assert card["memory_format"] in ("contiguous", "channels_last")  # the layout the replica encodes in
 
 
 def chunks(data: bytes, size: int = 16384):
