@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Union, cast
 
 from pydantic import BaseModel
 
@@ -59,8 +59,9 @@ def model_factory(model: ModelConfig, image_shape: Sequence[int], trust_code: bo
     process imported its module already: `workers.models.trusts`), else the built-in CAE of its keys
     for images of `image_shape` (C, H, W)."""
     if model.autoencoder is not None:
+        assert isinstance(model.autoencoder, str), "one member's model keys (member_model): one class, not the list"
         return import_autoencoder(model.autoencoder, trust_code)
-    return CAEFactory(tuple(image_shape), model.channels, model.kernel_size, model.activation, model.pooling)
+    return CAEFactory(_channels_height_width(image_shape), model.channels, model.kernel_size, model.activation, model.pooling)
 
 
 def member_factories(config: EnsembleConfig, image_shape: Sequence[int], autoencoder: Autoencoders = None,
@@ -79,7 +80,7 @@ def member_factories(config: EnsembleConfig, image_shape: Sequence[int], autoenc
             raise InputError(f"autoencoder= lists {len(autoencoder)} autoencoder(s) but members={config.members}; "
                              "give one per member, or one for all.")
         return list(autoencoder)
-    return [autoencoder] * config.members
+    return [cast(AutoencoderFactory, autoencoder)] * config.members  # not a list or tuple: one for all
 
 
 def member_factory(config: EnsembleConfig, image_shape: Sequence[int], trust_code: bool = False) -> AutoencoderFactory:
@@ -90,7 +91,12 @@ def member_factory(config: EnsembleConfig, image_shape: Sequence[int], trust_cod
 def cae_factory(config: EnsembleConfig, image_shape: Sequence[int]) -> CAEFactory:
     """The built-in CAE of `model.*`."""
     m = config.model
-    return CAEFactory(tuple(image_shape), m.channels, m.kernel_size, m.activation, m.pooling)
+    return CAEFactory(_channels_height_width(image_shape), m.channels, m.kernel_size, m.activation, m.pooling)
+
+
+def _channels_height_width(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    channels, height, width = image_shape
+    return channels, height, width
 
 
 def baseline_factory(config: EnsembleConfig, image_shape: Sequence[int], members: Sequence[AutoencoderFactory],

@@ -86,7 +86,7 @@ def as_tensor(array: np.ndarray, device: str) -> torch.Tensor:
 
 # CPUs and GPUs are set per member with .options(num_cpus=..., num_gpus=...); a second thread
 # answers `use_threads` while `train` runs
-@ray.remote(max_concurrency=2)
+@ray.remote(max_concurrency=2)  # type: ignore[call-overload]  # Ray's overloads omit this actor option
 class MemberActor:
     def __init__(self, num_cpus: float):
         self.num_cpus = num_cpus
@@ -94,7 +94,8 @@ class MemberActor:
         torch.set_num_threads(self.threads_wanted)
         keep_freed_memory()
         self.device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
-        self._data, self._data_key, self.device_copies = None, None, 0
+        self._data: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the shared images on this device
+        self._data_key, self.device_copies = None, 0
         self._formats: dict[str, str] = {}  # a model's probe key -> the memory format "auto" chose here
 
     def rest(self) -> None:
@@ -236,7 +237,7 @@ class MemberActor:
         """The shared images on this actor's device, copied once per actor (not once per member it
         trains): on a GPU the copy is kept for the next member on the same data."""
         key = data.get("key")
-        if key is None or key != self._data_key:
+        if self._data is None or key is None or key != self._data_key:
             self._data = None  # other data's copy (a kept actor's earlier run) is freed before the new one is made
             self._data = (as_tensor(data["train_x"], self.device), as_tensor(data["val_x"], self.device))
             self._data_key = key

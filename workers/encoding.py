@@ -116,13 +116,15 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
             features: np.ndarray | None = None
             for start in range(0, len(images), batch_size):
                 batch = layout(images[start:start + batch_size].to(device=device, dtype=dtype))
-                encoded = encoder.encode(batch).reshape(len(batch), -1)
+                # nn.Module types its attributes as Tensor | Module; encode is the autoencoder's method
+                encoded = encoder.encode(batch).reshape(len(batch), -1)  # type: ignore[operator]
                 if features is None:
                     features = np.empty((len(images), encoded.shape[1]), dtype=np.float32)
                 features[start:start + len(batch)] = encoded.to(device="cpu", dtype=torch.float32).numpy()
     finally:
         if switch:
             encoder.train(was_training)
+    assert features is not None, "encode() takes non-empty images"  # narrows the type; callers skip empty splits
     return features
 
 
@@ -168,7 +170,7 @@ def with_own_head(encoded: EncodedEpochs, request: EncodeRequest, history: Seque
     """`encoded` with the selected epoch's own-head predictions (`OWN_HEAD`) added, when the request
     names a head, the labels came and the selected epoch's train and test features are there."""
     selected = select_epoch(history, request.fixed_epoch).epoch
-    features = encoded.get(selected, {})
-    if request.own_head is None or labels is None or not {"train", "test"} <= features.keys():
+    features = {} if selected is None else encoded.get(selected, {})
+    if selected is None or request.own_head is None or labels is None or not {"train", "test"} <= features.keys():
         return encoded
     return {**encoded, selected: {**features, OWN_HEAD: request.own_head(features["train"], labels, features["test"])}}

@@ -88,7 +88,7 @@ def baseline_width(members: int, width: float | None) -> float:
 @dataclass(frozen=True)
 class Widened:
     """A custom autoencoder class made wider: `factory(width=width)`, picklable for Ray."""
-    factory: AutoencoderFactory
+    factory: Callable[..., nn.Module]  # a class that takes `width` (accepts_width said so)
     width: float
 
     def __call__(self) -> nn.Module:
@@ -160,7 +160,8 @@ def check_autoencoder(factory: AutoencoderFactory, sample: torch.Tensor) -> nn.M
     with torch.no_grad():
         try:
             reconstruction = module(sample)
-            features = module.encode(sample)
+            # nn.Module types its attributes as Tensor | Module; encode was checked callable above
+            features = module.encode(sample)  # type: ignore[operator]
         except Exception as err:
             raise InputError(f"{who} failed on a batch of shape {tuple(sample.shape)}: {err!r}.") from None
     if not isinstance(reconstruction, torch.Tensor) or reconstruction.shape != sample.shape:

@@ -67,7 +67,9 @@ def receive(member_dir: Path, files: Files) -> None:
             raise ValueError(f"refusing to write {name!r}: not a file of a member directory")
         checkpoints.setdefault(parts[0], {})[parts[1]] = data
     for directory, content in sorted(checkpoints.items()):
-        write_checkpoint_files(member_dir, int(CHECKPOINT_PATTERN.match(directory).group(1)), content)
+        epoch = CHECKPOINT_PATTERN.match(directory)
+        assert epoch is not None  # every directory passed the pattern in the loop above
+        write_checkpoint_files(member_dir, int(epoch.group(1)), content)
     for name in (HISTORY, OUTCOME):  # after the checkpoints: an outcome never precedes its checkpoint
         if name in files:
             Path(member_dir).mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ def image_layout(shape: Sequence[int]) -> Optional[tuple[int, int, int]]:
         return 1, shape[1], shape[2]
     if len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
         return shape[3], shape[1], shape[2]
-    return tuple(shape[1:]) if len(shape) == 4 else None
+    return (shape[1], shape[2], shape[3]) if len(shape) == 4 else None
 
 
 def check_image_size(shape: Sequence[int], max_pixels: int, what: str) -> None:

@@ -342,6 +342,7 @@ def _read_npz(path: Path, max_pixels: int) -> tuple[np.ndarray, np.ndarray, Opti
 
 def _npz_shape(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> tuple[int, ...]:
     """The shape an .npz member's header declares, read without reading its data."""
+    assert archive.zip is not None, "the archive is open: the caller reads it inside its with block"
     try:
         with archive.zip.open(f"{key}.npy") as member:
             version = np.lib.format.read_magic(member)

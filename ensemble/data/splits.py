@@ -10,7 +10,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union, cast, overload
+from typing import Optional, Sized, Union, cast, overload
 
 import numpy as np
 import torch
@@ -104,9 +104,10 @@ def check_bounds(data: Source, max_pixels: int, unlabelled=None) -> None:
     """Before any image is converted to float32: each image within data.max_pixels, and the whole
     float32 copy within the memory free on this machine."""
     check_image_size(tuple(data.pool.x.shape), max_pixels, data.description)
-    count = sum(len(part) for part in (data.pool.y, data.test.y if data.test is not None else (),
-                                       data.unlabelled if data.unlabelled is not None else (),
-                                       unlabelled if unlabelled is not None else ()))
+    parts: tuple[Sized, ...] = (data.pool.y, data.test.y if data.test is not None else (),
+                                data.unlabelled if data.unlabelled is not None else (),
+                                unlabelled if unlabelled is not None else ())
+    count = sum(len(part) for part in parts)
     check_fits_in_memory(count, tuple(data.pool.x.shape[1:]), data.description)
 
 

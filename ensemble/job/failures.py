@@ -63,9 +63,10 @@ def describe(error: BaseException, run_location: Optional[str] = None) -> tuple[
 def disk_problem(error: OSError, where: str = "", run_location: Optional[str] = None) -> str:
     """Which path could not be written, why, and how much room is left there."""
     path = error.filename or run_location or "the run directory"
-    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-              errno.EROFS: "the file system is read-only", errno.EFBIG: "the file grew past the size limit"}.get(
-                  error.errno, "permission was denied")
+    reasons: dict[Optional[int], str] = {
+        errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "the file system is read-only", errno.EFBIG: "the file grew past the size limit"}
+    reason = reasons.get(error.errno, "permission was denied")
     free = free_space(path)
     room = f" ({free / 2**20:.1f} MiB free there)" if free is not None else ""
     return (f"Could not write {path}{where}: {reason}{room}. Free some space or choose another --output; the "

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict
 
 from ensemble.report.comparison import accuracy_call
@@ -29,7 +30,7 @@ class Diversity(BaseModel):
     sentence: str
 
 
-def disagreement_matrix(predictions: Sequence[Sequence[int]]) -> np.ndarray:
+def disagreement_matrix(predictions: Sequence[ArrayLike]) -> np.ndarray:
     """Fraction of images on which members i and j predict different classes."""
     votes = np.asarray(predictions)
     return (votes[:, np.newaxis, :] != votes[np.newaxis, :, :]).mean(axis=2)
@@ -41,17 +42,17 @@ def mean_disagreement(matrix: np.ndarray) -> Optional[float]:
     return float(upper.mean()) if upper.size else None
 
 
-def diversity(members: Sequence[int], member_predictions: Sequence[Sequence[int]],
-              ensemble_predictions: Sequence[int], labels: Sequence[int]) -> Diversity:
+def diversity(members: Sequence[int], member_predictions: Sequence[ArrayLike],
+              ensemble_predictions: ArrayLike, labels: ArrayLike) -> Diversity:
     """The disagreement figures and the ensemble against its best member, paired on the same images."""
-    labels = np.asarray(labels)
-    accuracies = [float(np.mean(np.asarray(p) == labels)) for p in member_predictions]
+    truth = np.asarray(labels)
+    accuracies = [float(np.mean(np.asarray(p) == truth)) for p in member_predictions]
     best = int(np.argmax(accuracies))  # the first of equals
-    ensemble_right = np.asarray(ensemble_predictions) == labels
-    best_right = np.asarray(member_predictions[best]) == labels
+    ensemble_right = np.asarray(ensemble_predictions) == truth
+    best_right = np.asarray(member_predictions[best]) == truth
     both, ensemble_only = int(np.sum(ensemble_right & best_right)), int(np.sum(ensemble_right & ~best_right))
     best_only = int(np.sum(~ensemble_right & best_right))
-    n = len(labels)
+    n = len(truth)
     ci = paired_difference_ci(both, ensemble_only, best_only, n - both - ensemble_only - best_only)
     p = mcnemar_exact_p(ensemble_only, best_only)
     matrix = disagreement_matrix(member_predictions)

@@ -112,7 +112,8 @@ def baseline_report(base: MemberReport, baseline_wall: float, share: str, score:
 
 def total_parameters(members: Sequence[MemberReport]) -> Optional[int]:
     counts = [(m.architecture or {}).get("parameters") for m in members]
-    return sum(counts) if counts and None not in counts else None
+    known = [count for count in counts if count is not None]
+    return sum(known) if counts and len(known) == len(counts) else None
 
 
 def dataset_report(splits: Splits) -> DatasetReport:
@@ -131,8 +132,8 @@ def with_diversity(members: list[MemberReport], used: Sequence[str], member_pred
     if not member_predictions or not len(labels):
         return members, None
     own = dict(zip(used, member_predictions, strict=True))
-    labels = np.asarray(labels)
-    members = [m.model_copy(update={"test_accuracy": float(np.mean(own[m.name] == labels)) if m.name in own
+    truth = np.asarray(labels)
+    members = [m.model_copy(update={"test_accuracy": float(np.mean(own[m.name] == truth)) if m.name in own
                                     else None}) for m in members]
     indices = {m.name: m.index for m in members}
-    return members, diversity([indices[name] for name in used], member_predictions, ensemble_predictions, labels)
+    return members, diversity([indices[name] for name in used], member_predictions, ensemble_predictions, truth)

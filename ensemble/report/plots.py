@@ -94,7 +94,7 @@ def accuracy_time(report: RunReport, path: Path) -> None:
 def accuracy_bars(report: RunReport) -> list[tuple[str, float, tuple[float, float] | None]]:
     """(label, test accuracy, Wilson 95% interval) of each side the accuracy panel shows."""
     e, b = report.ensemble, report.baseline
-    bars = [("ensemble", e.test_accuracy, e.test_accuracy_ci95)]
+    bars = [] if e.test_accuracy is None else [("ensemble", e.test_accuracy, e.test_accuracy_ci95)]
     if b is not None and b.test_accuracy is not None:
         bars.append(("baseline", b.test_accuracy, b.test_accuracy_ci95))
     if e.untrained_test_accuracy is not None:

@@ -65,7 +65,7 @@ def _corrected_phi(a: int, b: int, c: int, d: int) -> float:
     margins = (a + b) * (c + d) * (a + c) * (b + d)
     if margins == 0:
         return 0.0
-    excess = a * d - b * c
+    excess: float = a * d - b * c
     if excess > 0:
         excess = max(excess - (a + b + c + d) / 2, 0.0)
     return excess / math.sqrt(margins)

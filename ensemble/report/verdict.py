@@ -49,11 +49,11 @@ def verdict(predictions: TestPredictions, ensemble: EnsembleReport,
             baseline: Optional[BaselineReport]) -> tuple[Comparison, str]:
     """The comparison for report.json and the verdict's text: the claim, then the untrained reference.
     Time is compared end to end (training + combiner) and on the training phases alone."""
-    trained = baseline is not None and predictions.baseline is not None
+    trained = baseline if predictions.baseline is not None else None  # the baseline, when it was trained
     comparison = compare(predictions.ensemble, predictions.baseline if trained else None, predictions.labels,
-                         ensemble.wall_seconds, baseline.wall_seconds if trained else None,
+                         ensemble.wall_seconds, trained.wall_seconds if trained else None,
                          ensemble.train_wall_seconds if trained else None,
-                         baseline.train_wall_seconds if trained else None)
+                         trained.train_wall_seconds if trained else None)
     return comparison, f"{comparison.text} {untrained_reference(predictions)}"
 
 

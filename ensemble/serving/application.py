@@ -62,7 +62,9 @@ def replica_resources(options: ServeOptions, report) -> tuple[float, float]:
 def bind(options: ServeOptions, report, autoencoder: Autoencoder = None) -> "ray_serve.Application":
     """The application for `options`: its replicas, their resources and batch size."""
     cpus, gpus = replica_resources(options, report)
-    deployment = EnsembleModel.options(  # room for a full batch computing and the next one filling
+    # @serve.deployment made the class a Deployment (its typing leaves the class as it was); max_ongoing_requests:
+    # room for a full batch computing and the next one filling
+    deployment = EnsembleModel.options(  # type: ignore[attr-defined]
         num_replicas=options.replicas, max_ongoing_requests=max(8, 2 * options.max_batch_size),
         ray_actor_options={"num_cpus": cpus, "num_gpus": gpus})
     return deployment.bind(options.run_dir, autoencoder or options.autoencoder, options.max_batch_size,

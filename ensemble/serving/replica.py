@@ -112,7 +112,7 @@ class EnsembleModel:
         self.max_body_bytes = max_body_bytes
         self.memory_format = in_fastest_format(self.result)
         self.card = {**model_card(self.result.report), "memory_format": self.memory_format}
-        self._predict_batch.set_max_batch_size(max_batch_size)
+        self._predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]  # added by @serve.batch
 
     @api.get("/healthz")
     def healthz(self) -> dict:
