@@ -318,3 +318,18 @@ def test_ctrl_c_stops_the_server_and_every_ray_process_it_started(trained):
     assert alive == [], [p.cmdline() for p in alive]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_the_server_stops_ray_only_when_it_started_ray(started, monkeypatch):
+    """Joining a cluster (RAY_ADDRESS) must leave its Ray and Serve running on Ctrl-C: `_stop` is told
+    whether this process started Ray, not handed the session object (always true)."""
+    from ensemble.scheduling.session import Session
+    stopped, ports_checked = [], []
+    monkeypatch.setattr(serving, "checked_run", lambda options: object())
+    monkeypatch.setattr(serving, "connect", lambda: Session(started, None))
+    monkeypatch.setattr(serving, "port_free", lambda host, port: ports_checked.append(port) or True)
+    monkeypatch.setattr(serving, "deploy", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(serving, "_stop", stopped.append)
+    serving.serve_until_stopped(serving.ServeOptions(run_dir="run"), "127.0.0.1", 8000, lambda line: None)
+    assert stopped == [started] and ports_checked == ([8000] if started else [])

@@ -207,7 +207,7 @@ def serve_until_stopped(options: ServeOptions, host: str, port: int, on_ready: C
     started = False
     try:
         with stop_on_sigterm():  # SIGTERM arrives as a KeyboardInterrupt, like Ctrl-C
-            started = connect()
+            started = connect().started
         # again once Ray is up: ray.init installs its own SIGTERM handler, which aborted the server (SIGABRT)
         # and left Ray's agents running
         with stop_on_sigterm():
