@@ -61,7 +61,8 @@ def model_factory(model: ModelConfig, image_shape: Sequence[int], trust_code: bo
     if model.autoencoder is not None:
         assert isinstance(model.autoencoder, str), "one member's model keys (member_model): one class, not the list"
         return import_autoencoder(model.autoencoder, trust_code)
-    return CAEFactory(_channels_height_width(image_shape), model.channels, model.kernel_size, model.activation, model.pooling)
+    return CAEFactory(_channels_height_width(image_shape), model.channels, model.kernel_size, model.activation,
+                      model.pooling)
 
 
 def member_factories(config: EnsembleConfig, image_shape: Sequence[int], autoencoder: Autoencoders = None,

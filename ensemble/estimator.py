@@ -265,8 +265,8 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if len(X) == 0:
             raise InputError(f"X has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
         if reset:
-            self.image_shape_ = tuple(X.shape[1:])
-            self.n_features_in_ = math.prod(self.image_shape_)
+            self.image_shape_: tuple[int, ...] = tuple(X.shape[1:])
+            self.n_features_in_: int = math.prod(self.image_shape_)
         return X
 
     def _place_run(self) -> tuple[dict[str, str], Optional[weakref.finalize]]:

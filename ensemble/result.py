@@ -22,6 +22,7 @@ from ensemble.report.tables import accuracy
 from ensemble.runs.evaluation import load_autoencoder
 from ensemble.runs.identity import check_chosen
 from ensemble.runs.rundir import read_finished_run
+from ensemble.runs.saved_run import selected_checkpoints
 from ensemble.storage import download, is_uri
 from workers.errors import InputError
 from workers.layout import COMBINER, NORMALIZATION, write_atomic
@@ -197,7 +198,7 @@ def _load(run_dir: Path, autoencoder: Autoencoders, trust_code: bool, stored_at:
     report, config = read_finished_run(run_dir)
     factories = checked_factories(config, report.dataset.image_shape, autoencoder, trust_code)
     members = {m.index: m for m in report.members}  # names and members_used checked by read_finished_run
-    chosen = [(members[i].name, members[i].selected_epoch) for i in report.ensemble.members_used]
+    chosen = selected_checkpoints([members[i] for i in report.ensemble.members_used])
     check_chosen(run_dir, chosen, report.run_id)  # each is the checkpoint of its place, of this run
     autoencoders = [load_autoencoder(factories[i], run_dir / name, epoch)
                     for i, (name, epoch) in zip(report.ensemble.members_used, chosen, strict=True)]

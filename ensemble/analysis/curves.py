@@ -34,7 +34,7 @@ from ensemble.report.statistics import accuracy_interval, chance_accuracy, forma
 from ensemble.report.verdict import TestPredictions
 from ensemble.runs.evaluation import Chosen, checkpoint_features, factory_for, scored
 from ensemble.runs.runlock import run_lock
-from ensemble.runs.saved_run import SavedRun, last_finite_epoch, open_run, used_members
+from ensemble.runs.saved_run import SavedRun, last_finite_epoch, open_run, selected_checkpoints, used_members
 from workers.layout import CURVES_CACHE, CURVES_CSV, CURVES_PNG, write_atomic
 from workers.models import AutoencoderFactory
 
@@ -81,7 +81,7 @@ def curve_points(report: RunReport) -> list[CurvePoint]:
     if base is not None:
         points += [CurvePoint(BASELINE, k, ready_seconds([(base, k)]), ((base.name, k),))
                    for k in range(1, last_finite_epoch(base) + 1)]
-    chosen = [(m, m.selected_epoch) for m in used]
+    chosen = [(m, epoch) for m, (_, epoch) in zip(used, selected_checkpoints(used), strict=True)]
     if chosen:
         points.append(CurvePoint(SELECTED, max(e for _, e in chosen), ready_seconds(chosen),
                                  tuple((m.name, e) for m, e in chosen)))
@@ -113,7 +113,7 @@ def _accuracy_vs_time(saved: SavedRun, on_point: Optional[Callable[[CurveRow, bo
     keys = [cache_key(p.checkpoints, saved.config.combiner, saved.config.seed) for p in points]
     cache = _run_own_prediction(saved, keys[-1]) if points and points[-1].side == SELECTED else {}
     cache |= _read_cache(saved.run_dir)
-    missing = {key: point.checkpoints for key, point in zip(keys, points, strict=True)
+    missing: dict[str, Chosen] = {key: point.checkpoints for key, point in zip(keys, points, strict=True)
                if "predictions" not in cache.get(key, {})}  # entries from before predictions were kept: misses
     _evaluate_missing(saved, missing, cache)
     labels = saved.splits().test_y.tolist()
@@ -180,6 +180,7 @@ def equal_time_comparison(rows: list[CurveRow], predictions: list[list[int]], la
                 "epoch yet.")
     base = max(earlier, key=lambda i: rows[i].seconds)
     c = compare(predictions[chosen[0]], predictions[base], labels, rows[chosen[0]].seconds, rows[base].seconds)
+    assert c.ci95 is not None and c.accuracy is not None and c.mcnemar_p is not None  # compared with a baseline
     lo, hi = c.ci95
     text = (f"At equal wall-clock ({at:,.1f} s of training, when {which} was ready): ensemble "
             f"{c.ensemble_accuracy:.4f}, baseline {c.baseline_accuracy:.4f} after epoch {rows[base].epoch}: "
@@ -191,7 +192,7 @@ def equal_time_comparison(rows: list[CurveRow], predictions: list[list[int]], la
 def verdicts_side_by_side(equal_time: Comparison, run: Optional[Comparison], baseline_epoch: int) -> str:
     """The run's own accuracy call beside the equal-time one, and why they differ when they do: never
     two verdicts that silently disagree."""
-    if run is None or run.accuracy is None:
+    if run is None or run.accuracy is None or run.mcnemar_p is None:  # the two are set together
         return ""
     text = (f" The run's own verdict compares the same ensemble with the baseline's selected checkpoint: "
             f"{accuracy_words(run.accuracy, run.n)} (McNemar p {format_p(run.mcnemar_p)}).")

@@ -26,7 +26,7 @@ from ensemble.report.plots import labels_plot
 from ensemble.report.statistics import chance_accuracy, mean_test, p_text
 from ensemble.runs.evaluation import Chosen, load_autoencoder
 from ensemble.runs.runlock import run_lock
-from ensemble.runs.saved_run import SavedRun, open_run, used_members
+from ensemble.runs.saved_run import SavedRun, open_run, selected_checkpoints, used_members
 from workers.errors import InputError
 from workers.layout import LABELS_JSON, LABELS_PNG, write_atomic
 from workers.models import AutoencoderFactory
@@ -87,7 +87,7 @@ def parse_counts(text: str) -> list[int]:
 def side_checkpoints(saved: SavedRun) -> dict[str, Chosen]:
     """Each side's checkpoints: the ensemble's selected ones, the same members at epoch 0, the baseline's."""
     used = used_members(saved.report)
-    sides = {ENSEMBLE: [(m.name, m.selected_epoch) for m in used], UNTRAINED: [(m.name, 0) for m in used]}
+    sides: dict[str, Chosen] = {ENSEMBLE: selected_checkpoints(used), UNTRAINED: [(m.name, 0) for m in used]}
     base = saved.report.baseline
     if base is not None and base.selected_epoch is not None:
         sides[BASELINE] = [(base.name, base.selected_epoch)]
@@ -179,7 +179,9 @@ def labels_table(curve: LabelCurve) -> str:
                                "; p: paired t-test over the draws.")
 
 
-def _interval(value: dict, signed: bool = False) -> str:
+def _interval(value: Optional[dict], signed: bool = False) -> str:
+    if value is None:  # a difference with a side that did not run
+        return "n/a"
     form = "+.3f" if signed else ".3f"
     text = format(value["mean"], form)
     if value["ci95"]:

@@ -48,6 +48,16 @@ def repeat_configs(config: EnsembleConfig, repeats: int, base_name: str) -> list
     return [config.model_copy(update={"seed": config.seed + i, "name": f"{base_name}-r{i}"}) for i in range(repeats)]
 
 
+def run_name(config: EnsembleConfig) -> str:
+    """A planned run's name: repeats and sweep cells name every run they plan."""
+    assert config.name is not None, "a planned run is named"
+    return config.name
+
+
+def _minus(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else a - b
+
+
 def headline_figures(report: RunReport) -> dict[str, Optional[float]]:
     e, b = report.ensemble, report.baseline
     selected = [m.selected_epoch for m in report.members if m.selected_epoch is not None]
@@ -55,8 +65,8 @@ def headline_figures(report: RunReport) -> dict[str, Optional[float]]:
         "ensemble_test_accuracy": e.test_accuracy,
         "baseline_test_accuracy": b.test_accuracy if b else None,
         "untrained_test_accuracy": e.untrained_test_accuracy,
-        "accuracy_difference": e.test_accuracy - b.test_accuracy if b else None,
-        "training_gain": e.test_accuracy - e.untrained_test_accuracy,
+        "accuracy_difference": _minus(e.test_accuracy, b.test_accuracy) if b else None,
+        "training_gain": _minus(e.test_accuracy, e.untrained_test_accuracy),
         "ensemble_wall_seconds": e.wall_seconds,
         "baseline_wall_seconds": b.wall_seconds if b else None,
         "speedup": report.speedup,
@@ -122,7 +132,9 @@ class RepeatsSummary(BaseModel):
 def summarize(name: str, reports: Sequence[RunReport], seeds: Sequence[int]) -> RepeatsSummary:
     per_run = [headline_figures(r) for r in reports]
     figures = {key: mean_sd([run_figures[key] for run_figures in per_run]) for key in FIGURES}
-    comparison = compare_repeats([r.comparison for r in reports], seeds)
+    comparisons = [r.comparison for r in reports if r.comparison is not None]
+    assert len(comparisons) == len(reports), "repeats hold a test split out (refused before the runs)"
+    comparison = compare_repeats(comparisons, seeds)
     return RepeatsSummary(name=name, runs=[r.name for r in reports], seeds=list(seeds), figures=figures,
                           claim_outcomes=comparison.outcomes, comparison=comparison,
                           verdict=repeats_verdict(comparison, figures))
@@ -148,7 +160,7 @@ def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[Auto
     base_name = config.name or default_run_name()
     configs = repeat_configs(config, repeats, base_name)
     summary_dir = Path(config.output) / f"{base_name}-summary"
-    taken = [str(d) for d in [Path(config.output) / c.name for c in configs] + [summary_dir]
+    taken = [str(d) for d in [Path(config.output) / run_name(c) for c in configs] + [summary_dir]
              if d.exists() and any(d.iterdir())]
     if taken:  # checked for all before the first run starts, not when the third one would fail
         raise InputError(f"run directories already exist and are not empty: {', '.join(taken)}; choose another "

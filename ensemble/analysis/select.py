@@ -27,7 +27,7 @@ from ensemble.report.tables import markdown
 from ensemble.report.verdict import TestPredictions, verdict, with_accuracy_intervals
 from ensemble.runs.evaluation import member_predictions
 from ensemble.runs.runlock import run_lock
-from ensemble.runs.saved_run import SavedRun, config_json, open_run
+from ensemble.runs.saved_run import SavedRun, config_json, open_run, selected_checkpoints
 from workers.errors import InputError
 from workers.history import EpochRecord
 from workers.layout import SELECTIONS
@@ -238,7 +238,7 @@ def _reselect(saved: SavedRun, overrides: Sequence[str]) -> SelectionResult:
 class Refitted:
     """What a selection fitted again, and what it reused of the run's own."""
     score: CombinerScore
-    untrained_accuracy: float
+    untrained_accuracy: Optional[float]
     baseline: Optional[BaselineReport]
     predictions: TestPredictions
     refitted: list[str]
@@ -248,7 +248,7 @@ def _refit(saved: SavedRun, config: EnsembleConfig, used: Sequence[MemberReport]
     """The ensemble's combiner on the selected checkpoints; the untrained reference and the baseline
     again only when this selection changes them (or the run kept no test predictions to reuse)."""
     original, kept = saved.report, TestPredictions.read(saved.run_dir)
-    chosen = [(m.name, m.selected_epoch) for m in used]
+    chosen = selected_checkpoints(used)
     same_combiner = config.combiner == saved.config.combiner
     same_untrained = kept is not None and same_combiner and [m.index for m in used] == original.ensemble.members_used
     saved.require_checkpoints(chosen + ([] if same_untrained else [(m.name, 0) for m in used]))
@@ -260,7 +260,7 @@ def _refit(saved: SavedRun, config: EnsembleConfig, used: Sequence[MemberReport]
         refitted.append("the combiner on the untrained (epoch 0) encoders")
     baseline, baseline_predictions = original.baseline, kept.baseline if kept else None
     if baseline is not None and (not same_combiner or baseline_predictions is None):
-        base_score = saved.score([(baseline.name, baseline.selected_epoch)], config.combiner)
+        base_score = saved.score(selected_checkpoints([baseline]), config.combiner)
         baseline = baseline.model_copy(update=dict(
             test_accuracy=base_score.test_accuracy, combiner_seconds=base_score.seconds,
             wall_seconds=baseline.train_wall_seconds + base_score.seconds))

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psutil
 import torch
@@ -62,11 +62,16 @@ class Observer:
     (RSS) and unique (USS: not shared with the object store) memory, sampled every epoch.
     An actor trains several members one after another, so it is keyed by process id."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.first_started: float | None = None
         self.pids: dict[str, int] = {}
         self.peak_rss: dict[int, int] = defaultdict(int)
         self.peak_uss: dict[int, int] = defaultdict(int)
+
+    def first_start(self) -> float:
+        """When the first member started; asked after the pool trained, so one did."""
+        assert self.first_started is not None, "no member started"
+        return self.first_started
 
     def __call__(self, event: Event) -> None:
         match event:
@@ -92,7 +97,7 @@ def ours(specs: list[MemberSpec], data_ref) -> tuple[float, float, Observer]:
     started = time.perf_counter()
     MemberPool(Share(1.0, 0.0), data_ref, observer).train(specs)
     ended = time.perf_counter()
-    return ended - started, ended - observer.first_started, observer
+    return ended - started, ended - observer.first_start(), observer
 
 
 # Many small members: scikit-learn's digits (800 training images), 2 epochs, no eager stop.
@@ -112,8 +117,10 @@ def scheduling_cost(members: int, scratch: Path) -> tuple[float, float]:
     runs = MemberPool(Share(1.0, 0.0), share_data(splits), observer).train(specs)
     ended = time.perf_counter()
     slots = min(members, int(sum(n.get("CPU", 0) for n in alive_node_resources())))
-    training = sum(run.outcome.train_seconds for run in runs.values())
-    return ((ended - observer.first_started) * slots - training) / members, observer.first_started - started
+    outcomes = [run.outcome for run in runs.values() if run.outcome is not None]
+    assert len(outcomes) == len(runs), "a member was lost: its slot time cannot be counted"
+    training = sum(outcome.train_seconds for outcome in outcomes)
+    return ((ended - observer.first_start()) * slots - training) / members, observer.first_start() - started
 
 
 def comparison(name: str, ours_s: list[float], theirs_s: list[float], target: str, met: Callable[[float], bool],
@@ -320,7 +327,7 @@ def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_def
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)
-    result = {"machine": machine_header()}
+    result: dict[str, Any] = {"machine": machine_header()}
     if not tail_only:
         result = run_bench(config, repeats, epochs, output / "scratch", small_counts=small_counts)
         if with_default_run:

@@ -17,13 +17,16 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import psutil
 
 TAIL_SETTINGS = ["train.epochs=1", "baseline.enabled=false"]
 BEFORE_40_S = 29.0   # the tail at N = 40 before members encoded their own features (issue 26)
 TARGET_SHARE = 0.40  # of BEFORE_40_S
+
+
+Peaks = TypeVar("Peaks", bound="PeakMemory")  # `with` gives back the subclass it was entered on
 
 
 class PeakMemory:
@@ -36,7 +39,7 @@ class PeakMemory:
         self._marked, self._stop = False, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self: Peaks) -> Peaks:
         self._thread.start()
         return self
 

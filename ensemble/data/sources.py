@@ -20,7 +20,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sized
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class Source:
     pixel_range: Optional[tuple[float, float]]  # known (low, high); None: the training split's min and max
     description: str  # for people, e.g. "mnist-5k (5,000 MNIST digits, embedded)"
     label_values: tuple = ()  # label i as the dataset gives it; empty: 0..K-1
-    unlabelled: object = None  # images without labels (npz x_unlabelled, a folder's unlabelled/), unchecked
+    unlabelled: Optional[Sized] = None  # images without labels (npz x_unlabelled, a folder's unlabelled/), unchecked
 
 
 def load_source(cfg: DataConfig, dataset=None) -> Source:

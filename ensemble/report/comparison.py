@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -189,7 +189,7 @@ def compare(ensemble_predictions, baseline_predictions, test_labels, ensemble_se
     labels = _vector(test_labels, "test_labels")
     ensemble_right = _vector(ensemble_predictions, "ensemble_predictions", labels.size) == labels
     n, chance = labels.size, chance_accuracy(labels)
-    ensemble = {"n": n, "chance_accuracy": chance, "ensemble_accuracy": float(ensemble_right.mean()),
+    ensemble: dict[str, Any] = {"n": n, "chance_accuracy": chance, "ensemble_accuracy": float(ensemble_right.mean()),
                 "ensemble_accuracy_ci95": wilson_interval(int(ensemble_right.sum()), n),
                 "ensemble_chance_p": above_chance_p(ensemble_right.sum(), n, chance),
                 "ensemble_seconds": _seconds(ensemble_seconds, "ensemble_seconds"),
@@ -219,12 +219,13 @@ def compare(ensemble_predictions, baseline_predictions, test_labels, ensemble_se
 def _timing(ensemble_seconds: float, baseline_seconds: float | None, ensemble_train: float | None,
             baseline_train: float | None) -> dict:
     """The time band end to end, the speed-up, and the same on the training phases alone when known."""
-    baseline_seconds = _seconds(baseline_seconds, "baseline_seconds")
-    split = ensemble_train is not None and baseline_train is not None
-    return {"baseline_seconds": baseline_seconds, "baseline_train_seconds": baseline_train,
-            "time": time_band(ensemble_seconds, baseline_seconds), "speedup": baseline_seconds / ensemble_seconds,
-            "training_speedup": baseline_train / ensemble_train if split else None,
-            "training_time": time_band(ensemble_train, baseline_train) if split else None}
+    seconds = _seconds(baseline_seconds, "baseline_seconds")
+    training: tuple[float | None, Time | None] = (None, None)
+    if ensemble_train is not None and baseline_train is not None:
+        training = baseline_train / ensemble_train, time_band(ensemble_train, baseline_train)
+    return {"baseline_seconds": seconds, "baseline_train_seconds": baseline_train,
+            "time": time_band(ensemble_seconds, seconds), "speedup": seconds / ensemble_seconds,
+            "training_speedup": training[0], "training_time": training[1]}
 
 
 def timing_note(comparison: Comparison) -> str:
@@ -236,6 +237,9 @@ def timing_note(comparison: Comparison) -> str:
     note = f"The time cell rests on one measurement on this machine (speed-up {c.speedup:.2f}x end to end"
     if c.training_speedup is None:
         return note + ")."
+    # compare() sets the training figures together, and the time band with the baseline's seconds
+    assert (c.time is not None and c.training_time is not None and c.ensemble_train_seconds is not None
+            and c.baseline_train_seconds is not None)
     note += (f", {c.training_speedup:.2f}x on training alone: {c.ensemble_train_seconds:,.1f} s against "
              f"{c.baseline_train_seconds:,.1f} s).")
     if c.training_time != c.time:
@@ -256,6 +260,9 @@ def run_sentence(comparison: Comparison) -> str:
     if c.outcome == NO_BASELINE:
         return (f"No baseline was trained, so this run cannot test the claim (ensemble {c.ensemble_accuracy:.4f} "
                 f"in {c.ensemble_seconds:,.1f} s).")
+    # a baseline was trained: compare() set every paired figure
+    assert (c.baseline_chance_p is not None and c.ci95 is not None and c.mcnemar_p is not None
+            and c.accuracy is not None and c.time is not None)
     if c.outcome == NOT_TESTABLE:
         return (f"Cannot test the claim on this data: neither model beats chance (majority-class rate "
                 f"{c.chance_accuracy:.4f}; ensemble {c.ensemble_accuracy:.4f}, one-sided binomial p "
@@ -345,10 +352,11 @@ def compare_repeats(comparisons: Sequence[Comparison], seeds: Sequence[int]) -> 
 
 def _across_seeds(comparisons: Sequence[Comparison]) -> dict:
     """The tests across seeds of the accuracy differences and the log speed-ups, and their calls."""
-    mean, interval, t_p = mean_test([c.accuracy_difference for c in comparisons])
-    ahead, behind, sign_p = sign_test([c.accuracy_difference for c in comparisons])
-    log_mean, log_interval, log_p = mean_test([math.log(c.baseline_seconds / c.ensemble_seconds) for c in comparisons])
-    bands = [c.time for c in comparisons]
+    paired = [_paired_figures(c) for c in comparisons]
+    differences, bands = [d for d, _, _ in paired], [band for _, _, band in paired]
+    mean, interval, t_p = mean_test(differences)
+    ahead, behind, sign_p = sign_test(differences)
+    log_mean, log_interval, log_p = mean_test([log_speedup for _, log_speedup, _ in paired])
     if len(comparisons) == 1:  # nothing to add across seeds: the run's own test and band decide
         accuracy, time = comparisons[0].accuracy, comparisons[0].time
     else:  # the t-test decides; with no spread at all only the signs are left
@@ -359,6 +367,13 @@ def _across_seeds(comparisons: Sequence[Comparison]) -> dict:
             "speedup_ci95": tuple(math.exp(x) for x in log_interval) if log_interval else None,
             "log_speedup_t_p": log_p, "faster_runs": bands.count("faster"), "slower_runs": bands.count("slower"),
             "accuracy": accuracy, "time": time}
+
+
+def _paired_figures(c: Comparison) -> tuple[float, float, Time]:
+    """A run with a baseline (the caller returned early without one): its accuracy difference, log speed-up
+    and time band."""
+    assert c.accuracy_difference is not None and c.baseline_seconds is not None and c.time is not None
+    return c.accuracy_difference, math.log(c.baseline_seconds / c.ensemble_seconds), c.time
 
 
 def _time_across(bands: Sequence[Time], geometric_speedup: float, log_p: float | None) -> Time:
@@ -378,10 +393,12 @@ def repeats_sentence(repeats: RepeatsComparison) -> str:
     if r.outcome == NO_BASELINE:
         return f"No baseline was trained, so these runs over {seeds} cannot test the claim."
     own = (f" Run by run, the claim is supported in {r.supporting_runs} of {r.runs} (per-run McNemar p: "
-           + ", ".join(p_text(p) for p in r.mcnemar_p) + ").")
+           + ", ".join(p_text(p) for p in r.mcnemar_p if p is not None) + ").")  # all set: each run had a baseline
     if r.outcome == NOT_TESTABLE:
         return (f"Cannot test the claim on this data: in none of the runs over {seeds} does either model beat "
                 "chance, so neither model learned anything the head could use." + own)
+    # tested across seeds: _across_seeds set the calls and the sign test
+    assert r.accuracy is not None and r.time is not None and r.difference_sign_p is not None
     head = "Supports the claim" if r.supports_claim else "Does not support the claim"
     interval = "n/a" if r.difference_ci95 is None else "[{:+.4f}, {:+.4f}]".format(*r.difference_ci95)
     accuracy = (f"mean difference {r.mean_difference:+.4f}, 95% CI {interval}, paired t-test p "

@@ -58,8 +58,8 @@ class CombinerScore:
     feature_seconds: float
     fit_seconds: float
     # each member's features, kept for its own head (`runs.evaluation.member_predictions`); not timed here
-    train_features: Optional[list[np.ndarray]] = field(default=None, repr=False)
-    test_features: Optional[list[np.ndarray]] = field(default=None, repr=False)
+    train_features: Sequence[np.ndarray] = field(repr=False)
+    test_features: Optional[Sequence[np.ndarray]] = field(default=None, repr=False)
 
     @property
     def seconds(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import statistics
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -125,7 +126,7 @@ def write_plots(report: RunReport, run_dir: Path) -> list[Path]:
     return paths
 
 
-def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int, float, float]]], untrained: float,
+def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int, float, float]]], untrained: Optional[float],
                           chance: float, path: Path) -> None:
     """Test accuracy per saved epoch against each side's training wall-clock, each point with its Wilson
     band: {side: [(seconds, accuracy, epoch, low, high)]}; the side `selected` (the run's own ensemble) is
@@ -143,7 +144,8 @@ def accuracy_vs_time_plot(curves: dict[str, list[tuple[float, float, int, float,
     for second, accuracy, _, low, high in curves.get("selected", []):
         ax.errorbar([second], [accuracy], yerr=[[accuracy - low], [high - accuracy]], marker="*", markersize=14,
                     color="tab:green", capsize=5, linestyle="none", label="the run's selected ensemble")
-    ax.axhline(untrained, color="tab:red", linestyle="--", label="untrained encoders (ensemble)")
+    if untrained is not None:  # None: the run scored no untrained encoders
+        ax.axhline(untrained, color="tab:red", linestyle="--", label="untrained encoders (ensemble)")
     ax.axhline(chance, color="tab:orange", linestyle=":", label="chance (majority class)")
     ax.set_xlim(left=0)  # start-up time before the first epoch is part of what each side costs
     ax.set_ylim(0.0, 1.0)  # from 0: a gap is never magnified

@@ -9,13 +9,14 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 ALPHA = 0.05            # every test here decides at the 5% level
 CONFIDENCE = 0.95       # and every interval is a 95% one
 
 
-def chance_accuracy(labels: np.ndarray) -> float:
+def chance_accuracy(labels: ArrayLike) -> float:
     """The accuracy of always answering the most common test label: the floor a model must beat."""
     _, counts = np.unique(np.asarray(labels), return_counts=True)
     return float(counts.max() / counts.sum())

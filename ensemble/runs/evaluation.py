@@ -101,8 +101,8 @@ def score_run(factories: Factories, run_dir: Path, chosen: Chosen, splits: Split
         [partial(scored, trained, splits, combiner, seed, seconds),
          partial(scored, untrained, splits, combiner, seed, untrained_seconds, "the untrained encoders'"),
          *alone_jobs([f["train"] for f in to_fit], [f["test"] for f in to_fit], splits.labelled_y, combiner, seed)])
-    fitted = iter(fitted)
-    return RunScores(ensemble, reference, [f[OWN_HEAD] if OWN_HEAD in f else next(fitted) for f in trained])
+    heads = iter(fitted)
+    return RunScores(ensemble, reference, [f[OWN_HEAD] if OWN_HEAD in f else next(heads) for f in trained])
 
 
 def timed_features(factories: Factories, run_dir: Path, chosen: Chosen, splits: Splits,

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ensemble.builders import Autoencoders, baseline_factory, cae_factory, member_factories
 from ensemble.config import CombinerConfig, EnsembleConfig
@@ -105,6 +105,13 @@ def last_finite_epoch(member: MemberReport) -> int:
 
 def used_members(report: RunReport) -> list[MemberReport]:
     return [m for m in report.members if m.index in report.ensemble.members_used]
+
+
+def selected_checkpoints(members: Sequence[MemberReport]) -> list[tuple[str, int]]:
+    """(member name, selected epoch) of members an ensemble uses: each of them has a selected checkpoint."""
+    chosen = [(m.name, m.selected_epoch) for m in members if m.selected_epoch is not None]
+    assert len(chosen) == len(members), "a member in use without a selected checkpoint"
+    return chosen
 
 
 def config_json(config: EnsembleConfig) -> dict:

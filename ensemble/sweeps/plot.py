@@ -8,29 +8,31 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from ensemble.analysis.repeats import RepeatsSummary
 from ensemble.report.plots import plt, save
-from ensemble.sweeps.record import SweepCell, SweepRecord
+from ensemble.sweeps.record import SweepRecord
 
 
-def _series(record: SweepRecord, axis_index: int) -> dict[str, list[tuple[int, SweepCell]]]:
-    """The finished cells grouped by their other axes' values: {label: [(position on this axis, cell)]}."""
+def _series(record: SweepRecord, axis_index: int) -> dict[str, list[tuple[int, RepeatsSummary]]]:
+    """The finished cells' summaries grouped by their other axes' values: {label: [(position on this axis,
+    summary)]}."""
     axis = record.axes[axis_index]
-    groups: dict[str, list[tuple[int, SweepCell]]] = defaultdict(list)
+    groups: dict[str, list[tuple[int, RepeatsSummary]]] = defaultdict(list)
     for cell in record.cells:
         if cell.summary is None:
             continue
         others = ", ".join(f"{a.key}={json.dumps(cell.settings[a.key])}" for i, a in enumerate(record.axes)
                            if i != axis_index)
         position = [json.dumps(v) for v in axis.values].index(json.dumps(cell.settings[axis.key]))
-        groups[others or "all cells"].append((position, cell))
+        groups[others or "all cells"].append((position, cell.summary))
     return groups
 
 
 def _difference_panel(ax, record: SweepRecord, axis_index: int) -> None:
     for label, points in _series(record, axis_index).items():
         xs, means, low, high = [], [], [], []
-        for x, cell in sorted(points, key=lambda p: p[0]):
-            figure = cell.summary.figures["accuracy_difference"]
+        for x, summary in sorted(points, key=lambda p: p[0]):
+            figure = summary.figures["accuracy_difference"]
             if figure.mean is None:
                 continue
             lo, hi = figure.ci95 if figure.ci95 is not None else (figure.mean, figure.mean)
@@ -54,8 +56,8 @@ def _accuracy_panel(ax, record: SweepRecord, axis_index: int) -> None:
         points = sorted(points, key=lambda p: p[0])
         line = {"marker": "os^Dv"[group % 5], "linestyle": ["-", "--", "-.", ":"][group % 4]}  # tells groups apart
         for key, (side, color) in styles.items():
-            values = [(x, cell.summary.figures[key].mean) for x, cell in points
-                      if cell.summary.figures[key].mean is not None]
+            values = [(x, summary.figures[key].mean) for x, summary in points
+                      if summary.figures[key].mean is not None]
             ax.plot([x for x, _ in values], [v for _, v in values], color=color, alpha=0.7, label=f"{side} ({label})",
                     **line)
     if chance:

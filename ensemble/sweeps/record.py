@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from ensemble.analysis.repeats import RepeatsSummary, headline_figures, summarize
+from ensemble.analysis.repeats import RepeatsSummary, headline_figures, run_name, summarize
 from ensemble.report import RunReport
 from ensemble.sweeps.grid import Axis, Cell
 from workers.errors import InputError
@@ -76,13 +76,14 @@ def read_run(run_dir: Path, seed: int, failure: Optional[str], running: bool) ->
 def cell_record(cell: Cell, sweep_dir: Path, failures: dict[str, str], running: set[str]) -> SweepCell:
     """A cell as its run directories show it; with every seed done, the verdict across seeds by the
     very function `ensemble run --repeats` summarises with (so the two agree, figure for figure)."""
-    runs = [read_run(sweep_dir / c.name, c.seed, failures.get(c.name), c.name in running) for c in cell.runs]
+    named = [(run_name(c), c.seed) for c in cell.runs]
+    runs = [read_run(sweep_dir / name, seed, failures.get(name), name in running) for name, seed in named]
     states = {run.status for run in runs}
     status: Status = ("done" if states == {"done"} else "failed" if "failed" in states and states <= {"done", "failed"}
                       else "pending" if states == {"pending"} else "running")
     summary = None
     if status == "done":
-        reports = [RunReport.read(sweep_dir / c.name) for c in cell.runs]
+        reports = [RunReport.read(sweep_dir / name) for name, _ in named]
         summary = summarize(cell.name, reports, [c.seed for c in cell.runs])
     return SweepCell(name=cell.name, settings=cell.settings, status=status, runs=runs, summary=summary)
 

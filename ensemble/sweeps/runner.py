@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+from ensemble.analysis.repeats import run_name
 from ensemble.config import EnsembleConfig, build_config, recorded_config, resume_config
 from ensemble.runs.rundir import holds_files
 from ensemble.runs.runlock import run_lock
@@ -89,12 +90,12 @@ def dry_run_text(plan: SweepPlan, side_by_side: int = 1) -> str:
         lines.append(f"  {cell.name}: {settings}")
         for config in cell.runs:
             state = state_of(plan, config)
-            seconds = finished_seconds(plan.sweep_dir / config.name) if state == "done" else None
+            seconds = finished_seconds(plan.sweep_dir / run_name(config)) if state == "done" else None
             if seconds is not None:
                 measured.append((run_work(config), seconds))
             elif state in ("new", "resume"):
                 remaining.append(run_work(config))
-            lines.append(f"    {config.name}  seed {config.seed}: {state}")
+            lines.append(f"    {run_name(config)}  seed {config.seed}: {state}")
     how = "from the runs measured so far" if measured else decisions.FIRST_MEASURES
     lines.append(f"{len(remaining)} run(s) to train; estimated time about "
                  f"{decisions.duration_text(decisions.estimate_seconds(remaining, measured, side_by_side))} ({how}, "
@@ -103,9 +104,9 @@ def dry_run_text(plan: SweepPlan, side_by_side: int = 1) -> str:
 
 
 def state_of(plan: SweepPlan, config: EnsembleConfig) -> decisions.RunState:
-    run_dir = plan.sweep_dir / config.name
+    run_dir = plan.sweep_dir / run_name(config)
     return decisions.run_state((run_dir / REPORT_JSON).is_file(), (run_dir / CONFIG_JSON).is_file(),
-                               plan.failures.get(config.name))
+                               plan.failures.get(run_name(config)))
 
 
 def finished_seconds(run_dir: Path) -> Optional[float]:
@@ -146,9 +147,9 @@ class Tracker:
 
     def ended(self, config: EnsembleConfig, outcome: str, seconds: Optional[float], failure: Optional[str]) -> None:
         with self.lock:
-            self.running.discard(config.name)
+            self.running.discard(run_name(config))
             if failure is not None:
-                self.plan.failures[config.name] = failure
+                self.plan.failures[run_name(config)] = failure
             if seconds is not None:
                 self.measured.append((run_work(config), seconds))
             record = self.record()
@@ -157,7 +158,7 @@ class Tracker:
             left = [run_work(c) for cell in self.plan.cells for c in cell.runs
                     if state_of(self.plan, c) in ("new", "resume")]
             eta = decisions.estimate_seconds(left, self.measured, self.side_by_side) if left else 0.0
-            self.on_line(decisions.progress_line(config.name, outcome, decisions.counts(states), eta))
+            self.on_line(decisions.progress_line(run_name(config), outcome, decisions.counts(states), eta))
 
 
 def outcome_text(report) -> str:
@@ -175,8 +176,8 @@ def run_one(tracker: Tracker, config: EnsembleConfig, options: dict) -> None:
     state = state_of(tracker.plan, config)
     if state in ("done", "failed"):
         return
-    run_dir = tracker.plan.sweep_dir / config.name
-    tracker.started(config.name)
+    run_dir = tracker.plan.sweep_dir / run_name(config)
+    tracker.started(run_name(config))
     try:
         if state == "resume":
             result = run(resume_config(run_dir), resume=True, progress="quiet", autoencoder=options["autoencoder"],
@@ -187,7 +188,7 @@ def run_one(tracker: Tracker, config: EnsembleConfig, options: dict) -> None:
         reason = decisions.cell_failure(error)
         if reason is None:
             with tracker.lock:
-                tracker.running.discard(config.name)
+                tracker.running.discard(run_name(config))
             raise
         tracker.ended(config, f"failed: {reason}", None, reason)
         return
