@@ -325,12 +325,12 @@ def command_run(args: argparse.Namespace) -> int:
 
 def supervise_run(args: argparse.Namespace) -> int:
     """The command line's `ensemble run`: the driver runs in a watched child (see job/supervisor.py)."""
-    from ensemble.job.supervisor import watch
+    from ensemble.job.supervisor import run_driver_in_child
     config, _ = run_config(args, announce=False)  # bad input ends here, before any process starts
     argv = sys.argv[1:]
     if args.name is None and not args.resume:  # the child must use the name this process gave the run
         argv += ["--name", config.name]
-    return watch(argv, run_location(config, args), scheduled=args.resume_if_exists)
+    return run_driver_in_child(argv, run_location(config, args), scheduled=args.resume_if_exists)
 
 
 def _run_repeats(config, repeats: int, watch, tracker=None) -> int:
@@ -449,7 +449,8 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "sweep": command_sweep, "select": command_select, "curves": command_curves,
-            "labels": command_labels, "serve": command_serve, "config": command_config, "bench": bench_command.main}
+            "labels": command_labels, "serve": command_serve, "config": command_config,
+            "bench": bench_command.command_bench}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ensemble.analysis.curves import CurveRow
-from ensemble.bench.bench import end_to_end_bound, main, table, time_to_accuracy
+from ensemble.bench.bench import end_to_end_bound, measure_and_report, table, time_to_accuracy
 from ensemble.bench.tail import BEFORE_40_S, tail_table, tail_verdict
 from tests.tiny import TINY
 
@@ -15,9 +15,10 @@ from tests.tiny import TINY
 def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
     ray_instance.shutdown()  # the bench starts and stops its own Ray, as a user's command would
     try:
-        result = main(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
-                       "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path, with_default_run=False,
-                      small_counts=(4,), estimator_fits=2, tail_members=(2,), tail_settings=TINY)
+        result = measure_and_report(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
+                                     "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path,
+                                    with_default_run=False, small_counts=(4,), estimator_fits=2, tail_members=(2,),
+                                    tail_settings=TINY)
     finally:
         ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     names = [c["name"] for c in result["comparisons"]]

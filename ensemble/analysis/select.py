@@ -22,6 +22,7 @@ from ensemble.builders import Autoencoders, member_fixed_epoch, member_rule, sel
 from ensemble.config import CombinerConfig, EagerConfig, EnsembleConfig, build_config
 from ensemble.report import BaselineReport, MemberReport, RunReport
 from ensemble.report.entries import CombinerScore, total_parameters, with_diversity
+from ensemble.report.files import write_report_files
 from ensemble.report.plots import write_plots
 from ensemble.report.tables import markdown
 from ensemble.report.verdict import TestPredictions, verdict, with_accuracy_intervals
@@ -280,7 +281,7 @@ def _write(saved: SavedRun, name: str, report: SelectionReport, predictions: Tes
     try:
         write_plots(report, tmp)
         predictions.write(tmp)
-        report.write(tmp)
+        write_report_files(report, tmp)
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)

@@ -320,10 +320,12 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
-         small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3, tail_members: tuple[int, ...] = (),
-         tail_only: bool = False, tail_settings: tuple[str, ...] = (), data_sizes: tuple[int, ...] = (),
-         serve: bool = False, serve_run: Path | None = None, serve_options: dict | None = None) -> dict:
+def measure_and_report(overrides: list[str], repeats: int, epochs: int, output: Path, with_default_run: bool = True,
+                       small_counts: tuple[int, ...] = (5, 20), estimator_fits: int = 3,
+                       tail_members: tuple[int, ...] = (), tail_only: bool = False, tail_settings: tuple[str, ...] = (),
+                       data_sizes: tuple[int, ...] = (), serve: bool = False, serve_run: Path | None = None,
+                       serve_options: dict | None = None) -> dict:
+    """Every measurement asked for, written to `output`/bench.json and printed as tables."""
     config = build_config({}, overrides)
     output.mkdir(parents=True, exist_ok=True)
     print(f"ensemble bench: {machine_header()}", flush=True)

@@ -53,7 +53,8 @@ def sizes(text: str) -> tuple[int, ...]:
     return values
 
 
-def main(args: argparse.Namespace) -> int:
+def command_bench(args: argparse.Namespace) -> int:
+    """`ensemble bench`: checks the options, then measures."""
     if args.repeats < 1 or args.epochs < 1:
         raise InputError("--repeats and --epochs must be at least 1.")
     if importlib.util.find_spec("psutil") is None:
@@ -70,10 +71,11 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--serve {str(serve_run)!r} is not a finished run (no report.json); give a run directory "
                          "`ensemble run` printed, or no value to serve the bench's default run.")
     only = args.data_sizes_only or args.serve_only
-    from ensemble.bench.bench import main as bench
-    bench(args.overrides, args.repeats, args.epochs, Path(args.output), with_default_run=not args.no_default_run,
-          tail_members=() if only and not args.tail_only else tuple(args.tail_members),
-          tail_only=args.tail_only or only,
-          data_sizes=args.data_sizes if not args.serve_only or args.data_sizes_only else (),
-          serve=args.serve is not None, serve_run=serve_run)
+    from ensemble.bench.bench import measure_and_report
+    measure_and_report(args.overrides, args.repeats, args.epochs, Path(args.output),
+                       with_default_run=not args.no_default_run,
+                       tail_members=() if only and not args.tail_only else tuple(args.tail_members),
+                       tail_only=args.tail_only or only,
+                       data_sizes=args.data_sizes if not args.serve_only or args.data_sizes_only else (),
+                       serve=args.serve is not None, serve_run=serve_run)
     return 0

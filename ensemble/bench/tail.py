@@ -119,7 +119,8 @@ def tail_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
+def tail_from_command_line(argv: Sequence[str] | None = None) -> list[dict]:
+    """`python ensemble/bench/tail.py --members ...`: measure each N, print the table and the rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[5, 20, 40])
     parser.add_argument("--output", type=Path, default=Path("runs/tail"))
@@ -132,4 +133,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    tail_from_command_line()

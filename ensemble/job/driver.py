@@ -49,6 +49,7 @@ from ensemble.report.entries import (
     member_report,
     with_diversity,
 )
+from ensemble.report.files import write_report_files
 from ensemble.report.plots import write_plots
 from ensemble.report.verdict import TestPredictions, verdict, with_accuracy_intervals
 from ensemble.result import RunResult, save_normalizer
@@ -505,7 +506,7 @@ def write_report(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluati
         verdict=text, comparison=comparison, dataset=dataset_report(plan.splits),
         config=recorded_config(plan.config), run_id=plan.run_id)
     write_plots(report, run_dir)
-    report.write(run_dir)
+    write_report_files(report, run_dir)
     if plan.mirror is not None:
         plan.mirror.push(final=True)
     return report

@@ -35,7 +35,7 @@ def mark_reported() -> None:
         Path(os.environ[CHILD_ENV]).touch()
 
 
-def watch(argv: list[str], run_location: Optional[str], scheduled: bool) -> int:
+def run_driver_in_child(argv: list[str], run_location: Optional[str], scheduled: bool) -> int:
     """Run `python -m ensemble <argv>` as the driver and return its exit code; if it died without
     reporting, print why it probably did and how to continue, and return 1."""
     fd, marker = tempfile.mkstemp(prefix="ensemble-reported-")

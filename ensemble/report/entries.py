@@ -15,7 +15,7 @@ from ensemble.builders import select_epoch
 from ensemble.config import EnsembleConfig
 from ensemble.data import Splits
 from ensemble.report.diversity import Diversity, diversity
-from ensemble.report.models import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport
+from ensemble.report.schema import BaselineReport, DatasetReport, EnsembleReport, EpochSpan, MemberReport
 from workers.encoding import EncodedEpochs
 from workers.events import Done, EpochEnded, Event, Lost, Started
 from workers.history import read_history

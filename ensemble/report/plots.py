@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only: runs on clusters and CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
 
-from ensemble.report.models import MemberReport, RunReport  # noqa: E402
+from ensemble.report.schema import MemberReport, RunReport  # noqa: E402
 from ensemble.report.tables import side_name  # noqa: E402
 from workers.layout import PLOTS, write_atomic  # noqa: E402
 

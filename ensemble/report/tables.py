@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-if TYPE_CHECKING:
-    from ensemble.report.models import RunReport
+from ensemble.report.schema import RunReport
 
 
 def accuracy(value: Optional[float]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ensemble.report.comparison import Comparison, chance_sentence, compare
-from ensemble.report.models import BaselineReport, EnsembleReport
+from ensemble.report.schema import BaselineReport, EnsembleReport
 from ensemble.report.statistics import (
     accuracy_interval,
     chance_accuracy,

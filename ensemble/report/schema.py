@@ -1,4 +1,5 @@
-"""RunReport: the model behind report.json (the contract in docs/architecture.md), read and written here."""
+"""RunReport: the model behind report.json (the contract in docs/architecture.md), read here; `files`
+writes it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ensemble.report.comparison import Comparison
 from ensemble.report.diversity import Diversity
-from ensemble.report.tables import markdown
-from workers.layout import REPORT_JSON, REPORT_MD, write_atomic
+from workers.layout import REPORT_JSON
 
 
 class Model(BaseModel):
@@ -156,14 +156,6 @@ class RunReport(Model):
     config: dict[str, Any]
     run_id: Optional[str] = Field(
         None, description="the run's random id, in config.json and every checkpoint too (absent in older reports)")
-
-    def write(self, run_dir: Path) -> None:
-        """report.md first, then report.json: a run directory with report.json is a finished run."""
-        write_atomic(Path(run_dir) / REPORT_MD, self.to_markdown())
-        write_atomic(Path(run_dir) / REPORT_JSON, self.model_dump_json(indent=2))
-
-    def to_markdown(self) -> str:
-        return markdown(self)
 
     @property
     def sides(self) -> list[MemberReport]:
