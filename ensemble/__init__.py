@@ -8,8 +8,8 @@
 
 Layers: `ensemble` (the driver side) imports `workers` (the member side, lowest) and
 `classifier`; neither imports `ensemble`. The heavy names (`run`, `load`, `RunResult`) load on
-first use, so the CLI answers `--help` and refuses a bad config in a fraction of a second
-instead of first spending about 4 s importing PyTorch, Ray, scikit-learn and matplotlib.
+first use, so the CLI answers `--help` and refuses a bad config without first importing PyTorch,
+Ray, scikit-learn and matplotlib (seconds: docs/performance.md, figures behind design choices).
 """
 
 import importlib

@@ -59,10 +59,9 @@ def torch_threads(num_cpus: float) -> int:
 
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of handing each activation buffer back
-    to the OS. A fresh worker process otherwise page-faults on every batch (measured here:
-    about 285,000 minor faults and 10% slower epochs over 3 epochs of the default member); a
-    process that once freed a large array, like the driver, gets this from glibc's own
-    heuristics. Returns whether it applied (glibc only; elsewhere nothing changes)."""
+    to the OS. A fresh worker process otherwise page-faults on every batch, which slows its epochs
+    (docs/performance.md); a process that once freed a large array, like the driver, gets this from
+    glibc's own heuristics. Returns whether it applied (glibc only; elsewhere nothing changes)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -116,7 +115,7 @@ class MemberActor:
 
     def warm_up(self, spec: MemberSpec, data: dict) -> dict:
         """One training step and one evaluation of `spec`'s model on one batch, thrown away: PyTorch's
-        one-time costs (the optimizer's lazy imports, about 0.8 s; kernel choice for these shapes) are
+        one-time costs (the optimizer's lazy imports, kernel choice for these shapes) are
         paid when the actor starts, not in a member's first epoch. Returns the placement."""
         settings = replace(self._settings(spec, data), compile=False)  # compiling a throwaway model costs time
         batch = self._on_device(data)[0][:settings.batch_size]  # the one copy of the data, made now

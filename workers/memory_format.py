@@ -1,8 +1,8 @@
 """The memory format members train and encode in: PyTorch's default (contiguous, NCHW) or channels_last.
 
-Which is faster depends on the machine, the model and the batch: on a 2-core AVX2 CPU the default
-LeNet CAE trained in 0.65x the time in channels_last (oneDNN's convolutions want it), while small
-or unusual models may not gain. `train.memory_format: auto` therefore measures: a short probe at
+Which is faster depends on the machine, the model and the batch: on a CPU, oneDNN's convolutions
+want channels_last and the default LeNet CAE trains faster in it (docs/performance.md, 2026-12-06),
+while small or unusual models may not gain. `train.memory_format: auto` therefore measures: a short probe at
 actor start trains a throw-away copy of the real model on a real batch a few steps each way,
 interleaved, and `choose_memory_format` (a pure function) picks the faster one. Both formats
 compute the same arithmetic up to the order of float additions (losses agree to about 1e-6).

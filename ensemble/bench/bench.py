@@ -1,7 +1,6 @@
 """`ensemble bench`: our stack against the plain alternatives, measured side by side in one run.
 
-Run: `ensemble bench` (about 4-6 minutes on 2 cores). Figures measured on a 2-core Intel Xeon
-(KVM), no GPU, torch 2.14, Ray 2.60 are in docs/performance.md.
+Run: `ensemble bench`. Its figures, and how long it takes, are in docs/performance.md.
 
 Each comparison runs both sides back to back in every repeat and reports medians and the
 ratio of medians, so a noisy shared machine moves both sides alike. Start-up (Ray, data

@@ -4,14 +4,8 @@
 fitted `fits` times in one process: the first fit pays Ray's start, the later ones share it. Each
 fit's wall-clock is set against its training seconds: the longest member's epochs (members train
 in parallel) plus the combiner's fit. Target: a later fit at most 2x its training seconds.
-Measured 2026-12-05 on a 2-core Intel Xeon shared with other jobs (load average 1.4-2.5). Earlier that
-day, before the fits shared Ray: 7.5-14.1 s a fit. Then 4 fits a process, the code before and after
-keeping actors warm side by side under one lock, 4 pairs in two sessions (the second after rebasing
-onto main, where members fit their own heads): sharing Ray but with new member actors each fit, a
-later fit took 3.5-4.6 s for 0.34-0.83 s of training (medians 5.9x, 10.0x, 10.2x, 6.5x); with the
-actors a fit leaves idle kept for the next (`scheduling.warm_actors`), 0.71-0.92 s for 0.32-0.60 s
-of training (medians 1.6x, 1.9x, 1.9x, 1.7x: target met, narrowly). The first fit of a process
-still starts Ray (2.5-3.7 s, before it) and its actors (the first fit: 3.6-4.3 s).
+Sharing one Ray session and keeping the actors a fit leaves idle (`scheduling.warm_actors`) are what
+bring a later fit near it; the measurements before and after are in docs/performance.md (2026-12-05).
 """
 
 from __future__ import annotations

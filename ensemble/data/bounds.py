@@ -1,6 +1,6 @@
 """Bounds checked before any work: an image's size (`data.max_pixels`) and the dataset's float32
-copy against this machine's free memory. Images of 4096 x 4096 once drove the driver to 8.7 GB and
-never finished an epoch; now they are an input error within seconds, naming the data.
+copy against this machine's free memory: data too large for either is an input error naming it,
+before a conversion that would exhaust the driver's memory (what it cost: docs/performance.md).
 """
 
 from __future__ import annotations
