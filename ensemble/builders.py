@@ -37,6 +37,13 @@ from workers.training import TrainSettings
 Autoencoders = Union[AutoencoderFactory, Sequence[AutoencoderFactory], None]  # run(autoencoder=...)
 
 
+def run_name(config: EnsembleConfig) -> str:
+    """The name of a run that has one: set by the driver before its directory exists, kept by a resumed
+    run's config.json, given by repeats and sweeps to every run they plan."""
+    assert config.name is not None, "a run named before its directory exists"
+    return config.name
+
+
 def member_model(config: EnsembleConfig, index: int) -> ModelConfig:
     """Member `index`'s model.* keys: model.*, its entry of a list of autoencoders, and its
     model.overrides dict laid over them."""

@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 
 from pydantic import BaseModel
 
+from ensemble.builders import run_name
 from ensemble.config import EnsembleConfig, default_run_name
 from ensemble.job.driver import run
 from ensemble.report import RunReport
@@ -46,12 +47,6 @@ FIGURES = {
 
 def repeat_configs(config: EnsembleConfig, repeats: int, base_name: str) -> list[EnsembleConfig]:
     return [config.model_copy(update={"seed": config.seed + i, "name": f"{base_name}-r{i}"}) for i in range(repeats)]
-
-
-def run_name(config: EnsembleConfig) -> str:
-    """A planned run's name: repeats and sweep cells name every run they plan."""
-    assert config.name is not None, "a planned run is named"
-    return config.name
 
 
 def _minus(a: Optional[float], b: Optional[float]) -> Optional[float]:

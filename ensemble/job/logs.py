@@ -19,7 +19,7 @@ import io
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from workers.events import Done, EpochEnded, Event, Started
 from workers.history import EpochRecord
@@ -73,7 +73,7 @@ class RunLogs:
         self.run_dir = Path(run_dir)
         self.started = time.time() if started is None else started
         self.rows: dict[str, dict[int, dict]] = {}
-        self.boards: dict[str, tuple[object, str]] = {}  # member -> (SummaryWriter, its file's name)
+        self.boards: dict[str, tuple[Any, str]] = {}  # member -> (SummaryWriter, its file's name)
         self.writer_class = self._import_writer()  # now, not on the first epoch: events stay quick
 
     def __call__(self, event: Event) -> list[str]:

@@ -302,6 +302,7 @@ class MlflowTracker:
     def finish(self, run_dir: Path, report) -> None:
         import time
         now = time.time()
+        assert self.parent is not None, "finish() follows started()"
         for member in [*report.members, *([report.baseline] if report.baseline is not None else [])]:
             values = {"test_accuracy": getattr(member, "test_accuracy", None), "selected_epoch": member.selected_epoch}
             if member.name in self.members:

@@ -13,7 +13,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from ensemble.analysis.repeats import RepeatsSummary, headline_figures, run_name, summarize
+from ensemble.analysis.repeats import RepeatsSummary, headline_figures, summarize
+from ensemble.builders import run_name
 from ensemble.report import RunReport
 from ensemble.sweeps.grid import Axis, Cell
 from workers.errors import InputError

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from ensemble.analysis.repeats import run_name
+from ensemble.builders import run_name
 from ensemble.config import EnsembleConfig, build_config, recorded_config, resume_config
 from ensemble.runs.rundir import holds_files
 from ensemble.runs.runlock import run_lock
