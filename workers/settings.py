@@ -5,20 +5,20 @@ sides hold has its default here, once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Final, Literal, Optional
 
-AUTO = "auto"  # a memory format measured at actor start (`workers.memory_format.resolve_memory_format`)
+AUTO: Final = "auto"  # a memory format measured at actor start (`workers.memory_format.resolve_memory_format`)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     batch_size: int = 100
     lr: float = 1e-3
-    optimizer: str = "adam"
+    optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = 0.9
     grad_clip: Optional[float] = None
     seed: int = 0
-    precision: str = "fp32"        # "bf16": autocast forward passes to bfloat16
+    precision: Literal["fp32", "bf16"] = "fp32"  # "bf16": autocast forward passes to bfloat16
     memory_format: str = AUTO      # "contiguous", "channels_last", or "auto": `resolve_memory_format` probes
     compile: bool = False
     run_id: Optional[str] = None   # the run the member trains for: every checkpoint records it

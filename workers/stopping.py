@@ -10,7 +10,7 @@ the baseline's conventional rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from workers.history import EpochRecord
 
@@ -65,7 +65,7 @@ class _Rule:
 class EagerStop(_Rule):
     """The eager rule: `plateau` (relative validation gain below `threshold`), `fixed` (after
     `epoch` epochs), `budget` (before the next epoch would pass `budget_seconds`) or `none`."""
-    rule: str = "plateau"
+    rule: Literal["plateau", "fixed", "budget", "none"] = "plateau"
     max_epochs: int = 20
     threshold: float = 0.2
     min_epochs: int = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -123,7 +123,7 @@ def set_key(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
     node[leaf] = value
 
 
-def with_assignments(raw: dict[str, Any], overrides: list[str] = ()) -> dict[str, Any]:
+def with_assignments(raw: dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A deep copy of `raw` with each `--set a.b=value` applied; a value a config cannot hold is named."""
     try:
         raw = json.loads(json.dumps(raw))  # deep copy; also rejects non-JSON values early

@@ -6,7 +6,7 @@ Generic over the keys: which keys exist is the sections' knowledge (`sections.kn
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -33,7 +33,7 @@ def describe(err: ValidationError, name: Callable[[str], str], what: str, sugges
     return f"Invalid {what}: " + "; ".join(sentences) + "."
 
 
-def _problem(item: dict[str, Any]) -> str:
+def _problem(item: Mapping[str, Any]) -> str:
     """What pydantic says is wrong with one value; a choice lists its allowed values once."""
     expected = (item.get("ctx") or {}).get("expected")
     if expected and item["type"] == "literal_error":
@@ -55,7 +55,7 @@ def closest(keys: str | list[str], known: list[str]) -> str:
     part (`epochs` alone is `train.epochs`); "" when none is near. One small function, so every
     place that refuses a key (--set, config files, Python, the estimator's settings) says the same."""
     keys = [keys] if isinstance(keys, str) else keys
-    last = {}  # a known key's last part -> the first key ending in it
+    last: dict[str, str] = {}  # a known key's last part -> the first key ending in it
     for name in known:
         last.setdefault(name.rsplit(".", 1)[-1], name)
     for key in keys:

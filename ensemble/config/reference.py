@@ -11,7 +11,7 @@ def config_reference() -> list[tuple[str, str, str]]:
     """(key, default, description) for every leaf key, for the docs' reference table (docs/guide/configuration.md)."""
     rows = []
     for key, field in leaf_fields():
-        default = field.default if field.default_factory is None else field.default_factory()
+        default = field.get_default(call_default_factory=True)
         shown = list(default) if isinstance(default, tuple) else default
         rows.append((key, json.dumps(shown), field.description or ""))
     return rows
@@ -29,7 +29,8 @@ def reference_text(width: int = 100) -> str:
     import textwrap
     rows = config_reference()
     key_width = max(len(key) + len(default) + 3 for key, default, _ in rows)
-    lines, section = [], None
+    lines: list[str] = []
+    section = None
     for key, default, description in rows:
         head = key.split(".", 1)[0] if "." in key else ""
         if head != section:

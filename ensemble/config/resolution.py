@@ -38,7 +38,7 @@ def resolve(config: Optional[EnsembleConfig] = None, *, file: Optional[str | Pat
     it); `resume_if_exists` continues output/name's interrupted run when there is one, refusing
     `--set` keys that ask for other values than it saved. `dataset_given`: the data is in-memory
     arrays (`run(dataset=...)`), recorded as such. A new run without a name is named here."""
-    if resume not in (True, False, None):
+    if isinstance(resume, (str, Path)):  # not True, False or None: a run directory
         return Resolved(resume_config(resume), True)
     requested = layered(config, file, overrides, keys)
     resumed = bool(resume)
@@ -113,7 +113,9 @@ def start_or_resume(config: EnsembleConfig, overrides: Sequence[str] = ()) -> tu
     """For a job a scheduler may retry: the saved config and True if output/name holds an
     interrupted run, else `config` and False (a new run). A finished run there is an error,
     as it is for --resume, and so are `overrides` that ask for other values than the run saved."""
-    run_dir = join_uri(config.output, config.name) if is_uri(config.output) else Path(config.output) / config.name
+    name = config.name
+    assert name is not None  # --resume-if-exists needs --name (cli.py refuses it without)
+    run_dir = join_uri(config.output, name) if is_uri(config.output) else Path(config.output) / name
     if run_file(run_dir, CONFIG_JSON) is None:
         return config, False
     saved = resume_config(run_dir)
@@ -130,7 +132,7 @@ def differing_keys(requested: EnsembleConfig, saved: EnsembleConfig, keys: list[
     `key=requested (the run has saved)`; `name` and `output` say where the run is, not what it does, and
     "auto" asks for what the run resolved (config.json holds the resolved sizes)."""
     def value(config: EnsembleConfig, key: str):
-        node = config.model_dump(mode="json")
+        node: Any = config.model_dump(mode="json")
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         return node

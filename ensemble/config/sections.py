@@ -10,7 +10,7 @@ import json
 import numbers
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Literal, Optional, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Literal, Optional, Sequence, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -19,11 +19,16 @@ from classifier import HEADS, KINDS, combiner_kind
 from ensemble.config.files import nested, read_config_file, with_assignments
 from ensemble.config.messages import closest, describe
 from workers.errors import InputError
-from workers.settings import TrainSettings
+from workers.settings import AUTO, TrainSettings
 from workers.stopping import EagerStop, EarlyStopping
 
+if TYPE_CHECKING:  # mypy cannot take type(BaseModel) as a base; it is this class
+    from pydantic._internal._model_construction import ModelMetaclass as _ModelMetaclass
+else:
+    _ModelMetaclass = type(BaseModel)
 
-class _RaisesInputError(type(BaseModel)):
+
+class _RaisesInputError(_ModelMetaclass):
     """`EnsembleConfig(members=3, train={"epochs": 2})` from Python: bad keys or values are an InputError
     naming them, as from a file, not pydantic's ValidationError. Only a direct call comes here:
     `model_validate` (files, --set) has its own handler in `build_config`."""
@@ -45,6 +50,7 @@ class Section(BaseModel, metaclass=_RaisesInputError):
     def _booleans_only_for_switches(cls, value: Any, info: ValidationInfo) -> Any:
         """`members=true` is not 1 and `baseline.enabled=1` is not true: a boolean where a number
         belongs (or the reverse) is refused, not converted."""
+        assert info.field_name is not None  # a field validator's call names its field
         kinds = _plain_types(cls.model_fields[info.field_name].annotation)
         switch, number = bool in kinds, bool({int, float} & kinds)
         if isinstance(value, bool) and number and not switch:
@@ -127,7 +133,7 @@ class DataConfig(Section):
                 raise ValueError(f"a count of images must be at least {smallest}")
             return int(value)
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            if not 0 < value < 1:
+            if not 0 < float(value) < 1:
                 raise ValueError("a fraction of the dataset must lie strictly between 0 and 1, as in scikit-learn's "
                                  "train_test_split; give a whole number for a count of images")
             return float(value)
@@ -207,7 +213,7 @@ class TrainConfig(Section):
         TrainSettings.precision,
         description="bf16: autocast forward passes to bfloat16 (fast on recent GPUs; slow on most CPUs)")
     memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
-        TrainSettings.memory_format,
+        AUTO,  # TrainSettings.memory_format's default; as the Final constant it is typed Literal['auto']
         description="layout of the members' and baseline's weights and images in training and encoding: "
                             "auto measures both at actor start (a few steps on the built-in CAE and a real batch) and "
                             "keeps the faster, while a custom autoencoder trains in the default unless one is named "
@@ -263,11 +269,11 @@ class BaselineConfig(Section):
 
 
 class CombinerConfig(Section):
-    kind: Literal[KINDS] = Field(
+    kind: Literal[KINDS] = Field(  # type: ignore[valid-type]  # the values stay in classifier/, their one home
         "concat", description="concat (alias stack): the members' features side by side into one head, not "
                               "scikit-learn's stacking (a meta-learner over members' predictions); soft-vote / "
                               "hard-vote: one head per member, then a vote")
-    head: Literal[HEADS] = Field("logistic", description="classifier head")
+    head: Literal[HEADS] = Field("logistic", description="classifier head")  # type: ignore[valid-type]  # as kind
     max_iter: int = Field(200, ge=1, description="most iterations of each head (lbfgs steps, or the mlp's epochs); a "
                                                  "head that needs more warns, naming itself and this key")
 
@@ -402,11 +408,11 @@ class EnsembleConfig(Section):
         return self
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "EnsembleConfig":
+    def from_file(cls, path: str | Path, overrides: Sequence[str] = ()) -> "EnsembleConfig":
         return build_config(read_config_file(path), overrides)
 
     @classmethod
-    def from_dict(cls, keys: dict[str, Any], overrides: list[str] = ()) -> "EnsembleConfig":
+    def from_dict(cls, keys: dict[str, Any], overrides: Sequence[str] = ()) -> "EnsembleConfig":
         """A config from nested dicts as a YAML file holds them (`{"members": 3, "train": {"epochs": 2}}`);
         dotted keys (`{"train.epochs": 2}`) are accepted too. Bad keys or values: an InputError naming them."""
         if not isinstance(keys, dict):
@@ -447,7 +453,7 @@ def check_import_path(path: Any, key: str) -> str:
     return path
 
 
-def build_config(raw: dict[str, Any], overrides: list[str] = ()) -> EnsembleConfig:
+def build_config(raw: dict[str, Any], overrides: Sequence[str] = ()) -> EnsembleConfig:
     """Raw keys (as a file holds them) with `--set` assignments laid over, validated; bad keys or values
     are one InputError naming each."""
     try:

@@ -29,6 +29,7 @@ from ensemble.builders import (
     member_fixed_epoch,
     member_rule,
     member_seed,
+    run_name,
     train_settings,
 )
 from ensemble.config import ARRAYS, EnsembleConfig, as_built, recorded_config, resolve
@@ -239,13 +240,13 @@ def prepare(config: EnsembleConfig, autoencoder: Autoencoders, dataset, resume: 
     config = as_built(config, data=splits.data, **built_as)  # `auto` sizes as drawn, classes by name
     check_code_ships(os.environ.get("RAY_ADDRESS"), ray.is_initialized(),
                      [record["class"] for record in architectures.values() if record and record.get("class")])
-    mirror = open_mirror(config.output, config.name, resume) if is_uri(config.output) else None
+    mirror = open_mirror(config.output, run_name(config), resume) if is_uri(config.output) else None
     if mirror is None and not resume:
-        check_output(config.output, config.name)  # checked again when the directory is created
-    run_id = new_run_id()
+        check_output(config.output, run_name(config))  # checked again when the directory is created
+    run_id: Optional[str] = new_run_id()  # a resumed run from before ids has none
     if resume:  # the checkpoints must be this run's and fit config.json's model: checked here, before Ray starts
         built = {member_name(i): factory for i, factory in enumerate(factories)}
-        location = mirror.local if mirror else Path(config.output) / config.name
+        location = mirror.local if mirror else Path(config.output) / run_name(config)
         run_id = saved_run_id(mirror.uri if mirror else location)
         check_checkpoints_fit(location, built | ({BASELINE: base} if base is not None else {}), run_id)
     share = Share(config.resources.cpus_per_member, config.resources.gpus_per_member)
@@ -274,7 +275,8 @@ def build_models(config: EnsembleConfig, splits: Splits, autoencoder: Autoencode
         built_as["baseline_width"] = getattr(base, "width", None)
     names = [member_name(i) for i in range(config.members)] + [BASELINE] * (base is not None)
     architectures = {name: architecture(factory, model)
-                     for name, factory, model in zip(names, [*factories, base], built, strict=False)}
+                     for name, factory, model in zip(names, [*factories, *([base] if base is not None else [])], built,
+                                                     strict=True)}
     return factories, base, architectures, built_as
 
 
@@ -308,9 +310,9 @@ def writing(plan: Plan) -> Iterator[Path]:
     if plan.mirror is not None:
         run_dir = plan.mirror.local
     elif plan.resume:
-        run_dir = Path(config.output) / config.name
+        run_dir = Path(config.output) / run_name(config)
     else:
-        run_dir = create_run_dir(config.output, config.name)
+        run_dir = create_run_dir(config.output, run_name(config))
     new = not plan.resume and plan.mirror is None
     try:
         with run_lock(run_dir):
@@ -343,7 +345,7 @@ def watching(plan: Plan, run_dir: Path, nodes: list[dict], on_event: Optional[Ca
     uploads the files this event produced, so each epoch's checkpoint is on the store as soon as the
     driver hears of it. Yields the event handler and `notice` (a line every view shows)."""
     started = time.time()
-    logs, metrics = RunLogs(run_dir, started), RunMetrics(plan.config.name)
+    logs, metrics = RunLogs(run_dir, started), RunMetrics(run_name(plan.config))
     display = open_display(watch, roster(plan, nodes), started)
 
     def handle(event: Event) -> None:
@@ -413,6 +415,7 @@ def train_baseline(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, pha
     config = plan.config
     if not config.baseline.enabled:
         return
+    assert plan.baseline_factory is not None  # built whenever the baseline is enabled
     spec = MemberSpec(BASELINE, str(run_dir / BASELINE), plan.baseline_factory,
                       train_settings(config, member_seed(config.seed, -1), plan.run_id), baseline_rule(config.baseline),
                       encoding=EncodeRequest(reference=False))
@@ -459,6 +462,7 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
             raise diverged("the baseline", config.train.lr)
         if base.selected_epoch is None:
             raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}).")
+        assert plan.baseline_factory is not None  # a baseline was trained
         base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
                                        plan.splits, config.combiner, config.seed,
                                        sent_features({BASELINE: phases.baseline}), who="the baseline's")
