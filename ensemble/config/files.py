@@ -18,7 +18,7 @@ MAX_VALUES = 100_000  # values a config may hold with its aliases (*name) writte
 
 class LimitedLoader(yaml.SafeLoader):
     """yaml.safe_load that refuses an alias bomb before building it: nine levels of ten aliases each
-    are 10^9 values once copied out, which ran 25 s into a MemoryError. The composed document is a
+    are 10^9 values once copied out, enough to exhaust memory (docs/performance.md). The composed document is a
     graph whose aliases are shared nodes; its size with every alias written out is counted first."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
