@@ -202,7 +202,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
             # lbfgs on standardised features converges in a few dozen iterations even with
             # thousands of columns (16 at C=1 on 5 x 784); max_iter only caps pathological data.
             # tol=1e-6 took 145 iterations, 10x the time, for +0.005 accuracy; the tolerance by rows:
-            self.tol_ = lbfgs_tolerance(rows)
+            self.tol_: Optional[float] = lbfgs_tolerance(rows)  # None: the mlp head has no tolerance of ours
             return LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol_)
         self.tol_ = None
         return MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN_UNITS,), alpha=1.0 / self.C, early_stopping=True,

@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union, overload
 
 import ray
 
@@ -472,6 +472,14 @@ def evaluate(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         if predictions is not None:
             predictions.baseline = base_score.test_predictions.tolist()
     return Evaluation(members, ensemble, baseline, score, predictions)
+
+
+@overload
+def released(score: CombinerScore) -> CombinerScore: ...
+
+
+@overload
+def released(score: None) -> None: ...
 
 
 def released(score: Optional[CombinerScore]) -> Optional[CombinerScore]:

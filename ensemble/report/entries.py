@@ -58,7 +58,7 @@ class CombinerScore:
     feature_seconds: float
     fit_seconds: float
     # each member's features, kept for its own head (`runs.evaluation.member_predictions`); not timed here
-    train_features: Sequence[np.ndarray] = field(repr=False)
+    train_features: Optional[Sequence[np.ndarray]] = field(default=None, repr=False)
     test_features: Optional[Sequence[np.ndarray]] = field(default=None, repr=False)
 
     @property

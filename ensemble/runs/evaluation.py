@@ -139,7 +139,7 @@ def member_predictions(score: CombinerScore, train_y: torch.Tensor, combiner: Co
     """Each member alone: the same head kind fitted on that member's training features only, its
     predictions on the test images (for `members[i].test_accuracy` and the diversity figures); the
     members' heads are fitted side by side."""
-    if score.test_features is None:
+    if score.test_features is None or score.train_features is None:  # no test split, or released
         return []
     return side_by_side(alone_jobs(score.train_features, score.test_features, train_y, combiner, seed))
 
