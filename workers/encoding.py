@@ -160,9 +160,10 @@ def fastest_encoding_format(encoders: Sequence[nn.Module], batch: torch.Tensor, 
     return chosen
 
 
-def _encode_step(encoders: nn.ModuleList, batch: torch.Tensor) -> None:
-    with torch.no_grad():
-        float(sum(encoder.encode(batch).sum() for encoder in encoders))  # .item(): waits for the device
+def _encode_step(encoders: nn.Module, batch: torch.Tensor) -> None:
+    """One encoding pass of each encoder in the ModuleList `encoders` (typed as the probe's step takes it)."""
+    with torch.no_grad():  # float(): waits for the device; nn.Module types encode loosely
+        float(sum(encoder.encode(batch).sum() for encoder in encoders.children()))  # type: ignore[operator]
 
 
 def with_own_head(encoded: EncodedEpochs, request: EncodeRequest, history: Sequence[EpochRecord],

@@ -37,7 +37,7 @@ def parse_workloads(text: str) -> tuple[tuple[int, int], ...]:
         raise ValueError(f"{text!r} is not REQUESTSxMAX_IMAGES[,...] (e.g. 2000x64,1000x1)") from None
     if not workloads or any(len(w) != 2 or min(w) < 1 for w in workloads):
         raise ValueError(f"{text!r} is not REQUESTSxMAX_IMAGES[,...] with whole numbers of at least 1")
-    return workloads
+    return tuple((requests, images) for requests, images in workloads)  # pairs: checked above
 
 
 def workload(loaded, requests_count: int, max_images: int, seed: int = 0):
