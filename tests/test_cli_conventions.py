@@ -14,8 +14,9 @@ import pytest
 
 from ensemble.cli import main
 from ensemble.config import build_config, config_reference, did_you_mean
+from ensemble.console import command_line_logging
 from ensemble.job.dry_run import plan_lines
-from ensemble.job.progress import Watch, choose_view, command_line_logging, progress_watch
+from ensemble.job.progress import Watch, choose_view, progress_watch
 from workers.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,13 +6,13 @@ import time
 
 from rich.console import Console
 
+from ensemble.console import aligned
 from ensemble.job.progress import (
     Board,
     Entry,
     LineView,
     QuietView,
     Watch,
-    aligned,
     epoch_line,
     eta_seconds,
     expected_epochs,

@@ -23,7 +23,7 @@ FLOORS = [
     {"result", "serving"},                   # RunResult / load(), `ensemble serve`
     {"job"},                                 # the main job: driver, progress, logs, failures
     {"analysis", "estimator", "sweeps"},     # select, curves, repeats; the scikit-learn estimator; sweeps
-    {"cli", "__main__", "__init__", "bench"},  # the command line, the public API, `ensemble bench` (runs it)
+    {"cli", "__main__", "__init__", "bench", "console"},  # the command line (and what it prints), the API, bench
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 
