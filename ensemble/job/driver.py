@@ -43,11 +43,9 @@ from ensemble.job.tracking import chained, open_tracker, tracked
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.entries import (
     CombinerScore,
-    MemberRecord,
     baseline_report,
     dataset_report,
     ensemble_report,
-    member_report,
     with_diversity,
 )
 from ensemble.report.files import write_report_files
@@ -68,6 +66,7 @@ from ensemble.runs.runlock import run_lock
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, heads_in_actors, parallel_slots
 from ensemble.scheduling.pool import MemberPool, too_few_members
+from ensemble.scheduling.records import MemberRecord, member_report
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.scheduling.shipping import check_code_ships
 from ensemble.storage import Mirror, is_uri, occupied, open_mirror
