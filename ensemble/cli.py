@@ -310,7 +310,7 @@ def command_run(args: argparse.Namespace) -> int:
     config, resume = run_config(args)
     args.run_location = run_location(config, args)
     from ensemble.console import aligned
-    from ensemble.job.progress import Watch
+    from ensemble.observers.progress import Watch
     watch = Watch(view="quiet" if args.quiet else "auto", verbose=args.verbose, dashboard=args.dashboard)
     if args.repeats is not None:
         return _run_repeats(config, args.repeats, watch, args.tracker)

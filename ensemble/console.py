@@ -1,5 +1,5 @@
 """What the command line prints besides a run's progress: the library's log records on stderr, and
-Markdown tables aligned for a console. Only the CLI uses these (the steps publish to `job.progress`)."""
+Markdown tables aligned for a console. Only the CLI uses these (the steps publish to `observers.progress`)."""
 
 from __future__ import annotations
 
