@@ -3,7 +3,7 @@
 A run whose `output` is a URI pushes after every member event. The push used to walk the whole
 staging tree (a stat of every file written so far) to find what changed, so each push grew with
 the run and a run's total grew with (members x epochs) squared; now a push uploads the files the
-event produced (`ensemble.job.logs.event_files`, plus progress.csv and the TensorBoard file) and
+event produced (`ensemble.observers.logs.event_files`, plus progress.csv and the TensorBoard file) and
 only the final push walks. This replays a run's writes (per member epoch: a checkpoint of the
 default member's size, 75 KB, history.jsonl and progress.csv; epoch-major, as members train in
 parallel) into a staging directory mirrored through pyarrow to a local directory (a file://
@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ensemble.job.logs import event_files
+from ensemble.observers.logs import event_files
 from ensemble.storage import Mirror
 from workers.events import Done, EpochEnded, Event, Started
 from workers.history import EpochRecord

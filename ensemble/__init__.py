@@ -33,7 +33,7 @@ _ON_FIRST_USE = {
     "run": "ensemble.job.driver",
     "serve": "ensemble.serving.application",
     "sweep": "ensemble.sweeps.runner",
-    "Watch": "ensemble.job.progress",
+    "Watch": "ensemble.observers.progress",
 }
 __all__ = ["EagerEnsembleClassifier", "EnsembleConfig", "InputError", "MemberFailed", "RunReport", "RunResult",
            "Watch", "__version__", "load", "release_actors", "run", "serve", "sweep"]

@@ -309,7 +309,8 @@ def run_location(config, args: argparse.Namespace) -> Optional[str]:
 def command_run(args: argparse.Namespace) -> int:
     config, resume = run_config(args)
     args.run_location = run_location(config, args)
-    from ensemble.job.progress import Watch, aligned
+    from ensemble.console import aligned
+    from ensemble.observers.progress import Watch
     watch = Watch(view="quiet" if args.quiet else "auto", verbose=args.verbose, dashboard=args.dashboard)
     if args.repeats is not None:
         return _run_repeats(config, args.repeats, watch, args.tracker)
@@ -344,7 +345,7 @@ def _run_repeats(config, repeats: int, watch, tracker=None) -> int:
 
 def command_select(args: argparse.Namespace) -> int:
     from ensemble.analysis.select import reselect
-    from ensemble.job.progress import aligned
+    from ensemble.console import aligned
     from ensemble.report import summary_table
     with local_copy(args.run_dir) as run_dir:
         done = reselect(run_dir, args.overrides, trust_code=args.trust_code, **autoencoder_options(args))
@@ -364,7 +365,7 @@ def command_curves(args: argparse.Namespace) -> int:
     with local_copy(args.run_dir) as run_dir:
         done = accuracy_vs_time(run_dir, on_point=show, trust_code=args.trust_code, **autoencoder_options(args))
     if done.equal_time:
-        from ensemble.job.progress import aligned
+        from ensemble.console import aligned
         print(f"\n{aligned(done.equal_time)}")  # prose wrapped to the console's width
     print(f"\n{done.computed:,} point(s) fitted now, {done.cached:,} read from the cache or the run's own "
           "predictions.\n"
@@ -375,7 +376,7 @@ def command_curves(args: argparse.Namespace) -> int:
 
 def command_labels(args: argparse.Namespace) -> int:
     from ensemble.analysis.labels import label_curve, labels_table, parse_counts
-    from ensemble.job.progress import aligned
+    from ensemble.console import aligned
     counts = parse_counts(args.per_class)
 
     def show(row) -> None:
@@ -462,7 +463,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ensemble.errors import paragraph, stop_on_sigterm
     from ensemble.job.supervisor import is_child
     use_address(args)
-    from ensemble.job.progress import command_line_logging
+    from ensemble.console import command_line_logging
     command_line_logging(quiet=getattr(args, "quiet", False))  # the library logs; the command line shows it
     if args.command == "run" and args.dry_run:
         command = command_dry_run  # no driver child, no Ray

@@ -14,8 +14,9 @@ import pytest
 
 from ensemble.cli import main
 from ensemble.config import build_config, config_reference, did_you_mean
+from ensemble.console import command_line_logging
 from ensemble.job.dry_run import plan_lines
-from ensemble.job.progress import Watch, choose_view, command_line_logging, progress_watch
+from ensemble.observers.progress import Watch, choose_view, progress_watch
 from workers.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +172,7 @@ def test_progress_names_map_onto_the_views():
 def test_a_notebook_gets_epoch_lines_not_a_live_table(monkeypatch):
     import rich.console
 
-    from ensemble.job.progress import LineView, open_display
+    from ensemble.observers.progress import LineView, open_display
     monkeypatch.setattr(rich.console, "_is_jupyter", lambda: True)
     display = open_display(Watch(view="auto", stream=io.StringIO()), [])
     try:

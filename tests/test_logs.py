@@ -6,7 +6,7 @@ import csv
 import pytest
 import torch
 
-from ensemble.job.logs import RunLogs, event_files, progress_text, read_progress
+from ensemble.observers.logs import RunLogs, event_files, progress_text, read_progress
 from ensemble.storage import Mirror
 from tests.boards import scalars
 from tests.stores import RecordingFilesystem

@@ -6,13 +6,13 @@ import time
 
 from rich.console import Console
 
-from ensemble.job.progress import (
+from ensemble.console import aligned
+from ensemble.observers.progress import (
     Board,
     Entry,
     LineView,
     QuietView,
     Watch,
-    aligned,
     epoch_line,
     eta_seconds,
     expected_epochs,
@@ -173,7 +173,7 @@ def test_summary_tables_align_in_the_console_and_stay_markdown():
 
 
 def test_the_status_says_starting_while_actors_start_and_waiting_only_when_slots_are_full():
-    from ensemble.job.progress import waiting_text
+    from ensemble.observers.progress import waiting_text
     assert waiting_text("members", {"queued": 3, "running": 0}, False) == "; starting the member actors"
     assert waiting_text("baseline", {"queued": 1, "running": 0}, False) == "; starting the baseline"
     assert waiting_text("members", {"queued": 3, "running": 2}, False) == "; 3 waiting for free CPUs"

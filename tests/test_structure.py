@@ -17,13 +17,13 @@ MAX_FUNCTION_LINES = 60
 # `__init__` is the public API (`import ensemble`), so nothing inside the package imports it.
 FLOORS = [
     {"config", "storage", "errors", "shadowing"},  # settings, output URIs, how a run ends early, shadowed packages
-    {"data", "builders", "report"},          # the data, config -> worker-side objects, report.json
+    {"data", "builders", "report", "observers"},  # the data, config -> worker-side objects, report.json, observers
     {"runs"},                                # a run directory opened, read back and scored
     {"scheduling"},                          # the only Ray scheduling code: actors, session, placement
     {"result", "serving"},                   # RunResult / load(), `ensemble serve`
     {"job"},                                 # the main job: driver, progress, logs, failures
     {"analysis", "estimator", "sweeps"},     # select, curves, repeats; the scikit-learn estimator; sweeps
-    {"cli", "__main__", "__init__", "bench"},  # the command line, the public API, `ensemble bench` (runs it)
+    {"cli", "__main__", "__init__", "bench", "console"},  # the command line (and what it prints), the API, bench
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 

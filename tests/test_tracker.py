@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ensemble.config import build_config
-from ensemble.job.tracking import NoTracker, chained, epoch_metrics, flat_params, open_tracker, tracked
+from ensemble.observers.tracking import NoTracker, chained, epoch_metrics, flat_params, open_tracker, tracked
 from tests.ports import free_ports
 from workers.errors import InputError
 from workers.events import Done, EpochEnded, Lost, Started
@@ -184,7 +184,7 @@ def test_ensemble_run_tracker_mlflow_works_with_no_settings(tmp_path, no_mlflow_
 
 
 def test_params_name_only_what_ran():
-    from ensemble.job.tracking import params_that_ran
+    from ensemble.observers.tracking import params_that_ran
     custom = build_config({}, ["model.autoencoder=tests.tiny:TinyAE", "eager.rule=fixed", "eager.epoch=2"])
     params = flat_params(params_that_ran(custom))
     assert params["eager.epoch"] == "2" and params["model.autoencoder"] == "tests.tiny:TinyAE"

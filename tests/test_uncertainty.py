@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 import ensemble
 from ensemble.analysis.curves import accuracy_vs_time, verdicts_side_by_side
 from ensemble.config import build_config
-from ensemble.job.progress import aligned
+from ensemble.console import aligned
 from ensemble.report import BaselineReport, EnsembleReport, RunReport, summary_table
 from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_bars, draw_accuracy_panel, legend_labels, plain_ticks

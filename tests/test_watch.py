@@ -16,7 +16,7 @@ import pytest
 
 import ensemble
 from ensemble.config import build_config
-from ensemble.job.progress import Watch
+from ensemble.observers.progress import Watch
 from tests.boards import scalars
 from tests.tiny import TINY
 from workers.events import EpochEnded

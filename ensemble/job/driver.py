@@ -36,18 +36,16 @@ from ensemble.config import ARRAYS, EnsembleConfig, as_built, recorded_config, r
 from ensemble.data import Splits, load_splits
 from ensemble.data.records import save_splits
 from ensemble.job.failures import diverged
-from ensemble.job.logs import RunLogs, event_files
-from ensemble.job.metrics import RunMetrics
-from ensemble.job.progress import Entry, Watch, open_display, progress_watch
-from ensemble.job.tracking import chained, open_tracker, tracked
+from ensemble.observers.logs import RunLogs, event_files
+from ensemble.observers.metrics import RunMetrics
+from ensemble.observers.progress import Entry, Watch, open_display, progress_watch
+from ensemble.observers.tracking import chained, open_tracker, tracked
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport, RunReport
 from ensemble.report.entries import (
     CombinerScore,
-    MemberRecord,
     baseline_report,
     dataset_report,
     ensemble_report,
-    member_report,
     with_diversity,
 )
 from ensemble.report.files import write_report_files
@@ -68,6 +66,7 @@ from ensemble.runs.runlock import run_lock
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.placement import Share, baseline_share, heads_in_actors, parallel_slots
 from ensemble.scheduling.pool import MemberPool, too_few_members
+from ensemble.scheduling.records import MemberRecord, member_report
 from ensemble.scheduling.session import Session, alive_node_resources, cluster_autoscaler, ray_session, share_data
 from ensemble.scheduling.shipping import check_code_ships
 from ensemble.storage import Mirror, is_uri, occupied, open_mirror
@@ -159,7 +158,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
         or a file), table, lines, or quiet (nothing until the result; warnings still reach the
         `ensemble` logger). None: auto, or quiet when `on_event` is given.
     tracker : "mlflow" or tracker object, default=None
-        Log the run to an experiment tracker as it trains (see `ensemble.job.tracking`): one
+        Log the run to an experiment tracker as it trains (see `ensemble.observers.tracking`): one
         MLflow run with a nested run per member and the baseline.
     trust_code : bool, default=False
         Whether a resumed run may import the module its config.json names as `model.autoencoder`

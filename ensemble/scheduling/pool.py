@@ -28,9 +28,9 @@ import numpy as np
 import ray
 
 from ensemble.errors import MemberFailed
-from ensemble.report.entries import MemberRecord
 from ensemble.scheduling import warm_actors
 from ensemble.scheduling.placement import Share, lent_threads
+from ensemble.scheduling.records import MemberRecord
 from ensemble.scheduling.session import driver_node_id, worker_log_tail
 from workers.actor import MemberActor, MemberSpec
 from workers.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_latest_valid, sweep_temporaries
