@@ -10,10 +10,21 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 ALPHA = 0.05            # every test here decides at the 5% level
 CONFIDENCE = 0.95       # and every interval is a 95% one
+
+
+def _binomtest(*args, **kwargs):
+    # scipy.stats is imported on first use, not with the module: it would cost every `ensemble`
+    # process (an exit-2 error included) its import time
+    from scipy.stats import binomtest
+    return binomtest(*args, **kwargs)
+
+
+def _ttest_1samp(*args, **kwargs):
+    from scipy.stats import ttest_1samp
+    return ttest_1samp(*args, **kwargs)
 
 
 def chance_accuracy(labels: ArrayLike) -> float:
@@ -24,7 +35,7 @@ def chance_accuracy(labels: ArrayLike) -> float:
 
 def above_chance_p(correct: int, n: int, chance: float) -> float:
     """One-sided exact binomial p-value for 'accuracy > chance'."""
-    return float(stats.binomtest(int(correct), int(n), chance, alternative="greater").pvalue)
+    return float(_binomtest(int(correct), int(n), chance, alternative="greater").pvalue)
 
 
 def mcnemar_exact_p(ensemble_only: int, baseline_only: int) -> float:
@@ -32,12 +43,12 @@ def mcnemar_exact_p(ensemble_only: int, baseline_only: int) -> float:
     discordant = ensemble_only + baseline_only
     if discordant == 0:
         return 1.0  # no image tells the two apart: no evidence either way
-    return float(stats.binomtest(ensemble_only, discordant, 0.5).pvalue)
+    return float(_binomtest(ensemble_only, discordant, 0.5).pvalue)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson's score interval for one proportion (no continuity correction), as scipy computes it."""
-    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
+    interval = _binomtest(int(successes), int(n)).proportion_ci(confidence, method="wilson")
     return float(interval.low), float(interval.high)
 
 
@@ -79,7 +90,7 @@ def mean_test(values: Sequence[float]) -> tuple[float, tuple[float, float] | Non
     mean = float(array.mean())
     if array.size < 2 or np.all(array == array[0]):
         return mean, None, None
-    result = stats.ttest_1samp(array, 0.0)
+    result = _ttest_1samp(array, 0.0)
     interval = result.confidence_interval(CONFIDENCE)
     return mean, (float(interval.low), float(interval.high)), float(result.pvalue)
 
@@ -90,7 +101,7 @@ def sign_test(values: Sequence[float]) -> tuple[int, int, float]:
     negatives = sum(1 for v in values if v < 0)
     if positives + negatives == 0:
         return 0, 0, 1.0
-    return positives, negatives, float(stats.binomtest(positives, positives + negatives, 0.5).pvalue)
+    return positives, negatives, float(_binomtest(positives, positives + negatives, 0.5).pvalue)
 
 
 def format_p(p: float) -> str:
