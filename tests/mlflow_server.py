@@ -1,11 +1,12 @@
 """A real MLflow tracking server on 127.0.0.1 for tests: `mlflow server` from the full `mlflow` package
 (the server, SQLAlchemy, the UI), which the `mlflow` extra does not install, so it lives in a virtual
 environment of its own: .venv-mlflow-server/ in the checkout (git ignores it). `.ci/run` creates it
-before the tests and keeps it between runs; a test that finds none creates it the same way, and is
+beside the tests and keeps it between runs; a test that finds none creates it the same way, and is
 skipped, saying why, only when the package cannot be installed here."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -31,13 +32,19 @@ def mlflow_command() -> Path:
     if given:
         return Path(given)
     command = SERVER_VENV / "bin" / "mlflow"
-    if not command.exists():
-        made = subprocess.run(f"{sys.executable} -m venv {SERVER_VENV} && {SERVER_VENV}/bin/pip install -q mlflow",
-                              shell=True, capture_output=True, text=True, timeout=1200)
-        if made.returncode != 0 or not command.exists():
-            pytest.skip(f"the full mlflow package could not be installed into {SERVER_VENV} for the tracking server: "
-                        f"{made.stderr.strip()[-500:]}")
+    with open(f"{SERVER_VENV}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # `.ci/run` builds it in the background while holding this lock
+        if not command.exists():
+            _create(command)
     return command
+
+
+def _create(command: Path) -> None:
+    made = subprocess.run(f"{sys.executable} -m venv {SERVER_VENV} && {SERVER_VENV}/bin/pip install -q mlflow",
+                          shell=True, capture_output=True, text=True, timeout=1200)
+    if made.returncode != 0 or not command.exists():
+        pytest.skip(f"the full mlflow package could not be installed into {SERVER_VENV} for the tracking server: "
+                    f"{made.stderr.strip()[-500:]}")
 
 
 @contextmanager
