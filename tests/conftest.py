@@ -45,6 +45,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.path)))
+    items[:] = longest_groups_first(items)
     unmarked = [item.nodeid for item in items
                 if "ray_instance" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
     if unmarked:
@@ -55,6 +56,25 @@ def pytest_collection_modifyitems(config, items):
         if not torch.cuda.is_available():
             for item in gpu:
                 item.add_marker(pytest.mark.skip(reason="needs CUDA (benchmarks/device_check.sh runs it on a GPU)"))
+
+
+SLOW_TEST_S, FAST_TEST_S = 15.0, 0.3  # rough costs of a test that starts Ray and of one that does not
+
+
+def longest_groups_first(items: list) -> list:
+    """The tests reordered so that the groups expected to take longest start first (each group's tests
+    stay together and in file order): xdist hands the groups out in this order (`--no-loadscope-reorder`
+    in addopts; its own order puts groups with many tests first, which left a few long files to run
+    alone at the end)."""
+    def group(item) -> str:
+        return item.get_closest_marker("xdist_group").args[0]
+    cost: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        key = group(item)
+        cost[key] = cost.get(key, 0.0) + (SLOW_TEST_S if item.get_closest_marker("slow") else FAST_TEST_S)
+        first.setdefault(key, index)
+    return sorted(items, key=lambda item: (-cost[group(item)], first[group(item)]))
 
 
 @pytest.fixture(autouse=True)
