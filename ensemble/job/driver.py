@@ -12,7 +12,7 @@ publishes the steps' events to the observers (`watching`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from ensemble.builders import Autoencoders
 from ensemble.config import EnsembleConfig, resolve
@@ -35,7 +35,7 @@ from workers.models import AutoencoderFactory
 
 def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = None,
         dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
-        watch: Optional[Watch] = None, unlabelled=None, progress: Optional[str] = None,
+        watch: Optional[Watch] = None, unlabelled=None, progress: Union[str, Watch, None] = None,
         tracker=None, trust_code: bool = False, baseline_autoencoder: Optional[AutoencoderFactory] = None,
         **keys) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
@@ -55,20 +55,22 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
         A Dataset of (image, label), or a pair of tensors/arrays; None: `config.data`.
     on_event : callable, default=None
         Called with every typed event (`workers.events`) as it happens, on the driver, in order;
-        it replaces the progress display unless `progress` or `watch` asks for one too.
+        it replaces the progress display unless `progress` asks for one too.
     resume : bool, default=False
         Continue the interrupted run in output/name (see `ensemble.config.resume_config`):
         finished members are not retrained, unfinished ones continue from their newest valid
         checkpoint.
     watch : Watch, default=None
-        The progress display, Ray's logs and dashboard (`progress.Watch`); it wins over `progress`.
+        Deprecated: pass the Watch as `progress` (a DeprecationWarning says so). Still honoured, and
+        it wins over `progress`.
     unlabelled : array or tensor of images, default=None
         Images without labels (N x H x W, N x C x H x W or N x H x W x C, as the labelled ones):
         they join the autoencoders' training images only, never the combiner's or validation.
-    progress : {"auto", "table", "lines", "quiet"}, default=None
-        The progress display: auto (a live table on a terminal, epoch lines in a notebook, a log
-        or a file), table, lines, or quiet (nothing until the result; warnings still reach the
-        `ensemble` logger). None: auto, or quiet when `on_event` is given.
+    progress : {"auto", "table", "lines", "quiet"} or Watch, default=None
+        The progress display: auto (a table redrawn in place on a terminal, epoch lines in a
+        notebook, a log or a file), table, lines, or quiet (nothing until the result; warnings
+        still reach the `ensemble` logger); or an `ensemble.Watch` for Ray's logs, the dashboard or
+        another stream as well. None: auto, or quiet when `on_event` is given.
     tracker : "mlflow" or tracker object, default=None
         Log the run to an experiment tracker as it trains (see `ensemble.observers.tracking`): one
         MLflow run with a nested run per member and the baseline.
@@ -104,8 +106,9 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
     >>> cfg = ensemble.EnsembleConfig(members=3)
     >>> result = ensemble.run(cfg)                                              # doctest: +SKIP
     >>> print(result.report.verdict)                                            # doctest: +SKIP
+    >>> result = ensemble.run(cfg, progress="lines")  # epoch lines even on a terminal  # doctest: +SKIP
     """
-    watch = watch or progress_watch(progress, quiet_by_default=on_event is not None)  # bad names fail first
+    watch = progress_watch(progress, quiet_by_default=on_event is not None, watch=watch)  # bad names fail first
     tracker = open_tracker(tracker)
     resolved = resolve(config, keys=keys, resume=resume, dataset_given=dataset is not None)
     plan = prepare.run(resolved.config, autoencoder, dataset, resolved.resume, unlabelled, trust_code,
