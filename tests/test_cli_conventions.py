@@ -203,3 +203,12 @@ def test_run_refuses_a_bad_progress_or_tracker_before_loading_anything(kwargs, m
     config = ensemble.EnsembleConfig(output=str(tmp_path), data={"name": "npz", "root": str(tmp_path / "none.npz")})
     with pytest.raises(InputError, match=message):  # not the missing data file: these are checked first
         ensemble.run(config, **kwargs)
+
+
+def test_run_with_watch_warns_at_the_callers_line_before_loading_anything(tmp_path, ray_must_not_start):
+    import ensemble
+    config = ensemble.EnsembleConfig(output=str(tmp_path), data={"name": "npz", "root": str(tmp_path / "none.npz")})
+    with pytest.warns(DeprecationWarning, match="pass the Watch as progress=") as caught:
+        with pytest.raises(InputError, match="tracker='wandb' is not a tracker"):
+            ensemble.run(config, watch=Watch(view="quiet"), tracker="wandb")
+    assert caught[0].filename == __file__  # the warning names the caller's line, not the library's
