@@ -35,13 +35,12 @@ from classifier.features import member_widths, stack_features
 SMALL_FIT_TOL, LARGE_FIT_TOL = 1e-4, 1e-3  # lbfgs tolerances: `lbfgs_tolerance`
 LARGE_FIT_ROWS = 40_000
 SCALER_COLUMNS = 128  # columns a scaler fits at a time: a float64 copy of 128 columns, not of a member's 784
-MLP_HIDDEN_UNITS = 64  # as accurate as 128 on 5 x 784 features (0.960 vs 0.959), and faster
+MLP_HIDDEN_UNITS = 64  # as accurate as 128 hidden units on five members' features, and faster (performance log)
 
 # float32 features (what classifier.features returns) stay float32 instead of being upcast, and
-# other non-float input becomes float32: the stack head sees every member's columns (5 x 784 on
-# MNIST-like data), and lbfgs on float32 takes half the memory and about two thirds of the time
-# of float64 (1.2 s vs 1.8 s) for the same test accuracy (benchmarks/combiner_fit.py features).
-# float64 input stays float64.
+# other non-float input becomes float32: the stack head sees every member's columns, and lbfgs on
+# float32 takes half the memory and less time than on float64 for the same test accuracy
+# (docs/performance.md#figures-behind-design-choices). float64 input stays float64.
 FEATURE_DTYPES = (np.float32, np.float64)
 
 
@@ -200,8 +199,8 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
     def _head(self, rows: int):
         if self.head == "logistic":
             # lbfgs on standardised features converges in a few dozen iterations even with
-            # thousands of columns (16 at C=1 on 5 x 784); max_iter only caps pathological data.
-            # tol=1e-6 took 145 iterations, 10x the time, for +0.005 accuracy; the tolerance by rows:
+            # thousands of columns; max_iter only caps pathological data. A tighter tol cost many
+            # times the iterations for a negligible gain in accuracy; the tolerance by rows:
             self.tol_: Optional[float] = lbfgs_tolerance(rows)  # None: the mlp head has no tolerance of ours
             return LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol_)
         self.tol_ = None
@@ -237,7 +236,7 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
     def _checked_features(self, X) -> np.ndarray:
         check_is_fitted(self)
         # Our own message for the likeliest mistake: encoders that are not the ones fitted on.
-        # (an array's own shape when it has one: a second full check costs a served request 0.06-0.08 ms)
+        # (an array's own shape when it has one: a second full check is paid again by every served request)
         columns = X.shape[1] if isinstance(X, np.ndarray) and X.ndim == 2 else \
             check_array(X, dtype=None, ensure_all_finite=False).shape[1]
         if columns != self.n_features_in_:
@@ -252,11 +251,10 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
 def lbfgs_tolerance(rows: int) -> float:
     """The logistic head's lbfgs tolerance for `rows` training rows: scikit-learn's 1e-4 below
     `LARGE_FIT_ROWS`, 1e-3 from there. With C fixed the penalty weighs less per row as rows grow, so
-    lbfgs needs more iterations (27 at 3,000 rows, 66 at 48,000) on a matrix too large for the cache;
-    at 48,000 rows x 1,568 columns 1e-3 stopped at 29 iterations, 1.66x sooner, at the same test
-    accuracy within its Wilson interval (0.970 against 0.966; SGD took 4x longer). At 12,000 rows it
-    was 1.9x sooner but 1.0 point less accurate (0.957 against 0.967, still within the interval), so
-    only the large regime loosens (docs/performance.md, 2026-12-06); the default run fits as before."""
+    lbfgs needs more iterations on a matrix too large for the cache; at large fits 1e-3 stops much
+    sooner at the same test accuracy within its Wilson interval, while at medium ones it cost a
+    point of accuracy, so only the large regime loosens (the figures: docs/performance.md, "the heads'
+    fit and the driver's memory against data size"); the default run fits as before."""
     return LARGE_FIT_TOL if rows >= LARGE_FIT_ROWS else SMALL_FIT_TOL
 
 
@@ -265,7 +263,7 @@ def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
 
     A column's mean and variance depend on that column alone, so the statistics are bitwise those of
     one fit on the whole matrix; but scikit-learn computes them on a float64 copy of what it is given,
-    and one block's small copy (3,000 x 784) is reused where the whole matrix's is a fresh allocation
+    and one block's small copy is reused where the whole matrix's is a fresh allocation
     that grows with N (measured with `benchmarks/fit_scaling.py --scaler-only`:
     docs/performance.md#figures-behind-design-choices)."""
     return merged_scaler([StandardScaler().fit(chunk) for block in column_blocks(X, widths)
@@ -275,7 +273,7 @@ def block_scaler(X: np.ndarray, widths: Sequence[int]) -> StandardScaler:
 def column_chunks(block: np.ndarray, most: Optional[int] = None) -> list[np.ndarray]:
     """Views of `block`'s columns, at most `most` (default `SCALER_COLUMNS`) at a time. StandardScaler
     computes a block's statistics on a float64 copy of it, so a member's whole block made a transient
-    copy twice the size of its features (287 MiB at 48,000 rows of 784 features), two at once when fits
+    copy twice the size of its features (docs/performance.md), two at once when fits
     run side by side; a column's statistics depend on that column alone, so chunks give the same
     numbers, bitwise, except for a chunk of a single column (numpy then sums it pairwise, not row by row,
     which moves the variance's last bits), so a lone last column joins the chunk before it."""

@@ -316,7 +316,7 @@ def command_run(args: argparse.Namespace) -> int:
         return _run_repeats(config, args.repeats, watch, args.tracker)
     from ensemble.job.driver import run
     from ensemble.report import summary_table
-    result = run(config, resume=resume, watch=watch, tracker=args.tracker, trust_code=args.trust_code)
+    result = run(config, resume=resume, progress=watch, tracker=args.tracker, trust_code=args.trust_code)
     print()
     print(aligned(summary_table(result.report)))
     print(f"\nRun directory: {result.stored_at or result.run_dir}"
@@ -336,7 +336,7 @@ def supervise_run(args: argparse.Namespace) -> int:
 
 def _run_repeats(config, repeats: int, watch, tracker=None) -> int:
     from ensemble.analysis.repeats import run_repeats
-    done = run_repeats(config, repeats, watch=watch, tracker=tracker)
+    done = run_repeats(config, repeats, progress=watch, tracker=tracker)
     print()
     print(done.summary.table())
     print(f"\nRun directories: {', '.join(str(r.run_dir) for r in done.results)}\nSummary: {done.summary_dir}")

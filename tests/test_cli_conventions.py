@@ -157,19 +157,33 @@ def test_the_command_line_shows_the_library_log_once(capsys):
 
 
 def test_progress_names_map_onto_the_views():
-    assert progress_watch("table", False) == Watch(view="live")
+    assert progress_watch("table", False) == Watch(view="table")
     assert progress_watch("lines", False).view == "lines" and progress_watch(None, True).view == "quiet"
     assert progress_watch(None, False).view == "auto"
     with pytest.raises(InputError, match=r"progress='loud' is not a view; allowed: 'auto', 'table', 'lines', 'quiet'"):
         progress_watch("loud", False)
-    assert choose_view("auto", is_terminal=True, is_jupyter=False) == "live"
+    assert choose_view("auto", is_terminal=True, is_jupyter=False) == "table"
     assert choose_view("auto", is_terminal=False, is_jupyter=False) == "lines"
     assert choose_view("auto", is_terminal=True, is_jupyter=True) == "lines"  # a notebook cell cannot redraw
-    assert choose_view("live", is_terminal=True, is_jupyter=True) == "lines"
+    assert choose_view("table", is_terminal=True, is_jupyter=True) == "lines"
     assert choose_view("quiet", is_terminal=True, is_jupyter=False) == "quiet"
 
 
-def test_a_notebook_gets_epoch_lines_not_a_live_table(monkeypatch):
+def test_progress_takes_a_watch_and_watch_is_its_deprecated_old_name():
+    mine = Watch(view="lines", verbose=True, stream=io.StringIO())
+    assert progress_watch(mine, quiet_by_default=True) is mine  # a Watch passes as given, on_event or not
+    with pytest.warns(DeprecationWarning, match=r"run\(watch=\.\.\.\) is deprecated: pass the Watch as progress="):
+        assert progress_watch("quiet", False, watch=mine) is mine  # the old keyword still wins
+
+
+def test_the_table_view_keeps_its_old_name_live_and_refuses_unknown_views():
+    assert Watch(view="live") == Watch(view="table") and Watch(view="live").view == "table"
+    assert progress_watch("live", False).view == "table"
+    with pytest.raises(InputError, match=r"Watch.view='tabel' is not a view; allowed: 'auto', 'table'"):
+        Watch(view="tabel")
+
+
+def test_a_notebook_gets_epoch_lines_not_a_table(monkeypatch):
     import rich.console
 
     from ensemble.observers.progress import LineView, open_display
@@ -189,3 +203,12 @@ def test_run_refuses_a_bad_progress_or_tracker_before_loading_anything(kwargs, m
     config = ensemble.EnsembleConfig(output=str(tmp_path), data={"name": "npz", "root": str(tmp_path / "none.npz")})
     with pytest.raises(InputError, match=message):  # not the missing data file: these are checked first
         ensemble.run(config, **kwargs)
+
+
+def test_run_with_watch_warns_at_the_callers_line_before_loading_anything(tmp_path, ray_must_not_start):
+    import ensemble
+    config = ensemble.EnsembleConfig(output=str(tmp_path), data={"name": "npz", "root": str(tmp_path / "none.npz")})
+    with pytest.warns(DeprecationWarning, match="pass the Watch as progress=") as caught:
+        with pytest.raises(InputError, match="tracker='wandb' is not a tracker"):
+            ensemble.run(config, watch=Watch(view="quiet"), tracker="wandb")
+    assert caught[0].filename == __file__  # the warning names the caller's line, not the library's

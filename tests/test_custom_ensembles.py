@@ -22,7 +22,7 @@ from ensemble.builders import baseline_factory, member_factories, member_model, 
 from ensemble.config import EnsembleConfig, build_config, recorded_config, resolve
 from ensemble.data import load_splits
 from ensemble.data.records import read_splits, save_splits
-from ensemble.job.driver import prepare
+from ensemble.job import prepare
 from ensemble.report.diversity import disagreement_matrix, diversity, mean_disagreement
 from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
@@ -71,7 +71,7 @@ def digits_arrays():
 def planned(config: EnsembleConfig, autoencoder=None, dataset=None, resume: bool = False, **keys):
     """The driver's first step on `config` resolved as `ensemble.run` resolves it (named, data recorded)."""
     resolved = resolve(config, resume=resume, dataset_given=dataset is not None)
-    return prepare(resolved.config, autoencoder, dataset, resolved.resume, **keys)
+    return prepare.run(resolved.config, autoencoder, dataset, resolved.resume, **keys)
 
 
 def tiny(tmp_path, *sets) -> EnsembleConfig:

@@ -116,12 +116,12 @@ def test_folder_unlabelled_subfolder_is_not_a_class(tmp_path):
 
 
 def test_prepare_rejects_bad_labels_before_ray_starts(tmp_path, ray_must_not_start):
-    from ensemble.job.driver import prepare
+    from ensemble.job import prepare
     config = build_config({}, ["data.name=digits", "data.labels_per_class=500", f"output={tmp_path}"])
     with pytest.raises(InputError, match="labels_per_class=500"):
-        prepare(config, None, None, resume=False)
+        prepare.run(config, None, None, resume=False)
     with pytest.raises(InputError, match="unlabelled images are 1 x 5 x 5"):
-        prepare(build_config({}, ["data.name=digits", f"output={tmp_path}"]), None, None, False, _images(3, (5, 5)))
+        prepare.run(build_config({}, ["data.name=digits", f"output={tmp_path}"]), None, None, False, _images(3, (5, 5)))
     assert not list(tmp_path.iterdir())
 
 

@@ -1,4 +1,4 @@
-"""What a run prints: the live table, the epoch lines and heartbeat, and their decisions (no Ray)."""
+"""What a run prints: the table, the epoch lines and heartbeat, and their decisions (no Ray)."""
 
 import io
 import re
@@ -17,8 +17,8 @@ from ensemble.observers.progress import (
     eta_seconds,
     expected_epochs,
     heartbeat_due,
-    live_table,
     open_display,
+    progress_table,
     status_line,
 )
 from workers.events import Done, EpochEnded, Lost, Restarted, Started
@@ -115,7 +115,7 @@ def test_the_live_view_is_one_table_that_collapses_finished_and_queued_members()
     for event in default_like_run()[:14]:  # member_00 and member_01 done, two more training
         board.apply(event)
     out = io.StringIO()
-    Console(file=out, width=120, force_terminal=False).print(live_table(board, T0 + 9.0))
+    Console(file=out, width=120, force_terminal=False).print(progress_table(board, T0 + 9.0))
     text = out.getvalue()
     assert text.count("member ") == 1 and "ETA" in text and "epoch s" in text  # one table, one header
     rows = [line for line in text.splitlines() if re.match(r"\s*member_0\d\s+running", line)]
@@ -127,7 +127,7 @@ def test_the_live_view_is_one_table_that_collapses_finished_and_queued_members()
     for event in default_like_run()[14:]:
         board.apply(event)
     out = io.StringIO()
-    Console(file=out, width=120).print(live_table(board, T0 + 60.0))
+    Console(file=out, width=120).print(progress_table(board, T0 + 60.0))
     assert out.getvalue().splitlines() == [
         "baseline: 0 running, 0 queued, 6 done, 0 lost; elapsed 1m00s; ETA -",
         "finished (6): member_00 done@4, member_01 done@4, member_02 done@5, member_03 done@5, member_04 done@4, "

@@ -21,7 +21,7 @@ FLOORS = [
     {"runs"},                                # a run directory opened, read back and scored
     {"scheduling"},                          # the only Ray scheduling code: actors, session, placement
     {"result", "serving"},                   # RunResult / load(), `ensemble serve`
-    {"job"},                                 # the main job: driver, progress, logs, failures
+    {"job"},                                 # the main job: its five steps, the driver that orders them, failures
     {"analysis", "estimator", "sweeps"},     # select, curves, repeats; the scikit-learn estimator; sweeps
     {"cli", "__main__", "__init__", "bench", "console"},  # the command line (and what it prints), the API, bench
 ]

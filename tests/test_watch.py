@@ -61,7 +61,7 @@ def five_members(ray_instance, tmp_path_factory):
         namespace["TrackerForwarder"](tracker)(event)
     output = tmp_path_factory.mktemp("watch")
     result = ensemble.run(build_config({}, FIVE + [f"output={output}", "name=five"]), on_event=on_event,
-                          watch=Watch(view="lines", stream=out))
+                          progress=Watch(view="lines", stream=out))
     return result, events, tracker, out.getvalue()
 
 

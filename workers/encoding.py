@@ -107,7 +107,7 @@ def encode(encoder: nn.Module, images: torch.Tensor, batch_size: int = 500) -> n
     layout = as_layout_of(encoder)  # each batch laid out as the weights are
     was_training = encoder.training
     # dropout off, batch norm on its running statistics; an encoder already wholly in eval mode (a frozen
-    # one) is left alone: eval() and train() walk every submodule, 1-2 ms per served request for five
+    # one) is left alone: eval() and train() walk every submodule, a served request's largest cost for five
     switch = any(module.training for module in encoder.modules())
     if switch:
         encoder.eval()

@@ -40,8 +40,9 @@ from workers.training import (
 )
 
 # `resources.members_per_actor: auto` per device kind, from benchmarks/packed_members.py.
-# cpu: packing 5 default members was 2.3x slower per epoch than training them one after another
-# (grouped convolutions with few channels per group are slow CPU kernels), so members stay unpacked.
+# cpu: packed members were slower per epoch than the same members one after another (grouped
+# convolutions with few channels per group are slow CPU kernels; docs/performance.md, "Packed
+# members on a CPU"), so members stay unpacked.
 # cuda: 1 until that benchmark has run on a GPU; its figures decide this number.
 PACK_SIZE_BY_DEVICE = {"cpu": 1, "cuda": 1}
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ensemble.builders import run_name
 from ensemble.config import EnsembleConfig, default_run_name
 from ensemble.job.driver import run
+from ensemble.observers.progress import progress_watch
 from ensemble.report import RunReport
 from ensemble.report.comparison import RepeatsComparison, compare_repeats
 from ensemble.report.plots import repeats_plot
@@ -146,8 +147,9 @@ class RepeatsResult:
 
 def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[AutoencoderFactory] = None,
                 dataset=None, on_event: Optional[Callable[[Event], None]] = None, watch=None,
-                tracker=None) -> RepeatsResult:
-    """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them."""
+                tracker=None, progress=None) -> RepeatsResult:
+    """Run `repeats` runs with consecutive seeds on one Ray session, then summarise them. `progress`
+    is each run's display, as `ensemble.run` takes it (`watch`: its deprecated old name)."""
     if repeats < 1:
         raise InputError(f"--repeats must be at least 1, not {repeats}.")
     if config.data.test_size == 0:
@@ -160,8 +162,9 @@ def run_repeats(config: EnsembleConfig, repeats: int, autoencoder: Optional[Auto
     if taken:  # checked for all before the first run starts, not when the third one would fail
         raise InputError(f"run directories already exist and are not empty: {', '.join(taken)}; choose another "
                          "--name (or --output). Nothing was changed.")
-    with ray_session(log_to_driver=bool(watch and watch.verbose), dashboard=bool(watch and watch.dashboard)):
-        results = [run(c, autoencoder, dataset, on_event, watch=watch, tracker=tracker)  # one Ray start for all
+    shown = progress_watch(progress, on_event is not None, watch)
+    with ray_session(log_to_driver=shown.verbose, dashboard=shown.dashboard):
+        results = [run(c, autoencoder, dataset, on_event, progress=shown, tracker=tracker)  # one Ray start for all
                    for c in configs]
     summary = summarize(base_name, [r.report for r in results], [c.seed for c in configs])
     _write(summary, summary_dir)

@@ -295,7 +295,7 @@ class ResourcesConfig(Section):
     members_per_actor: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
         1, description="members an actor trains as one batched computation (stacked parameters, torch.func): "
                        "1 trains each alone; auto: what was measured for the device (1 on CPUs, where packing "
-                       "was 2.3x slower; 1 on GPUs until a GPU measurement says otherwise)")
+                       "was slower; 1 on GPUs until a GPU measurement says otherwise)")
 
 
 NAME_MAX_BYTES = 255  # the longest file name ext4, XFS, APFS and NTFS take (bytes of UTF-8)

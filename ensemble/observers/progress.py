@@ -1,6 +1,6 @@
 """What a run shows while it trains: output that grows with the work, not with members x events.
 
-- On a terminal (`view="live"`): one table redrawn in place (rich): a row per member in training
+- On a terminal (`view="table"`): one table redrawn in place (rich): a row per member in training
   (state, epoch k/max, last train/val loss, the relative gain the eager rule sees, epoch
   seconds, elapsed, ETA); finished and queued members collapse to one line each.
 - Anywhere else (`view="lines"`: `ray job logs`, CI, a file): one line per finished epoch with
@@ -11,7 +11,7 @@
 
 `Board` is the state behind every view, updated from the typed events (`workers.events`); the
 decisions (`eta_seconds`, `heartbeat_due`, `epoch_line`) are pure functions with their own tests.
-The three views (`LiveView`, `LineView`, `QuietView`, chosen by `open_display`) come last: each is
+The three views (`TableView`, `LineView`, `QuietView`, chosen by `open_display`) come last: each is
 an event handler with `notice(text)` for the rare line that must always show, and `close()`.
 """
 
@@ -20,25 +20,32 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, TextIO
+from typing import Optional, Sequence, TextIO, Union
 
+from workers.errors import InputError
 from workers.events import Done, EpochEnded, Event, Lost, Restarted, Started
 from workers.stopping import relative_improvement
 
 WIDTH = 120  # no line of the non-terminal output is longer
 FINISHED = ("done", "diverged", "lost")
+VIEWS = ("auto", "table", "lines", "quiet")  # `Watch.view` and `ensemble.run(progress=...)`: the views' names
+VIEW_ALIASES = {"live": "table"}  # the name `Watch` once gave the table, still accepted
 
 
 @dataclass(frozen=True)
 class Watch:
     """How a run shows itself (`ensemble run --quiet/--verbose/--dashboard`; `ensemble.run(progress=...)`).
 
+    `ensemble.run(progress="lines")` builds one from the view's name; pass a Watch as `progress=` for
+    the rest (Ray's logs, the dashboard, another stream).
+
     Parameters
     ----------
-    view : str
-        `auto` (the live table on a terminal, epoch lines elsewhere), `live` (alias `table`),
-        `lines` or `quiet`.
+    view : {"auto", "table", "lines", "quiet"}
+        `auto` (the table on a terminal, epoch lines elsewhere), `table`, `lines` or `quiet`. The
+        table's old name `live` is accepted and becomes `table`; any other name is an InputError.
     verbose : bool
         Ray's own logs (every actor's output) reach the console.
     dashboard : bool
@@ -55,38 +62,52 @@ class Watch:
     >>> watch = ensemble.Watch(view="lines", stream=io.StringIO())
     >>> watch.view, watch.heartbeat_seconds
     ('lines', 30.0)
-    >>> # ensemble.run(cfg, watch=watch) then writes one line per finished epoch to the stream
+    >>> ensemble.Watch(view="live").view   # the table's old name
+    'table'
+    >>> # ensemble.run(cfg, progress=watch) then writes one line per finished epoch to the stream
     """
-    view: str = "auto"               # auto: live on a terminal, lines elsewhere; or live (alias table), lines, quiet
+    view: str = "auto"               # auto: the table on a terminal, lines elsewhere; or table, lines, quiet
     verbose: bool = False            # Ray's own logs (every actor's output) reach the console
     dashboard: bool = False          # start Ray's dashboard on 127.0.0.1 and print its URL
     heartbeat_seconds: float = 30.0
     stream: Optional[TextIO] = None  # default: sys.stdout
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "view", view_name(self.view, "Watch.view"))
 
-PROGRESS = ("auto", "table", "lines", "quiet")  # ensemble.run(progress=...): the views by their public names
+
+def view_name(view: str, keyword: str) -> str:
+    """A view's name as the views know it: an old alias becomes the name, an unknown one an InputError."""
+    view = VIEW_ALIASES.get(view, view)
+    if view not in VIEWS:
+        raise InputError(f"{keyword}={view!r} is not a view; allowed: {', '.join(map(repr, VIEWS))}.")
+    return view
 
 
-def progress_watch(progress: Optional[str], quiet_by_default: bool) -> Watch:
-    """The Watch for `ensemble.run(progress=...)`: auto (the live table on a terminal, epoch lines in
-    a notebook, a log or a file), table, lines or quiet. None: auto, or quiet when the caller gave
-    its own `on_event` (it shows progress itself)."""
+def progress_watch(progress: Union[str, Watch, None], quiet_by_default: bool, watch: Optional[Watch] = None) -> Watch:
+    """The Watch for `ensemble.run(progress=...)`: a Watch as given, or a view by its name: auto (the
+    table on a terminal, epoch lines in a notebook, a log or a file), table, lines or quiet. None:
+    auto, or quiet when the caller gave its own `on_event` (it shows progress itself). `watch` is the
+    old keyword for a Watch: it still wins, with a DeprecationWarning at the caller of `run`."""
+    if watch is not None:
+        warnings.warn("ensemble.run(watch=...) is deprecated: pass the Watch as progress=... instead.",
+                      DeprecationWarning, stacklevel=3)
+        return watch
+    if isinstance(progress, Watch):
+        return progress
     if progress is None:
         return Watch(view="quiet" if quiet_by_default else "auto")
-    if progress not in PROGRESS:
-        from workers.errors import InputError
-        raise InputError(f"progress={progress!r} is not a view; allowed: {', '.join(map(repr, PROGRESS))}.")
-    return Watch(view="live" if progress == "table" else progress)
+    return Watch(view=view_name(progress, "progress"))
 
 
 def choose_view(view: str, is_terminal: bool, is_jupyter: bool) -> str:
-    """The view that draws: `auto` is the live table on a terminal and lines elsewhere. A notebook
-    gets lines even when the table is asked for: its cell output is not a terminal that can redraw in
+    """The view that draws: `auto` is the table on a terminal and lines elsewhere. A notebook gets
+    lines even when the table is asked for: its cell output is not a terminal that can redraw in
     place, and rich's notebook rendering needs ipywidgets, which this package does not require."""
-    if view in ("live", "table"):
-        return "lines" if is_jupyter else "live"
+    if view == "table":
+        return "lines" if is_jupyter else "table"
     if view == "auto":
-        return "live" if is_terminal and not is_jupyter else "lines"
+        return "table" if is_terminal and not is_jupyter else "lines"
     return view
 
 
@@ -355,7 +376,7 @@ class LineView(QuietView):
         self.beats.join()
 
 
-class LiveView(QuietView):
+class TableView(QuietView):
     """For a person at a terminal: one table, redrawn in place twice a second."""
 
     def __init__(self, board: Board, stream: TextIO):
@@ -363,11 +384,11 @@ class LiveView(QuietView):
         from rich.live import Live
         super().__init__(board, stream)
         self.console = Console(file=stream)
-        self.live = Live(get_renderable=self.render, console=self.console, refresh_per_second=2)
-        self.live.start()
+        self.redrawn = Live(get_renderable=self.render, console=self.console, refresh_per_second=2)
+        self.redrawn.start()
 
     def __call__(self, event: Event) -> None:
-        with self.lock:  # not held while printing: the live display's refresh takes it to render
+        with self.lock:  # not held while printing: rich's refresh thread takes it to render
             self.board.apply(event)
             lines = self.lines(event) + (started_lines(event) if isinstance(event, Started) else [])
         for line in lines:
@@ -378,14 +399,14 @@ class LiveView(QuietView):
 
     def render(self, now: Optional[float] = None):
         with self.lock:
-            return live_table(self.board, time.time() if now is None else now)
+            return progress_table(self.board, time.time() if now is None else now)
 
     def close(self) -> None:
-        self.live.stop()
+        self.redrawn.stop()
 
 
-def live_table(board: Board, now: float):
-    """The live view's content: a header, a row per member in training, one line for the finished
+def progress_table(board: Board, now: float):
+    """The table view's content: a header, a row per member in training, one line for the finished
     members and one for the queued ones (so the table stays as tall as the members training)."""
     from rich import box
     from rich.console import Group
@@ -415,14 +436,14 @@ def live_table(board: Board, now: float):
 
 
 def open_display(watch: Watch, entries: Sequence[Entry], started: Optional[float] = None):
-    """The view `watch` asks for; `auto` is the live table on a terminal and lines elsewhere."""
+    """The view `watch` asks for; `auto` is the table on a terminal and lines elsewhere."""
     from rich.console import Console
     stream = watch.stream or sys.stdout
     board = Board(entries, started)
     console = Console(file=stream)
     view = choose_view(watch.view, console.is_terminal, console.is_jupyter)
-    if view == "live":
-        return LiveView(board, stream)
+    if view == "table":
+        return TableView(board, stream)
     if view == "lines":
         return LineView(board, stream, watch.heartbeat_seconds)
     return QuietView(board, stream)

@@ -108,7 +108,8 @@ def _header_end(body: bytes) -> int:
 @lru_cache(maxsize=64)
 def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, Fortran order, dtype, data offset) of a .npy header. numpy parses the header's dict with
-    `ast.literal_eval`, about 0.5 ms a request; clients repeat the same few shapes, so parses are kept."""
+    `ast.literal_eval`, a cost paid on every request; clients repeat the same few shapes, so parses are
+    kept (its figure: docs/performance.md, "serving per request")."""
     stream = io.BytesIO(header)
     try:
         version = np.lib.format.read_magic(stream)

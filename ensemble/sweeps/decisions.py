@@ -17,9 +17,9 @@ from workers.errors import InputError
 RunState = Literal["done", "failed", "resume", "new"]
 
 # A run's cost before any is measured: seconds = START_S + RATE_S * image-epochs (members' and the
-# baseline's, the baseline's weighted by its width squared). Measured on digits ([4, 8] channels,
-# 150 train images, 2 members, 1 epoch) on a loaded 2-core AMD EPYC: 25 s a run, almost all start-up
-# (Ray actors, the combiner fits); an epoch took 0.025 s per 100 images.
+# baseline's, the baseline's weighted by its width squared). A small run is almost all start-up (Ray
+# actors, the combiner fits), so the start dominates; the tiny run these came from is in
+# docs/performance.md ("what a sweep's runs cost"). Finished runs' own seconds replace them.
 START_S = 20.0
 RATE_S = 3e-4
 FIRST_MEASURES = "a rough guess before any run is measured"
