@@ -6,9 +6,12 @@ Each test works in a fresh folder holding `mymods.py` (`tests/user_folder.py`), 
 started the way the `ensemble` console script starts them."""
 
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.session_ray import joining_env
 from tests.user_folder import ensemble_command, launched, user_folder
 from workers.errors import InputError
 from workers.imports import not_importable
@@ -49,32 +52,43 @@ def test_the_message_for_python_users_names_what_to_pass():
 
 
 @pytest.mark.slow
-def test_every_command_finds_the_class_run_accepted_in_the_same_folder(folder):
+def test_every_command_finds_the_class_run_accepted_in_the_same_folder(folder, ray_instance):
+    joining = joining_env(ray_instance)  # `run` and `--resume` join the session's Ray: its start is not the point
+    # an absolute --output: the session's actors write checkpoints from their own working directory
     run = ensemble_command(
-        folder, "run", "--quiet", "--output", "runs", "--name", "custom", "--set", "model.autoencoder=mymods:AE",
+        folder, "run", "--quiet", "--output", str(folder / "runs"), "--name", "custom",
+        "--set", "model.autoencoder=mymods:AE",
         *[arg for key in ["members=2", "train.epochs=1", "data.name=digits", "data.train_size=150",
                           "data.val_size=60", "data.test_size=150", "eager.rule=none", "baseline.max_epochs=1",
-                          "resources.cpus_per_member=1"] for arg in ("--set", key)])
+                          "resources.cpus_per_member=1"] for arg in ("--set", key)], env=joining)
     assert run.returncode == 0, run.stderr
     run_dir = folder / "runs" / "custom"
-    select = ensemble_command(folder, "select", str(run_dir), "--autoencoder", "mymods:AE",
-                              "--set", "combiner.kind=soft-vote")
-    assert select.returncode == 0, select.stderr
-    curves = ensemble_command(folder, "curves", str(run_dir), "--trust-code")
-    assert curves.returncode == 0, curves.stderr
-    labels = ensemble_command(folder, "labels", str(run_dir), "--trust-code", "--per-class", "2", "--draws", "1")
-    assert labels.returncode == 0, labels.stderr
-    assert (run_dir / "accuracy_vs_time.csv").is_file() and (run_dir / "labels.json").is_file()
+    report = json.loads((run_dir / "report.json").read_text())
+    # each command below works on its own copy of the run (each takes the run's lock), so all start at once
+    copies = {name: shutil.copytree(run_dir, folder / "runs" / name) for name in ("select", "curves", "labels")}
+    resumed_dir = folder / "resume" / "custom"
+    shutil.copytree(run_dir, resumed_dir)
+    for name in ("report.json", "report.md"):  # interrupted before its report: --resume imports the class again
+        (resumed_dir / name).unlink()
     (folder.parent / "bin" / "serving.py").write_text(  # what each `ensemble serve` replica does with --autoencoder
         "import sys, json\nfrom ensemble.serving.replica import load_for_serving\n"
         "print(json.dumps(load_for_serving(sys.argv[1], 'mymods:AE').report.ensemble.test_accuracy))\n")
-    served = launched(folder, "serving.py", str(run_dir))
-    assert served.returncode == 0, served.stderr
-    report = json.loads((run_dir / "report.json").read_text())
-    assert json.loads(served.stdout.splitlines()[-1]) == report["ensemble"]["test_accuracy"]
-    for name in ("report.json", "report.md"):  # interrupted before its report: --resume imports the class again
-        (run_dir / name).unlink()
-    resumed = ensemble_command(folder, "run", "--resume", str(run_dir), "--quiet", "--trust-code")
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((run_dir / "report.json").read_text())["ensemble"]["test_accuracy"] == \
+    commands = {
+        "select": lambda: ensemble_command(folder, "select", str(copies["select"]), "--autoencoder", "mymods:AE",
+                                           "--set", "combiner.kind=soft-vote"),
+        "curves": lambda: ensemble_command(folder, "curves", str(copies["curves"]), "--trust-code"),
+        "labels": lambda: ensemble_command(folder, "labels", str(copies["labels"]), "--trust-code", "--per-class", "2",
+                                           "--draws", "1"),
+        "served": lambda: launched(folder, "serving.py", str(run_dir)),
+        "resumed": lambda: ensemble_command(folder, "run", "--resume", str(resumed_dir), "--quiet", "--trust-code",
+                                            env=joining),
+    }
+    with ThreadPoolExecutor(len(commands)) as pool:
+        done = dict(zip(commands, pool.map(lambda command: command(), commands.values()), strict=True))
+    for name, finished in done.items():
+        assert finished.returncode == 0, f"{name}: {finished.stderr}"
+    assert (copies["curves"] / "accuracy_vs_time.csv").is_file() and (copies["labels"] / "labels.json").is_file()
+    assert any((copies["select"] / "selections").iterdir())
+    assert json.loads(done["served"].stdout.splitlines()[-1]) == report["ensemble"]["test_accuracy"]
+    assert json.loads((resumed_dir / "report.json").read_text())["ensemble"]["test_accuracy"] == \
         report["ensemble"]["test_accuracy"]

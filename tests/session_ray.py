@@ -1,0 +1,20 @@
+"""Processes a test starts (the `ensemble` command, a script) that join the session's Ray instance
+(`ray_instance` in tests/conftest.py) through RAY_ADDRESS instead of starting one of their own: where
+Ray's start is not what a test checks, it costs 5-10 s a process on a 2-core machine."""
+
+import os
+
+
+def session_address(ray) -> str:
+    """The GCS address of the Ray instance this process is connected to (`ray_instance`)."""
+    return ray.get_runtime_context().gcs_address
+
+
+def joining_env(ray) -> dict[str, str]:
+    """Environment variables for a child process that joins this process's Ray instance."""
+    return {"RAY_ADDRESS": session_address(ray)}
+
+
+def joining_environ(ray) -> dict[str, str]:
+    """This process's environment, plus RAY_ADDRESS of its Ray instance: for subprocess.run(env=...)."""
+    return {**os.environ, **joining_env(ray)}
