@@ -21,6 +21,7 @@ import pytest
 from ensemble.config import build_config
 from ensemble.runs.rundir import write_config
 from ensemble.runs.runlock import Holder, acquire, is_stale, read_holder, release, run_lock
+from tests.session_ray import joining_environ
 from tests.tiny import TINY
 from workers.errors import InputError
 from workers.layout import WRITER_LOCK
@@ -121,10 +122,9 @@ def unwrapped(text: str) -> str:
     return " ".join(text.split())
 
 
-def cli(*args, cwd):
+def cli(*args, cwd, env):
     return subprocess.Popen([sys.executable, "-m", "ensemble", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={k: v for k, v in os.environ.items()
-                                                                      if k != "RAY_ADDRESS"})
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def collect(process) -> list[str]:
@@ -142,9 +142,10 @@ def wait_for(condition, lines, seconds=240):
 
 
 @pytest.mark.slow
-def test_one_writer_per_run_from_the_command_line(tmp_path):
+def test_one_writer_per_run_from_the_command_line(ray_instance, tmp_path):
     """A stale lock is taken over with a line saying so; a second `--resume` meanwhile exits 2 naming the
-    first, before Ray starts; SIGTERM to the first releases the lock."""
+    first, before Ray starts; SIGTERM to the first releases the lock. The first joins the session's Ray
+    (its own Ray start is not what this checks)."""
     output = tmp_path / "my runs $(touch pwned)"  # the printed resume command must keep this one path
     run_dir = output / "job"
     run_dir.mkdir(parents=True)
@@ -152,7 +153,7 @@ def test_one_writer_per_run_from_the_command_line(tmp_path):
                         "name=job"]  # epochs enough to be still training when the second command comes
     write_config(run_dir, build_config({}, overrides))  # an interrupted run: config written, nothing trained
     write_lock(run_dir, gone_pid())  # left by a driver that was SIGKILLed
-    first = cli("run", "--resume", str(run_dir), cwd=tmp_path)
+    first = cli("run", "--resume", str(run_dir), cwd=tmp_path, env=joining_environ(ray_instance))
     lines = collect(first)
     try:
         wait_for(lambda: any(" epoch   2/5000 " in line for line in lines), lines)
