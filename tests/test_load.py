@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ensemble
+from tests.session_ray import joining_env
 from tests.tiny import TinyAE
 from workers.errors import InputError
 
@@ -78,7 +79,7 @@ def test_a_damaged_run_is_an_input_error(tiny_run, tmp_path):
 OWN_DATA_SCRIPT = '''
     """A newcomer's script: 400 images of their own, their own autoencoder, no sizes set."""
     import json, sys
-    import numpy as np, ray, torch
+    import numpy as np, torch
     from sklearn.datasets import load_digits
     from torch import nn
     import ensemble
@@ -95,7 +96,6 @@ OWN_DATA_SCRIPT = '''
 
     digits = load_digits()
     images, labels = torch.tensor(digits.images[:400], dtype=torch.float32), torch.tensor(digits.target[:400])
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     cfg = ensemble.EnsembleConfig(members=2, output=sys.argv[1], name="own").with_overrides(
         ["train.epochs=1", "baseline.enabled=false"])
     result = ensemble.run(cfg, autoencoder=MyAE, dataset=(images, labels), on_event=lambda e: None)
@@ -106,12 +106,13 @@ OWN_DATA_SCRIPT = '''
 
 
 @pytest.mark.slow
-def test_a_script_with_its_own_data_and_autoencoder_runs_without_sizes_and_loads_back(tmp_path):
+def test_a_script_with_its_own_data_and_autoencoder_runs_without_sizes_and_loads_back(ray_instance, tmp_path):
     script = tmp_path / "own_data.py"
     script.write_text(textwrap.dedent(OWN_DATA_SCRIPT))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the script joins the session's Ray (ensemble.run reads RAY_ADDRESS): its own Ray start is not the point
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env={**env, **joining_env(ray_instance)}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "400 images are too few for the default split sizes" in done.stderr  # a warning of the ensemble logger
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"same": True, "sizes": [240, 80, 80]}
