@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from ensemble.data import load_splits
 from ensemble.data.records import read_splits, save_splits
 from ensemble.job import prepare
 from ensemble.report.diversity import disagreement_matrix, diversity, mean_disagreement
+from tests.session_ray import joining_env
 from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
 from workers.models import CAEFactory, Widened, accepts_width, matched_width, trainable_parameters
@@ -300,9 +302,9 @@ def fresh_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def in_fresh_process(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=fresh_env(),
-                          timeout=600)
+def in_fresh_process(*argv: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT,
+                          env={**fresh_env(), **(env or {})}, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -382,15 +384,16 @@ def test_select_curves_load_and_serving_work_on_an_arrays_run_in_a_fresh_process
 
 
 @pytest.mark.slow
-def test_resume_continues_an_arrays_run_in_a_fresh_process(arrays_run, tmp_path):
+def test_resume_continues_an_arrays_run_in_a_fresh_process(arrays_run, ray_instance, tmp_path):
     """An interrupted run on arrays (here: its report removed, as before the evaluation) resumes from
-    its saved splits, with no data given."""
+    its saved splits, with no data given. It joins the session's Ray: its own Ray start is not the point."""
     import shutil
     run_dir = tmp_path / "again"
     shutil.copytree(arrays_run.run_dir, run_dir)
     for name in ("report.json", "report.md"):
         (run_dir / name).unlink()
-    resumed = in_fresh_process("-m", "ensemble", "run", "--resume", str(run_dir), "--quiet", "--trust-code")
+    resumed = in_fresh_process("-m", "ensemble", "run", "--resume", str(run_dir), "--quiet", "--trust-code",
+                               env=joining_env(ray_instance))
     assert resumed.returncode == 0, resumed.stderr
     again = json.loads((run_dir / "report.json").read_text())
     assert again["ensemble"]["test_accuracy"] == arrays_run.report.ensemble.test_accuracy
