@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import pytest
@@ -20,6 +21,7 @@ import ensemble
 from ensemble.config import build_config
 from ensemble.errors import MemberFailed
 from ensemble.job.failures import describe
+from tests.session_ray import joining_env
 from tests.tiny import TINY, TinyAE
 from workers.checkpoints import list_checkpoints, load_checkpoint
 
@@ -31,10 +33,12 @@ LONGER = TINY + ["train.epochs=4", "eager.rule=none", "baseline.max_epochs=3", "
 pytestmark = pytest.mark.slow
 
 
-def start_cli(*args, output: Path) -> subprocess.Popen:
-    """`python -m ensemble run ...` as a user starts it (the command line's supervised driver)."""
+def start_cli(*args, output: Path, joining: Optional[dict] = None) -> subprocess.Popen:
+    """`python -m ensemble run ...` as a user starts it (the command line's supervised driver), on a Ray of
+    its own, or joined to the session's (`joining`: tests/session_ray.py) where its Ray start is not the point."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
+    env.update(joining or {})
     return subprocess.Popen([sys.executable, "-m", "ensemble", "run", *args], cwd=output, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -60,7 +64,7 @@ def one_paragraph(stderr: str) -> str:
     return " ".join(text.split())
 
 
-def test_sigterm_stops_the_run_keeps_every_checkpoint_and_resume_finishes_it(tmp_path):
+def test_sigterm_stops_the_run_keeps_every_checkpoint_and_resume_finishes_it(ray_instance, tmp_path):
     driver = start_cli(*run_args("stopped", LONGER, tmp_path), output=tmp_path)
     wait_for_line(driver, "member_00 epoch   1/")
     ours = psutil.Process(driver.pid).children(recursive=True)  # the driver and every Ray process it started
@@ -73,7 +77,7 @@ def test_sigterm_stops_the_run_keeps_every_checkpoint_and_resume_finishes_it(tmp
     _, alive = psutil.wait_procs(ours, timeout=15)
     assert [p.pid for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
 
-    resumed = start_cli("--resume", str(tmp_path / "stopped"), output=tmp_path)
+    resumed = start_cli("--resume", str(tmp_path / "stopped"), output=tmp_path, joining=joining_env(ray_instance))
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-2000:]
     report = json.loads((tmp_path / "stopped" / "report.json").read_text())
@@ -130,15 +134,15 @@ def test_a_full_tmpfs_names_the_path_and_the_room_left(tmp_path):
 FULL_DISK = textwrap.dedent("""
     import sys, ray
     from ensemble import cli
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # joins RAY_ADDRESS (the session's Ray); the hook applies to this job's workers only
+    ray.init(log_to_driver=False,
              runtime_env={"worker_process_setup_hook": "tests.fault_hooks.full_disk_at_the_second_epoch"})
     sys.exit(cli.main(["run", *sys.argv[1:]]))
 """)
 
 
-def test_full_disk_injected_at_the_checkpoint_writer_fails_cleanly(tmp_path):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
+def test_full_disk_injected_at_the_checkpoint_writer_fails_cleanly(ray_instance, tmp_path):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT), **joining_env(ray_instance)}
     done = subprocess.run([sys.executable, "-c", FULL_DISK, "--output", str(tmp_path), "--name", "full",
                            *sets(LONGER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 1, done.stderr[-2000:]
@@ -146,7 +150,8 @@ def test_full_disk_injected_at_the_checkpoint_writer_fails_cleanly(tmp_path):
     assert "the disk is full" in text and f"{tmp_path / 'full'}/member_0" in text and "MiB free there" in text
     assert f"ensemble run --resume {tmp_path / 'full'}" in text
     assert checkpoints_intact(tmp_path / "full")[0] == 2  # member_00 failed writing epoch 2: epochs 0 and 1, whole
-    resumed = start_cli("--resume", str(tmp_path / "full"), output=tmp_path)  # room again: it finishes
+    resumed = start_cli("--resume", str(tmp_path / "full"), output=tmp_path,  # room again: it finishes
+                        joining=joining_env(ray_instance))
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-2000:]
     assert checkpoints_intact(tmp_path / "full") == [5, 5] and not list((tmp_path / "full").rglob(".*"))
