@@ -16,6 +16,7 @@ import ensemble
 from ensemble.config import build_config, resume_config, start_or_resume
 from ensemble.runs.runlock import pid_alive, read_holder
 from ensemble.scheduling.pool import should_restart, too_few_members
+from tests.session_ray import joining_environ
 from tests.tiny import TINY, TinyAE
 from workers.errors import InputError
 from workers.events import EpochEnded, Lost, Restarted, Started
@@ -140,10 +141,11 @@ def test_killed_driver_resumes_to_the_uninterrupted_report(ray_instance, tmp_pat
     sets = THREE_EPOCHS + [f"output={tmp_path}", "resources.lend_idle_cpus=false"]  # compared bit for bit
     whole = ensemble.run(build_config({}, sets + ["name=whole"]), on_event=lambda e: None)
 
-    # the same run in its own process, killed (with the Ray instance it started) mid-training
+    # the same run in its own process, joined to the session's Ray as to a shared cluster, killed mid-training
     args = [a for o in sets for a in ("--set", o)]
     driver = subprocess.Popen([sys.executable, "-m", "ensemble", "run", "--name", "cut", *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                              env=joining_environ(ray_instance))
     for line in driver.stdout:
         if " member_00 epoch   2/" in line:  # an epoch line of the non-terminal view
             break
