@@ -11,37 +11,6 @@ from ensemble.bench.tail import BEFORE_40_S, tail_table, tail_verdict
 from tests.tiny import TINY
 
 
-@pytest.mark.slow
-def test_bench_reports_every_comparison_and_memory(ray_instance, tmp_path):
-    ray_instance.shutdown()  # the bench starts and stops its own Ray, as a user's command would
-    try:
-        result = measure_and_report(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
-                                     "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path,
-                                    with_default_run=False, small_counts=(4,), estimator_fits=2, tail_members=(2,),
-                                    tail_settings=TINY)
-    finally:
-        ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    names = [c["name"] for c in result["comparisons"]]
-    assert any("member overhead" in n for n in names) and any("parallel speed-up" in n for n in names)
-    assert all(c["ours_median"] > 0 and c["alternative_median"] > 0 for c in result["comparisons"])
-    two = result["memory_mib"]["2"]  # one actor may train both members, one after the other
-    assert set(result["memory_mib"]) == {"1", "2"} and 1 <= two["actors"] <= 2 and len(result["comparisons"]) == 3
-    assert len(two["actor_peak_uss_mib"]) == two["actors"] and result["schedule_bound"]["rounds"] == 1
-    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(result))
-    assert set(result["scheduling_cost_s"]) == {4} and all(s > 0 for s in result["scheduling_start_s"].values())
-    printed = table(result)
-    assert "Machine:" in printed and all(c["name"] in printed for c in result["comparisons"])
-    assert "Ceiling end to end" in printed and result["end_to_end_bound"]["best_s"] > 0
-    assert all(len(c["ours_s"]) == len(c["alternative_s"]) == 1 for c in result["comparisons"])
-    fits = result["estimator_fit"]  # the estimator's per-fit overhead: 2 fits sharing one Ray start
-    assert len(fits["fits"]) == 2 and fits["ray_start_s"] > 0 and fits["ratio"] > 1
-    assert fits["later_fit_s"] == fits["fits"][1]["fit_s"]
-    [tail] = result["tail"]  # one run of 2 members: its tail, the driver's memory, its accuracy
-    assert tail["members"] == 2 and 0 < tail["tail_s"] < tail["wall_s"] and tail["test_accuracy"] > 0.5
-    assert tail["feature_s"] < 0.5  # the members' actors encoded; the driver only stacked
-    assert tail["driver_peak_rss_mib"] >= tail["driver_tail_peak_rss_mib"] > 0
-
-
 def test_the_tail_table_states_the_target_and_the_growth():
     rows = [{"members": n, "tail_s": s, "feature_s": 0.1, "fit_s": s / 2, "wall_s": 10 * s, "test_accuracy": 0.9,
              "driver_peak_rss_mib": 900.0, "driver_tail_peak_rss_mib": 800.0} for n, s in ((5, 3.0), (20, 6.0),
@@ -77,22 +46,6 @@ def test_the_mirror_benchmark_replays_a_run_with_both_pushes(tmp_path):
     assert walk["events"] == changed["events"] == 2 * (EPOCHS + 2)
     assert walk["files"] == changed["files"] == 2 * ((EPOCHS + 1) * 3 + 3)  # checkpoints, history, progress, outcome
     assert all(run["total"] > 0 for run in (walk, changed))
-
-
-@pytest.mark.slow
-def test_the_device_check_runs_its_cpu_smoke_version(ray_instance, tmp_path):
-    """benchmarks/device_check.py, run here as it runs on a GPU machine but tiny and on the CPU, so the
-    one prepared device script cannot rot between the sessions that have a GPU."""
-    from benchmarks.device_check import main as device_check
-    ray_instance.shutdown()  # it starts and stops its own Ray instances, as on the GPU machine
-    try:
-        result = device_check(tmp_path, quick=True)
-    finally:
-        ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    assert {row["way"] for row in result["members_on_one_device"]} == {"one after another", "packed", "Ray actors"}
-    assert result["default_runs"]["cpu-2-cores"]["ensemble_accuracy"] > 0.5
-    assert (tmp_path / "device_check.md").read_text().startswith("Machine: ")
-    assert json.loads((tmp_path / "device_check.json").read_text())["cpu_scaling"]["members"] == 2
 
 
 def test_the_stand_in_data_is_mnist_5k_then_copies_shifted_by_at_most_two_pixels():
@@ -151,3 +104,53 @@ def test_data_sizes_measure_each_cost_per_size(ray_instance, tmp_path):
         assert r["head_tolerance"] == 1e-4  # the logistic head's lbfgs tolerance at these few rows
         assert len(r["actor_peak_rss_mib"]) >= 1 and all(v > 0 for v in r["actor_peak_rss_mib"])
     assert json.loads((tmp_path / "data_sizes.json").read_text()) == rows  # kept as each size finished
+
+
+# --- the bench and the device check: last in this file, since they stop the session's Ray ---
+
+@pytest.fixture(scope="module")
+def session_ray_stopped(ray_instance):
+    """The bench and the device check start and stop Ray instances of their own, as a user's command
+    would: the session's is stopped once for both (they run last in this module) and started again after."""
+    ray_instance.shutdown()
+    yield
+    ray_instance.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.mark.slow
+def test_bench_reports_every_comparison_and_memory(session_ray_stopped, tmp_path):
+    result = measure_and_report(["members=2", "data.name=digits", "data.train_size=100", "data.val_size=50",
+                                 "model.channels=[4, 8]"], repeats=1, epochs=1, output=tmp_path,
+                                with_default_run=False, small_counts=(4,), estimator_fits=2, tail_members=(2,),
+                                tail_settings=TINY)
+    names = [c["name"] for c in result["comparisons"]]
+    assert any("member overhead" in n for n in names) and any("parallel speed-up" in n for n in names)
+    assert all(c["ours_median"] > 0 and c["alternative_median"] > 0 for c in result["comparisons"])
+    two = result["memory_mib"]["2"]  # one actor may train both members, one after the other
+    assert set(result["memory_mib"]) == {"1", "2"} and 1 <= two["actors"] <= 2 and len(result["comparisons"]) == 3
+    assert len(two["actor_peak_uss_mib"]) == two["actors"] and result["schedule_bound"]["rounds"] == 1
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(result))
+    assert set(result["scheduling_cost_s"]) == {4} and all(s > 0 for s in result["scheduling_start_s"].values())
+    printed = table(result)
+    assert "Machine:" in printed and all(c["name"] in printed for c in result["comparisons"])
+    assert "Ceiling end to end" in printed and result["end_to_end_bound"]["best_s"] > 0
+    assert all(len(c["ours_s"]) == len(c["alternative_s"]) == 1 for c in result["comparisons"])
+    fits = result["estimator_fit"]  # the estimator's per-fit overhead: 2 fits sharing one Ray start
+    assert len(fits["fits"]) == 2 and fits["ray_start_s"] > 0 and fits["ratio"] > 1
+    assert fits["later_fit_s"] == fits["fits"][1]["fit_s"]
+    [tail] = result["tail"]  # one run of 2 members: its tail, the driver's memory, its accuracy
+    assert tail["members"] == 2 and 0 < tail["tail_s"] < tail["wall_s"] and tail["test_accuracy"] > 0.5
+    assert tail["feature_s"] < 0.5  # the members' actors encoded; the driver only stacked
+    assert tail["driver_peak_rss_mib"] >= tail["driver_tail_peak_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_the_device_check_runs_its_cpu_smoke_version(session_ray_stopped, tmp_path):
+    """benchmarks/device_check.py, run here as it runs on a GPU machine but tiny and on the CPU, so the
+    one prepared device script cannot rot between the sessions that have a GPU."""
+    from benchmarks.device_check import main as device_check
+    result = device_check(tmp_path, quick=True)  # it starts and stops its own Ray instances, as on the GPU machine
+    assert {row["way"] for row in result["members_on_one_device"]} == {"one after another", "packed", "Ray actors"}
+    assert result["default_runs"]["cpu-2-cores"]["ensemble_accuracy"] > 0.5
+    assert (tmp_path / "device_check.md").read_text().startswith("Machine: ")
+    assert json.loads((tmp_path / "device_check.json").read_text())["cpu_scaling"]["members"] == 2
