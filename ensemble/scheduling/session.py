@@ -97,10 +97,15 @@ def share_data(splits: Splits) -> ray.ObjectRef:
     which training rows the combiner fits on with their labels, put into the object store once; every
     member actor reads them zero-copy (the test images, head rows and labels only when its member
     finishes, to encode them and fit the member's own head)."""
+    return ray.put(shared_arrays(splits))
+
+
+def shared_arrays(splits: Splits) -> dict:
+    """What `share_data` puts: the arrays by name, and a key naming this data."""
     key = uuid.uuid4().hex  # lets an actor keep one device copy for every member it trains on this data
     head_rows = np.arange(len(splits.train_x)) if splits.labelled is None else splits.labelled.numpy()
-    return ray.put({"key": key, "train_x": splits.autoencoder_x.numpy(), "val_x": splits.val_x.numpy(),
-                    "test_x": splits.test_x.numpy(), "head_rows": head_rows, "head_y": splits.labelled_y.numpy()})
+    return {"key": key, "train_x": splits.autoencoder_x.numpy(), "val_x": splits.val_x.numpy(),
+            "test_x": splits.test_x.numpy(), "head_rows": head_rows, "head_y": splits.labelled_y.numpy()}
 
 
 def stored_splits(splits: Splits, data_ref: ray.ObjectRef) -> Splits:
