@@ -26,6 +26,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from classifier.side_by_side import available_cores
 from ensemble.report.entries import CombinerScore
 from ensemble.runs.evaluation import RunScores
 from ensemble.scheduling.session import driver_node_id
@@ -91,8 +92,12 @@ class FitsBeside:
 
     def __init__(self, data_ref: ray.ObjectRef):
         self._data_ref = data_ref
+        # Ray gives a process without CPUs one OpenMP/BLAS thread; the fits share the cores out themselves
+        # (`side_by_side`), as they did in the driver, so their BLAS pool must be able to use every core
+        threads = {"OMP_NUM_THREADS": str(available_cores())}
         self._fitter = _Fitter.options(  # type: ignore[attr-defined]  # @ray.remote adds it
-            scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node_id(), soft=False)).remote()
+            scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node_id(), soft=False),
+            runtime_env={"env_vars": threads}).remote()
 
     def __call__(self, fit: Callable[..., Scores], test_y: torch.Tensor, shipments: Mapping[str, ray.ObjectRef],
                  *args, **keywords) -> Scores:
