@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Optional, TypeVar
+from typing import Callable, Mapping, Optional, TypeVar, Union, overload
 
 import numpy as np
 import ray
@@ -55,7 +55,15 @@ class SharedImages:
         return torch.from_numpy(np.array(self.data["test_x"]))
 
 
-def without_features(scores: Scores) -> Scores:
+@overload
+def without_features(scores: RunScores) -> RunScores: ...
+
+
+@overload
+def without_features(scores: CombinerScore) -> CombinerScore: ...
+
+
+def without_features(scores: Union[RunScores, CombinerScore]) -> Union[RunScores, CombinerScore]:
     """The scores without the features they were fitted on: the driver needs only the combiners and figures."""
     if isinstance(scores, RunScores):
         return replace(scores, ensemble=without_features(scores.ensemble),
@@ -117,7 +125,15 @@ class FitsBeside:
         return with_overhead(scores, time.perf_counter() - started - inside)
 
 
-def with_overhead(scores: Scores, seconds: float) -> Scores:
+@overload
+def with_overhead(scores: RunScores, seconds: float) -> RunScores: ...
+
+
+@overload
+def with_overhead(scores: CombinerScore, seconds: float) -> CombinerScore: ...
+
+
+def with_overhead(scores: Union[RunScores, CombinerScore], seconds: float) -> Union[RunScores, CombinerScore]:
     """`scores` with `seconds` added to the ensemble's (or the one score's) feature seconds."""
     if isinstance(scores, RunScores):
         return replace(scores, ensemble=with_overhead(scores.ensemble, seconds))
