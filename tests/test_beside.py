@@ -59,7 +59,7 @@ def fit_reporting_where(factories, run_dir, chosen, images, combiner, seed, enco
     warnings.warn(f"{who} head did not converge", RuntimeWarning, stacklevel=2)
     read_only = [not split.flags.writeable for member in encoded.values() for split in member[1].values()]
     blas = max(pool["num_threads"] for pool in threadpool_info())
-    seen = np.array([os.getpid(), all(read_only), len(read_only), int(images.labelled_y.sum()), blas])
+    seen = np.array([os.getpid(), all(read_only), len(read_only), int(images.labelled_y.sum()), blas, os.nice(0)])
     return RunScores(CombinerScore(None, 1.0, seen, 0.0, 0.0, [np.ones(3)], [np.ones(3)]), None, [])
 
 
@@ -76,9 +76,9 @@ def test_fits_run_in_another_process_on_the_stores_features(ray_instance):
                  for name in ("member_00", "member_01")}
     with pytest.warns(RuntimeWarning, match="the ensemble's head did not converge"):
         scores = fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0)
-    pid, read_only, arrays, labels, blas = scores.ensemble.test_predictions.tolist()
+    pid, read_only, arrays, labels, blas, niceness = scores.ensemble.test_predictions.tolist()
     assert pid != os.getpid() and read_only and arrays == 4 and labels == int(splits.labelled_y.sum())
-    assert blas == available_cores()  # as in the driver: the fits share the cores out themselves
+    assert blas == available_cores() and niceness == os.nice(0)  # the driver's threads and priority
     assert scores.ensemble.train_features is None and scores.ensemble.test_features is None
     with pytest.raises(ValueError, match="the fit's own error"):
         fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0, who="fail")

@@ -100,12 +100,14 @@ class FitsBeside:
 
     def __init__(self, data_ref: ray.ObjectRef):
         self._data_ref = data_ref
-        # Ray gives a process without CPUs one OpenMP/BLAS thread; the fits share the cores out themselves
-        # (`side_by_side`), as they did in the driver, so their BLAS pool must be able to use every core
-        threads = {"OMP_NUM_THREADS": str(available_cores())}
+        # As in the driver: Ray gives a process without CPUs one OpenMP/BLAS thread, but the fits share the
+        # cores out themselves (`side_by_side`); and it starts its workers at niceness 15, where on a shared
+        # machine the fits took 1.45x their time in the driver (docs/performance.md): Ray's own job manager
+        # keeps a driver's priority the same way
+        driver_like = {"OMP_NUM_THREADS": str(available_cores()), "RAY_worker_niceness": "0"}
         self._fitter = _Fitter.options(  # type: ignore[attr-defined]  # @ray.remote adds it
             scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node_id(), soft=False),
-            runtime_env={"env_vars": threads}).remote()
+            runtime_env={"env_vars": driver_like}).remote()
 
     def __call__(self, fit: Callable[..., Scores], test_y: torch.Tensor, shipments: Mapping[str, ray.ObjectRef],
                  *args, **keywords) -> Scores:
