@@ -75,12 +75,15 @@ def size_row(images, member_s, driver, tail=1.0):
 def test_data_sizes_flatness_compares_the_largest_size_with_the_smallest():
     from ensemble.bench.data_sizes import data_sizes_table, flatness
     rows = [size_row(3000, 2.0, 1000.0), size_row(12000, 2.6, 1200.0, tail=3.0)]
+    assert flatness(rows)["driver_rise_growth_mib"] is None  # entries from before the rise was measured
+    rows[0]["driver_rise_mib"], rows[1]["driver_rise_mib"] = 150.0, 190.0
     f = flatness(rows)
     assert f["member_per_1000_ratio"] == pytest.approx(1.3) and f["baseline_per_1000_ratio"] is None
     assert f["driver_growth_mib"] == 200.0 and f["data_growth_mib"] == pytest.approx(9000 * 784 * 5 / 2**20)
     assert f["tail_share_at_largest"] == pytest.approx(0.15)
     printed = data_sizes_table(rows)
     assert "| 12,000 | 2.60 | - |" in printed and "1.30x (target <= 1.2x)" in printed
+    assert f["driver_rise_growth_mib"] == 40.0 and "its start: +40 MiB" in printed
 
 
 def test_bench_data_sizes_are_a_comma_separated_list():
@@ -101,6 +104,7 @@ def test_data_sizes_measure_each_cost_per_size(ray_instance, tmp_path):
     for r in rows:
         assert r["member_seconds_per_1000_images"] > 0 and r["baseline_seconds_per_1000_images"] > 0
         assert r["tail_seconds"] > 0 and r["fit_seconds"] > 0 and r["driver_peak_rss_mib"] > 0
+        assert 0 <= r["driver_rise_mib"] <= r["driver_peak_rss_mib"]
         assert r["head_tolerance"] == 1e-4  # the logistic head's lbfgs tolerance at these few rows
         assert len(r["actor_peak_rss_mib"]) >= 1 and all(v > 0 for v in r["actor_peak_rss_mib"])
     assert json.loads((tmp_path / "data_sizes.json").read_text()) == rows  # kept as each size finished

@@ -28,7 +28,7 @@ WIDE = textwrap.dedent("""
     from pathlib import Path
     import ray
     from ray.cluster_utils import Cluster
-    import ensemble, ensemble.runs.evaluation as evaluation, ensemble.scheduling.pool as pool
+    import ensemble, ensemble.scheduling.pool as pool
     from ensemble.config import build_config
     from tests.tiny import TINY
     from workers.events import Done, EpochEnded, Started
@@ -38,22 +38,15 @@ WIDE = textwrap.dedent("""
                    "resources.lend_idle_cpus=false", "resources.max_restarts=3", f"output={root / 'runs'}"]
 
     sent = {}  # member -> the epochs and splits its Done brought features for, with their shapes
-    def on_shipment(self, work, shipment, real=pool.MemberPool.on_shipment):
+    kept = {}  # member -> whether the run kept its shipment in the object store for the fits (not a copy)
+    def on_shipment(self, work, shipment, ref=None, real=pool.MemberPool.on_shipment):
         if shipment.features:
             sent[shipment.event.name] = {str(epoch): {split: list(array.shape) for split, array in splits.items()}
                                          for epoch, splits in shipment.features.items()}
-        real(self, work, shipment)
+        real(self, work, shipment, ref)
+        if shipment.features:
+            kept[shipment.event.name] = ref is not None and self._runs[shipment.event.name].shipment is ref
     pool.MemberPool.on_shipment = on_shipment
-    encoded_on_driver = []  # image sets the driver had to encode itself (a checkpoint whose features did not come)
-    def encoder_features(autoencoder, images, real=evaluation.encoder_features):
-        encoded_on_driver.append(len(images))
-        return real(autoencoder, images)
-    evaluation.encoder_features = encoder_features
-    heads_on_driver = []  # members' own heads the driver had to fit itself (an actor that did not send one)
-    def own_head_predictions(*args, real=evaluation.own_head_predictions):
-        heads_on_driver.append(1)
-        return real(*args)
-    evaluation.own_head_predictions = own_head_predictions
 
     def figures(report):
         return {"members": [{"name": m.name, "selected_epoch": m.selected_epoch, "restarts": m.restarts,
@@ -65,8 +58,8 @@ WIDE = textwrap.dedent("""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     single = figures(ensemble.run(build_config({}, SETS + ["name=single"]), on_event=lambda e: None).report)
     ray.shutdown()
-    single_sent, single_on_driver, single_heads = dict(sent), list(encoded_on_driver), len(heads_on_driver)
-    sent.clear(), encoded_on_driver.clear(), heads_on_driver.clear()
+    single_sent, single_kept = dict(sent), dict(kept)
+    sent.clear(), kept.clear()
 
     disk = lambda name: {"ENSEMBLE_SCRATCH": str(root / name)}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
@@ -87,8 +80,7 @@ WIDE = textwrap.dedent("""
             cluster.remove_node(workers["a"])
     result = ensemble.run(build_config({}, SETS + ["name=wide"]), on_event=on_event)
     print(json.dumps({"single": single, "wide": figures(result.report), "sent": sent, "single_sent": single_sent,
-                      "encoded_on_driver": encoded_on_driver, "single_on_driver": single_on_driver,
-                      "heads_on_driver": len(heads_on_driver), "single_heads": single_heads,
+                      "kept": kept, "single_kept": single_kept,
                       "removed_during": removed, "nodes": nodes, "run_dir": str(result.run_dir),
                       "ran_on": sorted(started_on)}))
     ray.shutdown()
@@ -113,8 +105,10 @@ def test_24_members_on_three_nodes_send_their_features_and_lose_no_epoch_when_a_
     names = [f"member_{i:02d}" for i in range(MEMBERS)]
     single, wide = out["single"], out["wide"]
 
-    # every member's actor sent its selected epoch's and epoch 0's train and test features; the driver
-    # encoded nothing itself, on one node or on three
+    # every member's actor sent its selected epoch's and epoch 0's train and test features and its own head's
+    # predictions, which the run kept in the object store for the fits (`scheduling.beside`), on one node or on
+    # three; with every split there, the fits encode nothing and fit no member's head themselves
+    # (tests/test_encoding.py)
     for sent in (out["sent"], out["single_sent"]):
         assert sorted(sent) == names
         for member in wide["members"]:
@@ -122,8 +116,7 @@ def test_24_members_on_three_nodes_send_their_features_and_lose_no_epoch_when_a_
             assert sorted(epochs) == sorted({"0", str(member["selected_epoch"])})
             assert all(splits["train"][0] == 150 and splits["test"][0] == 150 for splits in epochs.values())
             assert epochs[str(member["selected_epoch"])]["own_head"] == [150]  # its own head's test predictions
-    assert out["encoded_on_driver"] == [] and out["single_on_driver"] == []
-    assert out["heads_on_driver"] == 0 and out["single_heads"] == 0  # every member's own head came from its actor
+    assert out["kept"] == out["single_kept"] == {name: True for name in names}
 
     # node a went mid-run with members on it: they restarted elsewhere and no epoch is missing
     assert out["removed_during"] and out["ran_on"] == sorted(out["nodes"].values())

@@ -11,6 +11,7 @@ publishes the steps' events to the observers (`watching`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -27,7 +28,14 @@ from ensemble.report import RunReport
 from ensemble.result import RunResult
 from ensemble.runs.evaluation import load_autoencoder
 from ensemble.scheduling.autoscaling import capacity
-from ensemble.scheduling.session import alive_node_resources, cluster_autoscaler, ray_session, share_data
+from ensemble.scheduling.beside import FitsBeside
+from ensemble.scheduling.session import (
+    alive_node_resources,
+    cluster_autoscaler,
+    ray_session,
+    share_data,
+    stored_splits,
+)
 from workers.errors import InputError
 from workers.events import Event
 from workers.models import AutoencoderFactory
@@ -124,9 +132,12 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
                 if getattr(track, "location", ""):
                     notice(track.location)
                 data_ref = share_data(plan.splits)
+                plan = replace(plan, splits=stored_splits(plan.splits, data_ref))  # the driver's images: the store's
+                fits = FitsBeside(data_ref)  # the fits' process starts now, while the members train
                 phases = train_members.run(plan, run_dir, data_ref, show, nodes)
                 train_baseline.run(plan, run_dir, data_ref, show, phases)
-        evaluation = evaluate.run(plan, run_dir, phases)
+            # in the session: the fits run beside the features, in the object store (`scheduling.beside`)
+            evaluation = evaluate.run(plan, run_dir, phases, fits)
         report = write_report.run(plan, run_dir, phases, evaluation)
         track.finish(run_dir, report)
     return run_result(plan, run_dir, report, evaluation)

@@ -3,9 +3,11 @@ each side's combiner and score it on the test split. What it found is an `Evalua
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, overload
+from typing import Optional
+
+import ray
 
 from classifier.persistence import save_combiner
 from ensemble.builders import member_fixed_epoch
@@ -16,9 +18,9 @@ from ensemble.report import BaselineReport, EnsembleReport, MemberReport
 from ensemble.report.entries import CombinerScore, baseline_report, ensemble_report, with_diversity
 from ensemble.report.verdict import TestPredictions
 from ensemble.runs.evaluation import score_checkpoints, score_run
+from ensemble.scheduling.beside import FitsBeside
 from ensemble.scheduling.pool import too_few_members
 from ensemble.scheduling.records import MemberRecord, member_report
-from workers.encoding import EncodedEpochs
 from workers.layout import BASELINE, COMBINER, member_name
 
 
@@ -32,8 +34,9 @@ class Evaluation:
 
 
 
-def run(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
-    """Select each member's checkpoint, freeze the encoders, fit the combiners, score on test."""
+def run(plan: Plan, run_dir: Path, phases: Phases, fits: FitsBeside) -> Evaluation:
+    """Select each member's checkpoint, freeze the encoders, fit the combiners, score on test; the fits
+    run beside the features the actors sent, in the object store (`scheduling.beside`)."""
     config = plan.config
     fixed = member_fixed_epoch(config.eager)
     members = [member_report(i, member_name(i), phases.members[member_name(i)], fixed, run_dir / member_name(i),
@@ -46,12 +49,9 @@ def run(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     if problem:
         raise RuntimeError(problem)
     factories = plan.factories()
-    encoded = sent_features(phases.members)
-    scores = score_run(factories, run_dir, chosen, plan.splits, config.combiner, config.seed, encoded)
-    encoded.clear()
-    # untrained: None without a test split; the features the fits needed are dropped before the baseline's
-    score, untrained, alone = released(scores.ensemble), released(scores.untrained), scores.alone
-    del scores
+    scores = fits(score_run, plan.splits.test_y, sent_features(phases.members), factories, run_dir, chosen,
+                  config.combiner, config.seed)
+    score, untrained, alone = scores.ensemble, scores.untrained, scores.alone  # untrained: None without a test split
     save_combiner(score.combiner, run_dir / COMBINER)
     members, diversity = with_diversity(members, [name for name, _ in chosen], alone,
                                         score.test_predictions, plan.splits.test_y.tolist())
@@ -68,9 +68,9 @@ def run(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
         if base.selected_epoch is None:
             raise RuntimeError(f"the baseline has no usable checkpoint ({base.stop_reason}).")
         assert plan.baseline_factory is not None  # a baseline was trained
-        base_score = score_checkpoints(plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)],
-                                       plan.splits, config.combiner, config.seed,
-                                       sent_features({BASELINE: phases.baseline}), who="the baseline's")
+        base_score = fits(score_checkpoints, plan.splits.test_y, sent_features({BASELINE: phases.baseline}),
+                          plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)], config.combiner,
+                          config.seed, who="the baseline's")
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
                                    getattr(plan.baseline_factory, "width", 1.0))
@@ -79,27 +79,14 @@ def run(plan: Plan, run_dir: Path, phases: Phases) -> Evaluation:
     return Evaluation(members, ensemble, baseline, score, predictions)
 
 
-@overload
-def released(score: CombinerScore) -> CombinerScore: ...
-
-
-@overload
-def released(score: None) -> None: ...
-
-
-def released(score: Optional[CombinerScore]) -> Optional[CombinerScore]:
-    """The score without the features it was fitted on: the driver needs only its combiner and figures, and
-    each member's train features are as large as the training images (2 x N copies with the reference)."""
-    return None if score is None else replace(score, train_features=None, test_features=None)
-
-
-def sent_features(runs: dict[str, MemberRecord]) -> dict[str, EncodedEpochs]:
-    """The features each member's actor sent when it finished, taken out of its run record: the driver
-    keeps one reference, so they are freed as soon as the combiners are fitted."""
-    encoded = {}
+def sent_features(runs: dict[str, MemberRecord]) -> dict[str, ray.ObjectRef]:
+    """The shipments holding the features each member's actor sent when it finished (references into the
+    object store), taken out of their run records: once the fits are done the store frees them."""
+    sent = {}
     for name, member in runs.items():
-        encoded[name], member.features = member.features, {}
-    return encoded
+        if member.shipment is not None:
+            sent[name], member.shipment = member.shipment, None
+    return sent
 
 
 def chosen_checkpoints(members: list[MemberReport]) -> list[tuple[str, int]]:

@@ -24,7 +24,6 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional, Sequence, TypeAlias, Union
 
-import numpy as np
 import ray
 
 from ensemble.errors import MemberFailed
@@ -144,15 +143,14 @@ class MemberPool:
             self._spares -= 1
             self._request_actor()
 
-    def on_shipment(self, work: Work, shipment: Shipment) -> None:
-        """An event arrived: its files go into the run directory first, then it is recorded and reported."""
+    def on_shipment(self, work: Work, shipment: Shipment, ref: Optional[ray.ObjectRef] = None) -> None:
+        """An event arrived: its files go into the run directory first, then it is recorded and reported.
+        A shipment with features stays in the object store, where the combiners' fits read them
+        (`scheduling.beside`): the run keeps its reference `ref`, never a copy in the driver."""
         spec = next(spec for spec in work if spec.name == shipment.event.name)
         receive(Path(spec.directory), shipment.files)
-        if shipment.features:
-            # copied out of the object store: the arrays outlive this Ray session (the combiner is fitted
-            # after it ends) and the store is not kept full of pinned features while members still train
-            self._runs[spec.name].features = {epoch: {split: np.array(array) for split, array in splits.items()}
-                                              for epoch, splits in shipment.features.items()}
+        if shipment.features and ref is not None:
+            self._runs[spec.name].shipment = ref
         self._report(spec.name, shipment.event)
 
     def on_member_finished(self, actor) -> None:
@@ -223,7 +221,8 @@ class MemberPool:
     def _read_stream(self, stream) -> None:
         work, actor = self._streams.pop(stream)
         try:
-            shipment = ray.get(next(stream))
+            ref = next(stream)
+            shipment = ray.get(ref)  # its arrays are views of the store's copy: not read here
         except StopIteration:
             self.on_member_finished(actor)
             return
@@ -237,7 +236,7 @@ class MemberPool:
             epoch = max((e for e, _, _ in self._runs[unfinished[0]].epoch_spans), default=0) + 1
             raise member_failed(" + ".join(unfinished), epoch, error) from None
         self._streams[stream] = (work, actor)
-        self.on_shipment(work, shipment)
+        self.on_shipment(work, shipment, ref)
 
     def _report(self, name: str, event: Event) -> None:
         self._runs[name].record(event, self._phase_start)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import ray
+
 from ensemble.builders import select_epoch
 from ensemble.report.schema import EpochSpan, MemberReport
-from workers.encoding import EncodedEpochs
 from workers.events import Done, EpochEnded, Event, Lost, Started
 from workers.history import read_history
 from workers.layout import HISTORY
@@ -26,7 +27,8 @@ class MemberRecord:
     restarts: int = 0
     lost_reason: Optional[str] = None
     skipped_checkpoints: list[str] = field(default_factory=list)
-    features: EncodedEpochs = field(default_factory=dict)  # what its actor encoded when it finished, by epoch
+    # its Done shipment in the object store, with the features its actor encoded when it finished (by epoch)
+    shipment: Optional[ray.ObjectRef] = None
 
     def record(self, event: Event, phase_start: float) -> None:
         """Keep what the report needs from `event` (times relative to the phase's start)."""

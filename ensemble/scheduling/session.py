@@ -8,13 +8,15 @@ import logging
 import os
 import re
 import uuid
+import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 import ray
+import torch
 
 from ensemble.data import Splits
 from ensemble.errors import stop_on_sigterm
@@ -95,10 +97,29 @@ def share_data(splits: Splits) -> ray.ObjectRef:
     which training rows the combiner fits on with their labels, put into the object store once; every
     member actor reads them zero-copy (the test images, head rows and labels only when its member
     finishes, to encode them and fit the member's own head)."""
+    return ray.put(shared_arrays(splits))
+
+
+def shared_arrays(splits: Splits) -> dict:
+    """What `share_data` puts: the arrays by name, and a key naming this data."""
     key = uuid.uuid4().hex  # lets an actor keep one device copy for every member it trains on this data
     head_rows = np.arange(len(splits.train_x)) if splits.labelled is None else splits.labelled.numpy()
-    return ray.put({"key": key, "train_x": splits.autoencoder_x.numpy(), "val_x": splits.val_x.numpy(),
-                    "test_x": splits.test_x.numpy(), "head_rows": head_rows, "head_y": splits.labelled_y.numpy()})
+    return {"key": key, "train_x": splits.autoencoder_x.numpy(), "val_x": splits.val_x.numpy(),
+            "test_x": splits.test_x.numpy(), "head_rows": head_rows, "head_y": splits.labelled_y.numpy()}
+
+
+def stored_splits(splits: Splits, data_ref: ray.ObjectRef) -> Splits:
+    """`splits` with its images read zero-copy from the object store's copy that `share_data` put: `ray.put`
+    wrote that copy through the driver's own memory, so it counts in the driver's resident memory too, and
+    a driver that keeps its own tensors holds the images twice. Read-only views (nothing writes into a
+    run's images once they are shared); they stay valid after the session ends."""
+    shared = ray.get(data_ref)
+    with warnings.catch_warnings():  # torch warns that writing into a read-only array's tensor is undefined
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        autoencoder_x, val_x, test_x = (torch.from_numpy(shared[name]) for name in ("train_x", "val_x", "test_x"))
+    rows = len(splits.train_x)  # the unlabelled images follow the labelled ones (`Splits.autoencoder_x`)
+    return replace(splits, train_x=autoencoder_x[:rows], val_x=val_x, test_x=test_x,
+                   unlabelled_x=None if splits.unlabelled_x is None else autoencoder_x[rows:])
 
 
 def driver_node_id() -> str:

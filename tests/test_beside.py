@@ -1,0 +1,103 @@
+"""The combiners' fits beside the features (`ensemble.scheduling.beside`) and the driver's one copy of
+the images (`session.stored_splits`): the driver never holds the members' features, nor its images twice.
+
+What the fits read of the shared data, and the scores' trimming, are pure; the fits' process and the
+store's views need Ray (`slow`, the session's `ray_instance`)."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from classifier.side_by_side import available_cores
+from ensemble.config import DataConfig
+from ensemble.data import load_splits
+from ensemble.report.entries import CombinerScore
+from ensemble.runs.evaluation import RunScores
+from ensemble.scheduling.beside import SharedImages, with_overhead, without_features
+from ensemble.scheduling.session import shared_arrays
+from workers.events import Done, Shipment
+
+DIGITS = {"name": "digits", "train_size": 120, "val_size": 30, "test_size": 40}
+
+
+def _score(features=None) -> CombinerScore:
+    return CombinerScore(None, 0.5, np.zeros(3, dtype=np.int64), 1.0, 2.0, features, features)
+
+
+# --- pure ---
+
+@pytest.mark.parametrize("labels_per_class", [None, 2])
+def test_shared_images_are_what_the_splits_give_the_fits(labels_per_class):
+    splits = load_splits(DataConfig(**DIGITS, labels_per_class=labels_per_class), seed=0)
+    images = SharedImages(shared_arrays(splits), splits.test_y)
+    assert torch.equal(images.labelled_x, splits.labelled_x) and torch.equal(images.labelled_y, splits.labelled_y)
+    assert torch.equal(images.test_x, splits.test_x) and torch.equal(images.test_y, splits.test_y)
+    assert len(images.labelled_y) == (20 if labels_per_class else 120)
+
+
+def test_scores_come_back_without_the_features_they_were_fitted_on():
+    features = [np.ones((4, 2), dtype=np.float32)]
+    scores = without_features(RunScores(_score(features), _score(features), [np.zeros(3)]))
+    assert scores.ensemble.train_features is None and scores.ensemble.test_features is None
+    assert scores.untrained.train_features is None and scores.ensemble.test_accuracy == 0.5
+    assert without_features(RunScores(_score(features), None, [])).untrained is None
+    assert with_overhead(scores, 0.25).ensemble.feature_seconds == 1.25
+    assert with_overhead(_score(), -1.0).feature_seconds == 1.0  # a clock's jitter never lowers it
+
+
+# --- in Ray (slow) ---
+
+def fit_reporting_where(factories, run_dir, chosen, images, combiner, seed, encoded, who="the ensemble's"):
+    """A stand-in for `score_run`: what the fit saw, as the score's predictions (the process, whether each
+    member's features are the store's read-only copy, the labels), and a warning, or an error when asked."""
+    if who == "fail":
+        raise ValueError("the fit's own error")
+    warnings.warn(f"{who} head did not converge", RuntimeWarning, stacklevel=2)
+    read_only = [not split.flags.writeable for member in encoded.values() for split in member[1].values()]
+    blas = max(pool["num_threads"] for pool in threadpool_info())
+    seen = np.array([os.getpid(), all(read_only), len(read_only), int(images.labelled_y.sum()), blas, os.nice(0)])
+    return RunScores(CombinerScore(None, 1.0, seen, 0.0, 0.0, [np.ones(3)], [np.ones(3)]), None, [])
+
+
+@pytest.mark.slow
+def test_fits_run_in_another_process_on_the_stores_features(ray_instance):
+    import ray
+
+    from ensemble.scheduling.beside import FitsBeside
+    splits = load_splits(DataConfig(**DIGITS), seed=0)
+    fits = FitsBeside(ray.put(shared_arrays(splits)))
+    # as the actors send them: each member's Done shipment, its features by epoch; the driver holds references
+    features = {1: {"train": np.ones((120, 8), np.float32), "test": np.ones((40, 8), np.float32)}}
+    shipments = {name: ray.put(Shipment(Done(name, 0.0, None), {}, features))  # type: ignore[arg-type]
+                 for name in ("member_00", "member_01")}
+    with pytest.warns(RuntimeWarning, match="the ensemble's head did not converge"):
+        scores = fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0)
+    pid, read_only, arrays, labels, blas, niceness = scores.ensemble.test_predictions.tolist()
+    assert pid != os.getpid() and read_only and arrays == 4 and labels == int(splits.labelled_y.sum())
+    assert blas == available_cores() and niceness == os.nice(0)  # the driver's threads and priority
+    assert scores.ensemble.train_features is None and scores.ensemble.test_features is None
+    with pytest.raises(ValueError, match="the fit's own error"):
+        fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0, who="fail")
+
+
+@pytest.mark.slow
+def test_the_driver_keeps_the_stores_copy_of_the_images(ray_instance):
+    import ray
+
+    from ensemble.scheduling.session import share_data, stored_splits
+    images, unlabelled = torch.rand(90, 1, 32, 32), torch.rand(40, 1, 32, 32)
+    splits = load_splits(DataConfig(train_size=60, val_size=15, test_size=15), 0,
+                         dataset=(images, torch.arange(90) % 3), unlabelled=unlabelled)
+    data_ref = share_data(splits)  # 520 KiB: in the shared store, not inlined as objects under 100 KiB are
+    stored = stored_splits(splits, data_ref)
+    for name in ("train_x", "val_x", "test_x", "unlabelled_x"):
+        assert torch.equal(getattr(stored, name), getattr(splits, name))
+    assert torch.equal(stored.autoencoder_x, splits.autoencoder_x) and stored.labelled_y is splits.labelled_y
+    shared = ray.get(data_ref)  # the very memory the actors read, not a copy the driver keeps
+    assert stored.train_x.data_ptr() == shared["train_x"].ctypes.data
+    assert stored.unlabelled_x.data_ptr() == shared["train_x"][60:].ctypes.data
+    assert stored.val_x.data_ptr() == shared["val_x"].ctypes.data
