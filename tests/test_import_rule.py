@@ -54,9 +54,9 @@ def test_the_message_for_python_users_names_what_to_pass():
 @pytest.mark.slow
 def test_every_command_finds_the_class_run_accepted_in_the_same_folder(folder, ray_instance):
     joining = joining_env(ray_instance)  # `run` and `--resume` join the session's Ray: its start is not the point
-    # an absolute --output: the session's actors write checkpoints from their own working directory
+    # a relative --output, as users give it: the session's actors work in another folder than this one
     run = ensemble_command(
-        folder, "run", "--quiet", "--output", str(folder / "runs"), "--name", "custom",
+        folder, "run", "--quiet", "--output", "runs", "--name", "custom",
         "--set", "model.autoencoder=mymods:AE",
         *[arg for key in ["members=2", "train.epochs=1", "data.name=digits", "data.train_size=150",
                           "data.val_size=60", "data.test_size=150", "eager.rule=none", "baseline.max_epochs=1",

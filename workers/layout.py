@@ -61,6 +61,13 @@ def member_name(index: int) -> str:
     return f"member_{index:02d}"
 
 
+def member_directory(run_dir: str | Path, name: str) -> str:
+    """Where member (or baseline) `name` writes, as its actor is told: absolute, because an actor's working
+    directory is the driver's only when the run started Ray itself (on a cluster that `ray start` began
+    in another folder, a relative path would land there)."""
+    return str((Path(run_dir) / name).absolute())
+
+
 def checkpoint_dir(member_dir: str | Path, epoch: int) -> Path:
     return Path(member_dir) / f"checkpoint_{epoch:06d}"
 

@@ -14,7 +14,7 @@ from ensemble.job.train_members import Phases
 from ensemble.scheduling.pool import MemberPool
 from workers.actor import MemberSpec
 from workers.encoding import EncodeRequest
-from workers.layout import BASELINE
+from workers.layout import BASELINE, member_directory
 
 
 def run(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, phases: Phases) -> None:
@@ -23,7 +23,7 @@ def run(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, phases: Phases
     if not config.baseline.enabled:
         return
     assert plan.baseline_factory is not None  # built whenever the baseline is enabled
-    spec = MemberSpec(BASELINE, str(run_dir / BASELINE), plan.baseline_factory,
+    spec = MemberSpec(BASELINE, member_directory(run_dir, BASELINE), plan.baseline_factory,
                       train_settings(config, member_seed(config.seed, -1), plan.run_id), baseline_rule(config.baseline),
                       encoding=EncodeRequest(reference=False))
     started = time.perf_counter()

@@ -18,7 +18,7 @@ from ensemble.scheduling.pool import MemberPool
 from ensemble.scheduling.records import MemberRecord
 from ensemble.scheduling.session import alive_node_resources
 from workers.actor import MemberSpec
-from workers.layout import member_name
+from workers.layout import member_directory, member_name
 
 
 @dataclass
@@ -39,7 +39,7 @@ def run(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, nodes: list[di
     own_heads = heads_in_actors(config.members, parallel_slots(nodes, plan.member_share))
     encoding = member_encoding(config.eager, len(plan.splits.test_y) > 0, config.combiner if own_heads else None,
                                config.seed)
-    specs = [MemberSpec(member_name(i), str(run_dir / member_name(i)), plan.member_factories[i],
+    specs = [MemberSpec(member_name(i), member_directory(run_dir, member_name(i)), plan.member_factories[i],
                         train_settings(config, member_seed(config.seed, i), plan.run_id),
                         member_rule(config.eager, config.train.epochs),
                         member_seed(config.seed, i) if config.data.bootstrap else None, encoding)
