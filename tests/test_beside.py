@@ -8,6 +8,7 @@ import os
 import warnings
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from threadpoolctl import threadpool_info
@@ -82,6 +83,9 @@ def test_fits_run_in_another_process_on_the_stores_features(ray_instance):
     assert scores.ensemble.train_features is None and scores.ensemble.test_features is None
     with pytest.raises(ValueError, match="the fit's own error"):
         fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0, who="fail")
+    with fits:  # as the driver uses it: the process ends with the `with`, though `fits` is still referenced
+        pass
+    psutil.Process(pid).wait(timeout=60)  # raises TimeoutExpired if the fits' process outlives the run
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ publishes the steps' events to the observers (`watching`).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -123,7 +124,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
                        baseline_autoencoder)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
     with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
-        with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session:
+        with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session, ExitStack() as ends:
             nodes = alive_node_resources()
             waiting = room_for_members(plan, nodes)
             open_run_dir(plan, run_dir)
@@ -133,7 +134,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
                     notice(track.location)
                 data_ref = share_data(plan.splits)
                 plan = replace(plan, splits=stored_splits(plan.splits, data_ref))  # the driver's images: the store's
-                fits = FitsBeside(data_ref)  # the fits' process starts now, while the members train
+                fits = ends.enter_context(FitsBeside(data_ref))  # its process starts now, while members train
                 phases = train_members.run(plan, run_dir, data_ref, show, nodes)
                 train_baseline.run(plan, run_dir, data_ref, show, phases)
             # in the session: the fits run beside the features, in the object store (`scheduling.beside`)

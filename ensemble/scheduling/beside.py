@@ -96,7 +96,9 @@ class _Fitter:
 
 class FitsBeside:
     """The run's combiner fits, each in one process on the driver's node started when this is made (see the
-    module docstring); `data_ref`: what `session.share_data` put. The process ends with the last reference."""
+    module docstring); `data_ref`: what `session.share_data` put. Used as a context manager: the process
+    ends when the `with` does, even while a traceback (a notebook's last error, a test's `raises`) still
+    holds this object; otherwise it would stay, with its memory, until the Ray session ends."""
 
     def __init__(self, data_ref: ray.ObjectRef):
         self._data_ref = data_ref
@@ -108,6 +110,15 @@ class FitsBeside:
         self._fitter = _Fitter.options(  # type: ignore[attr-defined]  # @ray.remote adds it
             scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node_id(), soft=False),
             runtime_env={"env_vars": driver_like}).remote()
+
+    def __enter__(self) -> "FitsBeside":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            ray.kill(self._fitter, no_restart=True)
+        except Exception:  # noqa: BLE001 (Ray already gone or the actor already dead: nothing left to end)
+            pass
 
     def __call__(self, fit: Callable[..., Scores], test_y: torch.Tensor, shipments: Mapping[str, ray.ObjectRef],
                  *args, **keywords) -> Scores:
