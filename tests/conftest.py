@@ -13,12 +13,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # test's other Ray work); tests/test_warm_actors.py turns keeping on where it tests it.
 os.environ.setdefault("ENSEMBLE_ACTOR_IDLE_S", "0")
 
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
+
+# Tests send Ctrl-C (SIGINT) to the commands they start. A shell that starts a command in the background
+# without job control (`bash -c "... &"`, `nohup ... &`) makes it ignore SIGINT, and every process it
+# starts inherits that, so `ensemble serve` would never see the test's Ctrl-C. A handler here (rather than
+# the ignore) is reset to the default in each child at exec, so children take Ctrl-C as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from tests.tiny import THREE_EPOCHS_SAVED, TINY  # noqa: E402
 
