@@ -178,6 +178,7 @@ def test_one_writer_per_run_from_the_command_line(ray_instance, tmp_path):
 def test_select_waits_for_no_one_and_refuses_while_another_writes(saved_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(saved_run, run_dir)
+    shutil.rmtree(run_dir / "selections", ignore_errors=True)  # the session's run: other tests may have selected
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
         write_lock(run_dir, sleeper.pid)

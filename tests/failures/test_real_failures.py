@@ -134,15 +134,15 @@ def test_a_full_tmpfs_names_the_path_and_the_room_left(tmp_path):
 FULL_DISK = textwrap.dedent("""
     import sys, ray
     from ensemble import cli
-    # joins RAY_ADDRESS (the session's Ray); the hook applies to this job's workers only
-    ray.init(log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"worker_process_setup_hook": "tests.fault_hooks.full_disk_at_the_second_epoch"})
     sys.exit(cli.main(["run", *sys.argv[1:]]))
 """)
 
 
-def test_full_disk_injected_at_the_checkpoint_writer_fails_cleanly(ray_instance, tmp_path):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT), **joining_env(ray_instance)}
+def test_full_disk_injected_at_the_checkpoint_writer_fails_cleanly(tmp_path):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, "-c", FULL_DISK, "--output", str(tmp_path), "--name", "full",
                            *sets(LONGER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 1, done.stderr[-2000:]
@@ -150,8 +150,7 @@ def test_full_disk_injected_at_the_checkpoint_writer_fails_cleanly(ray_instance,
     assert "the disk is full" in text and f"{tmp_path / 'full'}/member_0" in text and "MiB free there" in text
     assert f"ensemble run --resume {tmp_path / 'full'}" in text
     assert checkpoints_intact(tmp_path / "full")[0] == 2  # member_00 failed writing epoch 2: epochs 0 and 1, whole
-    resumed = start_cli("--resume", str(tmp_path / "full"), output=tmp_path,  # room again: it finishes
-                        joining=joining_env(ray_instance))
+    resumed = start_cli("--resume", str(tmp_path / "full"), output=tmp_path)  # room again: it finishes
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-2000:]
     assert checkpoints_intact(tmp_path / "full") == [5, 5] and not list((tmp_path / "full").rglob(".*"))
