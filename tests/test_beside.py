@@ -18,7 +18,14 @@ from ensemble.config import DataConfig
 from ensemble.data import load_splits
 from ensemble.report.entries import CombinerScore
 from ensemble.runs.evaluation import RunScores
-from ensemble.scheduling.beside import SharedImages, with_overhead, without_features
+from ensemble.scheduling.beside import (
+    FITS_APART_BYTES,
+    SharedImages,
+    fits_apart,
+    fitted_image_bytes,
+    with_overhead,
+    without_features,
+)
 from ensemble.scheduling.session import shared_arrays
 from workers.events import Done, Shipment
 
@@ -30,6 +37,16 @@ def _score(features=None) -> CombinerScore:
 
 
 # --- pure ---
+
+def test_small_data_keeps_the_fits_in_the_driver_and_large_data_gives_them_a_process():
+    assert not fits_apart(FITS_APART_BYTES - 1) and fits_apart(FITS_APART_BYTES)
+    digits = load_splits(DataConfig(**DIGITS), seed=0)  # 120 training and 40 test images of 8 x 8
+    assert fitted_image_bytes(digits) == (120 + 40) * 64 * 4
+    few_labels = load_splits(DataConfig(**DIGITS, labels_per_class=2), seed=0)  # only the labelled rows are fitted
+    assert fitted_image_bytes(few_labels) == (20 + 40) * 64 * 4
+    mnist_48k = (48_000 + 10_000) * 28 * 28 * 4  # the paper's large MNIST setting: apart; mnist-5k's 3,000 + 1,000: not
+    assert fits_apart(mnist_48k) and not fits_apart((3_000 + 1_000) * 28 * 28 * 4)
+
 
 @pytest.mark.parametrize("labels_per_class", [None, 2])
 def test_shared_images_are_what_the_splits_give_the_fits(labels_per_class):
@@ -65,12 +82,13 @@ def fit_reporting_where(factories, run_dir, chosen, images, combiner, seed, enco
 
 
 @pytest.mark.slow
-def test_fits_run_in_another_process_on_the_stores_features(ray_instance):
+@pytest.mark.parametrize("apart", [True, False])
+def test_fits_run_in_another_process_or_the_driver_on_the_stores_features(ray_instance, apart):
     import ray
 
     from ensemble.scheduling.beside import FitsBeside
     splits = load_splits(DataConfig(**DIGITS), seed=0)
-    fits = FitsBeside(ray.put(shared_arrays(splits)))
+    fits = FitsBeside(ray.put(shared_arrays(splits)), apart)
     # as the actors send them: each member's Done shipment, its features by epoch; the driver holds references
     features = {1: {"train": np.ones((120, 8), np.float32), "test": np.ones((40, 8), np.float32)}}
     shipments = {name: ray.put(Shipment(Done(name, 0.0, None), {}, features))  # type: ignore[arg-type]
@@ -78,14 +96,16 @@ def test_fits_run_in_another_process_on_the_stores_features(ray_instance):
     with pytest.warns(RuntimeWarning, match="the ensemble's head did not converge"):
         scores = fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0)
     pid, read_only, arrays, labels, blas, niceness = scores.ensemble.test_predictions.tolist()
-    assert pid != os.getpid() and read_only and arrays == 4 and labels == int(splits.labelled_y.sum())
-    assert blas == available_cores() and niceness == os.nice(0)  # the driver's threads and priority
+    assert (pid != os.getpid()) == apart and read_only and arrays == 4 and labels == int(splits.labelled_y.sum())
+    if apart:
+        assert blas == available_cores() and niceness == os.nice(0)  # the driver's threads and priority
     assert scores.ensemble.train_features is None and scores.ensemble.test_features is None
     with pytest.raises(ValueError, match="the fit's own error"):
         fits(fit_reporting_where, splits.test_y, shipments, None, None, [], None, 0, who="fail")
     with fits:  # as the driver uses it: the process ends with the `with`, though `fits` is still referenced
         pass
-    psutil.Process(pid).wait(timeout=60)  # raises TimeoutExpired if the fits' process outlives the run
+    if apart:
+        psutil.Process(pid).wait(timeout=60)  # raises TimeoutExpired if the fits' process outlives the run
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from ensemble.report import RunReport
 from ensemble.result import RunResult
 from ensemble.runs.evaluation import load_autoencoder
 from ensemble.scheduling.autoscaling import capacity
-from ensemble.scheduling.beside import FitsBeside
+from ensemble.scheduling.beside import FitsBeside, fits_apart, fitted_image_bytes
 from ensemble.scheduling.session import (
     alive_node_resources,
     cluster_autoscaler,
@@ -134,7 +134,8 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
                     notice(track.location)
                 data_ref = share_data(plan.splits)
                 plan = replace(plan, splits=stored_splits(plan.splits, data_ref))  # the driver's images: the store's
-                fits = ends.enter_context(FitsBeside(data_ref))  # its process starts now, while members train
+                apart = fits_apart(fitted_image_bytes(plan.splits))  # small data: in this process, no start to pay
+                fits = ends.enter_context(FitsBeside(data_ref, apart))  # its process starts now, while members train
                 phases = train_members.run(plan, run_dir, data_ref, show, nodes)
                 train_baseline.run(plan, run_dir, data_ref, show, phases)
             # in the session: the fits run beside the features, in the object store (`scheduling.beside`)
