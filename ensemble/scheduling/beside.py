@@ -132,7 +132,7 @@ class FitsBeside:
         self._fitter = self._start() if apart else None
 
     @staticmethod
-    def _start():
+    def _start() -> "ray.actor.ActorHandle":
         # As in the driver: Ray gives a process without CPUs one OpenMP/BLAS thread, but the fits share the
         # cores out themselves (`side_by_side`); and it starts its workers at niceness 15, where on a shared
         # machine the fits took 1.45x their time in the driver (docs/performance.md): Ray's own job manager
