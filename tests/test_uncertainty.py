@@ -13,7 +13,7 @@ import ensemble
 from ensemble.analysis.curves import accuracy_vs_time, verdicts_side_by_side
 from ensemble.config import build_config
 from ensemble.console import aligned
-from ensemble.report import BaselineReport, EnsembleReport, RunReport, summary_table
+from ensemble.report import BaselineReport, EnsembleReport, RunReport, plots, summary_table
 from ensemble.report.comparison import compare
 from ensemble.report.plots import accuracy_bars, draw_accuracy_panel, legend_labels, plain_ticks
 from ensemble.report.statistics import wilson_interval
@@ -111,6 +111,21 @@ def test_log_axis_ticks_are_plain_numbers():
     plain_ticks(ax.xaxis, [1, 6, 20, 100])
     fig.canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "6", "20", "100"]
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("losses", [[15.3, 9.8], [4.0, 0.3, 0.002]])  # within a decade; across three
+def test_the_loss_plots_log_axis_is_labelled_with_plain_numbers_at_their_ticks(monkeypatch, tmp_path, losses):
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig))
+    plots.loss_curves(RunReport.model_construct(members=[made_up_member(losses)], baseline=None), tmp_path / "l.png")
+    (fig,) = drawn
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert len(labels) >= 2 and not any("$" in t.get_text() for t in labels)  # no mathtext to parse
+    for label in labels:  # each label the value at its own tick
+        assert float(label.get_text()) == pytest.approx(label.get_position()[1], rel=1e-5)
     plt.close(fig)
 
 

@@ -11,7 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: runs on clusters and CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, LogFormatter, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
 
 from ensemble.report.schema import MemberReport, RunReport  # noqa: E402
 from ensemble.report.tables import side_name  # noqa: E402
@@ -22,6 +22,9 @@ def save(fig, path: Path) -> None:
     """Render to memory, then write atomically: a reader never sees half a PNG."""
     buffer = io.BytesIO()
     fig.tight_layout()
+    # tight_layout leaves a placeholder layout engine behind, and any engine makes savefig lay the
+    # whole figure out once more before drawing it: the same pixels for a third more CPU
+    fig.set_layout_engine(None)
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     write_atomic(path, buffer.getvalue())
@@ -51,6 +54,8 @@ def loss_curves(report: RunReport, path: Path) -> None:
         _curve(ax, report.baseline, {"color": "black", "linewidth": 2}, labels[report.baseline.name])
     ax.set(xlabel="epoch", ylabel="validation reconstruction loss", yscale="log",
            title="Validation loss per epoch (star: selected checkpoint; one run, no error bars)")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter())
     ax.legend(fontsize=8)
     save(fig, path)
 
@@ -190,6 +195,15 @@ def labels_plot(series: dict[str, list[tuple[int, float, float, float]]], chance
            title="Test accuracy against the number of labels (bands: 95% CI over label draws)")
     ax.legend(fontsize=8)
     save(fig, path)
+
+
+class PlainLogFormatter(LogFormatter):
+    """A log axis's labels as plain numbers ("0.2", "15"), on the ticks matplotlib's log formatter
+    labels. Its default writes mathtext (1.5x10^1), whose parsing costs more CPU than the rest of
+    the plot."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def plain_ticks(axis, values: list[int]) -> None:
