@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ensemble.scheduling.warm_actors import IDLE_VARIABLE
 from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +24,13 @@ TESTED = {"custom_autoencoder.py", "sklearn_pipeline.py", "tracker_callback.py",
 
 def run_example(tmp_path: Path, name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """The example from a fresh directory, with this interpreter's environment first on PATH (for
-    `python` and `ray` in the shell example), on a local Ray of its own (no RAY_ADDRESS)."""
+    `python` and `ray` in the shell example), on a local Ray of its own (no RAY_ADDRESS), keeping idle
+    actors between its runs as a user's process does (without tests/conftest.py's opt-out)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    env.pop("RAY_ADDRESS", None)
+    for suite_only in ("RAY_ADDRESS", IDLE_VARIABLE):
+        env.pop(suite_only, None)
     command = ["bash"] if name.endswith(".sh") else [sys.executable]
     done = subprocess.run([*command, str(EXAMPLES / name), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=timeout)
