@@ -16,12 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.session_ray import joining_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, cwd, timeout=300):
+def cli(*args, cwd, timeout=300, join=None):
+    """`ensemble ARGS` in a fresh process, with no RAY_ADDRESS: a run starts its own Ray. `join`: the session's
+    Ray (`ray_instance`), which the run joins instead, where Ray's start is not what a test checks."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
+    if join is not None:
+        env.update(joining_env(join))
     return subprocess.run([sys.executable, "-m", "ensemble", *args], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=timeout)
 
@@ -88,9 +94,10 @@ TINY_SETS = sets(TINY_OPTIONS)
 
 
 @pytest.mark.slow
-def test_a_non_ascii_run_name_trains_to_the_end(tmp_path):
+def test_a_non_ascii_run_name_trains_to_the_end(ray_instance, tmp_path):
     auto_sizes = sets(o for o in TINY_OPTIONS if not o.startswith(("data.train_size", "data.val_size", "data.test_")))
-    done = cli("run", "--output", str(tmp_path), "--name", "ü-läuft", *auto_sizes, "--quiet", cwd=tmp_path)
+    done = cli("run", "--output", str(tmp_path), "--name", "ü-läuft", *auto_sizes, "--quiet", cwd=tmp_path,
+               join=ray_instance)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ü-läuft" / "report.json").is_file()
     assert "UnicodeEncodeError" not in done.stdout + done.stderr
@@ -174,9 +181,9 @@ def interrupted_run(tmp_path: Path, overrides=(), name="job") -> Path:
 
 
 @pytest.mark.slow
-def test_every_member_diverging_points_to_a_new_run_not_to_resume(tmp_path):
+def test_every_member_diverging_points_to_a_new_run_not_to_resume(ray_instance, tmp_path):
     done = cli("run", "--output", str(tmp_path), "--name", "nan", *TINY_SETS, "--set", "train.lr=1e12",
-               "--set", "train.optimizer=sgd", "--set", "eager.rule=none", "--quiet", cwd=tmp_path)
+               "--set", "train.optimizer=sgd", "--set", "eager.rule=none", "--quiet", cwd=tmp_path, join=ray_instance)
     assert done.returncode == 1, done.stderr
     assert "start a new run with a lower rate, e.g. --set train.lr=1e+11" in said(done), done.stderr
     assert "Continue it with" not in said(done) and "Traceback" not in done.stderr
