@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from tests.session_ray import joining_env
 from tests.tiny import TINY
 
 
@@ -33,9 +34,10 @@ def test_bad_input_exits_2_with_one_paragraph_and_no_traceback(tmp_path, args, m
 
 
 @pytest.mark.slow
-def test_unsatisfiable_resources_exit_2_instead_of_hanging(tmp_path):
+def test_unsatisfiable_resources_exit_2_instead_of_hanging(ray_instance, tmp_path):
+    # it joins the session's Ray (no GPU, as a local one would have here): the check, not Ray's start, is the point
     done = ensemble_cli("run", "--output", str(tmp_path), "--set", "resources.gpus_per_member=1",
-                        *[a for o in TINY for a in ("--set", o)], cwd=tmp_path)
+                        *[a for o in TINY for a in ("--set", o)], cwd=tmp_path, env=joining_env(ray_instance))
     assert done.returncode == 2 and "GPU" in done.stderr and "Traceback" not in done.stderr
 
 
