@@ -221,8 +221,12 @@ def _files(run_dir):
 
 
 @pytest.mark.slow
-def test_labels_command_writes_json_and_plot_and_nothing_else(saved_run, capsys):
+def test_labels_command_writes_json_and_plot_and_nothing_else(saved_run, tmp_path, capsys):
+    import shutil
+
     from ensemble.cli import main
+    # a copy: labels.json in the session's run would show up in every later test's copy of it
+    saved_run = shutil.copytree(saved_run, tmp_path / "saved")
     before = _files(saved_run)
     report = (saved_run / "report.json").read_bytes()
     assert main(["labels", str(saved_run), "--per-class", "1,5", "--draws", "2"]) == 0
