@@ -18,3 +18,10 @@ def joining_env(ray) -> dict[str, str]:
 def joining_environ(ray) -> dict[str, str]:
     """This process's environment, plus RAY_ADDRESS of its Ray instance: for subprocess.run(env=...)."""
     return {**os.environ, **joining_env(ray)}
+
+
+def as_for_users(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` without the suite's own opt-out of keeping idle actors (`ENSEMBLE_ACTOR_IDLE_S=0`, set by
+    tests/conftest.py for its shared Ray): for a child process that owns its Ray, as a user's does."""
+    from ensemble.scheduling.warm_actors import IDLE_VARIABLE
+    return {key: value for key, value in environ.items() if key != IDLE_VARIABLE}

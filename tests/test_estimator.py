@@ -110,10 +110,9 @@ def test_fits_in_one_process_share_one_ray_instance(tmp_path):
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    from ensemble.scheduling.warm_actors import IDLE_VARIABLE
-    as_for_users = {key: value for key, value in os.environ.items() if key != IDLE_VARIABLE}  # keeping, by default
+    from tests.session_ray import as_for_users
     done = subprocess.run([sys.executable, "-c", FITS_TWICE], capture_output=True, text=True, timeout=600,
-                          env={**as_for_users, "PYTHONPATH": str(root)})
+                          env={**as_for_users(dict(os.environ)), "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "SAME"  # the second fit found the first fit's Ray still up
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.scheduling.warm_actors import IDLE_VARIABLE
 from tests.ports import free_ports
+from tests.session_ray import as_for_users
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -27,10 +27,9 @@ def run_example(tmp_path: Path, name: str, *args: str, timeout: int = 600) -> su
     `python` and `ray` in the shell example), on a local Ray of its own (no RAY_ADDRESS), keeping idle
     actors between its runs as a user's process does (without tests/conftest.py's opt-out)."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+    env = {**as_for_users(dict(os.environ)), "PATH": bin_dir + os.pathsep + os.environ["PATH"],
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    for suite_only in ("RAY_ADDRESS", IDLE_VARIABLE):
-        env.pop(suite_only, None)
+    env.pop("RAY_ADDRESS", None)
     command = ["bash"] if name.endswith(".sh") else [sys.executable]
     done = subprocess.run([*command, str(EXAMPLES / name), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=timeout)

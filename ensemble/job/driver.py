@@ -135,7 +135,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
                 data_ref = share_data(plan.splits)
                 plan = replace(plan, splits=stored_splits(plan.splits, data_ref))  # the driver's images: the store's
                 apart = fits_apart(fitted_image_bytes(plan.splits))  # small data: in this process, no start to pay
-                fits = ends.enter_context(FitsBeside(data_ref, apart))  # its process starts now, while members train
+                fits = ends.enter_context(FitsBeside(data_ref, apart))  # apart: its process starts while members train
                 phases = train_members.run(plan, run_dir, data_ref, show, nodes)
                 train_baseline.run(plan, run_dir, data_ref, show, phases)
             # in the session: the fits run beside the features, in the object store (`scheduling.beside`)

@@ -82,9 +82,9 @@ FITS_APART_BYTES = 32 * 2**20
 
 
 def fitted_image_bytes(splits: Splits) -> int:
-    """The float32 bytes of the images the combiners fit and score on: the labelled training rows and the test rows."""
+    """The bytes of the images the combiners fit and score on: the labelled training rows and the test rows."""
     rows = len(splits.train_x) if splits.labelled is None else len(splits.labelled)
-    return (rows + len(splits.test_x)) * splits.train_x[0].numel() * 4
+    return (rows + len(splits.test_x)) * splits.train_x.shape[1:].numel() * splits.train_x.element_size()
 
 
 def fits_apart(image_bytes: int) -> bool:
