@@ -18,6 +18,7 @@ from ensemble.scheduling.warm_actors import (
     IDLE_DEFAULT_S,
     IDLE_VARIABLE,
     Kept,
+    host_group,
     idle_seconds,
     keeping,
     keeps_actors,
@@ -58,6 +59,18 @@ def test_a_pool_takes_kept_actors_of_its_share_in_its_session_and_ends_the_rest(
     # an earlier Ray session, or another driver's job: the handles mean nothing here, so neither
     assert split_kept(kept, ("session_b", "01000000"), ONE_CPU, 2) == ([], [])
     assert split_kept(kept, ("session_a", "02000000"), ONE_CPU, 2) == ([], [])
+
+
+def test_the_baseline_trains_on_members_actors_that_hold_its_cpus_on_one_node():
+    # two 1-CPU members' actors on one node host the 2-CPU baseline: one trains with 2 threads, one holds
+    assert host_group(ONE_CPU, ["n1", "n1"], TWO_CPUS) == [0, 1]
+    assert host_group(ONE_CPU, ["n1", "n2", "n2", "n2"], Share(3.0, 0.0)) == [1, 2, 3]
+    assert host_group(Share(1.5, 0.0), ["n1", "n1"], Share(3.0, 0.0)) == [0, 1]
+    assert host_group(Share(1.5, 0.0), ["n1", "n1"], Share(4.0, 0.0)) is None  # 3 CPUs of 4: too few
+    assert host_group(ONE_CPU, ["n1", "n2"], TWO_CPUS) is None         # a model cannot span nodes
+    assert host_group(ONE_CPU, ["n1"], TWO_CPUS) is None
+    assert host_group(ONE_CPU, ["n1", "n1"], ONE_CPU) is None          # the same share: taken as it is
+    assert host_group(Share(1.0, 0.5), ["n1", "n1"], Share(2.0, 1.0)) is None  # GPU shares never add up
 
 
 def test_runs_keep_actors_inside_a_session_opened_before_them_and_not_one_they_opened(monkeypatch):

@@ -113,10 +113,15 @@ class MemberActor:
                 "node_id": ray.get_runtime_context().get_node_id(),
                 "device_copies": self.device_copies}
 
-    def warm_up(self, spec: MemberSpec, data: dict) -> dict:
+    def warm_up(self, spec: MemberSpec, data: dict, threads: Optional[int] = None) -> dict:
         """One training step and one evaluation of `spec`'s model on one batch, thrown away: PyTorch's
         one-time costs (the optimizer's lazy imports, kernel choice for these shapes) are
-        paid when the actor starts, not in a member's first epoch. Returns the placement."""
+        paid when the actor starts, not in a member's first epoch. `threads`: torch threads to train with
+        from now on (the baseline on a group of members' actors: their CPUs together). Returns the
+        placement."""
+        if threads is not None:
+            self.threads_wanted = max(1, int(threads))
+            self._follow_threads()
         settings = replace(self._settings(spec, data), compile=False)  # compiling a throwaway model costs time
         batch = self._on_device(data)[0][:settings.batch_size]  # the one copy of the data, made now
         model, (batch,) = apply_fast_paths(spec.factory().to(self.device), (batch,), settings)

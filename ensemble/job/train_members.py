@@ -33,6 +33,12 @@ class Phases:
 
 
 
+def hands_over(baseline: bool, member: Share) -> bool:
+    """Whether the members' idle actors stay for the baseline, which trains on a group of them
+    (`warm_actors.take_hosts`): on CPUs only (idle GPU actors end at once, freeing their memory)."""
+    return baseline and member.gpus == 0
+
+
 def run(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, nodes: list[dict]) -> Phases:
     """Every member in parallel; Ray queues what does not fit."""
     config = plan.config
@@ -46,7 +52,8 @@ def run(plan: Plan, run_dir: Path, data_ref: ray.ObjectRef, show, nodes: list[di
              for i in range(config.members)]
     started = time.perf_counter()
     runs = MemberPool(plan.member_share, data_ref, show, config.resources.max_restarts,
-                      config.resources.lend_idle_cpus, plan.members_per_actor).train(specs)
+                      config.resources.lend_idle_cpus, plan.members_per_actor,
+                      hand_over=hands_over(config.baseline.enabled, plan.member_share)).train(specs)
     wall = time.perf_counter() - started
     # the nodes now: an autoscaler may have added some while the members waited (scale from zero)
     now = alive_node_resources() or nodes

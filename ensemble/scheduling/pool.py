@@ -30,8 +30,8 @@ from ensemble.errors import MemberFailed
 from ensemble.scheduling import warm_actors
 from ensemble.scheduling.placement import Share, lent_threads
 from ensemble.scheduling.records import MemberRecord
-from ensemble.scheduling.session import driver_node_id, worker_log_tail
-from workers.actor import MemberActor, MemberSpec
+from ensemble.scheduling.session import driver_node_id, started_on, worker_log_tail
+from workers.actor import MemberActor, MemberSpec, torch_threads
 from workers.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_latest_valid, sweep_temporaries
 from workers.events import Event, Lost, Restarted, Shipment
 from workers.layout import OUTCOME
@@ -48,8 +48,14 @@ class MemberPool:
     """Trains a phase's members (all members, or the baseline) on warm actors of one `share`."""
 
     def __init__(self, share: Share, data_ref: ray.ObjectRef, on_event: EventHandler, max_restarts: int = 0,
-                 lend_idle_cpus: bool = True, members_per_actor: Union[int, str] = 1):
+                 lend_idle_cpus: bool = True, members_per_actor: Union[int, str] = 1, hand_over: bool = False):
+        """`hand_over`: the actors left idle at the end stay for the run's next phase (the baseline trains
+        on them, `warm_actors.take_hosts`) instead of ending with this one."""
         self._share = share
+        self._hand_over = hand_over
+        self._hosts: Optional[warm_actors.Hosts] = None       # a larger share's actor made of kept actors
+        self._starting: list[Actor] = []                      # started when the queue ran dry, left to the baseline
+        self._start_threads: dict[Actor, int] = {}            # actor -> threads to train with from its warm-up
         self._data_ref = data_ref
         self._on_event = on_event
         self._max_restarts = max_restarts
@@ -73,7 +79,7 @@ class MemberPool:
         self._runs = {spec.name: MemberRecord() for spec in specs}
         self._phase_start = time.time()
         self._warm_up_spec = specs[0]
-        kept = warm_actors.take(self._share, len(specs))  # an earlier run's idle actors, when it kept them
+        kept = self._take_kept(len(specs))
         self._spares = len(specs) + len(kept)  # a kept actor found dead is replaced without using a spare
         for actor in kept:
             self._warm_up(actor)  # on this run's model and data, as a new actor would
@@ -95,12 +101,42 @@ class MemberPool:
         finally:
             for actor in [*self._warming.values(), *(actor for _, actor in self._streams.values())]:
                 ray.kill(actor)
-            if finished:  # kept for the next run when this run keeps them (`warm_actors`), else ended
-                warm_actors.park(self._share, self._idle)
+            if finished and self._keeps_idle():  # for the run's next phase or run (`warm_actors`)
+                self._park()
             else:
-                for actor in self._idle:
+                for actor in [*self._idle, *self._starting, *(self._hosts.holders if self._hosts else [])]:
                     actor.__ray_terminate__.remote()  # gracefully, so its task events reach the timeline
         return self._runs
+
+    def _take_kept(self, wanted: int) -> list:
+        """Actors kept from the run's earlier phase, or an earlier run: of this pool's share, or (for one
+        actor) a group of smaller ones on one node whose CPUs it trains with (`warm_actors.take_hosts`)."""
+        self._hosts = warm_actors.take_hosts(self._share) if wanted == 1 else None
+        if self._hosts is None:
+            return warm_actors.take(self._share, wanted)
+        self._start_threads[self._hosts.trainer] = torch_threads(self._share.cpus)
+        return [self._hosts.trainer]
+
+    def _keeps_idle(self) -> bool:
+        return self._hand_over or self._hosts is not None or warm_actors.keeping()
+
+    def _park(self) -> None:
+        def node(actor) -> str:
+            return self._placements.get(actor, {}).get("node_id", "")
+        if self._hosts is None:
+            idle = [*self._idle, *self._starting]
+            warm_actors.park(self._share, idle, [node(actor) for actor in idle])
+        else:  # the group goes back as what it is: actors of the smaller share
+            warm_actors.park(self._hosts.share, [*self._idle, *self._hosts.holders],
+                             [*map(node, self._idle), *self._hosts.nodes[1:]])
+
+    def _drop_hosts(self) -> None:
+        """The actor training on a group's CPUs died: the group's holders end, so that the new actor
+        requested in its place can have their CPUs."""
+        if self._hosts is not None:
+            for holder in self._hosts.holders:
+                holder.__ray_terminate__.remote()
+            self._hosts = None
 
     # --- what can happen, one handler each ---
 
@@ -120,9 +156,20 @@ class MemberPool:
                                                                                         handoffs)
         self._streams[stream] = (work, actor)
         if not self._queue:
-            for waiting in self._warming.values():
-                ray.kill(waiting)
-            self._warming.clear()
+            self._cancel_waiting()
+
+    def _cancel_waiting(self) -> None:
+        """The queue is empty: actors still waiting for resources are cancelled. One already starting on
+        a node (it holds its CPUs) is kept when the pool hands over to the baseline, whose group it joins
+        (`warm_actors.take_hosts`); the phase does not wait for it."""
+        for actor in self._warming.values():
+            node = started_on(actor) if self._hand_over else None
+            if node is None:
+                ray.kill(actor)
+            else:
+                self._starting.append(actor)
+                self._placements[actor] = {"node_id": node}
+        self._warming.clear()
 
     def on_idle(self, actor) -> None:
         """Nothing left to give `actor`. On CPUs it is kept until the phase ends and its CPUs are lent to
@@ -131,7 +178,7 @@ class MemberPool:
         its resources (ray.kill would drop the task events it still holds, which the dashboard and
         `ray timeline` show)."""
         lend = self._lending and self._share.gpus == 0 and bool(self._streams)
-        if lend or warm_actors.keeping():
+        if lend or self._keeps_idle():
             self._idle.append(actor)
             self._lend_idle_cpus()
         else:
@@ -139,6 +186,7 @@ class MemberPool:
     def on_start_failed(self, actor) -> None:
         """An actor died while starting; no member was on it: request another while spares last."""
         ray.kill(actor)
+        self._drop_hosts()
         if self._queue and self._spares > 0:
             self._spares -= 1
             self._request_actor()
@@ -161,6 +209,7 @@ class MemberPool:
         """The actor (or its node) died holding `work`: each of its members unfinished restarts from its
         checkpoint, or is lost once its restarts are used up."""
         ray.kill(actor)
+        self._drop_hosts()
         cause = str(error).strip().splitlines()[0][:200]
         last_words = worker_log_tail(self._placements.pop(actor, {}) or self._runs[work[0].name].placement)
         for spec in reversed([spec for spec in work if self._runs[spec.name].outcome is None]):
@@ -196,7 +245,9 @@ class MemberPool:
         num_cpus=share.cpus, num_gpus=share.gpus).remote(share.cpus))
 
     def _warm_up(self, actor) -> None:
-        self._warming[actor.warm_up.options(name="warm_up").remote(self._warm_up_spec, self._data_ref)] = actor
+        call = actor.warm_up.options(name="warm_up").remote(self._warm_up_spec, self._data_ref,
+                                                            self._start_threads.get(actor))
+        self._warming[call] = actor
 
     def _settle_warm_up(self, ready: ray.ObjectRef) -> None:
         actor = self._warming.pop(ready)

@@ -87,6 +87,16 @@ def alive_node_resources() -> list[dict]:
     return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
 
 
+def started_on(actor) -> Optional[str]:
+    """The node an actor's process runs on once Ray has placed it; None while it waits for resources
+    (or when Ray's actor table cannot say: callers then treat it as waiting)."""
+    try:
+        record = ray._private.state.actors(actor._actor_id.hex())  # the GCS's table: no dashboard needed
+    except Exception:  # noqa: BLE001 (a private API: any failure means "not known to be placed")
+        return None
+    return (record.get("Address") or {}).get("NodeID") if record.get("Pid") else None
+
+
 def free_resources() -> dict[str, float]:
     """The cluster's resources not held by anything now (Ray's own accounting)."""
     return {kind: float(amount) for kind, amount in ray.available_resources().items()}

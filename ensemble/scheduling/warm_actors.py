@@ -8,6 +8,11 @@ the same share takes them instead of starting new ones. A run that opened its Ra
 (`ensemble run`, started locally or connected to RAY_ADDRESS) ends its actors as before: its
 session, or its process, ends with it.
 
+Inside one run the members' idle CPU actors are handed to the baseline, which trains on them: a group
+of them on one node holds the baseline's share of CPUs together, so one trains with all their threads
+while the others hold their CPUs (`host_group`); the run pays no new process for its baseline. At
+the run's end they are kept for the next run as above, or ended.
+
 Kept actors hold their CPUs/GPUs while idle, so they are bounded: at most what the last pool used,
 one share at a time (a pool with another share ends them before it asks Ray for its own), and they
 exit after `ENSEMBLE_ACTOR_IDLE_S` seconds without a run (30 by default; 0 keeps none), or at once
@@ -17,12 +22,14 @@ on `ensemble.release_actors()`. A cache from an earlier Ray session (after `ray.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import ray
 
@@ -30,6 +37,7 @@ from ensemble.scheduling.placement import Share
 from workers.errors import InputError
 
 IDLE_VARIABLE = "ENSEMBLE_ACTOR_IDLE_S"
+RELEASE_WAIT_S = 5.0  # at most, for released actors to exit and Ray to count their resources free
 IDLE_DEFAULT_S = 30.0  # long enough for the gap between fits of a cross-validation, short for a user's other Ray work
 
 # whether the runs in this context keep their idle actors: set by `ray_session`, False outside one
@@ -38,10 +46,22 @@ _keeping: ContextVar[bool] = ContextVar("keep_member_actors", default=False)
 
 @dataclass
 class Kept:
-    """Idle member actors of one share, in one Ray session (`session`: its name and the driver's job)."""
+    """Idle member actors of one share, in one Ray session (`session`: its name and the driver's job),
+    with the node each one runs on."""
     session: tuple[str, str]
     share: Share
     actors: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)
+
+
+@dataclass
+class Hosts:
+    """Kept actors of `share` on one node that together hold a larger share: `trainer` trains with all
+    their CPUs' threads, `holders` stay idle so that no one else takes their CPUs meanwhile."""
+    share: Share
+    trainer: Any
+    holders: list
+    nodes: list  # the node of the trainer, then of each holder
 
 
 # --- pure decisions, tested without Ray ---
@@ -80,6 +100,20 @@ def split_kept(kept: Optional[Kept], session: tuple[str, str], share: Share, wan
     return list(kept.actors[:wanted]), list(kept.actors[wanted:])
 
 
+def host_group(kept: Share, nodes: Sequence[str], share: Share) -> Optional[list[int]]:
+    """Which kept actors of share `kept` (on `nodes`, one entry each) together host one actor of the larger
+    `share`: enough of them on one node to hold its CPUs. None when no group can: GPUs (a GPU share is not
+    a sum of fractions on one device), or too few actors on any one node."""
+    if kept.gpus or share.gpus or share.cpus <= kept.cpus:
+        return None
+    needed = math.ceil(share.cpus / kept.cpus - 1e-9)
+    for node in dict.fromkeys(nodes):
+        on_node = [index for index, where in enumerate(nodes) if where == node]
+        if len(on_node) >= needed:
+            return on_node[:needed]
+    return None
+
+
 # --- the process-wide cache (one per driver process) ---
 
 _lock = threading.Lock()
@@ -94,14 +128,18 @@ def keeping() -> bool:
 
 @contextmanager
 def run_scope(run_opened_ray: bool) -> Iterator[None]:
-    """Around a run's Ray session: its pools keep their idle actors when the session outlives it; a
-    session it opened ends the kept actors (of the runs inside it, as in a --repeats loop) at its end."""
-    token = _keeping.set(keeps_actors(run_opened_ray, idle_seconds(os.environ.get(IDLE_VARIABLE))))
+    """Around a run's Ray session. At its end the actors its pools left idle are kept for the next run
+    when the session outlives it, else ended (a session it opened also ends the kept actors of the runs
+    inside it, as in a --repeats loop)."""
+    keep = keeps_actors(run_opened_ray, idle_seconds(os.environ.get(IDLE_VARIABLE)))
+    token = _keeping.set(keep)
     try:
         yield
     finally:
         _keeping.reset(token)
-        if run_opened_ray:
+        if keep:
+            _wait_for_next_run()
+        else:
             release_actors()
 
 
@@ -117,31 +155,61 @@ def take(share: Share, wanted: int) -> list:
     return taken
 
 
-def park(share: Share, actors: Sequence) -> None:
-    """A pool's idle actors at its end: kept (their data freed, threads back to the share) when the run
-    keeps them, else ended gracefully (so their task events still reach the timeline)."""
-    global _kept, _timer
+def take_hosts(share: Share) -> Optional[Hosts]:
+    """For a pool training one actor of `share` (the baseline): kept actors of a smaller share that host
+    it together (`host_group`); the other kept actors end. None, leaving the cache as it is, when the
+    kept actors have `share` itself (`take` gives them); None, ending them, when no group can host it."""
+    global _kept
+    session = _session()
+    with _lock:
+        kept = _kept
+        if kept is None or kept.session != session or kept.share == share:
+            return None
+        _kept = None
+        _cancel_timer()
+    group = host_group(kept.share, kept.nodes, share)
+    chosen = group or []
+    _end([actor for index, actor in enumerate(kept.actors) if index not in chosen])
+    if not chosen:
+        return None
+    actors = [kept.actors[index] for index in chosen]
+    return Hosts(kept.share, actors[0], actors[1:], [kept.nodes[index] for index in chosen])
+
+
+def park(share: Share, actors: Sequence, nodes: Sequence[str]) -> None:
+    """A pool's idle actors (on `nodes`, one entry each) at its end, for the run's next phase; the run's
+    end keeps them for the next run or ends them (`run_scope`). Kept actors from before end."""
+    global _kept
     if not actors:
         return
-    if not keeping():
-        _end(actors)
-        return
-    for actor in actors:
-        actor.rest.remote()  # before a next run's call: Ray runs one caller's calls to an actor in order
     with _lock:
-        previous, _kept = _kept, Kept(_session(), share, list(actors))
+        previous, _kept = _kept, Kept(_session(), share, list(actors), list(nodes))
         _cancel_timer()
-        _timer = threading.Timer(idle_seconds(os.environ.get(IDLE_VARIABLE)), _expire, args=(_kept,))
-        _timer.daemon = True
-        _timer.start()
     if previous is not None and previous.session == _kept.session:
         _end(previous.actors)
 
 
+def _wait_for_next_run() -> None:
+    """At the end of a run that keeps its actors: they rest (their data freed, threads back to their
+    share) and wait `ENSEMBLE_ACTOR_IDLE_S` seconds for the next run."""
+    global _timer
+    with _lock:
+        kept = _kept
+        if kept is None:
+            return
+        _cancel_timer()
+        _timer = threading.Timer(idle_seconds(os.environ.get(IDLE_VARIABLE)), _expire, args=(kept,))
+        _timer.daemon = True
+        _timer.start()
+    for actor in kept.actors:
+        actor.rest.remote()  # before a next run's call: Ray runs one caller's calls to an actor in order
+
+
 def release_actors() -> int:
     """End the member actors kept warm for the next run now, freeing their CPUs/GPUs for other Ray
-    work; returns how many ended. The next run starts new ones. (They also end by themselves after
-    `ENSEMBLE_ACTOR_IDLE_S` seconds without a run, and with the Ray session.)
+    work; returns how many ended, once Ray counts their resources as free (a few seconds at most). The
+    next run starts new ones. (They also end by themselves after `ENSEMBLE_ACTOR_IDLE_S` seconds
+    without a run, and with the Ray session.)
 
     Returns
     -------
@@ -151,7 +219,8 @@ def release_actors() -> int:
     Examples
     --------
     >>> import ensemble
-    >>> ensemble.release_actors()  # no run has kept actors in this process
+    >>> ended = ensemble.release_actors()  # what earlier runs in this process kept, if any
+    >>> ensemble.release_actors()  # nothing is kept any more
     0
     """
     global _kept
@@ -160,7 +229,12 @@ def release_actors() -> int:
         _cancel_timer()
     if kept is None or not ray.is_initialized() or kept.session != _session():
         return 0
-    _end(kept.actors)
+    free_before = ray.available_resources().get("CPU", 0.0)
+    ray.wait(_end(kept.actors), num_returns=len(kept.actors), timeout=RELEASE_WAIT_S)  # each ends as it exits
+    freed = free_before + kept.share.cpus * len(kept.actors)
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while ray.available_resources().get("CPU", 0.0) < freed - 1e-6 and time.monotonic() < deadline:
+        time.sleep(0.05)  # Ray's accounting follows the exits within about 0.1 s
     return len(kept.actors)
 
 
@@ -181,9 +255,10 @@ def _cancel_timer() -> None:
         _timer = None
 
 
-def _end(actors: Sequence) -> None:
-    for actor in actors:
-        actor.__ray_terminate__.remote()
+def _end(actors: Sequence) -> list:
+    """End `actors` gracefully (their task events still reach the timeline); the calls' references
+    resolve as each exits."""
+    return [actor.__ray_terminate__.remote() for actor in actors]
 
 
 def _session() -> tuple[str, str]:

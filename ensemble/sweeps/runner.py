@@ -281,6 +281,7 @@ def sweep(config: Optional[EnsembleConfig] = None, grid: Grid = (), repeats: int
 
 def execute(plan: SweepPlan, parallel_cells: int, options: dict, on_line: Callable[[str], None]) -> SweepResult:
     from ensemble.scheduling.session import free_resources, ray_session
+    from ensemble.scheduling.warm_actors import release_actors
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(plan.sweep_dir):  # one writer per sweep; each run also holds its own directory's lock
         tracker = Tracker(plan, on_line)
@@ -288,6 +289,7 @@ def execute(plan: SweepPlan, parallel_cells: int, options: dict, on_line: Callab
         try:
             with ray_session():
                 demand = run_demand([config for cell in plan.cells for config in cell.runs])
+                release_actors()  # an earlier run's kept actors would hold what the cells need, and count as busy
                 tracker.side_by_side = decisions.cells_side_by_side(parallel_cells, free_resources(), demand)
                 on_line(f"[sweep] {plan.name}: {len(plan.cells)} cell(s) x {plan.repeats} seed(s), "
                         f"{tracker.side_by_side} cell(s) at a time, in {plan.sweep_dir}")
