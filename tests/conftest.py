@@ -9,9 +9,6 @@ import os
 # Ray must stay on loopback on this machine and in CI (binds every node and address to 127.0.0.1).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# Runs in the session's shared Ray keep no idle member actors (they would hold its 2 CPUs for the next
-# test's other Ray work); tests/test_warm_actors.py turns keeping on where it tests it.
-os.environ.setdefault("ENSEMBLE_ACTOR_IDLE_S", "0")
 
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -104,6 +101,15 @@ def ray_instance():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def no_kept_actors(ray_instance):
+    """For a test that asks the session's Ray for CPUs itself: the member actors that earlier tests' runs
+    kept warm are ended first, as a user calls `ensemble.release_actors()` before other Ray work (else
+    they would hold the CPUs until they expire)."""
+    import ensemble
+    ensemble.release_actors()
 
 
 @pytest.fixture(scope="session")

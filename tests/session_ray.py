@@ -11,7 +11,12 @@ def session_address(ray) -> str:
 
 
 def joining_env(ray) -> dict[str, str]:
-    """Environment variables for a child process that joins this process's Ray instance."""
+    """Environment variables for a child process that joins this process's Ray instance. The member
+    actors this process's runs kept warm are ended first, as a user frees them before other Ray work
+    (`ensemble.release_actors`): the child cannot take them, and they would hold the CPUs its own actors
+    wait for until they expire."""
+    import ensemble
+    ensemble.release_actors()
     return {"RAY_ADDRESS": session_address(ray)}
 
 
@@ -19,9 +24,3 @@ def joining_environ(ray) -> dict[str, str]:
     """This process's environment, plus RAY_ADDRESS of its Ray instance: for subprocess.run(env=...)."""
     return {**os.environ, **joining_env(ray)}
 
-
-def as_for_users(environ: dict[str, str]) -> dict[str, str]:
-    """`environ` without the suite's own opt-out of keeping idle actors (`ENSEMBLE_ACTOR_IDLE_S=0`, set by
-    tests/conftest.py for its shared Ray): for a child process that owns its Ray, as a user's does."""
-    from ensemble.scheduling.warm_actors import IDLE_VARIABLE
-    return {key: value for key, value in environ.items() if key != IDLE_VARIABLE}

@@ -166,7 +166,7 @@ def test_members_beyond_the_free_slots_queue_on_warm_actors_and_all_finish(ray_i
     assert len(set(pids)) <= 2
 
 
-def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ray_instance, tmp_path):
+def test_an_actor_reused_for_a_second_member_trains_it_as_a_fresh_actor_would(ray_instance, no_kept_actors, tmp_path):
     import ray
 
     from ensemble.builders import member_rule, member_seed, train_settings

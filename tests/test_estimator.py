@@ -25,18 +25,6 @@ def digits():
     return X[:400], y[:400]
 
 
-@pytest.fixture(scope="module")
-def kept_as_for_users(ray_instance):
-    """The fits here keep their idle actors for the next fit, as a user's do by default (tests/conftest.py
-    turns keeping off for the rest of the suite); they are let go when this file's tests are done."""
-    from ensemble import release_actors
-    from ensemble.scheduling.warm_actors import IDLE_VARIABLE
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv(IDLE_VARIABLE, raising=False)
-        yield
-        release_actors()
-
-
 # --- parameters, without training ---
 
 def test_clone_and_params_round_trip():
@@ -110,9 +98,8 @@ def test_fits_in_one_process_share_one_ray_instance(tmp_path):
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    from tests.session_ray import as_for_users
     done = subprocess.run([sys.executable, "-c", FITS_TWICE], capture_output=True, text=True, timeout=600,
-                          env={**as_for_users(dict(os.environ)), "PYTHONPATH": str(root)})
+                          env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "SAME"  # the second fit found the first fit's Ray still up
 
@@ -140,21 +127,21 @@ def test_scikit_learn_checks_that_apply(estimator, check):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINING_CHECKS)
-def test_scikit_learn_checks_that_train(ray_instance, kept_as_for_users, name):
+def test_scikit_learn_checks_that_train(ray_instance, name):
     getattr(estimator_checks, name)("EagerEnsembleClassifier", EagerEnsembleClassifier(**TINY))
 
 
 # --- fitting, on Ray ---
 
 @pytest.mark.slow
-def test_cross_val_score_on_digits_returns_two_scores(ray_instance, kept_as_for_users, digits):
+def test_cross_val_score_on_digits_returns_two_scores(ray_instance, digits):
     X, y = digits
     scores = cross_val_score(EagerEnsembleClassifier(**TINY), X, y, cv=2)
     assert scores.shape == (2,) and np.all(scores > 0.5)  # 10 classes: chance is 0.1
 
 
 @pytest.mark.slow
-def test_a_fitted_estimator_predicts_transforms_and_reports(ray_instance, kept_as_for_users, digits, tmp_path):
+def test_a_fitted_estimator_predicts_transforms_and_reports(ray_instance, digits, tmp_path):
     X, y = digits
     pipeline = make_pipeline(MinMaxScaler(), EagerEnsembleClassifier(**TINY))
     assert pipeline.fit(X[:300], y[:300]) is pipeline
@@ -189,7 +176,7 @@ def test_a_fitted_estimator_predicts_transforms_and_reports(ray_instance, kept_a
 
 
 @pytest.mark.slow
-def test_output_keeps_the_run_and_images_may_be_3d(ray_instance, kept_as_for_users, digits, tmp_path):
+def test_output_keeps_the_run_and_images_may_be_3d(ray_instance, digits, tmp_path):
     X, y = digits
     images = X.reshape(-1, 8, 8)
     clf = EagerEnsembleClassifier(**TINY, output=str(tmp_path), random_state=3).fit(images[:200], y[:200])

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.ports import free_ports
-from tests.session_ray import as_for_users
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -24,10 +23,9 @@ TESTED = {"custom_autoencoder.py", "sklearn_pipeline.py", "tracker_callback.py",
 
 def run_example(tmp_path: Path, name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """The example from a fresh directory, with this interpreter's environment first on PATH (for
-    `python` and `ray` in the shell example), on a local Ray of its own (no RAY_ADDRESS), keeping idle
-    actors between its runs as a user's process does (without tests/conftest.py's opt-out)."""
+    `python` and `ray` in the shell example), on a local Ray of its own (no RAY_ADDRESS)."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {**as_for_users(dict(os.environ)), "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("RAY_ADDRESS", None)
     command = ["bash"] if name.endswith(".sh") else [sys.executable]
