@@ -43,10 +43,11 @@ PY
     head_pid=$!
     disown "$head_pid"  # its end is ours to report, not the shell's
     # Not `ray stop`: that would stop every Ray instance of this user on the machine.
+    # `|| true`: under `set -e` a kill that finds the group already gone would end the script with 1
     stop_head() {
-        kill -TERM -- "-$head_pid" 2>/dev/null
+        kill -TERM -- "-$head_pid" 2>/dev/null || true
         for _ in 1 2 3 4 5; do kill -0 "$head_pid" 2>/dev/null || break; sleep 1; done
-        kill -KILL -- "-$head_pid" 2>/dev/null
+        kill -KILL -- "-$head_pid" 2>/dev/null || true
         rm -rf "$temp_dir"
         echo "stopped the Ray head"
     }
