@@ -140,7 +140,7 @@ def run_scope(run_opened_ray: bool) -> Iterator[None]:
         if keep:
             _wait_for_next_run()
         else:
-            release_actors()
+            _release(until_free=False)
 
 
 def take(share: Share, wanted: int) -> list:
@@ -223,12 +223,21 @@ def release_actors() -> int:
     >>> ensemble.release_actors()  # nothing is kept any more
     0
     """
+    return _release(until_free=True)
+
+
+def _release(until_free: bool) -> int:
+    """End the kept actors; `until_free`: wait until Ray counts their CPUs free (for other work in this
+    session; not at the end of a run whose session, or process, ends anyway)."""
     global _kept
     with _lock:
         kept, _kept = _kept, None
         _cancel_timer()
     if kept is None or not ray.is_initialized() or kept.session != _session():
         return 0
+    if not until_free:
+        _end(kept.actors)
+        return len(kept.actors)
     free_before = ray.available_resources().get("CPU", 0.0)
     ray.wait(_end(kept.actors), num_returns=len(kept.actors), timeout=RELEASE_WAIT_S)  # each ends as it exits
     freed = free_before + kept.share.cpus * len(kept.actors)
