@@ -86,6 +86,23 @@ def test_runs_keep_actors_inside_a_session_opened_before_them_and_not_one_they_o
         assert not keeping()
 
 
+def test_actors_kept_in_an_ended_ray_session_are_dropped_at_a_later_runs_end(monkeypatch):
+    """A run that ends before its pools start (bad input, say) in a later Ray session must not call the actors
+    an earlier session kept: their handles mean nothing there, and the call would hide the run's own error."""
+    from ensemble.scheduling import warm_actors
+
+    class EndedSessionsActor:
+        class rest:
+            @staticmethod
+            def remote():
+                raise AssertionError("called an actor of an ended Ray session")
+    monkeypatch.setenv(IDLE_VARIABLE, "30")
+    monkeypatch.setattr(warm_actors, "_kept", Kept(("ended_session", "01000000"), ONE_CPU, [EndedSessionsActor()]))
+    with run_scope(run_opened_ray=False):
+        pass
+    assert warm_actors._kept is None
+
+
 # --- on Ray ---
 
 # Idle CPUs are not lent here: a member lent a second thread part-way encodes its features with 2 threads,

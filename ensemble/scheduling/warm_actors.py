@@ -192,12 +192,16 @@ def park(share: Share, actors: Sequence, nodes: Sequence[str]) -> None:
 def _wait_for_next_run() -> None:
     """At the end of a run that keeps its actors: they rest (their data freed, threads back to their
     share) and wait `ENSEMBLE_ACTOR_IDLE_S` seconds for the next run."""
-    global _timer
+    global _kept, _timer
+    session = _session() if ray.is_initialized() else None
     with _lock:
         kept = _kept
         if kept is None:
             return
         _cancel_timer()
+        if kept.session != session:  # kept in a Ray session that has ended since: nothing to call
+            _kept = None
+            return
         _timer = threading.Timer(idle_seconds(os.environ.get(IDLE_VARIABLE)), _expire, args=(kept,))
         _timer.daemon = True
         _timer.start()
