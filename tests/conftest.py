@@ -74,8 +74,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 # Seconds the heaviest files' tests took, one after another, on the 2-core CI machine (2026-12-07; the list in
-# docs/development.md): only the order the groups start in depends on them, so a stale figure costs time at the
-# end of the run, never a result. A file not listed is costed by its tests.
+# docs/development.md; test_tracker.py's without building the MLflow server's venv, which .ci/run does beside):
+# only the order the groups start in depends on them, so a stale figure costs time at the end of the run, never
+# a result. A file not listed is costed by its tests.
 FILE_SECONDS = {
     "test_hostile_inputs.py": 221, "test_examples.py": 191, "test_real_failures.py": 145, "test_bench.py": 118,
     "test_serving.py": 106, "test_warm_actors.py": 91, "test_recovery.py": 85, "test_job_submit.py": 73,
@@ -96,11 +97,12 @@ def longest_groups_first(items: list) -> list:
         return xdist_group_of(item.nodeid.split("::")[0])
     cost: dict[str, float] = {}
     first: dict[str, int] = {}
+    files_counted: set = set()
     for index, item in enumerate(items):
         key = group(item)
-        cost[key] = cost.get(key, 0.0) + expected_seconds(item, first_of_its_file=item.path not in first)
+        cost[key] = cost.get(key, 0.0) + expected_seconds(item, first_of_its_file=item.path not in files_counted)
         first.setdefault(key, index)
-        first.setdefault(item.path, index)
+        files_counted.add(item.path)
     return sorted(items, key=lambda item: (-cost[group(item)], first[group(item)]))
 
 

@@ -193,13 +193,12 @@ def _wait_for_next_run() -> None:
     """At the end of a run that keeps its actors: they rest (their data freed, threads back to their
     share) and wait `ENSEMBLE_ACTOR_IDLE_S` seconds for the next run."""
     global _kept, _timer
-    session = _session() if ray.is_initialized() else None
     with _lock:
         kept = _kept
         if kept is None:
             return
         _cancel_timer()
-        if kept.session != session:  # kept in a Ray session that has ended since: nothing to call
+        if not _in_this_session(kept):  # kept in a Ray session that has ended since: nothing to call
             _kept = None
             return
         _timer = threading.Timer(idle_seconds(os.environ.get(IDLE_VARIABLE)), _expire, args=(kept,))
@@ -237,7 +236,7 @@ def _release(until_free: bool) -> int:
     with _lock:
         kept, _kept = _kept, None
         _cancel_timer()
-    if kept is None or not ray.is_initialized() or kept.session != _session():
+    if kept is None or not _in_this_session(kept):
         return 0
     if not until_free:
         _end(kept.actors)
@@ -257,7 +256,7 @@ def _expire(kept: Kept) -> None:
         if _kept is not kept:  # taken by a run, or replaced, since the timer started
             return
         _kept = None
-    if ray.is_initialized() and kept.session == _session():
+    if _in_this_session(kept):
         _end(kept.actors)
 
 
@@ -272,6 +271,11 @@ def _end(actors: Sequence) -> list:
     """End `actors` gracefully (their task events still reach the timeline); the calls' references
     resolve as each exits."""
     return [actor.__ray_terminate__.remote() for actor in actors]
+
+
+def _in_this_session(kept: Kept) -> bool:
+    """Whether the kept actors belong to the Ray session this process is connected to now."""
+    return ray.is_initialized() and kept.session == _session()
 
 
 def _session() -> tuple[str, str]:
