@@ -16,13 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from ensemble.builders import Autoencoders
+from ensemble.builders import Autoencoders, run_name
 from ensemble.config import EnsembleConfig, resolve
 from ensemble.job import evaluate, prepare, train_baseline, train_members, write_report
 from ensemble.job.evaluate import Evaluation, chosen_checkpoints
 from ensemble.job.prepare import Plan
 from ensemble.job.run_dir import open_run_dir, writing
-from ensemble.job.watching import announce, watching
+from ensemble.job.watching import announce, roster, watching
 from ensemble.observers.progress import Watch, progress_watch
 from ensemble.observers.tracking import chained, open_tracker, tracked
 from ensemble.report import RunReport
@@ -123,17 +123,19 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
     plan = prepare.run(resolved.config, autoencoder, dataset, resolved.resume, unlabelled, trust_code,
                        baseline_autoencoder)
     # one writer: a second command on this run stops here, before Ray starts or a tracker opens a run
-    with writing(plan) as run_dir, tracked(tracker, plan.config) as track:
+    with writing(plan.config, plan.resume, plan.mirror) as run_dir, tracked(tracker, plan.config) as track:
         with ray_session(log_to_driver=watch.verbose, dashboard=watch.dashboard) as session, ExitStack() as ends:
             nodes = alive_node_resources()
             waiting = room_for_members(plan, nodes)
             open_run_dir(plan, run_dir)
-            with watching(plan, run_dir, nodes, chained(on_event, track), watch) as (show, notice):
+            with watching(run_name(plan.config), run_dir, roster(plan, nodes), plan.mirror, chained(on_event, track),
+                          watch) as (show, notice):
                 announce(session, watch, waiting, notice)
                 if getattr(track, "location", ""):
                     notice(track.location)
                 data_ref = share_data(plan.splits)
-                plan = replace(plan, splits=stored_splits(plan.splits, data_ref))  # the driver's images: the store's
+                # the driver's images: the store's; its first copy is freed here, as nothing else holds the plan
+                plan = replace(plan, splits=stored_splits(plan.splits, data_ref))
                 apart = fits_apart(fitted_image_bytes(plan.splits))  # small data: in this process, no start to pay
                 fits = ends.enter_context(FitsBeside(data_ref, apart))  # apart: its process starts while members train
                 phases = train_members.run(plan, run_dir, data_ref, show, nodes)

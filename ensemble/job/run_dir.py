@@ -7,30 +7,31 @@ from __future__ import annotations
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ensemble.builders import run_name
-from ensemble.config import ARRAYS
+from ensemble.config import ARRAYS, EnsembleConfig
 from ensemble.data.records import save_splits
 from ensemble.job.prepare import Plan
 from ensemble.result import save_normalizer
 from ensemble.runs.rundir import create_run_dir, holds_files, write_config
 from ensemble.runs.runlock import run_lock
-from ensemble.storage import occupied
+from ensemble.storage import Mirror, occupied
 
 
 @contextmanager
-def writing(plan: Plan) -> Iterator[Path]:
+def writing(config: EnsembleConfig, resume: bool, mirror: Optional[Mirror]) -> Iterator[Path]:
     """The run directory (created for a new run) with its writer's lock held (`runlock`) for the
-    length of a `with`. A new directory that got nothing but the lock is removed again on failure."""
-    config = plan.config
-    if plan.mirror is not None:
-        run_dir = plan.mirror.local
-    elif plan.resume:
+    length of a `with`. A new directory that got nothing but the lock is removed again on failure.
+    Takes the plan's fields, not the plan: a generator holds its arguments until the `with` ends,
+    and the plan's first images are freed once the object store holds them (`driver.run`)."""
+    if mirror is not None:
+        run_dir = mirror.local
+    elif resume:
         run_dir = Path(config.output) / run_name(config)
     else:
         run_dir = create_run_dir(config.output, run_name(config))
-    new = not plan.resume and plan.mirror is None
+    new = not resume and mirror is None
     try:
         with run_lock(run_dir):
             if new and holds_files(run_dir):  # another command created it between our check and our lock

@@ -11,27 +11,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from ensemble.builders import run_name
 from ensemble.job.prepare import Plan
 from ensemble.observers.logs import RunLogs, event_files
 from ensemble.observers.metrics import RunMetrics
 from ensemble.observers.progress import Entry, Watch, open_display
 from ensemble.scheduling.placement import baseline_share
 from ensemble.scheduling.session import Session
+from ensemble.storage import Mirror
 from workers.events import Event
 from workers.layout import BASELINE, member_name
 
+Handlers = tuple[Callable[[Event], None], Callable[[str], None]]  # the event handler, notice
+
 
 @contextmanager
-def watching(plan: Plan, run_dir: Path, nodes: list[dict], on_event: Optional[Callable[[Event], None]],
-             watch: Watch) -> Iterator[tuple[Callable[[Event], None], Callable[[str], None]]]:
-    """Where events go: the run directory's logs (progress.csv, TensorBoard), Ray's metrics
-    (per-member gauges), the user's callback and the display, then the output URI's mirror, which
-    uploads the files this event produced, so each epoch's checkpoint is on the store as soon as the
-    driver hears of it. Yields the event handler and `notice` (a line every view shows)."""
+def watching(name: str, run_dir: Path, entries: list[Entry], mirror: Optional[Mirror],
+             on_event: Optional[Callable[[Event], None]], watch: Watch) -> Iterator[Handlers]:
+    """Where events go (`name`: the run's): the run directory's logs (progress.csv, TensorBoard), Ray's metrics
+    (per-member gauges), the user's callback and the display following `entries` (`roster`), then the
+    output URI's mirror, which uploads the files this event produced, so each epoch's checkpoint is on
+    the store as soon as the driver hears of it. Yields the event handler and `notice` (a line every
+    view shows). Takes no plan, whose first images must be free to go (`run_dir.writing`)."""
     started = time.time()
-    logs, metrics = RunLogs(run_dir, started), RunMetrics(run_name(plan.config))
-    display = open_display(watch, roster(plan, nodes), started)
+    logs, metrics = RunLogs(run_dir, started), RunMetrics(name)
+    display = open_display(watch, entries, started)
 
     def handle(event: Event) -> None:
         written = logs(event)
@@ -39,8 +42,8 @@ def watching(plan: Plan, run_dir: Path, nodes: list[dict], on_event: Optional[Ca
         if on_event is not None:
             on_event(event)
         display(event)
-        if plan.mirror is not None:
-            plan.mirror.push(event_files(event) + written)
+        if mirror is not None:
+            mirror.push(event_files(event) + written)
     try:
         yield handle, display.notice
     finally:
