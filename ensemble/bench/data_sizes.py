@@ -137,7 +137,7 @@ def size_entry(report, train_images: int, val_images: int, wall: float, peaks: P
         "dataset_float32_mib": round((train_images + val_images) * math.prod(report.dataset.image_shape) * 4 / MIB, 1),
         "driver_start_rss_mib": round(peaks.start_rss / MIB, 1),
         "driver_peak_rss_mib": round(peaks.peak / MIB, 1),
-        # the run's own rise: the sizes run in one process, and a later one starts with what earlier runs imported
+        # the run's own rise above what its process held before it started
         "driver_rise_mib": round((peaks.peak - peaks.start_rss) / MIB, 1),
         "actor_peak_rss_mib": [round(v / MIB, 1) for v in peaks.actor_peaks.values()],
         "object_store_peak_mib": None if peaks.store_peak is None else round(peaks.store_peak / MIB, 1),
@@ -148,8 +148,8 @@ def size_entry(report, train_images: int, val_images: int, wall: float, peaks: P
 def flatness(rows: Sequence[dict]) -> dict:
     """Largest size against smallest: seconds per 1,000 images for members and baseline (target within
     1.2x), the tail's share of the members' training at the largest, the driver's growth in memory
-    against the growth of the data's own float32 size, both as peaks and as each run's rise above its own start
-    (the sizes run in one process, so a later size's peak also holds what the earlier runs left imported)."""
+    against the growth of the data's own float32 size, both as peaks (each size in a fresh process) and as each
+    run's rise above its own start (the figure entries from before the fresh processes compare fairly)."""
     small, large = rows[0], rows[-1]
 
     def ratio(key: str) -> Optional[float]:
@@ -190,15 +190,26 @@ def data_sizes_table(rows: Sequence[dict]) -> str:
 
 
 def measure_data_sizes(sizes: Sequence[int], output: Path, extra: Sequence[str] = (), log=print) -> list[dict]:
-    """One run per size, smallest first, on one stand-in file big enough for the largest; the entries so
-    far are in `output`/data_sizes.json after each size (a long run stopped early keeps them)."""
+    """One run per size, smallest first, each in a fresh process (as a user runs one size per command: a
+    size's driver peak then holds nothing an earlier size left behind), on one stand-in file big enough
+    for the largest; the entries so far are in `output`/data_sizes.json after each size (a long run
+    stopped early keeps them)."""
     sizes = sorted(sizes)
     largest = sizes[-1]
     data_file = write_stand_in(output / "stand-in.npz", largest + max(largest // 4, 10) + TEST_IMAGES + 100)
     rows = []
     for size in sizes:
-        rows.append(measure_size(size, data_file, output / "runs", extra))
+        rows.append(in_a_fresh_process(measure_size, size, data_file, output / "runs", tuple(extra)))
         write_atomic(output / "data_sizes.json", json.dumps(rows, indent=2))  # each size kept as it finishes
         log(f"  {size:,} training images: member {rows[-1]['member_seconds_per_1000_images']:.2f} s per 1,000 "
             f"images, run {rows[-1]['run_wall_seconds']:.0f} s", flush=True)
     return rows
+
+
+def in_a_fresh_process(function, *args):
+    """`function(*args)` in a new interpreter (spawned, not forked: nothing of this process's memory,
+    imports or Ray comes along); its exception is raised here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
