@@ -29,9 +29,9 @@ def add_parser(commands) -> None:
                             "measured, one run each (default 5 20 40; none: skip)")
     bench.add_argument("--tail-only", action="store_true", help="measure only the tail (about 3 minutes on 2 cores)")
     bench.add_argument("--data-sizes", metavar="N,N,...", type=sizes, default=(),
-                       help="training-set sizes, e.g. 3000,12000,48000: one run each (2 members and the baseline, "
-                            "1 epoch) on shifted mnist-5k digits the bench writes, for how each cost grows with "
-                            "the data (bench.json's data_sizes; 48,000 takes about 30 minutes on 2 cores); "
+                       help="training-set sizes, e.g. 3000,12000,48000: one run each, in a fresh process (2 members "
+                            "and the baseline, 1 epoch) on shifted mnist-5k digits the bench writes, for how each cost "
+                            "grows with the data (bench.json's data_sizes; 48,000 takes 1-10 minutes on 2 cores); "
                             "--set data.name=npz --set data.root=FILE.npz measures your own images instead")
     bench.add_argument("--data-sizes-only", action="store_true", help="measure only --data-sizes")
     bench.add_argument("--serve", metavar="RUN_DIR", nargs="?", const=BENCH_RUN, default=None,
