@@ -149,7 +149,7 @@ def flatness(rows: Sequence[dict]) -> dict:
     """Largest size against smallest: seconds per 1,000 images for members and baseline (target within
     1.2x), the tail's share of the members' training at the largest, the driver's growth in memory
     against the growth of the data's own float32 size, both as peaks (each size in a fresh process) and as each
-    run's rise above its own start (the figure entries from before the fresh processes compare fairly)."""
+    run's rise above its own start (the figure that compares older entries fairly, whose sizes shared a process)."""
     small, large = rows[0], rows[-1]
 
     def ratio(key: str) -> Optional[float]:
