@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d,
 
 from classifier import HEADS, KINDS, CombinerInputError, combiner_kind
 from classifier.features import member_widths, stack_features
+from classifier.side_by_side import fit_threads
 
 SMALL_FIT_TOL, LARGE_FIT_TOL = 1e-4, 1e-3  # lbfgs tolerances: `lbfgs_tolerance`
 LARGE_FIT_ROWS = 40_000
@@ -96,7 +97,8 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y) -> "EnsembleCombiner":
-        return self._fit_stacked(X, y)
+        with fit_threads():  # lbfgs's optimiser on one BLAS thread (`classifier.side_by_side`)
+            return self._fit_stacked(X, y)
 
     def fit_members(self, per_member_features: Sequence[np.ndarray], y) -> "EnsembleCombiner":
         """`fit` on one feature array per member (their widths are the member widths), without stacking
@@ -104,6 +106,10 @@ class EnsembleCombiner(ClassifierMixin, BaseEstimator):
         fits on, one copy of the features where `fit(stacked)` makes two more (the stacked and the scaled
         matrix; their cost: docs/performance.md#figures-behind-design-choices). The fitted combiner is
         bitwise the one `fit` gives."""
+        with fit_threads():  # lbfgs's optimiser on one BLAS thread (`classifier.side_by_side`)
+            return self._fit_members(per_member_features, y)
+
+    def _fit_members(self, per_member_features: Sequence[np.ndarray], y) -> "EnsembleCombiner":
         self._check_params()
         widths = member_widths(per_member_features)
         if self.member_widths is not None and self._resolved_widths(sum(widths)) != widths:

@@ -3,19 +3,27 @@
 A run's evaluation fits several heads that do not depend on each other: the ensemble's, the
 untrained reference's and one per member (each member alone, for the diversity figures). lbfgs
 spends their time in numpy's matrix products, which release the GIL, so they run side by side in
-threads. OpenBLAS threading one product over 2 cores gains nothing at these sizes and loses on
-small ones (the figures: docs/performance.md#figures-behind-design-choices), so each fit keeps
-one BLAS thread and the cores go to the fits. The arithmetic per product is the same either way: the
-predictions agree exactly (coefficients to within 1e-7).
+threads. Fits side by side on one BLAS thread each finish sooner than the same fits in turn on all
+the cores (the figures: docs/performance.md#figures-behind-design-choices and its 2026-12-07 entry
+on the heads' threads), so each fit keeps one BLAS thread and the cores go to the fits. The
+arithmetic per product is the same either way: the predictions agree exactly (coefficients to
+within 1e-7).
+
+Only numpy's BLAS gets the threads (`fit_threads`). lbfgs's own optimiser (scipy's L-BFGS-B) calls
+scipy's BLAS, a second OpenBLAS in pip's wheels, for vectors of some thousand numbers: threaded, its
+threads spin against numpy's. One 48,000-row fit with both on 2 threads took 2.6 times as long as with
+numpy's alone on 2, and a lone fit (the baseline's head) ran that way before.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, Sequence, TypeVar
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
-from threadpoolctl import threadpool_limits
+import numpy as np
+from threadpoolctl import ThreadpoolController
 
 T = TypeVar("T")
 
@@ -39,9 +47,33 @@ def side_by_side(jobs: Sequence[Callable[[], T]], cores: Optional[int] = None) -
     exception a job raises is raised here, after the others finished."""
     cores = cores or available_cores()
     workers = max(1, min(len(jobs), cores))
-    with threadpool_limits(limits=blas_threads(len(jobs), cores)):  # BLAS and OpenMP pools alike
+    with fit_threads(blas_threads(len(jobs), cores)):
         if workers == 1:
             return [job() for job in jobs]
         with ThreadPoolExecutor(workers, thread_name_prefix="combiner-fit") as pool:
             futures = [pool.submit(job) for job in jobs]
         return [future.result() for future in futures]
+
+
+@contextmanager
+def fit_threads(threads: Optional[int] = None) -> Iterator[None]:
+    """Within it, every BLAS but numpy's runs one thread: scipy's, which lbfgs's optimiser calls for
+    small vectors (see the module docstring). `threads`: numpy's BLAS and OpenMP (scikit-learn's loss)
+    threads; None leaves them as they are (an actor's OMP_NUM_THREADS, a caller's own limits). Where
+    numpy and scipy share one BLAS library (conda's), that one gets `threads`."""
+    controller = ThreadpoolController()
+    blas = controller.select(user_api="blas")
+    numpy_blas = [pool.filepath for pool in blas.lib_controllers if in_numpy(pool.filepath)]
+    others = [pool.filepath for pool in blas.lib_controllers if numpy_blas and pool.filepath not in numpy_blas]
+    with ExitStack() as limits:
+        if threads is not None:
+            limits.enter_context(controller.limit(limits=threads))
+        if others:
+            limits.enter_context(blas.select(filepath=others).limit(limits=1))
+        yield
+
+
+def in_numpy(library: str) -> bool:
+    """Whether a loaded library is numpy's own (a wheel's `numpy.libs/` or `numpy/.dylibs/`)."""
+    package = os.path.dirname(os.path.realpath(np.__file__))
+    return os.path.realpath(library).startswith((package + os.sep, package + ".libs" + os.sep))

@@ -4,9 +4,11 @@ import threading
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from classifier.side_by_side import blas_threads, side_by_side
+from classifier.combiner import EnsembleCombiner, fit_combiner
+from classifier.side_by_side import blas_threads, fit_threads, in_numpy, side_by_side
 
 
 def test_blas_threads_share_the_cores_out_among_the_jobs_at_once():
@@ -44,3 +46,51 @@ def test_a_failing_job_raises_its_error():
 
     with pytest.raises(ValueError, match="bad features"):
         side_by_side([lambda: np.zeros(3), fails, lambda: 1], cores=2)
+
+
+def blas_pools() -> dict[str, int]:
+    return {pool["filepath"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def needs_numpys_own_blas_and_another():
+    import scipy.linalg  # noqa: F401 (loads scipy's BLAS, as lbfgs does)
+    pools = blas_pools()
+    if not any(in_numpy(path) for path in pools) or all(in_numpy(path) for path in pools):
+        pytest.skip("numpy and scipy share one BLAS library here (conda's): nothing to tell apart")
+
+
+def test_a_lone_fit_keeps_numpys_blas_threads_and_puts_every_other_blas_on_one():
+    needs_numpys_own_blas_and_another()
+    with threadpool_limits(limits=2, user_api="blas"):
+        with fit_threads():
+            inside = blas_pools()
+        after = blas_pools()
+    assert {path: n for path, n in inside.items() if in_numpy(path)} == {p: 2 for p in inside if in_numpy(p)}
+    assert {n for path, n in inside.items() if not in_numpy(path)} == {1}
+    assert set(after.values()) == {2}
+
+
+def test_side_by_side_gives_numpys_blas_the_cores_of_a_lone_job_and_scipys_one():
+    needs_numpys_own_blas_and_another()
+    [inside] = side_by_side([blas_pools], cores=2)
+    assert {in_numpy(path): n for path, n in inside.items()} == {True: 2, False: 1}
+
+
+def test_a_combiners_head_is_fitted_with_the_optimisers_blas_on_one_thread(monkeypatch):
+    needs_numpys_own_blas_and_another()
+    import classifier.combiner
+    seen = []
+
+    class Recording(LogisticRegression):
+        def fit(self, X, y, *args, **kwargs):
+            seen.append(blas_pools())
+            return super().fit(X, y, *args, **kwargs)
+
+    monkeypatch.setattr(classifier.combiner, "LogisticRegression", Recording)
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    features = [rng.normal(size=(90, 5)) + labels[:, None] for _ in range(2)]
+    fit_combiner("concat", "logistic", features, labels)
+    EnsembleCombiner(kind="soft-vote", member_widths=(5, 5)).fit(np.hstack(features), labels)
+    assert len(seen) == 3  # the concat head and the two voting members' heads
+    assert all({n for path, n in pools.items() if not in_numpy(path)} == {1} for pools in seen)
