@@ -82,7 +82,9 @@ def test_data_sizes_flatness_compares_the_largest_size_with_the_smallest():
     assert f["driver_growth_mib"] == 200.0 and f["data_growth_mib"] == pytest.approx(9000 * 784 * 5 / 2**20)
     assert f["tail_share_at_largest"] == pytest.approx(0.15)
     printed = data_sizes_table(rows)
-    assert "| 12,000 | 2.60 | - |" in printed and "1.30x (target <= 1.2x)" in printed
+    assert "| 12,000 | 2.60 | - | 0.5 | 1.0 | - | 3.0 |" in printed and "1.30x (target <= 1.2x)" in printed
+    rows[1]["baseline_combiner_seconds"] = 0.25
+    assert "| 12,000 | 2.60 | - | 0.5 | 1.0 | 0.2 | 3.0 |" in data_sizes_table(rows)
     assert f["driver_rise_growth_mib"] == 40.0 and "its start: +40 MiB" in printed
 
 
@@ -104,6 +106,7 @@ def test_data_sizes_measure_each_cost_per_size(ray_instance, tmp_path):
     for r in rows:
         assert r["member_seconds_per_1000_images"] > 0 and r["baseline_seconds_per_1000_images"] > 0
         assert r["tail_seconds"] > 0 and r["fit_seconds"] > 0 and r["driver_peak_rss_mib"] > 0
+        assert r["baseline_combiner_seconds"] > 0
         assert 0 <= r["driver_rise_mib"] <= r["driver_peak_rss_mib"]
         assert r["head_tolerance"] == 1e-4  # the logistic head's lbfgs tolerance at these few rows
         assert len(r["actor_peak_rss_mib"]) >= 1 and all(v > 0 for v in r["actor_peak_rss_mib"])
