@@ -95,8 +95,9 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     baseline : bool, default=False
         Also train the monolithic baseline, as `ensemble run` does (about doubles fit time).
     output : str or None, default=None
-        Directory or URI that keeps each fit's run directory; None: a temporary directory, removed
-        when the estimator is garbage-collected or the interpreter exits.
+        Directory or URI that keeps each fit's run directory, plots included; None: a temporary
+        directory without the plots, removed when the estimator is garbage-collected or the
+        interpreter exits.
     random_state : int or None, default=0
         Seed of splits, initialisation and batch order; None draws one per fit.
     settings : dict or None, default=None
@@ -160,8 +161,10 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         place, temporary = self._place_run()
         try:
             shared_session()  # the next fit reuses it: a Ray start per fit cost more than 1 epoch on digits
+            # a run kept only in a temporary directory draws no plots: nobody opens them there, and they
+            # were most of a later fit's time on small data (docs/performance.md, 2026-12-07)
             result = run(config.model_copy(update=place), autoencoder=self.autoencoder, dataset=(images, labels),
-                         progress="lines" if self.verbose else "quiet")
+                         progress="lines" if self.verbose else "quiet", plots=temporary is None)
         except BaseException:
             if temporary is not None:
                 temporary()  # a fit that failed leaves no directory behind
@@ -176,8 +179,9 @@ class EagerEnsembleClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.classes_ = result.classes
         self.run_dir_ = result.stored_at or result.run_dir
         used = [m.name for m in result.report.members if m.selected_epoch is not None]  # transform's members
-        self._feature_widths = [(name, part.shape[1]) for name, part in
-                                zip(used, result._member_features(images[:1]), strict=True)]
+        # the combiner was fitted on those members' features, so it knows their widths (encoding an
+        # image to measure them cost a later fit on small data a tenth of its time)
+        self._feature_widths = list(zip(used, result.combiner.member_widths_, strict=True))
         return self
 
     def predict(self, X) -> np.ndarray:

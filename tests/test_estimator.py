@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ensemble import EagerEnsembleClassifier, InputError
 from ensemble.estimator import temporary_run_dir
+from workers.layout import PLOTS
 
 # Small enough to fit in seconds: 2 members, 1 epoch, one conv stage (2x2 images still pool once).
 TINY = dict(members=2, epochs=1, eager_rule="none", settings={"model.channels": [4]})
@@ -165,6 +166,8 @@ def test_a_fitted_estimator_predicts_transforms_and_reports(ray_instance, digits
     run_dir = temporary_run_dir(clf)
     assert run_dir is not None and clf.run_dir_.parent == run_dir and (clf.run_dir_ / "report.json").is_file()
     assert "n/a (no test split)" in (clf.run_dir_ / "report.md").read_text()
+    # nobody opens the plots of a temporary run: none are drawn, and report.md links none
+    assert not list(clf.run_dir_.glob("*.png")) and ".png" not in (clf.run_dir_ / "report.md").read_text()
 
     again = pickle.loads(pickle.dumps(clf))
     assert np.array_equal(again.predict(MinMaxScaler().fit(X[:300]).transform(X[300:])), labels[:100])
@@ -181,5 +184,7 @@ def test_output_keeps_the_run_and_images_may_be_3d(ray_instance, digits, tmp_pat
     images = X.reshape(-1, 8, 8)
     clf = EagerEnsembleClassifier(**TINY, output=str(tmp_path), random_state=3).fit(images[:200], y[:200])
     assert clf.run_dir_.parent == tmp_path and temporary_run_dir(clf) is None
+    assert sorted(p.name for p in clf.run_dir_.glob("*.png")) == sorted(PLOTS)  # a run kept has its plots
+    assert all(f"({name})" in (clf.run_dir_ / "report.md").read_text() for name in PLOTS)
     assert clf.report_.config["seed"] == 3 and clf.report_.config["data"]["val_size"] == 0.2
     assert clf.score(images[200:300], y[200:300]) > 0.5

@@ -46,7 +46,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
         dataset=None, on_event: Optional[Callable[[Event], None]] = None, resume: bool = False,
         watch: Optional[Watch] = None, unlabelled=None, progress: Union[str, Watch, None] = None,
         tracker=None, trust_code: bool = False, baseline_autoencoder: Optional[AutoencoderFactory] = None,
-        **keys) -> RunResult:
+        plots: bool = True, **keys) -> RunResult:
     """Train the eager ensemble and the monolithic baseline, then compare them.
 
     Five steps: prepare (every input checked before Ray starts) -> train members -> train the
@@ -89,6 +89,9 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
     baseline_autoencoder : callable, default=None
         The monolithic baseline's own model; None: the members' architecture made wider (a custom
         class must take a `width` keyword for that, or the run is refused before Ray starts).
+    plots : bool, default=True
+        Draw the run's PNG plots (validation loss, timeline, accuracy and wall-clock; report.md shows
+        them). `EagerEnsembleClassifier` draws none for a fit it keeps in a temporary directory.
     **keys
         Config keys as a config file holds them, `run(members=3, train={"epochs": 2})`; laid over
         `config` when one is given. A bad key or value is an InputError naming it.
@@ -142,7 +145,7 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
                 train_baseline.run(plan, run_dir, data_ref, show, phases)
             # in the session: the fits run beside the features, in the object store (`scheduling.beside`)
             evaluation = evaluate.run(plan, run_dir, phases, fits)
-        report = write_report.run(plan, run_dir, phases, evaluation)
+        report = write_report.run(plan, run_dir, phases, evaluation, plots)
         track.finish(run_dir, report)
     return run_result(plan, run_dir, report, evaluation)
 

@@ -17,8 +17,8 @@ from ensemble.report.plots import write_plots
 from ensemble.report.verdict import verdict, with_accuracy_intervals
 
 
-def run(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluation) -> RunReport:
-    """report.json, report.md and the plots; report.json last, so its presence means finished."""
+def run(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluation, plots: bool = True) -> RunReport:
+    """report.json, report.md and the plots (when `plots`); report.json last, so its presence means finished."""
     ensemble, baseline = evaluation.ensemble, evaluation.baseline
     comparison, text = None, "No test split was held out (data.test_size=0), so this run cannot test the claim."
     if evaluation.predictions is not None:
@@ -30,8 +30,9 @@ def run(plan: Plan, run_dir: Path, phases: Phases, evaluation: Evaluation) -> Ru
         speedup=(baseline.wall_seconds / ensemble.wall_seconds) if baseline else None,
         verdict=text, comparison=comparison, dataset=dataset_report(plan.splits),
         config=recorded_config(plan.config), run_id=plan.run_id)
-    write_plots(report, run_dir)
-    write_report_files(report, run_dir)
+    if plots:
+        write_plots(report, run_dir)
+    write_report_files(report, run_dir, plots)
     if plan.mirror is not None:
         plan.mirror.push(final=True)
     return report

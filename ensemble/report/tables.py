@@ -110,15 +110,16 @@ def side_name(side) -> str:
     return name + (f" width x{width:.2f}" if width not in (None, 1.0) else "")
 
 
-def markdown(report: RunReport) -> str:
+def markdown(report: RunReport, plots: bool = True) -> str:
+    """report.md; `plots`: whether it shows the run's plots (a run that drew none links none)."""
     d = report.dataset
     return "\n".join([
         f"# Run {report.name}", "",
         f"Data: {d.source}; {d.train:,} train / {d.val:,} validation / {d.test:,} test images of shape "
         f"{'x'.join(map(str, d.image_shape))}, {d.num_classes:,} classes.{labels_caption(d)}", "",
         summary_table(report), "", *disagreement_table(report),
-        "![validation loss](loss_curves.png)", "", "![timeline](timeline.png)", "",
-        "![accuracy and wall-clock](accuracy_time.png)", ""])
+        *(["![validation loss](loss_curves.png)", "", "![timeline](timeline.png)", "",
+           "![accuracy and wall-clock](accuracy_time.png)"] if plots else []), ""])
 
 
 def disagreement_table(report: RunReport) -> list[str]:
