@@ -18,6 +18,7 @@ numpy's alone on 2, and a lone fit (the baseline's head) ran that way before.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
@@ -55,22 +56,47 @@ def side_by_side(jobs: Sequence[Callable[[], T]], cores: Optional[int] = None) -
         return [future.result() for future in futures]
 
 
+_SETTING = threading.Lock()
+_held: list[ExitStack] = []  # the limits set by the first fit_threads entered, while any is
+_entered = [0]               # how many are entered now, in any thread
+
+
 @contextmanager
 def fit_threads(threads: Optional[int] = None) -> Iterator[None]:
     """Within it, every BLAS but numpy's runs one thread: scipy's, which lbfgs's optimiser calls for
     small vectors (see the module docstring). `threads`: numpy's BLAS and OpenMP (scikit-learn's loss)
     threads; None leaves them as they are (an actor's OMP_NUM_THREADS, a caller's own limits). Where
-    numpy and scipy share one BLAS library (conda's), that one gets `threads`."""
+    numpy and scipy share one BLAS library (conda's), that one gets `threads`.
+
+    The libraries' thread counts are the process's, not a thread's: the first one entered sets them
+    and the last one to leave restores them, so fits entering and leaving in several threads at once
+    (`side_by_side`'s, a caller's own) never leave them changed; one entered while another is
+    changes nothing."""
+    with _SETTING:
+        if _entered[0] == 0:
+            _held.append(limited_threads(threads))
+        _entered[0] += 1
+    try:
+        yield
+    finally:
+        with _SETTING:
+            _entered[0] -= 1
+            if _entered[0] == 0:
+                _held.pop().close()
+
+
+def limited_threads(threads: Optional[int]) -> ExitStack:
+    """`fit_threads`' limits, set now; closing the stack restores what was there before."""
     controller = ThreadpoolController()
     blas = controller.select(user_api="blas")
     numpy_blas = [pool.filepath for pool in blas.lib_controllers if in_numpy(pool.filepath)]
     others = [pool.filepath for pool in blas.lib_controllers if numpy_blas and pool.filepath not in numpy_blas]
-    with ExitStack() as limits:
-        if threads is not None:
-            limits.enter_context(controller.limit(limits=threads))
-        if others:
-            limits.enter_context(blas.select(filepath=others).limit(limits=1))
-        yield
+    limits = ExitStack()
+    if threads is not None:
+        limits.enter_context(controller.limit(limits=threads))
+    if others:
+        limits.enter_context(blas.select(filepath=others).limit(limits=1))
+    return limits
 
 
 def in_numpy(library: str) -> bool:

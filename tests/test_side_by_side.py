@@ -94,3 +94,17 @@ def test_a_combiners_head_is_fitted_with_the_optimisers_blas_on_one_thread(monke
     EnsembleCombiner(kind="soft-vote", member_widths=(5, 5)).fit(np.hstack(features), labels)
     assert len(seen) == 3  # the concat head and the two voting members' heads
     assert all({n for path, n in pools.items() if not in_numpy(path)} == {1} for pools in seen)
+
+
+def test_fits_entering_and_leaving_in_several_threads_leave_the_threads_as_they_found_them():
+    needs_numpys_own_blas_and_another()
+    before = blas_pools()
+    first, second = fit_threads(), fit_threads(1)  # as two fits in two threads: entered, then left out of order
+    first.__enter__()
+    limited = blas_pools()
+    second.__enter__()
+    assert blas_pools() == limited  # entered while another is: changes nothing
+    first.__exit__(None, None, None)
+    assert blas_pools() == limited  # the second fit is still running: its limits stand
+    second.__exit__(None, None, None)
+    assert blas_pools() == before
