@@ -153,7 +153,9 @@ def run(config: Optional[EnsembleConfig] = None, autoencoder: Autoencoders = Non
 def room_for_members(plan: Plan, nodes: list[dict]) -> str:
     """Why the run waits for the autoscaler ("" when a node can hold a member now); an InputError
     when no node the cluster has or can add could ever hold one."""
-    room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
+    room = capacity(nodes, None, plan.member_share, "each member")
+    if room.action == "fail":  # no live node holds one: only then is the autoscaler worth its queries
+        room = capacity(nodes, cluster_autoscaler(), plan.member_share, "each member")
     if room.action == "fail":
         raise InputError(room.message)
     return room.message
