@@ -5,9 +5,10 @@ untrained reference's and one per member (each member alone, for the diversity f
 spends their time in numpy's matrix products, which release the GIL, so they run side by side in
 threads. Fits side by side on one BLAS thread each finish sooner than the same fits in turn on all
 the cores (the figures: docs/performance.md#figures-behind-design-choices and its 2026-12-07 entry
-on the heads' threads), so each fit keeps one BLAS thread and the cores go to the fits. The
-arithmetic per product is the same either way: the predictions agree exactly (coefficients to
-within 1e-7).
+on the heads' threads), so each fit keeps one BLAS thread and the cores go to the fits. A run's
+heads gave the same predictions either way (coefficients within 1e-7); a product's threads can
+still move its last bits, and on label curves' small fits a few draws moved by an image. The
+threads a fit gets depend only on the jobs and the cores, so a machine repeats its own results.
 
 Only numpy's BLAS gets the threads (`fit_threads`). lbfgs's own optimiser (scipy's L-BFGS-B) calls
 scipy's BLAS, a second OpenBLAS in pip's wheels, for vectors of some thousand numbers: threaded, its
