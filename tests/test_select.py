@@ -2,7 +2,6 @@
 
 import hashlib
 import shutil
-import time
 
 import pytest
 
@@ -29,11 +28,9 @@ def checkpoints(root):
 def test_three_rules_give_three_reports_without_training(saved_run):
     before, saved_checkpoints = file_digests(saved_run), checkpoints(saved_run)
     original = RunReport.read(saved_run)
-    started = time.perf_counter()
     done = [reselect(saved_run, ["eager.epoch=1"]),
             reselect(saved_run, ["eager.rule=plateau", "eager.threshold=0.99"]),
             reselect(saved_run, ["eager.rule=none", "combiner.kind=soft-vote"])]
-    per_selection = (time.perf_counter() - started) / len(done)
 
     assert [d.directory.name for d in done] == ["fixed-1_concat", "plateau-0.99_concat", "none_soft-vote"]
     assert all(d.directory.parent == saved_run / SELECTIONS for d in done)
@@ -48,11 +45,12 @@ def test_three_rules_give_three_reports_without_training(saved_run):
     assert "member-seconds" in fixed.selection.wall_clock_method and "soft-vote" in everything.to_markdown()
     assert "the baseline's combiner" in everything.selection.refitted
 
-    # no training: not one new checkpoint, the run's own files byte-identical, far quicker than training
+    # no training (timed checks belong to the bench): not one new checkpoint, the saved epochs replayed as they
+    # were, the run's own files byte-identical
+    assert [m.history for m in everything.members] == [m.history for m in original.members]
     assert checkpoints(saved_run) == saved_checkpoints
     after = file_digests(saved_run)
     assert {k: v for k, v in after.items() if not k.startswith(SELECTIONS)} == before
-    assert per_selection < 0.5 * (original.ensemble.train_wall_seconds + original.baseline.train_wall_seconds)
 
 
 @pytest.mark.slow
