@@ -115,7 +115,7 @@ class MemberActor:
 
     def warm_up(self, spec: MemberSpec, data: dict, threads: Optional[int] = None) -> dict:
         """One training step and one evaluation of `spec`'s model on one batch, thrown away: PyTorch's
-        one-time costs (the optimizer's lazy imports, kernel choice for these shapes) are
+        one-time costs (kernel choice for these shapes, the first allocations) are
         paid when the actor starts, not in a member's first epoch. `threads`: torch threads to train with
         from now on (the baseline on a group of members' actors: their CPUs together). Returns the
         placement."""

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from workers import optimizers
 from workers.checkpoints import Checkpoint, load_latest_valid, save_checkpoint, sweep_temporaries
 from workers.history import EpochRecord, write_history
 from workers.layout import HISTORY
@@ -50,10 +51,12 @@ def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> t
     return (reconstruction - images).pow(2).flatten(1).sum(1).mean()
 
 
-def optimizer_for(parameters: Iterable[torch.Tensor], settings: TrainSettings) -> torch.optim.Optimizer:
+def optimizer_for(parameters: Iterable[torch.Tensor], settings: TrainSettings,
+                  classes=optimizers.UNGUARDED) -> torch.optim.Optimizer:
+    """`settings.optimizer`, from `classes`: by default torch.optim's, without the compiler's import."""
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum)
-    return torch.optim.Adam(parameters, lr=settings.lr)
+        return classes["sgd"](parameters, lr=settings.lr, momentum=settings.momentum)
+    return classes["adam"](parameters, lr=settings.lr)
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:

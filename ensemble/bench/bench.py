@@ -37,17 +37,19 @@ from workers.actor import MemberSpec
 from workers.events import EpochEnded, Event, Started
 from workers.layout import member_name, write_atomic
 from workers.memory_format import CONTIGUOUS
-from workers.training import TrainSettings, apply_fast_paths, make_optimizer, train_one_epoch, validation_loss
+from workers.optimizers import TORCH_OPTIM
+from workers.training import TrainSettings, apply_fast_paths, optimizer_for, train_one_epoch, validation_loss
 
 
 def plain_member(factory: Callable, train_x, val_x, settings: TrainSettings, epochs: int) -> float:
     """The alternative to one member: the same model, data, batches and thread count in one
     process; no actor, no checkpoints, no progress; in PyTorch's default memory format, whatever
-    `train.memory_format` chose for the members, so the comparison shows that choice's gain. Returns seconds."""
+    `train.memory_format` chose for the members, so the comparison shows that choice's gain, and with
+    torch.optim's own classes, as a plain loop builds them. Returns seconds."""
     settings = replace(settings, memory_format=CONTIGUOUS)
     torch.manual_seed(settings.seed)
     model, (train_x, val_x) = apply_fast_paths(factory(), (train_x, val_x), settings)
-    optimizer = make_optimizer(model, settings)
+    optimizer = optimizer_for(model.parameters(), settings, TORCH_OPTIM)
     generator = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
     for _ in range(epochs):
