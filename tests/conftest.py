@@ -129,9 +129,11 @@ def ray_address_restored():
 def ray_instance():
     """One local Ray instance for the whole session, CPUs given explicitly."""
     import ray
+
+    from ensemble.scheduling.session import stop_local_ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    stop_local_ray()
 
 
 @pytest.fixture

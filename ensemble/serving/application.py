@@ -14,7 +14,7 @@ import yaml
 
 from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling.placement import Share, infeasible_reason
-from ensemble.scheduling.session import alive_node_resources, connect
+from ensemble.scheduling.session import alive_node_resources, connect, stop_local_ray
 from ensemble.scheduling.warm_actors import release_actors
 from ensemble.serving.options import (
     CPUS_PER_REPLICA,
@@ -229,6 +229,6 @@ def _stop(started_ray: bool) -> None:
         return
     if started_ray:
         ray_serve.shutdown()  # Serve's controller, proxies and replicas
-        ray.shutdown()  # and the local instance we started
+        stop_local_ray()  # and the local instance we started
     else:
         ray_serve.delete(APP_NAME)  # a cluster's Serve stays for other applications
