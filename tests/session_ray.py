@@ -3,6 +3,7 @@
 Ray's start is not what a test checks, it costs 5-10 s a process on a 2-core machine."""
 
 import os
+from pathlib import Path
 
 
 def session_address(ray) -> str:
@@ -24,3 +25,13 @@ def joining_environ(ray) -> dict[str, str]:
     """This process's environment, plus RAY_ADDRESS of its Ray instance: for subprocess.run(env=...)."""
     return {**os.environ, **joining_env(ray)}
 
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.session_ray import alive
+
 STARTS_AND_STOPS = """
 import json, ray
 from ensemble.scheduling.session import ray_session
@@ -49,14 +51,9 @@ def run_alone(script: str) -> list[dict]:
 def assert_all_exit(processes: dict[str, list[int]]) -> None:
     pids = [pid for kind in processes.values() for pid in kind]
     deadline = time.time() + 30
-    while any(running(pid) for pid in pids) and time.time() < deadline:
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.2)
-    assert not any(running(pid) for pid in pids)
-
-
-def running(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/stat")
-    return status.exists() and not status.read_text().split(") ")[-1].startswith("Z")
+    assert not any(alive(pid) for pid in pids)
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from ensemble.scheduling.warm_actors import (
     run_scope,
     split_kept,
 )
+from tests.session_ray import alive
 from workers.errors import InputError
 
 ONE_CPU, TWO_CPUS = Share(1.0, 0.0), Share(2.0, 0.0)
@@ -190,15 +191,6 @@ result = ensemble.run(build_config({}, sys.argv[1:]), progress="quiet")
 print(json.dumps({"pids": [m.placement["pid"] for m in result.report.members], "ray_up": ray.is_initialized(),
                   "kept": warm_actors._kept is not None}))
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
 
 
 @pytest.mark.slow
