@@ -12,6 +12,7 @@ one eager effect, running without autograd.
 from __future__ import annotations
 
 import inspect
+from typing import Callable, Mapping
 
 import torch
 
@@ -35,5 +36,6 @@ def _unguarded(optimizer_class: type[torch.optim.Optimizer]) -> type[torch.optim
 Adam = _unguarded(torch.optim.Adam)
 SGD = _unguarded(torch.optim.SGD)
 
-UNGUARDED = {"adam": Adam, "sgd": SGD}
-TORCH_OPTIM = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}  # as a plain loop builds them (the bench's)
+Classes = Mapping[str, Callable[..., torch.optim.Optimizer]]  # `TrainSettings.optimizer` -> its class
+UNGUARDED: Classes = {"adam": Adam, "sgd": SGD}
+TORCH_OPTIM: Classes = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}  # as a plain loop builds them (the bench's)

@@ -52,7 +52,7 @@ def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> t
 
 
 def optimizer_for(parameters: Iterable[torch.Tensor], settings: TrainSettings,
-                  classes=optimizers.UNGUARDED) -> torch.optim.Optimizer:
+                  classes: optimizers.Classes = optimizers.UNGUARDED) -> torch.optim.Optimizer:
     """`settings.optimizer`, from `classes`: by default torch.optim's, without the compiler's import."""
     if settings.optimizer == "sgd":
         return classes["sgd"](parameters, lr=settings.lr, momentum=settings.momentum)
