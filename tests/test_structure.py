@@ -16,7 +16,8 @@ MAX_FUNCTION_LINES = 60
 # below, never a higher floor. A part is a subpackage or a top-level module of `ensemble`;
 # `__init__` is the public API (`import ensemble`), so nothing inside the package imports it.
 FLOORS = [
-    {"config", "storage", "errors", "shadowing"},  # settings, output URIs, how a run ends early, shadowed packages
+    {"config", "storage", "errors", "shadowing", "environment"},  # settings, output URIs, how a run ends early,
+    # shadowed packages, environment variables set for a `with`
     {"data", "builders", "report", "observers"},  # the data, config -> worker-side objects, report.json, observers
     {"runs"},                                # a run directory opened, read back and scored
     {"scheduling"},                          # the only Ray scheduling code: actors, session, placement

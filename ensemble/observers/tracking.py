@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from ensemble.config import recorded_config
+from ensemble.environment import environment
 from ensemble.storage import is_uri
 from workers.errors import InputError
 from workers.events import Done, EpochEnded, Event, Lost, Started
@@ -204,15 +205,8 @@ def quick_failure() -> Iterator[None]:
     """MLflow's HTTP calls fail at once while this lasts (its default: 7 retries with backoff, minutes
     for a server that is not there), so a wrong address is an input error at once (a refused connection)
     or within a minute (a server that does not answer)."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-    before = {key: os.environ.get(key) for key in quick}
-    os.environ.update({key: value for key, value in quick.items() if before[key] is None})
-    try:
+    with environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}, override=False):
         yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
 
 
 def whole(error: BaseException) -> str:
