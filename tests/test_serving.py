@@ -1,14 +1,15 @@
 """`ensemble serve` with real HTTP clients against a server on 127.0.0.1, on a real tiny run.
 
-One server for the module (in the session's Ray instance, one replica of 0.5 CPU); every bad
-request is followed by a good one, which must still succeed.
+Two servers for the module, each with one replica of 0.5 CPU: `ensemble.serve` in the session's Ray
+instance (requests through Ray Serve's HTTP proxy) and the `ensemble serve` command in a process of
+its own, which starts its own Ray (the replica answers HTTP itself). The HTTP tests run against both;
+every bad request is followed by a good one, which must still succeed.
 """
 
 import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +28,7 @@ from tests.tiny import TINY
 BODY_LIMIT = 256 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+free_port = serving.free_port
 
 
 def digits(count: int, start: int = 0) -> np.ndarray:
@@ -63,6 +61,60 @@ def server(trained):
     serve.shutdown()
 
 
+def serve_command(run, port: int, *options: str, env: dict = None) -> tuple[subprocess.Popen, list[str]]:
+    """`ensemble serve RUN --port PORT --cpus-per-replica 0.5 OPTIONS` in a session of its own, as a user
+    starts it (no RAY_ADDRESS), once it says it serves; and what it printed so far."""
+    env = {**{key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}, **(env or {})}
+    process = subprocess.Popen([sys.executable, "-m", "ensemble", "serve", str(run), "--port", str(port),
+                                "--cpus-per-replica", "0.5", *options], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    output: list[str] = []
+    while not any(f"Serving run '{run.name}' at http://127.0.0.1:{port}/" in line for line in output):
+        line = process.stdout.readline()
+        if not line:  # the server exited before it was ready
+            process.wait(timeout=30)
+            pytest.fail("".join(output))
+        output.append(line)
+    return process, output
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Ctrl-C as a terminal sends it (to the whole process group); the rest of what the command printed."""
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return rest
+
+
+def listener(port: int) -> str:
+    """The title of the process listening on 127.0.0.1:`port` (Ray names its workers `ray::Class...`)."""
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return psutil.Process(connection.pid).cmdline()[0]
+    return "nothing"
+
+
+@pytest.fixture(scope="module")
+def command_server(trained):
+    """(base URL, None, the run): the command's server, its replica answering HTTP itself."""
+    port = free_port()
+    process, _ = serve_command(trained, port, "--max-body-mib", str(BODY_LIMIT / 2**20))
+    try:
+        assert listener(port).startswith("ray::ServeReplica")
+        yield f"http://127.0.0.1:{port}", None, ensemble.load(trained)
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module", params=["server", "command_server"])
+def http_server(request):
+    """Each server in turn: through Serve's proxy, and the replica's own HTTP."""
+    return request.getfixturevalue(request.param)
+
+
 def post(url: str, body: bytes, content_type="application/json", **kwargs) -> requests.Response:
     return requests.post(f"{url}/predict", data=body, headers={"Content-Type": content_type}, timeout=30, **kwargs)
 
@@ -75,8 +127,8 @@ def assert_good_request_succeeds(url: str, loaded) -> None:
 
 
 @pytest.mark.slow
-def test_http_predictions_equal_load_predict(server):
-    url, _, loaded = server
+def test_http_predictions_equal_load_predict(http_server):
+    url, _, loaded = http_server
     images = digits(64)
     expected = loaded.predict(images)
     by_json = post(url, json.dumps({"images": images.tolist()}).encode())
@@ -89,8 +141,8 @@ def test_http_predictions_equal_load_predict(server):
 
 
 @pytest.mark.slow
-def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server):
-    url, _, loaded = server
+def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(http_server):
+    url, _, loaded = http_server
     sizes = [1, 7, 64, 3, 30, 2, 16, 5] * 4
     starts = np.cumsum([0] + sizes[:-1]) % 1500
 
@@ -105,8 +157,8 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_answer(server):
 
 
 @pytest.mark.slow
-def test_healthz_and_the_model_card(server, trained):
-    url, _, loaded = server
+def test_healthz_and_the_model_card(http_server, trained):
+    url, _, loaded = http_server
     assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
     card = requests.get(f"{url}/", timeout=10).json()
     report = loaded.report
@@ -144,8 +196,8 @@ def encoded(body) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BAD_REQUESTS))
-def test_bad_request_is_refused_in_one_line_and_the_next_good_one_succeeds(server, name):
-    url, _, loaded = server
+def test_bad_request_is_refused_in_one_line_and_the_next_good_one_succeeds(http_server, name):
+    url, _, loaded = http_server
     content_type, body, status, message = BAD_REQUESTS[name]
     answer = post(url, encoded(body), content_type)
     assert answer.status_code == status, answer.text
@@ -155,11 +207,11 @@ def test_bad_request_is_refused_in_one_line_and_the_next_good_one_succeeds(serve
 
 
 @pytest.mark.slow
-def test_a_request_whose_features_overflow_is_its_own_400_and_never_fails_its_batch_mates(server):
+def test_a_request_whose_features_overflow_is_its_own_400_and_never_fails_its_batch_mates(http_server):
     """Finite pixels of 3e38 pass the input check, but overflow the encoders' features: that request's
     400 only. 1 poisoned + 15 good requests at once, a few rounds, so they share batches."""
     import threading
-    url, _, loaded = server
+    url, _, loaded = http_server
     good = digits(4, start=200)
     expected = loaded.predict(good).tolist()
     poisoned = digits(2, start=300)
@@ -180,8 +232,8 @@ def test_a_request_whose_features_overflow_is_its_own_400_and_never_fails_its_ba
 
 
 @pytest.mark.slow
-def test_streamed_body_over_the_limit_is_413_without_a_content_length(server):
-    url, _, loaded = server
+def test_streamed_body_over_the_limit_is_413_without_a_content_length(http_server):
+    url, _, loaded = http_server
     answer = post(url, chunks(npy(np.zeros((BODY_LIMIT // 256, 8, 8)))), "application/octet-stream")  # chunked
     assert answer.status_code == 413 and "over the server's limit" in answer.json()["error"]
     assert_good_request_succeeds(url, loaded)
@@ -292,25 +344,17 @@ def test_print_config_is_a_serve_deploy_config_whose_builder_builds(trained):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_server_and_every_ray_process_it_started(trained):
+@pytest.mark.parametrize("ingress, env, answers", [("replica", {}, "ray::ServeReplica"),
+                                                   ("proxy", {"ENSEMBLE_SERVE_INGRESS": "proxy"}, "ray::ProxyActor")])
+def test_ctrl_c_stops_the_server_and_every_ray_process_it_started(trained, ingress, env, answers):
+    """The command's own Ray: one replica answers HTTP on the port asked for itself, unless told to keep
+    Ray Serve's proxy there; either way Ctrl-C leaves nothing behind."""
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    process = subprocess.Popen([sys.executable, "-m", "ensemble", "serve", str(trained), "--port", str(port),
-                                "--cpus-per-replica", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env, start_new_session=True)
-    output = []
-    try:
-        while not any("Serving run 'served' at http://127.0.0.1:" in line for line in output):
-            line = process.stdout.readline()
-            assert line, "".join(output)  # the server exited before it was ready
-            output.append(line)
-        started = psutil.Process(process.pid).children(recursive=True)  # Ray's processes and the replica
-        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    process, output = serve_command(trained, port, env=env)
+    started = psutil.Process(process.pid).children(recursive=True)  # Ray's processes and the replica
+    assert listener(port).startswith(answers)
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    rest = stop(process)
     output.append(rest)
     assert process.returncode == 0 and "Stopped" in rest, "".join(output)
     assert "Traceback" not in "".join(output)
@@ -327,9 +371,10 @@ def test_the_server_stops_ray_only_when_it_started_ray(started, monkeypatch):
     from ensemble.scheduling.session import Session
     stopped, ports_checked = [], []
     monkeypatch.setattr(serving, "checked_run", lambda options: object())
+    monkeypatch.setattr(serving, "starts_local", lambda: started)
     monkeypatch.setattr(serving, "connect", lambda: Session(started, None))
     monkeypatch.setattr(serving, "port_free", lambda host, port: ports_checked.append(port) or True)
-    monkeypatch.setattr(serving, "deploy", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(serving, "deploy", lambda *args, **keywords: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr(serving, "_stop", stopped.append)
     serving.serve_until_stopped(serving.ServeOptions(run_dir="run"), "127.0.0.1", 8000, lambda line: None)
     assert stopped == [started] and ports_checked == ([8000] if started else [])

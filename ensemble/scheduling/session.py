@@ -49,6 +49,11 @@ def connect(num_cpus: int | None = None, log_to_driver: bool = False, dashboard:
     return Session(True, _dashboard_url(context) if dashboard else None)
 
 
+def starts_local() -> bool:
+    """Whether `connect` would start a local instance: Ray is not initialised and RAY_ADDRESS is not set."""
+    return not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+
+
 def shared_session() -> None:
     """Ray for the rest of this process: joined or started now (see `connect`) and left running, so
     that the next runs (an estimator's fits in a cross-validation) do not start it again. Ray stops

@@ -4,18 +4,25 @@ Python (`ensemble.serve(run_dir)` returns the deployment handle) and Ray's own t
 `ensemble serve RUN_DIR --print-config`).
 """
 
+import logging
+import os
 import socket
 import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import ray
 import yaml
 
+from ensemble.environment import environment
 from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling.placement import Share, infeasible_reason
-from ensemble.scheduling.session import alive_node_resources, connect, stop_local_ray
+from ensemble.scheduling.session import alive_node_resources, connect, starts_local, stop_local_ray
 from ensemble.scheduling.warm_actors import release_actors
+from ensemble.serving.ingress import PROXY, REPLICA, direct_ingress_env, ingress
 from ensemble.serving.options import (
     CPUS_PER_REPLICA,
     HOST,
@@ -33,6 +40,7 @@ from workers.layout import REPORT_JSON
 from workers.models import trusts, untrusted
 
 APP_NAME = "ensemble"
+SERVE_LOGGER = "ray.serve"  # Ray Serve's driver-side logger
 IMPORT_PATH = "ensemble.serving.application:app"
 
 
@@ -98,14 +106,62 @@ def check_fits(cpus: float, gpus: float) -> None:
                          "resources.gpus_per_member; 0 serves on CPUs.)")
 
 
-def deploy(options: ServeOptions, report, host: str, port: int, autoencoder: Autoencoder = None):
+def deploy(options: ServeOptions, report, host: str, port: int, autoencoder: Autoencoder = None,
+           route: str = PROXY):
+    """Serve's HTTP on `host`:`port`: its proxy's, or with `route` REPLICA the replica's own, Serve's proxy
+    then on a free port of `host` (`ensemble.serving.ingress`)."""
     check_fits(*replica_resources(options, report))
     application = bind(options, report, autoencoder)
-    ray_serve.start(http_options={"host": host, "port": port})  # binds where host says, nowhere else
+    proxy_port = free_port(host) if route == REPLICA else port
+    # Serve logs that the application "is ready at" its proxy's address: with the replica answering, not the one
+    # to use, so its INFO lines are left out then (warnings and errors still show)
+    with quieter(SERVE_LOGGER if route == REPLICA else None):
+        ray_serve.start(http_options={"host": host, "port": proxy_port})  # binds where host says, nowhere else
+        try:
+            handle = ray_serve.run(application, name=APP_NAME, route_prefix="/")
+        except RuntimeError as err:  # Serve says only that the deployment failed; the replica says why
+            raise RuntimeError(f"{err} The replicas' error: {replica_error()}") from None
+    if route == REPLICA:
+        wait_for_answer(host, port)
+    return handle
+
+
+@contextmanager
+def quieter(name: Optional[str]) -> Iterator[None]:
+    """The logger `name` at WARNING for the `with` (None: no change), at its own level after."""
+    if name is None:
+        yield
+        return
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
-        return ray_serve.run(application, name=APP_NAME, route_prefix="/")
-    except RuntimeError as err:  # Serve says only that the deployment failed; the replica says why
-        raise RuntimeError(f"{err} The replicas' error: {replica_error()}") from None
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def wait_for_answer(host: str, port: int, seconds: float = 30.0) -> None:
+    """Return once GET /healthz answers at `host`:`port`, or raise: a Ray whose direct ingress took other
+    settings than 2.60's would leave the port closed, and a server that says it serves must answer."""
+    url = f"http://{_reachable(host)}:{port}/healthz"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the replica did not answer at {url} within {seconds:g} s (Ray Serve's direct "
+                               "ingress); set ENSEMBLE_SERVE_INGRESS=proxy to serve through Ray Serve's HTTP proxy.")
+        time.sleep(0.1)
+
+
+def _reachable(host: str) -> str:
+    """An address that reaches a server listening on `host` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
 
 
 def replica_error() -> str:
@@ -122,8 +178,9 @@ def serve(run_dir: Union[str, Path], *, host: str = HOST, port: int = PORT, repl
           autoencoder: Autoencoder = None, trust_code: bool = False):
     """Serve a finished run over HTTP on Ray Serve and return the deployment handle (also callable:
     `handle.classify.remote(images).result()`). Uses the initialised Ray, else RAY_ADDRESS, else starts
-    a local Ray that lives until `ray.shutdown()`; `ray.serve.shutdown()` stops serving. `trust_code`:
-    import the autoencoder module the run recorded (also allowed when this process imported it already).
+    a local Ray that lives until `ray.shutdown()`, where one replica answers HTTP itself
+    (`ensemble.serving.ingress`); `ray.serve.shutdown()` stops serving. `trust_code`: import the
+    autoencoder module the run recorded (also allowed when this process imported it already).
 
     Parameters
     ----------
@@ -174,9 +231,28 @@ def serve(run_dir: Union[str, Path], *, host: str = HOST, port: int = PORT, repl
     recorded = report.config.get("model", {}).get("autoencoder")
     if recorded and trusts(recorded, trust_code):  # the caller's process vouches: so do its replicas
         options = options.model_copy(update={"trust_code": True})
-    connect()
+    _, route = connect_for_serving(options, host, port)
     release_actors()  # member actors kept warm by an earlier run would hold the CPUs/GPUs the replicas need
-    return deploy(options, report, host, port, autoencoder)
+    return deploy(options, report, host, port, autoencoder, route)
+
+
+def connect_for_serving(options: ServeOptions, host: str, port: int) -> tuple[bool, str]:
+    """Ray for serving (`connect`), started with the replica answering HTTP itself where `ingress` says so;
+    whether this started Ray, and the ingress. A started Ray needs `port` free: refused before Ray starts
+    where the replica takes it, after where Serve's proxy does (`check_port`)."""
+    route = ingress(starts_local(), options.replicas, os.environ)
+    if route == REPLICA:
+        check_port(host, port)
+    with environment(direct_ingress_env(port) if route == REPLICA else {}):
+        started = connect().started
+    return started, route
+
+
+def check_port(host: str, port: int) -> None:
+    if not port_free(host, port):
+        # Ray Serve binds without SO_REUSEADDR: the connections a stopped server closed hold its port for a minute
+        raise InputError(f"port {port} on {host} is in use (a server stopped in the last minute may still hold "
+                         "it); choose another --port.")
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -189,6 +265,13 @@ def deploy_config(options: ServeOptions, host: str, port: int) -> str:
     return ("# Ray Serve config: `serve deploy serve.yaml` (from a shell with the cluster's RAY_AUTH_TOKEN).\n"
             "# Every node needs eager-ensembles[serve] installed and run_dir readable (shared disk or a URI).\n"
             + yaml.safe_dump(config, sort_keys=False))
+
+
+def free_port(host: str = HOST) -> int:
+    """A port nothing listens on at `host` now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def port_free(host: str, port: int) -> bool:
@@ -207,13 +290,13 @@ def serve_until_stopped(options: ServeOptions, host: str, port: int, on_ready: C
     started = False
     try:
         with stop_on_sigterm():  # SIGTERM arrives as a KeyboardInterrupt, like Ctrl-C
-            started = connect().started
+            started, route = connect_for_serving(options, host, port)
         # again once Ray is up: ray.init installs its own SIGTERM handler, which aborted the server (SIGABRT)
         # and left Ray's agents running
         with stop_on_sigterm():
-            if started and not port_free(host, port):
-                raise InputError(f"port {port} on {host} is in use; choose another --port.")
-            deploy(options, report, host, port)
+            if started and route == PROXY:
+                check_port(host, port)
+            deploy(options, report, host, port, route=route)
             on_ready(f"Serving run {report.name!r} at http://{host}:{port}/ (POST /predict, GET /healthz, "
                      "GET /); Ctrl-C stops it.")
             while True:
