@@ -24,7 +24,8 @@ def main(argv=None) -> int:
                         help="REQUESTSxMAX_IMAGES, comma-separated: each request carries 1..MAX_IMAGES images")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch-sizes", default="16,1", help="--max-batch-size values to compare")
-    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--port", type=int, default=None,
+                        help="default: a free port for each server (a stopped one's stays held for up to a minute)")
     args = parser.parse_args(argv)
     result = measure_serving(args.run_dir, args.workloads, args.clients,
                              [int(b) for b in args.batch_sizes.split(",")], args.port)

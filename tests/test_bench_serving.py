@@ -38,4 +38,5 @@ def test_the_serve_section_measures_each_workload_against_predict_proba(saved_ru
     for r in result["workloads"]:
         assert r["errors"] == 0 and r["images_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
         assert r["memory_format"] in ("contiguous", "channels_last")
+        assert r["ingress"] in ("replica", "proxy")  # the process found listening on the port
         assert set(r["cores"]) == {"replica", "proxy", "clients"}

@@ -1,20 +1,21 @@
 """`ensemble bench --serve`: load on `ensemble serve`, against `predict_proba` in one process.
 
-For each workload it starts the server (`ensemble.serve`, one replica of 1 CPU, on 127.0.0.1), warms it
-up, then 8 client threads (keep-alive `requests` sessions) send the requests (2,000 of 1 to 64 images
-each, then 1,000 of one image; seeded, .npy bodies) as fast as answers come back. Every answer is
-checked against `ensemble.load(run).predict` on the same images: a wrong label counts as an error, like a
-non-200 status. The figure that counts is the ratio of the served images/s with 1-64-image requests to
-`predict_proba`'s own images/s (one process, one torch thread: the replica's CPU; 512 images a call):
-target at least 0.80. Clients and server share the machine; the load average after each measurement
-shows how much other work did too. `benchmarks/serve_load.py` runs this module alone on any run.
+For each workload it starts the server as `ensemble.serve` does (one replica of 1 CPU, on 127.0.0.1; its
+own Ray, where the replica answers HTTP itself: `ensemble.serving.ingress`), warms it up, then 8 client
+threads (keep-alive `requests` sessions) send the requests (2,000 of 1 to 64 images each, then 1,000 of
+one image; seeded, .npy bodies) as fast as answers come back. Every answer is checked against
+`ensemble.load(run).predict` on the same images: a wrong label counts as an error, like a non-200 status.
+The figure that counts is the ratio of the served images/s with 1-64-image requests to `predict_proba`'s
+own images/s (one process, one torch thread: the replica's CPU; its encoders in the replica's memory
+format; 512 images a call): target at least 0.80. Clients and server share the machine; the load
+average after each measurement shows how much other work did too. `benchmarks/serve_load.py` runs this
+module alone on any run.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import socket
 import statistics
 import threading
 import time
@@ -27,6 +28,7 @@ POOL = 4096  # distinct images the requests are cut from
 TARGET = 0.80  # served images/s with 1-64-image requests / predict_proba's images/s
 WORKLOADS = ((2000, 64), (1000, 1))  # (requests, most images a request carries)
 RATIO_WORKLOAD = 64  # the workload whose images/s the ratio takes
+ROLES = {"ray::ServeReplica": "replica", "ray::ProxyActor": "proxy"}  # Serve's processes by their titles
 
 
 def parse_workloads(text: str) -> tuple[tuple[int, int], ...]:
@@ -102,13 +104,10 @@ def drive(url: str, work, pool, expected, clients: int) -> dict:
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by the replica, the HTTP proxy and these clients (this process)."""
     import psutil
-    roles = {"ray::ServeReplica": "replica", "ray::ProxyActor": "proxy"}
     used = {"replica": 0.0, "proxy": 0.0, "clients": 0.0}
     for process in psutil.process_iter(["cmdline", "pid"]):
         try:
-            name = (process.info["cmdline"] or [""])[0]
-            role = "clients" if process.info["pid"] == os.getpid() else next(
-                (r for prefix, r in roles.items() if name.startswith(prefix)), None)
+            role = "clients" if process.info["pid"] == os.getpid() else _role((process.info["cmdline"] or [""])[0])
             if role:
                 times = process.cpu_times()
                 used[role] += times.user + times.system
@@ -119,12 +118,16 @@ def cpu_seconds() -> dict[str, float]:
 
 def measure(run_dir: Path, batch_size: int, port: int, work, pool, expected, clients: int,
             replica_cpus: float) -> dict:
-    """One workload against a fresh server; the figures, the cores each role used, the load average and the
-    memory format the replica chose (GET /)."""
+    """One workload against a fresh server, started as `ensemble.serve` starts it (its own Ray, unless one
+    runs already); the figures, the cores each role used, the load average, which process answered HTTP
+    and the memory format the replica chose (GET /)."""
+    import ray
     import requests
     from ray import serve
 
     import ensemble
+    from ensemble.scheduling.session import stop_local_ray
+    joined = ray.is_initialized()
     ensemble.serve(run_dir, port=port, max_batch_size=batch_size, cpus_per_replica=replica_cpus)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,24 +136,51 @@ def measure(run_dir: Path, batch_size: int, port: int, work, pool, expected, cli
         figures = drive(url, work, pool, expected, clients)
         figures["cores"] = {role: (spent - before[role]) / figures["seconds"] for role, spent in cpu_seconds().items()}
         figures["load"] = os.getloadavg()[0]  # other work on the machine shows here
+        figures["ingress"] = listening_role(port)
         figures["memory_format"] = requests.get(f"{url}/", timeout=30).json().get("memory_format")
     finally:
-        serve.delete("ensemble")
+        if joined:
+            serve.delete("ensemble")
+        else:
+            serve.shutdown()  # while Ray runs: after it, Serve would connect to any Ray it finds
+            stop_local_ray()
     return figures
 
 
-def compute_bound(loaded, pool: np.ndarray, images: int = 512, seconds: float = 3.0) -> float:
-    """Images/s of predict_proba in one process, one torch thread (the replica's CPU), no HTTP."""
+def listening_role(port: int) -> str:
+    """Which of Serve's processes listens on `port`: the replica (direct ingress) or the proxy."""
+    import psutil
+    for process in psutil.process_iter(["cmdline"]):
+        role = _role((process.info["cmdline"] or [""])[0])
+        try:
+            if role and any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections()):
+                return role
+        except psutil.Error:
+            continue
+    return "unknown"
+
+
+def _role(command: str):
+    return next((role for prefix, role in ROLES.items() if command.startswith(prefix)), None)
+
+
+def compute_bound(loaded, pool: np.ndarray, images: int = 512, seconds: float = 3.0) -> tuple[float, str]:
+    """Images/s of predict_proba in one process, one torch thread (the replica's CPU), its encoders laid out
+    as a replica lays them out (`in_fastest_format`: in PyTorch's default layout, `ensemble.load`'s, the
+    default CAE answered 0.67x as fast on a 2-core AMD EPYC), no HTTP; and that layout."""
     import torch
+
+    from ensemble.serving.replica import in_fastest_format
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        layout = in_fastest_format(loaded)
         loaded.predict_proba(pool[:images])
         started, calls = time.perf_counter(), 0
         while time.perf_counter() - started < seconds:
             loaded.predict_proba(pool[:images])
             calls += 1
-        return images * calls / (time.perf_counter() - started)
+        return images * calls / (time.perf_counter() - started), layout
     finally:
         torch.set_num_threads(threads)
 
@@ -159,31 +189,24 @@ def measure_serving(run_dir: Path, workloads: Sequence[tuple[int, int]] = WORKLO
                     batch_sizes: Sequence[int] = (16,), port: int | None = None, replica_cpus: float = 1.0,
                     bound_seconds: float = 3.0, log=print) -> dict:
     """bench.json's `serve`: predict_proba's images/s, each workload x batch size served, and the ratio.
-    `port`: where the server listens (None: a free one)."""
+    `port`: where each server listens (None: a free one each time, as a stopped server's connections hold
+    its port for a minute)."""
     import ensemble
-    from ensemble.scheduling.session import ray_session
-    port = port or free_port()
+    from ensemble.serving.application import free_port
     loaded = ensemble.load(run_dir)
-    bound = compute_bound(loaded, workload(loaded, 1, 1)[1], seconds=bound_seconds)
+    bound, layout = compute_bound(loaded, workload(loaded, 1, 1)[1], seconds=bound_seconds)
     rows = []
-    with ray_session(os.cpu_count()):
-        for count, max_images in workloads:
-            work, pool, expected = workload(loaded, count, max_images)
-            for batch_size in batch_sizes:
-                figures = measure(run_dir, batch_size, port, work, pool, expected, clients, replica_cpus)
-                rows.append({"requests": count, "max_images": max_images, "max_batch_size": batch_size, **figures})
-                log(f"  serve {count} x 1-{max_images} images, batch {batch_size}: {figures['images_per_s']:.0f} "
-                    f"images/s, p99 {figures['p99_ms']:.0f} ms, {figures['errors']} errors")
-        from ray import serve
-        serve.shutdown()  # inside the session: outside, Serve would connect to any Ray it finds
+    for count, max_images in workloads:
+        work, pool, expected = workload(loaded, count, max_images)
+        for batch_size in batch_sizes:
+            figures = measure(run_dir, batch_size, port or free_port(), work, pool, expected, clients, replica_cpus)
+            rows.append({"requests": count, "max_images": max_images, "max_batch_size": batch_size, **figures})
+            log(f"  serve {count} x 1-{max_images} images, batch {batch_size}: {figures['images_per_s']:.0f} "
+                f"images/s, p99 {figures['p99_ms']:.0f} ms, {figures['errors']} errors, HTTP by the "
+                f"{figures['ingress']}")
     return {"run_dir": str(run_dir), "clients": clients, "replica_cpus": replica_cpus,
-            "predict_proba_images_per_s": bound, "workloads": rows, **serve_ratio(rows, bound)}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+            "predict_proba_images_per_s": bound, "predict_proba_memory_format": layout, "workloads": rows,
+            **serve_ratio(rows, bound)}
 
 
 def bench_run(output: Path, log=print) -> Path:
@@ -216,9 +239,12 @@ def serve_table(result: dict) -> str:
     """The section as the bench prints it."""
     rows = result["workloads"]
     formats = sorted({str(row.get("memory_format")) for row in rows})
+    ingresses = sorted({str(row.get("ingress")) for row in rows})  # bench.json files before it had none: "None"
     lines = [f"Serving: {result['clients']} concurrent clients, .npy bodies, 1 replica of {result['replica_cpus']:g} "
-             f"CPU on 127.0.0.1 (encoders in {', '.join(formats)}); predict_proba alone (one process, 1 thread, 512 "
-             f"images a call): {result['predict_proba_images_per_s']:.0f} images/s", "",
+             f"CPU on 127.0.0.1 (encoders in {', '.join(formats)}; HTTP answered by the {', '.join(ingresses)}); "
+             f"predict_proba alone (one process, 1 thread, 512 images a call, encoders in "
+             f"{result.get('predict_proba_memory_format', 'contiguous')}): "
+             f"{result['predict_proba_images_per_s']:.0f} images/s", "",
              "| requests x images each | max batch size | images/s | requests/s | p50 ms | p99 ms | errors | "
              "cores used: replica, proxy, clients | load avg |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
