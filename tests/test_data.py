@@ -159,6 +159,17 @@ def test_images_as_nested_lists_work_and_ragged_ones_are_named():
         load_splits(DataConfig(name="npz", train_size=30, val_size=15), seed=0, dataset=(ragged, labels))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_images_with_a_nan_or_infinite_pixel_are_refused_in_every_float_type(dtype, bad):
+    from ensemble.data.sources import as_images
+    images = torch.zeros(4, 1, 6, 6, dtype=dtype)
+    assert as_images(images, "the images").dtype == dtype  # finite: taken as they are
+    images[2, 0, 3, 1] = bad
+    with pytest.raises(InputError, match="the images: images contain NaN or infinite values"):
+        as_images(images, "the images")
+
+
 def test_constant_images_train_but_are_warned_about():
     images, labels = torch.full((60, 1, 6, 6), 7.0), torch.arange(60) % 3
     with pytest.warns(UserWarning, match="every training image of custom dataset .* is constant"):
