@@ -2,14 +2,14 @@
 
 Through the proxy every request costs the replica about 3.5 ms of CPU on top of the model: an actor call
 from the proxy, a second call back to it for the body, Ray's core worker (docs/performance.md, 2026-12-07).
-With Ray Serve's direct ingress the replica answers HTTP itself, and the same 1-64-image load was served
-at 1.04-1.21 times `predict_proba`'s images/s against 0.67-0.82 through the proxy (the same session, the
-two alternated). Ray 2.60 turns it on through environment variables that its controller and replicas read
-when they start, so only a Ray that this process starts can have them: `ensemble serve` and
-`ensemble.serve()` then serve one replica directly on the port asked for (Serve's proxy still runs, on a
-free port of the same host, as Serve needs). Several replicas, a Ray that was running already or a cluster
-(RAY_ADDRESS) keep the proxy, which spreads requests over replicas and nodes; ENSEMBLE_SERVE_INGRESS=proxy
-keeps it always.
+With Ray Serve's direct ingress the replica answers HTTP itself: the same 1-64-image load was served at
+1.57 times the proxy path's images/s, single images at 3.6 times the requests a second (alternated runs,
+docs/performance.md, 2026-12-07, night). Ray 2.60 turns it on through environment variables that its
+controller and replicas read when they start, so only a Ray that this process starts can have them:
+`ensemble serve` and `ensemble.serve()` then serve one replica directly on the port asked for (Serve's
+proxy still runs, on a free port of the same host, as Serve needs). Several replicas, a Ray that was
+running already or a cluster (RAY_ADDRESS) keep the proxy, which spreads requests over replicas and
+nodes; ENSEMBLE_SERVE_INGRESS=proxy keeps it always.
 """
 
 from __future__ import annotations
