@@ -19,7 +19,7 @@ from ensemble.data import Normalizer
 from ensemble.data.sources import as_images
 from ensemble.report import RunReport
 from ensemble.report.tables import accuracy
-from ensemble.runs.evaluation import load_autoencoder
+from ensemble.runs.evaluation import frozen_member
 from ensemble.runs.identity import check_chosen
 from ensemble.runs.rundir import read_finished_run
 from ensemble.runs.saved_run import selected_checkpoints
@@ -200,8 +200,7 @@ def _load(run_dir: Path, autoencoder: Autoencoders, trust_code: bool, stored_at:
     members = {m.index: m for m in report.members}  # names and members_used checked by read_finished_run
     chosen = selected_checkpoints([members[i] for i in report.ensemble.members_used])
     check_chosen(run_dir, chosen, report.run_id)  # each is the checkpoint of its place, of this run
-    autoencoders = [load_autoencoder(factories[i], run_dir / name, epoch)
-                    for i, (name, epoch) in zip(report.ensemble.members_used, chosen, strict=True)]
+    autoencoders = [frozen_member(factories[i], run_dir, members[i]) for i in report.ensemble.members_used]
     try:
         text = (run_dir / NORMALIZATION).read_text()
     except OSError as err:

@@ -83,7 +83,7 @@ def test_every_field_has_a_description_and_the_docs_list_every_key():
 def test_the_docs_reference_table_is_the_generated_one():
     from ensemble.config import reference_markdown
     assert reference_markdown() in CONFIG_PAGE.read_text(), (
-        "docs/guide/configuration.md's table differs from the code: paste the output of python -m ensemble.config")
+        "docs/guide/configuration.md's table differs from the code: paste the output of `ensemble config --markdown`")
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,6 +1,7 @@
 """The driver end to end on Ray, on tiny data."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -79,6 +80,25 @@ def test_load_predicts_like_the_original(tiny_run):
     assert np.array_equal(original, again) and original.shape == (40,)
     with pytest.raises(InputError, match="must be N x 1 x 8 x 8"):
         result.predict(torch.zeros(2, 3, 8, 8))
+
+
+def test_loaded_encoders_are_laid_out_as_each_member_trained(tiny_run, tmp_path):
+    from workers.memory_format import FORMATS, module_memory_format
+    result, _ = tiny_run
+    recorded = [m.placement["memory_format"] for m in result.report.members if m.selected_epoch is not None]
+    assert [module_memory_format(a) for a in result.autoencoders] == recorded
+    assert [module_memory_format(a) for a in ensemble.load(result.run_dir).autoencoders] == recorded
+    copy = tmp_path / "flipped"  # a run whose members recorded the other layout is loaded in that one
+    shutil.copytree(result.run_dir, copy)
+    report = json.loads((copy / "report.json").read_text())
+    for member in report["members"]:
+        member["placement"]["memory_format"] = next(f for f in FORMATS if f != member["placement"]["memory_format"])
+    (copy / "report.json").write_text(json.dumps(report))
+    flipped = ensemble.load(copy)
+    assert [module_memory_format(a) for a in flipped.autoencoders] == [
+        next(f for f in FORMATS if f != layout) for layout in recorded]
+    images = raw_digits()  # the same probabilities in either layout, up to the order of float additions
+    assert np.allclose(flipped.predict_proba(images), result.predict_proba(images), atol=1e-5)
 
 
 def test_probabilities_features_and_score_agree_with_predict(tiny_run):

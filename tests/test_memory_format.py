@@ -14,6 +14,7 @@ from workers.memory_format import (
     in_memory_format,
     module_memory_format,
     probe_memory_formats,
+    recorded_memory_format,
 )
 from workers.models import CAEFactory
 from workers.stopping import EagerStop
@@ -78,6 +79,23 @@ def test_user_code_that_fails_on_a_later_call_leaves_the_default_and_is_not_the_
             raise ValueError("this layer expected 64 features")
     seconds = probe_memory_formats(FACTORY(), digits[0][:10], step, rounds=3)
     assert seconds == {CONTIGUOUS: []} and choose_memory_format(seconds) == CONTIGUOUS
+
+
+@pytest.mark.parametrize("placement, chosen", [
+    ({"memory_format": CHANNELS_LAST, "device": "cpu"}, CHANNELS_LAST),
+    ({"memory_format": CONTIGUOUS}, CONTIGUOUS),
+    ({"device": "cpu"}, CONTIGUOUS),  # a run from before the key
+    ({"memory_format": "auto"}, CONTIGUOUS), ({"memory_format": None}, CONTIGUOUS),  # no layout a run records
+])
+def test_a_loaded_member_takes_the_layout_its_placement_records(placement, chosen):
+    assert recorded_memory_format(placement) == chosen
+
+
+def test_a_model_goes_to_either_layout_and_back():
+    model = FACTORY()
+    assert module_memory_format(in_memory_format(model, CHANNELS_LAST)) == CHANNELS_LAST
+    assert module_memory_format(in_memory_format(model, CONTIGUOUS)) == CONTIGUOUS
+    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_images_that_are_not_4d_keep_the_default_format():

@@ -32,6 +32,13 @@ FORMATS = (CONTIGUOUS, CHANNELS_LAST)
 MIN_GAIN = 0.05
 
 
+def recorded_memory_format(placement: Mapping[str, object]) -> str:
+    """The format a member's actor trained and encoded in, as its placement in report.json names it; a run
+    from before the key, or a value no version wrote, is the default format."""
+    recorded = placement.get("memory_format")
+    return recorded if isinstance(recorded, str) and recorded in FORMATS else CONTIGUOUS
+
+
 def choose_memory_format(seconds: Mapping[str, Sequence[float]], min_gain: float = MIN_GAIN) -> str:
     """The format to train in from the probe's step times (format -> seconds per step): channels_last
     when its median step is at least `min_gain` faster than the default's, else contiguous. A format
@@ -51,9 +58,9 @@ def applies(images: torch.Tensor) -> bool:
 
 
 def in_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
-    """The model with its weights laid out in `memory_format` (in place, as `Module.to` does;
-    contiguous: unchanged)."""
-    return model.to(memory_format=torch.channels_last) if memory_format == CHANNELS_LAST else model
+    """The model with its weights laid out in `memory_format`, in place, as `Module.to` does (either way:
+    a loaded run's encoders come in the layout they trained in, and a replica may choose the other)."""
+    return model.to(memory_format=torch.channels_last if memory_format == CHANNELS_LAST else torch.contiguous_format)
 
 
 def as_layout_of(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

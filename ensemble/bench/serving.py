@@ -166,8 +166,8 @@ def _role(command: str):
 
 def compute_bound(loaded, pool: np.ndarray, images: int = 512, seconds: float = 3.0) -> tuple[float, str]:
     """Images/s of predict_proba in one process, one torch thread (the replica's CPU), its encoders laid out
-    as a replica lays them out (`in_fastest_format`: in PyTorch's default layout, `ensemble.load`'s, the
-    default CAE answered 0.67x as fast on a 2-core AMD EPYC), no HTTP; and that layout."""
+    as a replica lays them out (`in_fastest_format`, measured, where `ensemble.load` keeps the layout the
+    members trained in), no HTTP; and that layout."""
     import torch
 
     from ensemble.serving.replica import in_fastest_format

@@ -217,7 +217,8 @@ class TrainConfig(Section):
         description="layout of the members' and baseline's weights and images in training and encoding: "
                             "auto measures both at actor start (a few steps on the built-in CAE and a real batch) and "
                             "keeps the faster, while a custom autoencoder trains in the default unless one is named "
-                            "(report.json: each placement's memory_format); contiguous is PyTorch's "
+                            "(report.json: each placement's memory_format, which ensemble.load and predict keep); "
+                            "contiguous is PyTorch's "
                             "default; channels_last suits oneDNN CPUs and GPU tensor cores")
     compile: bool = Field(
         TrainSettings.compile, description="torch.compile each member's model (pays compile time once per actor)")

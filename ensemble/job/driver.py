@@ -19,7 +19,7 @@ from typing import Callable, Optional, Union
 from ensemble.builders import Autoencoders, run_name
 from ensemble.config import EnsembleConfig, resolve
 from ensemble.job import evaluate, prepare, train_baseline, train_members, write_report
-from ensemble.job.evaluate import Evaluation, chosen_checkpoints
+from ensemble.job.evaluate import Evaluation
 from ensemble.job.prepare import Plan
 from ensemble.job.run_dir import open_run_dir, writing
 from ensemble.job.watching import announce, roster, watching
@@ -27,7 +27,7 @@ from ensemble.observers.progress import Watch, progress_watch
 from ensemble.observers.tracking import chained, open_tracker, tracked
 from ensemble.report import RunReport
 from ensemble.result import RunResult
-from ensemble.runs.evaluation import load_autoencoder
+from ensemble.runs.evaluation import frozen_member
 from ensemble.scheduling.autoscaling import capacity
 from ensemble.scheduling.beside import FitsBeside, fits_apart, fitted_image_bytes
 from ensemble.scheduling.session import (
@@ -165,7 +165,7 @@ def run_result(plan: Plan, run_dir: Path, report: RunReport, evaluation: Evaluat
     """What `ensemble.run` returns: the report, with each usable member's chosen encoder loaded back
     from its checkpoint, the ensemble's combiner and the pixel scaling `predict` needs."""
     factories = plan.factories()
-    autoencoders = [load_autoencoder(factories[name], run_dir / name, epoch)
-                    for name, epoch in chosen_checkpoints(evaluation.members)]
+    autoencoders = [frozen_member(factories[m.name], run_dir, m) for m in evaluation.members
+                    if m.selected_epoch is not None]
     return RunResult(report, run_dir, autoencoders, evaluation.score.combiner, plan.splits.normalizer,
                      plan.mirror.uri if plan.mirror is not None else None)

@@ -22,8 +22,10 @@ from classifier.features import encoder_features, member_features
 from classifier.side_by_side import side_by_side
 from ensemble.config import CombinerConfig
 from ensemble.data import Splits
+from ensemble.report import MemberReport
 from ensemble.report.entries import CombinerScore
 from workers.encoding import OWN_HEAD, EncodedEpochs, SplitFeatures, frozen_autoencoder
+from workers.memory_format import CONTIGUOUS, recorded_memory_format
 from workers.models import AutoencoderFactory
 
 Chosen = Sequence[tuple[str, int]]  # (member directory name, epoch) pairs
@@ -35,9 +37,18 @@ def factory_for(factories: Factories, name: str) -> AutoencoderFactory:
     return factories[name] if isinstance(factories, Mapping) else factories
 
 
-def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int) -> nn.Module:
-    """A frozen autoencoder with the weights of one saved epoch."""
-    return frozen_autoencoder(factory, member_dir, epoch)
+def load_autoencoder(factory: AutoencoderFactory, member_dir: Path, epoch: int,
+                     memory_format: str = CONTIGUOUS) -> nn.Module:
+    """A frozen autoencoder with the weights of one saved epoch, laid out in `memory_format`."""
+    return frozen_autoencoder(factory, member_dir, epoch, memory_format=memory_format)
+
+
+def frozen_member(factory: AutoencoderFactory, run_dir: Path, member: MemberReport) -> nn.Module:
+    """A member's selected encoder, laid out as its actor trained and encoded it (report.json's placement):
+    predictions then come from the features the run scored (and that layout measured faster there)."""
+    assert member.selected_epoch is not None, f"{member.name} has no selected checkpoint"
+    return load_autoencoder(factory, Path(run_dir) / member.name, member.selected_epoch,
+                            recorded_memory_format(member.placement))
 
 
 def fit_and_score(autoencoders: Sequence[nn.Module], train_x: torch.Tensor, train_y: torch.Tensor,
