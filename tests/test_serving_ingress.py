@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ensemble.environment import environment
-from ensemble.serving.ingress import OPT_OUT, PROXY, REPLICA, direct_ingress_env, ingress
+from ensemble.serving.ingress import OPT_OUT, PROXY, REPLICA, REPLICA_ENV, direct_ingress_env, ingress, replica_env
 from workers.errors import InputError
 
 
@@ -34,6 +34,12 @@ def test_the_replica_takes_the_port_asked_for_and_stops_without_a_drain():
     lowest, past = (int(env[f"RAY_SERVE_DIRECT_INGRESS_{end}_HTTP_PORT"]) for end in ("MIN", "MAX"))
     assert list(range(lowest, past)) == [8123]  # Serve allocates from range(min, max)
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "0" and env["RAY_SERVE_PORT_QUARANTINE_S"] == "0"
+
+
+def test_replicas_run_our_code_on_their_own_loop_unless_the_user_names_ray_s_setting():
+    name = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
+    assert replica_env({}) == REPLICA_ENV == {name: "0"}
+    assert replica_env({name: "1", OPT_OUT: "proxy"}) == {name: "1"}  # only Ray's own variables go to replicas
 
 
 def test_ray_s_settings_are_the_environment_only_inside_the_with(monkeypatch):

@@ -22,7 +22,7 @@ from ensemble.errors import stop_on_sigterm
 from ensemble.scheduling.placement import Share, infeasible_reason
 from ensemble.scheduling.session import alive_node_resources, connect, starts_local, stop_local_ray
 from ensemble.scheduling.warm_actors import release_actors
-from ensemble.serving.ingress import PROXY, REPLICA, direct_ingress_env, ingress
+from ensemble.serving.ingress import PROXY, REPLICA, direct_ingress_env, ingress, replica_env
 from ensemble.serving.options import (
     CPUS_PER_REPLICA,
     HOST,
@@ -74,7 +74,7 @@ def bind(options: ServeOptions, report, autoencoder: Autoencoder = None) -> "ray
     # room for a full batch computing and the next one filling
     deployment = EnsembleModel.options(  # type: ignore[attr-defined]
         num_replicas=options.replicas, max_ongoing_requests=max(8, 2 * options.max_batch_size),
-        ray_actor_options={"num_cpus": cpus, "num_gpus": gpus})
+        ray_actor_options={"num_cpus": cpus, "num_gpus": gpus, "runtime_env": {"env_vars": replica_env(os.environ)}})
     return deployment.bind(options.run_dir, autoencoder or options.autoencoder, options.max_batch_size,
                            options.max_body_bytes, options.trust_code)
 
