@@ -44,11 +44,11 @@ def direct_ingress_env(port: int) -> dict[str, str]:
 
 # Ray Serve runs a replica's own code on an event loop in a second thread by default, and hands every request
 # over to it and back. Our request handling is short and the forward pass holds the loop anyway, so on the
-# replica's own loop requests skip the hand-over (served 1-64-image requests at 0.83-0.84 of predict_proba
-# against 0.70-0.73, docs/performance.md, 2026-12-07, late). Ray reads it when the replica process starts, so
-# it goes in the replica's runtime_env: it then holds on any Ray, a cluster's included (Ray merges env_vars
-# with a job's own). Ray's throughput-optimised mode sets it too, with others we leave (it hides a replica's
-# log lines from the console).
+# replica's own loop requests skip the hand-over (1.10 times the images/s of 1-64-image requests, 1.25 times
+# the single-image requests a second: 5 alternated pairs, docs/performance.md, 2026-12-07, late). Ray reads it
+# when the replica process starts, so it goes in the replica's runtime_env: it then holds on any Ray, a
+# cluster's included (Ray merges env_vars with a job's own). Ray's throughput-optimised mode sets it too, with
+# others we leave (it hides a replica's log lines from the console).
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
