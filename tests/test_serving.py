@@ -350,6 +350,7 @@ def test_ctrl_c_stops_the_server_and_every_ray_process_it_started(trained, ingre
     output.append(rest)
     assert process.returncode == 0 and "Stopped" in rest, "".join(output)
     assert "Traceback" not in "".join(output)
+    assert "(raylet)" not in "".join(output)  # no failure of Ray's own at the stop, as serve.shutdown() gave
     _, alive = psutil.wait_procs(started, timeout=10)
     assert alive == [], [p.cmdline() for p in alive]
     with pytest.raises(requests.ConnectionError):
@@ -367,6 +368,6 @@ def test_the_server_stops_ray_only_when_it_started_ray(started, monkeypatch):
     monkeypatch.setattr(serving, "connect", lambda: Session(started, None))
     monkeypatch.setattr(serving, "port_free", lambda host, port: ports_checked.append(port) or True)
     monkeypatch.setattr(serving, "deploy", lambda *args, **keywords: (_ for _ in ()).throw(KeyboardInterrupt))
-    monkeypatch.setattr(serving, "_stop", stopped.append)
+    monkeypatch.setattr(serving, "stop_serving", stopped.append)
     serving.serve_until_stopped(serving.ServeOptions(run_dir="run"), "127.0.0.1", 8000, lambda line: None)
     assert stopped == [started] and ports_checked == ([8000] if started else [])

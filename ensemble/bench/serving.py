@@ -123,10 +123,9 @@ def measure(run_dir: Path, batch_size: int, port: int, work, pool, expected, cli
     and the memory format the replica chose (GET /)."""
     import ray
     import requests
-    from ray import serve
 
     import ensemble
-    from ensemble.scheduling.session import stop_local_ray
+    from ensemble.serving.application import stop_serving
     joined = ray.is_initialized()
     ensemble.serve(run_dir, port=port, max_batch_size=batch_size, cpus_per_replica=replica_cpus)
     url = f"http://127.0.0.1:{port}"
@@ -139,11 +138,7 @@ def measure(run_dir: Path, batch_size: int, port: int, work, pool, expected, cli
         figures["ingress"] = listening_role(port)
         figures["memory_format"] = requests.get(f"{url}/", timeout=30).json().get("memory_format")
     finally:
-        if joined:
-            serve.delete("ensemble")
-        else:
-            serve.shutdown()  # while Ray runs: after it, Serve would connect to any Ray it finds
-            stop_local_ray()
+        stop_serving(started_ray=not joined)
     return figures
 
 
