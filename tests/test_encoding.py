@@ -58,8 +58,32 @@ def test_the_actors_features_are_the_drivers_and_the_driver_then_loads_nothing(t
 
     sent["member_01"] = {}  # its actor could not encode: the driver encodes that one member itself
     mixed = evaluation.score_checkpoints(TinyAE, tmp_path, chosen, splits, combiner, 0, sent)
-    assert [(p.name, epoch) for p, epoch in loaded] == [("member_01", 1)]
+    assert [(p.name, epoch) for p, epoch, *_ in loaded] == [("member_01", 1)]
     assert np.array_equal(mixed.test_predictions, here.test_predictions)
+
+
+def test_a_checkpoint_encoded_again_takes_the_layout_its_run_recorded(tmp_path, monkeypatch):
+    """`select`, `curves` and `labels` encode checkpoints the actors did not send: in the layout the run's
+    report names for that member, they give the features its actor gave, to the bit."""
+    from workers.memory_format import CHANNELS_LAST, CONTIGUOUS
+    from workers.models import CAEFactory
+    factory, member_dir = CAEFactory((1, 8, 8), channels=(4, 8)), tmp_path / "member_00"
+    torch.manual_seed(0)
+    save_checkpoint(member_dir, 1, factory().state_dict(), {}, {})
+    splits = load_splits(build_config({}, TINY).data, 0)
+    sent = encode_checkpoints(factory, member_dir, [1], {"train": splits.train_x, "test": splits.test_x},
+                              memory_format=CHANNELS_LAST)[1]
+    again = evaluation.checkpoint_features(factory, member_dir, 1, splits, {}, CHANNELS_LAST)
+    assert np.array_equal(again["train"], sent["train"]) and np.array_equal(again["test"], sent["test"])
+    default = evaluation.checkpoint_features(factory, member_dir, 1, splits, {})
+    assert np.allclose(default["train"], sent["train"], atol=1e-5)  # the other layout: the same up to rounding
+    layouts = []
+    real = evaluation.load_autoencoder
+    monkeypatch.setattr(evaluation, "load_autoencoder", lambda *args: layouts.append(args[3:]) or real(*args))
+    chosen, combiner = [("member_00", 1)], CombinerConfig()
+    evaluation.score_checkpoints(factory, tmp_path, chosen, splits, combiner, 0, layouts={"member_00": CHANNELS_LAST})
+    evaluation.score_checkpoints(factory, tmp_path, chosen, splits, combiner, 0)  # none recorded: the default
+    assert layouts == [(CHANNELS_LAST,), (CONTIGUOUS,)]
 
 
 def test_each_members_own_head_comes_from_its_actor_and_the_driver_fits_only_what_did_not(tmp_path, monkeypatch):

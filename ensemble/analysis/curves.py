@@ -149,9 +149,9 @@ def _evaluate_missing(saved: SavedRun, missing: dict[str, Chosen], cache: dict) 
     keeps its work."""
     splits, combiner, seed = saved.splits(), saved.config.combiner, saved.config.seed
     needed = sorted({c for checkpoints in missing.values() for c in checkpoints})
-    factories = saved.factories(needed)
+    factories, layouts = saved.factories(needed), saved.layouts()
     features = {(name, epoch): checkpoint_features(factory_for(factories, name), saved.run_dir / name, epoch,
-                                                   splits, {}) for name, epoch in needed}
+                                                   splits, {}, layouts[name]) for name, epoch in needed}
     keys, batch = list(missing), available_cores()
     for start in range(0, len(keys), batch):
         chunk = keys[start:start + batch]

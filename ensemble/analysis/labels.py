@@ -132,8 +132,9 @@ def _label_curve(saved: SavedRun, per_class: Sequence[int], draws: int,
 def _features(saved: SavedRun, chosen: Chosen) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The frozen checkpoints' features of every training image and of the test images."""
     splits = saved.splits()
-    factories = saved.factories(chosen)
-    autoencoders = [load_autoencoder(factories[name], saved.run_dir / name, epoch) for name, epoch in chosen]
+    factories, layouts = saved.factories(chosen), saved.layouts()
+    autoencoders = [load_autoencoder(factories[name], saved.run_dir / name, epoch, layouts[name])
+                    for name, epoch in chosen]
     return member_features(autoencoders, splits.train_x), member_features(autoencoders, splits.test_x)
 
 

@@ -17,7 +17,7 @@ from ensemble.job.train_members import Phases
 from ensemble.report import BaselineReport, EnsembleReport, MemberReport
 from ensemble.report.entries import CombinerScore, baseline_report, ensemble_report, with_diversity
 from ensemble.report.verdict import TestPredictions
-from ensemble.runs.evaluation import score_checkpoints, score_run
+from ensemble.runs.evaluation import recorded_layouts, score_checkpoints, score_run
 from ensemble.scheduling.beside import FitsBeside
 from ensemble.scheduling.pool import too_few_members
 from ensemble.scheduling.records import MemberRecord, member_report
@@ -50,7 +50,7 @@ def run(plan: Plan, run_dir: Path, phases: Phases, fits: FitsBeside) -> Evaluati
         raise RuntimeError(problem)
     factories = plan.factories()
     scores = fits(score_run, plan.splits.test_y, sent_features(phases.members), factories, run_dir, chosen,
-                  config.combiner, config.seed)
+                  config.combiner, config.seed, layouts=recorded_layouts(members))
     score, untrained, alone = scores.ensemble, scores.untrained, scores.alone  # untrained: None without a test split
     save_combiner(score.combiner, run_dir / COMBINER)
     members, diversity = with_diversity(members, [name for name, _ in chosen], alone,
@@ -70,7 +70,7 @@ def run(plan: Plan, run_dir: Path, phases: Phases, fits: FitsBeside) -> Evaluati
         assert plan.baseline_factory is not None  # a baseline was trained
         base_score = fits(score_checkpoints, plan.splits.test_y, sent_features({BASELINE: phases.baseline}),
                           plan.baseline_factory, run_dir, [(BASELINE, base.selected_epoch)], config.combiner,
-                          config.seed, who="the baseline's")
+                          config.seed, who="the baseline's", layouts=recorded_layouts([base]))
         save_combiner(base_score.combiner, run_dir / BASELINE / COMBINER)
         baseline = baseline_report(base, phases.baseline_wall, phases.baseline_share.describe(), base_score,
                                    getattr(plan.baseline_factory, "width", 1.0))

@@ -18,7 +18,7 @@ from ensemble.config import CombinerConfig, EnsembleConfig
 from ensemble.data import Splits, load_splits
 from ensemble.report import MemberReport, RunReport
 from ensemble.report.entries import CombinerScore
-from ensemble.runs.evaluation import Chosen, score_checkpoints
+from ensemble.runs.evaluation import Chosen, recorded_layouts, score_checkpoints
 from ensemble.runs.identity import check_chosen
 from ensemble.runs.rundir import read_finished_run
 from workers.errors import InputError
@@ -78,7 +78,11 @@ class SavedRun:
         """Freeze the chosen checkpoints (members' or the baseline's) and fit `combiner` on them."""
         check_chosen(self.run_dir, chosen, self.report.run_id)
         return score_checkpoints(self.factories(chosen), self.run_dir, chosen, self.splits(), combiner,
-                                 self.config.seed)
+                                 self.config.seed, layouts=self.layouts())
+
+    def layouts(self) -> dict[str, str]:
+        """The memory format each member's and the baseline's checkpoints were trained and encoded in."""
+        return recorded_layouts([*self.report.members, *([self.report.baseline] if self.report.baseline else [])])
 
 
 def open_run(run_dir: str | Path, autoencoder: Autoencoders = None, dataset=None, trust_code: bool = False,
