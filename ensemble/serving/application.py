@@ -312,7 +312,7 @@ def stop_serving(started_ray: bool) -> None:
     replicas in it, or only the application on a Ray that was running already (a cluster's Serve stays
     for other applications). Not `ray.serve.shutdown()` first: its controller ends itself inside the call
     it answers, so Ray printed that call's failure ("graceful_shutdown failed ... killed by ray.kill") on
-    every stop, and the stop took 3.9-4.0 s against 1.4-1.5 s without it, with nothing left behind either way."""
+    every stop, and the stop took longer, with nothing more left behind (docs/performance.md, 2026-12-07, late)."""
     if not ray.is_initialized():
         return
     if started_ray:
