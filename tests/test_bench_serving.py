@@ -5,20 +5,22 @@ import pytest
 from ensemble.bench.serving import parse_workloads, serve_ratio, serve_table
 
 
-def row(max_images: int, batch: int, images_per_s: float) -> dict:
+def row(max_images: int, batch: int, images_per_s: float, bound: float = 2000.0) -> dict:
     return {"requests": 10, "max_images": max_images, "max_batch_size": batch, "images_per_s": images_per_s,
             "requests_per_s": 1.0, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "load": 1.0,
-            "cores": {"replica": 0.9, "proxy": 0.2, "clients": 0.1}, "memory_format": "channels_last"}
+            "cores": {"replica": 0.9, "proxy": 0.2, "clients": 0.1}, "memory_format": "channels_last",
+            "predict_proba_images_per_s": bound}
 
 
-def test_the_ratio_takes_the_widest_requests_at_the_largest_batch_size():
-    rows = [row(64, 16, 1600.0), row(64, 1, 1000.0), row(1, 16, 150.0)]
-    ratio = serve_ratio(rows, 2000.0)
+def test_the_ratio_takes_the_widest_requests_at_the_largest_batch_size_against_predict_proba_around_it():
+    rows = [row(64, 16, 1600.0), row(64, 1, 1000.0, bound=1000.0), row(1, 16, 150.0, bound=100.0)]
+    ratio = serve_ratio(rows)
     assert ratio["ratio"] == pytest.approx(0.8) and ratio["met"] and "1-64" in ratio["ratio_workload"]
-    assert not serve_ratio(rows, 2001.0)["met"]
-    printed = serve_table({"workloads": rows, "clients": 8, "replica_cpus": 1.0, "predict_proba_images_per_s": 2000.0,
-                           **ratio})
+    assert not serve_ratio([row(64, 16, 1600.0, bound=2001.0), *rows[1:]])["met"]
+    printed = serve_table({"workloads": rows, "clients": 8, "replica_cpus": 1.0, "predict_proba_images_per_s": 1700.0,
+                           "predict_proba_samples": [2100.0, 1900.0, 100.0], **ratio})
     assert "0.80 (target >= 0.80: met)" in printed and "channels_last" in printed and printed.count("| 10 x 1-") == 3
+    assert "100-2100 images/s" in printed and "| 1600 | 2000 |" in printed
 
 
 def test_workloads_are_requests_x_most_images():
@@ -33,6 +35,9 @@ def test_the_serve_section_measures_each_workload_against_predict_proba(saved_ru
     from ensemble.bench.serving import measure_serving
     result = measure_serving(saved_run, workloads=((30, 8),), clients=2, bound_seconds=0.3, log=lambda _: None)
     assert result["predict_proba_images_per_s"] > 0 and result["ratio"] > 0 and result["target"] == 0.8
+    assert len(result["predict_proba_samples"]) == 2  # before the workload and after it
+    assert result["workloads"][0]["predict_proba_images_per_s"] == pytest.approx(
+        sum(result["predict_proba_samples"]) / 2)
     shapes = [(r["requests"], r["max_images"], r["max_batch_size"]) for r in result["workloads"]]
     assert shapes == [(30, 8, 16)]
     for r in result["workloads"]:
