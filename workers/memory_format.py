@@ -116,6 +116,9 @@ def probe_memory_formats(model: nn.Module, batch: torch.Tensor, step: Callable[[
 
 CACHE_ENV = "ENSEMBLE_MEMORY_FORMATS"  # the cache file; default: memory-formats.json in the system temp dir
 CACHE_DISABLED = "off"                 # ENSEMBLE_MEMORY_FORMATS=off: probe in every actor, remember nothing
+# Raised when our own code changes what a layout costs, so that choices remembered before are measured
+# again: 2 since the CAE's max pooling takes `workers.pooling`'s path in inference (2026-12-07)
+PROBE_GENERATION = 2
 
 
 def cache_path() -> Optional[Path]:
@@ -128,12 +131,13 @@ def cache_path() -> Optional[Path]:
 
 def probe_key(model_name: str, batch_shape: Sequence[int], device: str, threads: int, extra: str = "") -> str:
     """What a choice depends on: torch's version, the processor or GPU, the thread count, the model and
-    the batch's shape (and `extra`: the optimizer and precision)."""
+    the batch's shape (and `extra`: the optimizer and precision), and `PROBE_GENERATION`."""
     if device.startswith("cuda"):
         processor = torch.cuda.get_device_name(torch.device(device))
     else:
         processor = f"{platform.machine()} {_cpu_model()} x{os.cpu_count()}"
-    return f"torch {torch.__version__}|{processor}|threads {threads}|{model_name}|batch {tuple(batch_shape)}|{extra}"
+    return (f"torch {torch.__version__}|{processor}|threads {threads}|{model_name}|batch {tuple(batch_shape)}|{extra}"
+            f"|generation {PROBE_GENERATION}")
 
 
 def _cpu_model() -> str:
