@@ -37,6 +37,10 @@ def test_the_fast_path_is_taken_only_for_plain_2x2_pools_of_even_cpu_tensors_wit
     assert not pairwise_applies(pool, torch.randn(2, 3, 8, 8, device="meta"))     # not a CPU tensor
     for other in (MaxPool2d(3), MaxPool2d(2, stride=1), MaxPool2d(2, padding=1), MaxPool2d(2, ceil_mode=True)):
         assert not pairwise_applies(other, x)
+    with torch.no_grad():  # under vmap (packed members) channels_last cannot be asked about: PyTorch's kernel
+        laid_out = x.contiguous(memory_format=torch.channels_last)
+        pack = torch.func.vmap(MaxPool2d(2))(torch.stack([laid_out, laid_out]))
+        assert torch.equal(pack, torch.stack([F.max_pool2d(laid_out, 2)] * 2))
     needs_grad = x.clone().requires_grad_()
     assert not pairwise_applies(pool, needs_grad)                                  # training: PyTorch's kernel
     with torch.no_grad():

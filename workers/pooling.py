@@ -33,9 +33,13 @@ def pairwise_applies(pool: nn.MaxPool2d, x: torch.Tensor) -> bool:
     keeps PyTorch's kernel."""
     plain = (_pair(pool.kernel_size) == (2, 2) and _pair(pool.stride) == (2, 2) and _pair(pool.padding) == (0, 0)
              and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
-    return (plain and x.dim() == 4 and x.device.type == "cpu" and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
-            and not (torch.is_grad_enabled() and x.requires_grad)
-            and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
+    if not (plain and x.dim() == 4 and x.device.type == "cpu" and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+            and not (torch.is_grad_enabled() and x.requires_grad)):
+        return False
+    try:
+        return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:  # under torch.func.vmap (packed members), which cannot tell channels_last
+        return False
 
 
 def pairwise_max_pool(x: torch.Tensor) -> torch.Tensor:
