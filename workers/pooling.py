@@ -1,9 +1,9 @@
 """The CAE's 2x2 max pooling, with a faster forward for inference on a CPU.
 
 PyTorch's CPU max-pooling kernel is slow for the few channels of the built-in CAE: on the 2-core EPYC,
-one 2x2 pool of 130 x 6 x 28 x 28 activations (channels_last) took 1.70 ms, where two elementwise maxima
-over views of the same tensor (rows, then columns) took 0.12 ms; the pools were about half of an
-encoder's time (docs/performance.md, 2026-12-07, "pooling"). A maximum is exact, so the result is the
+one 2x2 pool of 130 x 6 x 28 x 28 activations (channels_last) took 1.30-1.70 ms, where two elementwise
+maxima over views of the same tensor (rows, then columns) took 0.12 ms; the pools were about half of an
+encoder's time (docs/performance.md, "2026-12-07, closing (2)"). A maximum is exact, so the result is the
 same, bit for bit. The fast path runs only where nothing is differentiated (encoding, prediction,
 serving, validation under `no_grad`): training keeps PyTorch's kernel, and so its gradients, which send
 a tied window's gradient to one element where `torch.maximum` would split it.
