@@ -1,8 +1,14 @@
 """`ensemble bench --serve`: the ratio and table are pure; one tiny load on a served run checks bench.json's keys."""
 
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
 import pytest
 
-from ensemble.bench.serving import parse_workloads, serve_ratio, serve_table
+from ensemble.bench.serving import drive, parse_workloads, serve_ratio, serve_table
 
 
 def row(max_images: int, batch: int, images_per_s: float, bound: float = 2000.0) -> dict:
@@ -21,6 +27,39 @@ def test_the_ratio_takes_the_widest_requests_at_the_largest_batch_size_against_p
                            "predict_proba_samples": [2100.0, 1900.0, 100.0], **ratio})
     assert "0.80 (target >= 0.80: met)" in printed and "channels_last" in printed and printed.count("| 10 x 1-") == 3
     assert "100-2100 images/s" in printed and "| 1600 | 2000 |" in printed
+
+
+class ZerosServer(BaseHTTPRequestHandler):
+    """Answers every .npy POST with label 0 for each image, on kept-alive HTTP/1.1 connections."""
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        images = np.load(io.BytesIO(self.rfile.read(int(self.headers["Content-Length"]))))
+        body = json.dumps({"labels": [0] * len(images)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+def test_the_clients_count_wrong_labels_and_refused_connections_as_errors():
+    pool = np.zeros((8, 1, 4, 4), dtype=np.float32)
+    expected = np.array([0, 0, 0, 0, 0, 0, 0, 1])  # a request holding the last image gets one label wrong
+    work = [(0, 2), (2, 3), (4, 4), (0, 1)]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ZerosServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        figures = drive(f"http://127.0.0.1:{server.server_address[1]}", work, pool, expected, clients=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert figures["errors"] == 1 and figures["images_per_s"] > 0 and figures["p99_ms"] >= figures["p50_ms"] > 0
+    refused = drive(f"http://127.0.0.1:{server.server_address[1]}", work, pool, expected, clients=2)
+    assert refused["errors"] == len(work)  # nothing listens any more: every request fails, none raises
 
 
 def test_workloads_are_requests_x_most_images():

@@ -2,24 +2,28 @@
 
 For each workload it starts the server as `ensemble.serve` does (one replica of 1 CPU, on 127.0.0.1; its
 own Ray, where the replica answers HTTP itself: `ensemble.serving.ingress`), warms it up, then 8 client
-threads (keep-alive `requests` sessions) send the requests (2,000 of 1 to 64 images each, then 1,000 of
-one image; seeded, .npy bodies) as fast as answers come back. Every answer is checked against
-`ensemble.load(run).predict` on the same images: a wrong label counts as an error, like a non-200 status.
-The figure that counts is the ratio of the served images/s with 1-64-image requests to `predict_proba`'s
-own images/s (one process, one torch thread: the replica's CPU; its encoders in the replica's memory
-format; 512 images a call), measured just before and just after that workload, since the machine's speed
-drifts over a bench: target at least 0.80. Clients and server share the machine; the load
-average after each measurement shows how much other work did too. `benchmarks/serve_load.py` runs this
-module alone on any run.
+threads (kept-alive connections of the standard library's `http.client`) send the requests (2,000 of 1 to
+64 images each, then 1,000 of one image; seeded, .npy bodies) as fast as answers come back. Every answer
+is checked against `ensemble.load(run).predict` on the same images: a wrong label counts as an error, like
+a non-200 status. The figure that counts is the ratio of the served images/s with 1-64-image requests to
+`predict_proba`'s own images/s (one process, one torch thread: the replica's CPU; its encoders in the
+replica's memory format; 512 images a call), measured just before and just after that workload, since the
+machine's speed drifts over a bench: target at least 0.80. Clients and server share the machine, and the
+clients' CPU slows the replica's (on a small VM a busy second vCPU can halve the first's speed), so they
+are kept lean; the cores each role used and the load average after each measurement show how much other
+work ran. `benchmarks/serve_load.py` runs this module alone on any run.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import statistics
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -66,12 +70,11 @@ def npy(array: np.ndarray) -> bytes:
 
 def drive(url: str, work, pool, expected, clients: int) -> dict:
     """`clients` threads take requests off one shared list until it is empty; returns the figures."""
-    import requests
     bodies = [npy(pool[offset:offset + size]) for offset, size in work]  # encoded before the clock starts
     latencies, errors, next_request, lock = [], [], iter(range(len(work))), threading.Lock()
 
     def client() -> None:
-        session = requests.Session()
+        connection = None
         while True:
             with lock:
                 index = next(next_request, None)
@@ -80,11 +83,11 @@ def drive(url: str, work, pool, expected, clients: int) -> dict:
             offset, size = work[index]
             started = time.perf_counter()
             try:
-                answer = session.post(f"{url}/predict", data=bodies[index], timeout=120,
-                                      headers={"Content-Type": "application/octet-stream"})
-                ok = answer.status_code == 200 and answer.json()["labels"] == expected[offset:offset + size].tolist()
-            except requests.RequestException:
-                ok = False
+                connection = connection or http.client.HTTPConnection(*address(url), timeout=120)
+                status, answer = post_npy(connection, bodies[index])
+                ok = status == 200 and json.loads(answer)["labels"] == expected[offset:offset + size].tolist()
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
+                connection, ok = None, False  # a new connection for the next request
             with lock:
                 latencies.append(time.perf_counter() - started)
                 if not ok:
@@ -101,6 +104,21 @@ def drive(url: str, work, pool, expected, clients: int) -> dict:
     return {"seconds": wall, "images_per_s": images / wall, "requests_per_s": len(work) / wall,
             "p50_ms": 1000 * float(np.percentile(latencies, 50)), "p99_ms": 1000 * float(np.percentile(latencies, 99)),
             "errors": len(errors)}
+
+
+def address(url: str) -> tuple[str, int]:
+    """(host, port) of an http:// URL."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def post_npy(connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+    """POST /predict with a .npy body on a kept-alive connection: (status, the answer's bytes). The
+    standard library's client, not `requests`: the clients share the machine with the replica, and
+    `requests` took 0.20 of a core for this load against 0.06 (docs/performance.md)."""
+    connection.request("POST", "/predict", body=body, headers={"Content-Type": "application/octet-stream"})
+    answer = connection.getresponse()
+    return answer.status, answer.read()
 
 
 def cpu_seconds() -> dict[str, float]:
