@@ -28,6 +28,16 @@ def test_the_end_to_end_ceiling_is_one_start_plus_the_members_spread_over_the_sl
     samples = {"actor_start": [2.0, 3.0, 2.5], "ours_one": [3.0, 3.2, 2.8], "plain_many": [16.0, 17.0, 15.0]}
     bound = end_to_end_bound(samples, members=5, slots=2)
     assert bound["best_s"] == pytest.approx(2.5 + 5 * 3.0 / 2) and bound["speedup"] == pytest.approx(16.0 / 10.0)
+    assert "share" not in bound  # no end-to-end measurement: nothing to set against the ceiling
+
+
+def test_the_measured_end_to_end_speed_up_is_checked_against_its_ceiling():
+    samples = {"actor_start": [2.0], "ours_one": [3.0], "plain_many": [16.0], "ours_many_end_to_end": [12.5]}
+    bound = end_to_end_bound(samples, members=5, slots=2)  # ceiling 16 / 9.5, measured 16 / 12.5: 76% of it
+    assert bound["measured_speedup"] == pytest.approx(1.28) and bound["share"] == pytest.approx(9.5 / 12.5)
+    assert not bound["share_met"]
+    met = end_to_end_bound(samples | {"ours_many_end_to_end": [11.0]}, members=5, slots=2)  # 86% of it
+    assert met["share"] == pytest.approx(9.5 / 11.0) and met["share_met"]
 
 
 def test_time_to_accuracy_reads_the_curves():
@@ -141,6 +151,7 @@ def test_bench_reports_every_comparison_and_memory(session_ray_stopped, tmp_path
     printed = table(result)
     assert "Machine:" in printed and all(c["name"] in printed for c in result["comparisons"])
     assert "Ceiling end to end" in printed and result["end_to_end_bound"]["best_s"] > 0
+    assert "of it (target >= 85%:" in printed and 0 < result["end_to_end_bound"]["share"]
     assert all(len(c["ours_s"]) == len(c["alternative_s"]) == 1 for c in result["comparisons"])
     fits = result["estimator_fit"]  # the estimator's per-fit overhead: 2 fits sharing one Ray start
     assert len(fits["fits"]) == 2 and fits["ray_start_s"] > 0 and fits["ratio"] > 1
