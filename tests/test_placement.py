@@ -1,6 +1,7 @@
 """Resource decisions as pure functions: infeasible shares named, the baseline's share, CPUs lent by
 idle actors, parallel slots, devices and threads."""
 
+import statistics
 import subprocess
 import sys
 
@@ -75,9 +76,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
 def test_a_fresh_process_keeping_freed_memory_stops_page_faulting_on_every_batch():
-    """What MemberActor does at start: without it a fresh process faults ~2,500 pages per step."""
-    faults = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True,
-                                       text=True, check=True).stdout) for mode in ("keep", "default")}
+    """What MemberActor does at start: without it a fresh process faults ~2,500 pages per step. The median
+    of 3 processes each way: now and then a process without it hardly faults (33 faults in 20 steps once in
+    CI, against 14,000-72,000 in 30 runs here; why was not found), and the count with it ranges 33-2,500."""
+    faults = {mode: statistics.median(int(subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode],
+                                                         capture_output=True, text=True, check=True).stdout)
+                                      for _ in range(3)) for mode in ("keep", "default")}
     assert faults["keep"] * 10 < faults["default"]
 
 
